@@ -1,0 +1,70 @@
+"""The audit trail: the seed's log files, each valid JSON at every instant (atomic rewrite under a file lock).
+
+Entries follow the seed's format: timestamp, action, reason, success, plus action-specific details.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+from selfheal import io as sio
+from selfheal.errors import SelfHealError
+
+DATA_FIX_LOG = Path("monitoring/data_fix_log.json")
+ROLLBACK_LOG = Path("models/rollback_log.json")
+RETRAINING_LOG = Path(".github/triggers/retraining_log.json")
+RECOVERY_LOG = Path("monitoring/recovery_log.json")
+ALERTS_LOG = Path("monitoring/alerts.json")
+HEAL_LOG = Path("monitoring/heal_log.json")
+
+
+def now_iso() -> str:
+    """UTC timestamp, second precision, ISO 8601 with offset: sortable and unambiguous."""
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+
+
+def parse_time(value: str) -> datetime:
+    """Parse a log timestamp; the seed's naive timestamps are taken as UTC."""
+    ts = datetime.fromisoformat(value)
+    return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
+
+
+def _lock(path: Path) -> FileLock:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(path) + ".lock", timeout=60)
+
+
+def _read(path: Path, default: Any) -> Any:
+    try:
+        return sio.read_json(path, default)
+    except ValueError as exc:
+        raise SelfHealError(f"{path}: audit log is not valid JSON ({exc}); fix or move it aside") from None
+
+
+def update(path: str | Path, change: Callable[[Any], Any], default: Any) -> Any:
+    """Read-modify-write a JSON log under its lock; the new content replaces the file atomically."""
+    path = Path(path)
+    with _lock(path):
+        new = change(_read(path, default))
+        sio.write_json(path, new)
+        return new
+
+
+def append(path: str | Path, action: str, reason: str, success: bool, **details: Any) -> dict[str, Any]:
+    """Append one seed-format entry to a list-shaped log and return it."""
+    entry = {"timestamp": now_iso(), "action": action, "reason": reason, "success": success, **details}
+    update(path, lambda entries: [*entries, entry], default=[])
+    return entry
+
+
+def entries(path: str | Path) -> list[dict[str, Any]]:
+    """All entries of a list-shaped log (the retraining log keeps its list under `history`)."""
+    data = _read(Path(path), [])
+    if isinstance(data, dict):
+        return list(data.get("history", []))
+    return list(data)
