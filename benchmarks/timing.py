@@ -1,0 +1,36 @@
+"""Whole-process timing for benchmarks: wall time and peak memory of a command, median of N runs."""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from selfheal import sandbox
+
+# A fresh interpreter runs the command, so its RUSAGE_CHILDREN peak belongs to that command alone.
+_PEAK = (
+    "import resource, subprocess, sys; rc = subprocess.run(sys.argv[1:]).returncode; "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(rc)"
+)
+
+
+def wall(cmd: list[str], cwd: Path) -> float:
+    """Seconds for one run of `cmd` (which must succeed)."""
+    started = time.perf_counter()
+    sandbox.run(cmd, cwd)
+    return time.perf_counter() - started
+
+
+def median_of(n: int, once: Callable[[], float]) -> dict[str, float]:
+    """Call `once` n times; report min/median/max seconds."""
+    runs = [once() for _ in range(n)]
+    return {"median_s": round(statistics.median(runs), 3), "min_s": round(min(runs), 3), "max_s": round(max(runs), 3)}
+
+
+def peak_rss_mb(cmd: list[str], cwd: Path) -> float:
+    """Peak resident memory of one run of `cmd` and its children, in MB."""
+    proc = sandbox.run([sys.executable, "-c", _PEAK, *cmd], cwd)
+    return round(int(proc.stderr.strip().splitlines()[-1]) / 1024, 1)

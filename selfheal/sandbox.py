@@ -1,0 +1,85 @@
+"""A throwaway copy of a selfheal project in its own git repo: what tests and benchmarks run `dvc` in.
+
+It holds what a fresh clone holds; everything else (data, DVC cache, MLflow store) is made inside the copy.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+PROJECT_FILES = [
+    "dvc.yaml",
+    "params.yaml",
+    "stages",
+    "selfheal",
+    "config",
+    "models/production.json",
+    ".dvc/config",
+    ".dvcignore",
+    ".gitignore",
+]
+
+GIT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "selfheal sandbox",
+    "GIT_AUTHOR_EMAIL": "sandbox@selfheal.invalid",
+    "GIT_COMMITTER_NAME": "selfheal sandbox",
+    "GIT_COMMITTER_EMAIL": "sandbox@selfheal.invalid",
+}
+
+
+def env() -> dict[str, str]:
+    """The environment after `make run`: the venv first on PATH, a git identity, no analytics, MLflow local."""
+    out = {**os.environ, **GIT_IDENTITY}
+    out["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{out.get('PATH', '')}"
+    out["DVC_NO_ANALYTICS"] = "1"
+    out["MPLBACKEND"] = "Agg"
+    out.pop("MLFLOW_TRACKING_URI", None)
+    return out
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True, **kw) -> subprocess.CompletedProcess:
+    """Run a command as a user would; a failure carries its output so a test report shows why."""
+    proc = subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True, **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(cmd)} exited {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+        )
+    return proc
+
+
+def set_params(repo: Path, **groups: dict) -> None:
+    """Shallow-merge values into params.yaml groups of a sandbox."""
+    path = repo / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    for group, values in groups.items():
+        params[group] = {**params.get(group, {}), **values}
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def commit(repo: Path, message: str) -> None:
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-q", "-m", message], repo)
+
+
+def create(dest: Path, source: Path, **params: dict) -> Path:
+    """Copy the project from `source` into a new git repo at `dest`, write its data, commit: a fresh clone."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for rel in PROJECT_FILES:
+        src, target = source / rel, dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, target, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, target)
+    if params:
+        set_params(dest, **params)
+    run(["git", "init", "-q", "-b", "main"], dest)
+    run(["selfheal", "synth"], dest)
+    commit(dest, "project as cloned")
+    return dest

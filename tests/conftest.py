@@ -1,0 +1,46 @@
+"""Shared fixtures: a real git + DVC project built once per test session and copied per test."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from selfheal import sandbox
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Small but learnable data keeps a full `dvc repro` at a few seconds.
+SMALL_SYNTH = {"rows": 3000, "current_rows": 800}
+
+run = sandbox.run
+set_params = sandbox.set_params
+
+
+@pytest.fixture(scope="session")
+def fresh_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A git repo holding the project as a fresh clone would, with small default data; nothing run yet."""
+    return sandbox.create(tmp_path_factory.mktemp("fresh") / "project", ROOT, synth=SMALL_SYNTH)
+
+
+@pytest.fixture(scope="session")
+def built_project(tmp_path_factory: pytest.TempPathFactory, fresh_project: Path) -> Path:
+    """The fresh project after one real `dvc repro`, committed (dvc.lock included)."""
+    repo = tmp_path_factory.mktemp("built") / "project"
+    shutil.copytree(fresh_project, repo, symlinks=True)
+    sandbox.run(["dvc", "repro"], repo)
+    sandbox.commit(repo, "dvc repro")
+    return repo
+
+
+@pytest.fixture()
+def project(tmp_path: Path, built_project: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A private copy of the built project (git history, DVC cache and all); cwd is set to it."""
+    repo = tmp_path / "project"
+    shutil.copytree(built_project, repo, symlinks=True)
+    monkeypatch.chdir(repo)
+    for key, value in sandbox.GIT_IDENTITY.items():
+        monkeypatch.setenv(key, value)
+    yield repo
