@@ -12,10 +12,17 @@ export MPLBACKEND := Agg
 
 PYTEST_ARGS ?= -n 2
 VERSION ?=
+DATA ?=
+FORCE ?=
 BASE ?= main
 EXP ?=
+HOST ?= 127.0.0.1
+PORT ?= 8000
+METHOD ?= auto
+WATCH ?=
+SERVICE_URL ?=
 
-.PHONY: help venv data run repro test bench heal heal-plan rollback retrain fix-data status versions \
+.PHONY: help venv data run repro test bench heal heal-plan rollback retrain fix-data status versions promote \
         serve recover report exp exp-apply clean
 
 help: ## List every target with one line each
@@ -24,7 +31,7 @@ help: ## List every target with one line each
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==0.13.8
-	$(BIN)/uv pip sync --quiet --python $(BIN)/python requirements.lock
+	$(BIN)/uv pip sync --quiet --compile-bytecode --python $(BIN)/python requirements.lock
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	@touch $@
 
@@ -44,6 +51,45 @@ test: $(STAMP) ## Run the whole test suite
 
 bench: $(STAMP) ## Run the benchmarks; results in metrics/bench.json
 	$(BIN)/python -m benchmarks.run
+
+report: $(STAMP) ## Write report.md (+ report/ images): params, metrics, plots, drift, healing vs BASE (default main)
+	$(BIN)/selfheal report --base $(BASE)
+
+exp: $(STAMP) ## Queue the grid in config/exp_grid.yaml as dvc experiments, run them, show them best first
+	$(BIN)/selfheal exp
+
+exp-apply: $(STAMP) ## Apply an experiment to the workspace: EXP=<name> (default: the best by validation metric)
+	$(BIN)/selfheal exp-apply $(EXP)
+
+heal: $(STAMP) ## Heal: fix data -> promote or roll back the model -> retrain on drift -> recover the service
+	$(BIN)/selfheal heal
+
+heal-plan: $(STAMP) ## Print what `make heal` would do and why; changes nothing
+	$(BIN)/selfheal heal --plan
+
+rollback: $(STAMP) ## Restore the last good production model; VERSION=v0.0.3 (or v20241120_150000) restores that one
+	$(BIN)/selfheal rollback $(if $(VERSION),--version $(VERSION))
+
+retrain: $(STAMP) ## Retrain if metrics/drift.json shows drift and the cooldown has passed (FORCE=1 skips the cooldown)
+	$(BIN)/selfheal retrain $(if $(FORCE),--force)
+
+fix-data: $(STAMP) ## Fix a CSV in place as fix_data would (backup first): DATA=path (default data.raw)
+	$(BIN)/selfheal fix-data $(if $(DATA),--data-path $(DATA))
+
+promote: $(STAMP) ## Promote the validated model: DVC push, commit, version tag, production
+	$(BIN)/selfheal promote
+
+versions: $(STAMP) ## List registered model versions and mark production
+	$(BIN)/selfheal versions
+
+status: $(STAMP) ## Self-healing metrics from the audit logs (also metrics/self_healing.json)
+	$(BIN)/selfheal status
+
+serve: $(STAMP) ## Serve the production model (FastAPI) on HOST:PORT (default 127.0.0.1:8000)
+	$(BIN)/selfheal serve --host $(HOST) --port $(PORT)
+
+recover: $(STAMP) ## Check the service, recover it if down (METHOD=auto|cache|config|process|docker, WATCH=1 keeps watching)
+	$(BIN)/selfheal recover --method $(METHOD) $(if $(SERVICE_URL),--service-url $(SERVICE_URL)) $(if $(WATCH),--watch)
 
 clean: ## Remove pipeline outputs (not the venv, not the DVC cache)
 	rm -rf data/clean data/split models/model.joblib models/model.json models/reference.parquet \
