@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -19,6 +20,11 @@ app = typer.Typer(
 ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to read")]
 
 
+@app.callback()
+def _root() -> None:
+    """Keep `selfheal <command>` a command group even while only one command is registered."""
+
+
 @app.command()
 def synth(
     params: ParamsOpt = Path("params.yaml"),
@@ -30,6 +36,256 @@ def synth(
 
     for line in write_default_data(load_params(params), force=force):
         typer.echo(line)
+
+
+@app.command()
+def report(
+    base: Annotated[str, typer.Option(help="Git revision to compare the workspace with")] = "main",
+    out: Annotated[Path, typer.Option(help="Markdown file to write")] = Path("report.md"),
+    assets: Annotated[Path, typer.Option(help="Directory for the report's images")] = Path("report"),
+) -> None:
+    """Write a Markdown report of the workspace vs BASE: params and metrics diffs, plots, drift, healing, verdict."""
+    from selfheal.report import build_report
+
+    typer.echo(f"report: wrote {build_report(base, out, assets)}")
+
+
+class OutputsKind(str, Enum):
+    validation = "validation"
+    drift = "drift"
+
+
+@app.command("ci-outputs")
+def ci_outputs(
+    kind: Annotated[OutputsKind, typer.Argument(help="validation: metric, threshold, passed; drift: drift_detected, drift_score")],
+    github_output: Annotated[
+        Optional[str], typer.Option(envvar="GITHUB_OUTPUT", help="File to append key=value lines to")
+    ] = None,
+) -> None:
+    """Print a pipeline result as key=value step outputs and append them to $GITHUB_OUTPUT."""
+    from selfheal.ci import step_outputs, write_outputs
+
+    for line in write_outputs(step_outputs(kind.value), github_output):
+        typer.echo(line)
+
+
+@app.command("ci-summary")
+def ci_summary(
+    base: Annotated[str, typer.Option(help="Revision the run checked out: actions logged since then are listed")] = "HEAD",
+    step_summary: Annotated[
+        Optional[str], typer.Option(envvar="GITHUB_STEP_SUMMARY", help="File to append the Markdown to")
+    ] = None,
+) -> None:
+    """Print what healed (gate, drift, self-healing actions, verdict) and append it to $GITHUB_STEP_SUMMARY."""
+    from selfheal.ci import append_summary, job_summary
+
+    text = job_summary(base)
+    append_summary(text, step_summary)
+    typer.echo(text, nl=False)
+
+
+@app.command()
+def exp(
+    grid: Annotated[Path, typer.Option(help="Grid file: params to vary and their values")] = Path("config/exp_grid.yaml"),
+    jobs: Annotated[int, typer.Option(min=1, help="Experiments run at a time")] = 1,
+) -> None:
+    """Queue the grid as DVC experiments, run them all, and print `dvc exp show --md` best first."""
+    from selfheal.experiments import run_grid, table
+
+    names, failed = run_grid(grid, jobs)
+    typer.echo(f"\nexperiments of this grid: {', '.join(names)}\n")
+    typer.echo(table())
+    if failed:
+        raise SelfHealError(f"{len(failed)} of {len(names)} experiment(s) failed: {', '.join(failed)} (see State)")
+
+
+@app.command("exp-apply")
+def exp_apply(
+    name: Annotated[Optional[str], typer.Argument(help="Experiment to apply (default: the best by validation metric)")] = None,
+) -> None:
+    """Apply an experiment's params, outputs and metrics to the workspace (`dvc exp apply`)."""
+    from selfheal.experiments import apply
+
+    applied = apply(name)
+    typer.echo(f"applied experiment {applied}; review with `git diff`, keep it with `git commit -am ...`")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    model: Annotated[Path, typer.Option(help="Model file (model.json beside it)")] = Path("models/model.joblib"),
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Serve the production model (FastAPI + uvicorn): /health, /predict, /schema, /metrics, POST /admin/reload.
+
+    Writes .selfheal/service.pid so `selfheal recover` can find it; SIGHUP reloads the model and configuration.
+    """
+    from selfheal.service.server import main as serve_main
+
+    raise typer.Exit(serve_main(["--host", host, "--port", str(port), "--model", str(model), "--params", str(params)]))
+
+
+@app.command()
+def recover(
+    method: Annotated[str, typer.Option(help="auto (cache -> config -> process), cache, config, process or docker")] = "auto",
+    service_url: Annotated[Optional[str], typer.Option(help="Service URL (default: service_recovery.service_url)")] = None,
+    watch: Annotated[bool, typer.Option(help="Keep watching and recovering until stopped (Ctrl-C)")] = False,
+    interval: Annotated[Optional[float], typer.Option(help="Seconds between health checks with --watch")] = None,
+    container: Annotated[Optional[str], typer.Option(help="Container for --method docker")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    config: Annotated[Optional[Path], typer.Option(help="Seed-format self_healing_config.json overriding params")] = None,
+) -> None:
+    """Check the service's health and recover it if needed; exit 1 (and an alert) when every attempt fails."""
+    from selfheal.config import load_params
+    from selfheal.recovery import METHODS, recover as run_recover
+
+    if method not in METHODS:
+        raise SelfHealError(f"--method {method!r}: expected one of {', '.join(METHODS)}")
+    sr = load_params(params, config).service_recovery
+    if container:
+        sr = sr.model_copy(update={"docker_container": container})
+    if watch:
+        from selfheal.supervisor import watch_until_signalled
+
+        raise typer.Exit(watch_until_signalled(sr, method, service_url, interval))
+    raise typer.Exit(run_recover(sr, method, service_url).exit_code)
+
+
+ConfigOpt = Annotated[
+    Optional[Path], typer.Option("--config", help="Seed-format config/self_healing_config.json overriding params")
+]
+WaitOpt = Annotated[float, typer.Option("--wait", help="Seconds to wait for another running heal/rollback/retrain")]
+
+
+@app.command()
+def rollback(
+    version: Annotated[Optional[str], typer.Option(help="Version to restore: v0.0.3, model@v0.0.3 or v20241120_150000")] = None,
+    current_metric: Annotated[Optional[float], typer.Option(help="Metric of the current model (seed flag)")] = None,
+    threshold: Annotated[Optional[float], typer.Option(help="Threshold for --current-metric (default: params)")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    config: ConfigOpt = None,
+    wait: WaitOpt = 0.0,
+) -> None:
+    """Restore the last good production model (auto) or --version V: a verified checkout from git + DVC."""
+    from selfheal.config import load_params
+    from selfheal.guard import exclusive
+    from selfheal.rollback import rollback as run_rollback
+
+    p = load_params(params, config)
+    if current_metric is not None and threshold is None:
+        threshold = p.model_validation.min_accuracy_threshold
+    with exclusive("rollback", wait):
+        run_rollback(version=version, current_metric=current_metric, threshold=threshold,
+                     service_url=p.service_recovery.service_url)
+
+
+@app.command()
+def versions(as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False) -> None:
+    """List registered model versions (oldest first) and mark production."""
+    import json
+
+    from selfheal import registry
+
+    prod = registry.production() or {}
+    rows = [{"version": v.name, "alias": v.alias, "promoted_at": v.meta.get("promoted_at") or v.created_at,
+             "metric_name": v.meta.get("metric_name"), "metric": v.meta.get("metric"), "md5": v.md5,
+             "production": v.name == prod.get("version")} for v in registry.versions()]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        typer.echo("no registered versions yet (a model that passes validation is promoted by `make heal`)")
+    for r in rows:
+        metric = f"{r['metric_name']} {r['metric']:.3f}" if isinstance(r["metric"], (int, float)) else "-"
+        typer.echo(f"{'*' if r['production'] else ' '} {r['version']:<9} {r['alias'] or '-':<17} "
+                   f"{r['promoted_at']:<26} {metric:<10} {(r['md5'] or '-')[:12]}"
+                   + ("  <- production" if r["production"] else ""))
+
+
+@app.command()
+def promote(wait: WaitOpt = 0.0, params: ParamsOpt = Path("params.yaml"), config: ConfigOpt = None) -> None:
+    """Promote the validated workspace model: push to the DVC remote, commit, tag the version, set production."""
+    from selfheal.config import load_params
+    from selfheal.guard import exclusive
+    from selfheal.promote import promote as run_promote
+
+    url = load_params(params, config).service_recovery.service_url
+    with exclusive("promote", wait):
+        run_promote(reason="promoted by `selfheal promote`", service_url=url)
+
+
+@app.command()
+def retrain(
+    drift_detected: Annotated[bool, typer.Option("--drift-detected", help="Drift was detected (seed flag)")] = False,
+    drift_score: Annotated[Optional[float], typer.Option(help="Drift score (seed flag); default: metrics/drift.json")] = None,
+    force: Annotated[bool, typer.Option(help="Skip the retraining cooldown")] = False,
+    params: ParamsOpt = Path("params.yaml"),
+    config: ConfigOpt = None,
+    wait: WaitOpt = 0.0,
+) -> None:
+    """Retrain on drift (cooldown permitting): fold the current batch in, dvc repro, then promote or roll back."""
+    from selfheal.config import load_params
+    from selfheal.guard import exclusive
+    from selfheal.retrain import retrain as run_retrain
+
+    p = load_params(params, config)
+    flags = drift_detected or drift_score is not None
+    with exclusive("retrain", wait):
+        entry = run_retrain(p, drift_detected=drift_detected if flags else None, drift_score=drift_score,
+                            force=force, service_url=p.service_recovery.service_url)
+    if entry is not None and not entry["success"]:
+        raise typer.Exit(1)
+
+
+@app.command("fix-data")
+def fix_data(
+    data_path: Annotated[Optional[Path], typer.Option(help="CSV to fix in place (default: data.raw)")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    config: ConfigOpt = None,
+    wait: WaitOpt = 0.0,
+) -> None:
+    """Fix a CSV in place as the fix_data stage would (backup first); exit 1 if it is still invalid."""
+    from selfheal.config import load_params
+    from selfheal.datafix import fix_file
+    from selfheal.guard import exclusive
+
+    p = load_params(params, config)
+    with exclusive("fix-data", wait):
+        entry = fix_file(data_path or Path(p.data.raw), p)
+    if not entry["success"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+def heal(
+    plan: Annotated[bool, typer.Option("--plan", help="Print what heal would do and why; change nothing")] = False,
+    params: ParamsOpt = Path("params.yaml"),
+    config: ConfigOpt = None,
+    wait: WaitOpt = 0.0,
+) -> None:
+    """Fix data -> gate the model (promote / roll back) -> retrain on drift -> recover the service; escalate loops."""
+    from selfheal.config import load_params
+    from selfheal.guard import exclusive
+    from selfheal.heal import heal as run_heal
+
+    p = load_params(params, config)
+    if plan:
+        raise typer.Exit(run_heal(p, plan_only=True))
+    with exclusive("heal", wait):
+        code = run_heal(p)
+    raise typer.Exit(code)
+
+
+@app.command()
+def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False) -> None:
+    """Self-healing success metrics from the audit logs; also written to metrics/self_healing.json."""
+    import json
+
+    from selfheal.status import STATUS_FILE, lines, write_status
+
+    metrics = write_status()
+    typer.echo(json.dumps(metrics, indent=2) if as_json else "\n".join([*lines(metrics), f"(written to {STATUS_FILE})"]))
 
 
 def main() -> None:

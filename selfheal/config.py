@@ -94,6 +94,16 @@ class ServiceRecoveryParams(_Group):
     auto_recovery_enabled: bool = True
     max_recovery_attempts: int = Field(3, gt=0)
     service_url: str = "http://127.0.0.1:8000"
+    health_timeout_seconds: float = Field(2.0, gt=0)
+    startup_timeout_seconds: float = Field(60.0, gt=0)
+    kill_grace_seconds: float = Field(3.0, ge=0)
+    backoff_seconds: float = Field(1.0, ge=0)
+    docker_container: str = "selfheal-service"
+    start_command: str = ""
+    warm_standby: bool = True
+    watch_interval_seconds: float = Field(1.0, gt=0)
+    watch_window_minutes: float = Field(10.0, gt=0)
+    max_batch_size: int = Field(1000, gt=0)
 
 
 class Params(_Group):

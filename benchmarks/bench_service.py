@@ -1,0 +1,205 @@
+"""Prediction service speed and recovery time, on the same model as `mlflow models serve`.
+
+Throughput: single-record POSTs from 8 keep-alive connections (benchmarks/loadgen.py), selfheal's /predict and
+MLflow's /invocations measured alternately, 3 rounds of 8 s each, median reported with its p50/p99 latency;
+plus one connection (no concurrency, so no micro-batching) for per-request latency. MLflow is measured as
+shipped (`mlflow models serve --env-manager local`) and with OMP_NUM_THREADS=1, the setting selfheal's
+service applies to itself, so the ratio is not just that setting. Target: selfheal >= 2x MLflow.
+
+Recovery: `selfheal recover --watch` (default params except a larger attempt budget, so six faults in a row
+are not a restart storm) keeps the service up; the time is from the fault (SIGKILL, or SIGSTOP for a hang)
+to the first healthy answer from a new process, median of 3 each. Targets: crash < 5 s, hang < 10 s.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+import requests
+import yaml
+
+from benchmarks.loadgen import run_load
+from selfheal import procs
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+CONCURRENCY, SECONDS, ROUNDS = 8, 8.0, 3
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait(url: str, timeout: float = 180.0) -> float:
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout:
+        try:
+            if requests.get(url, timeout=1).status_code == 200:
+                return time.perf_counter() - started
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} not up after {timeout} s")
+
+
+def _project(tmp: Path) -> tuple[Path, list[dict], dict]:
+    """Train the pipeline's default model (default params) on the default-sized synthetic data; save it both
+    the selfheal way (models/) and the MLflow way (mlmodel/)."""
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+
+    from selfheal.config import load_params
+    from selfheal.modelio import save_model
+    from selfheal.synth import make_housing
+    from selfheal.training import train
+
+    params = load_params(ROOT / "params.yaml")
+    df = make_housing(params.synth.rows, params.synth.seed)
+    pipeline, meta, _, holdout = train(df, params)
+    project = tmp / "project"
+    save_model(pipeline, meta, project / "models/model.joblib")
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["service_recovery"]["max_recovery_attempts"] = 10
+    (project / "params.yaml").write_text(yaml.safe_dump(raw))
+    names = [f["name"] for f in meta["features"]]
+    sample = holdout[names].head(20)
+    import sklearn
+
+    mlflow.sklearn.save_model(pipeline, str(tmp / "mlmodel"), serialization_format="cloudpickle",
+                              signature=infer_signature(sample, pipeline.predict(sample)),
+                              pip_requirements=[f"scikit-learn=={sklearn.__version__}"])
+    record = {k: float(v) for k, v in sample.iloc[0].items()}
+    return project, meta["features"], record
+
+
+def _measure(url: str, body: bytes, concurrency: int) -> dict:
+    result = run_load(url, body, concurrency, SECONDS)
+    return result.summary()
+
+
+def _median_round(rounds: list[dict]) -> dict:
+    ranked = sorted(rounds, key=lambda r: r["req_per_s"])
+    return {**ranked[len(ranked) // 2], "rounds_req_per_s": [r["req_per_s"] for r in rounds]}
+
+
+def _throughput(tmp: Path, project: Path, record: dict) -> dict:
+    port, ml_port, ml1_port = _free_port(), _free_port(), _free_port()
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    ours = procs.spawn(procs.service_argv("127.0.0.1", port), project)
+    cold_start = _wait(f"http://127.0.0.1:{port}/health")
+    servers = {"selfheal": (f"http://127.0.0.1:{port}/predict", json.dumps(record).encode())}
+    mlflow_body = json.dumps({"dataframe_split": {"columns": list(record), "data": [list(record.values())]}}).encode()
+    spawned = [ours]
+    for name, p, extra in (("mlflow", ml_port, {}), ("mlflow_omp1", ml1_port, {"OMP_NUM_THREADS": "1"})):
+        cmd = [str(BIN / "mlflow"), "models", "serve", "-m", str(tmp / "mlmodel"), "--env-manager", "local",
+               "-p", str(p), "-h", "127.0.0.1"]
+        with open(tmp / f"{name}.log", "wb") as log:
+            spawned.append(subprocess.Popen(cmd, cwd=tmp, env={**env, **extra}, stdout=log,
+                                            stderr=subprocess.STDOUT, start_new_session=True))
+        _wait(f"http://127.0.0.1:{p}/ping")
+        servers[name] = (f"http://127.0.0.1:{p}/invocations", mlflow_body)
+    try:
+        for url, body in servers.values():  # warm-up: first requests pay lazy imports
+            run_load(url, body, CONCURRENCY, 2.0)
+        rounds: dict[str, list[dict]] = {name: [] for name in servers}
+        for _ in range(ROUNDS):
+            for name, (url, body) in servers.items():
+                rounds[name].append(_measure(url, body, CONCURRENCY))
+        single = {name: _measure(url, body, 1) for name, (url, body) in servers.items()}
+    finally:
+        for proc in spawned:
+            procs.kill_group(proc.pid)
+            proc.wait()
+    figures = {name: {**_median_round(r), "one_connection": single[name]} for name, r in rounds.items()}
+    for name in ("mlflow", "mlflow_omp1"):
+        figures[f"ratio_vs_{name}"] = round(figures["selfheal"]["req_per_s"] / max(figures[name]["req_per_s"], 1e-9), 2)
+    figures["selfheal"]["cold_start_s"] = round(cold_start, 2)
+    return figures
+
+
+def _standby_ready(project: Path, timeout: float = 120.0) -> None:
+    """Wait until the watcher's spare process has finished importing (it then sleeps on stdin). The serving
+    process is excluded: an activated spare keeps `--standby` in its command line."""
+    target, deadline = str(project.resolve()), time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        serving = (procs.read_pid_file(project / procs.PID_FILE) or {}).get("pid")
+        spares = [p for p in psutil.process_iter(["cmdline", "cwd"]) if p.pid != serving
+                  and "--standby" in (p.info["cmdline"] or []) and p.info["cwd"] == target]
+        if spares:
+            before = spares[0].cpu_times()
+            time.sleep(1.0)
+            try:
+                after = spares[0].cpu_times()
+            except psutil.Error:
+                continue
+            if (after.user + after.system) - (before.user + before.system) < 0.02:
+                return
+        time.sleep(0.2)
+    raise RuntimeError("the warm standby never became ready")
+
+
+def _time_fault(project: Path, url: str, sig: int) -> float:
+    pid = procs.read_pid_file(project / procs.PID_FILE)["pid"]
+    started = time.perf_counter()
+    os.kill(pid, sig)
+    while True:
+        try:
+            body = requests.get(url + "/health", timeout=0.5).json()
+            if body.get("status") == "ok" and body.get("pid") != pid:
+                return time.perf_counter() - started
+        except requests.RequestException:
+            pass
+        if time.perf_counter() - started > 120:
+            raise RuntimeError("the service did not come back in 120 s")
+        time.sleep(0.02)
+
+
+def _recovery(project: Path) -> dict:
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    watcher = subprocess.Popen([str(BIN / "selfheal"), "recover", "--watch", "--service-url", url], cwd=project,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    times: dict[str, list[float]] = {"crash": [], "hang": []}
+    try:
+        _wait(url + "/health")
+        for kind, sig in (("crash", signal.SIGKILL), ("hang", signal.SIGSTOP)):
+            for _ in range(3):
+                _standby_ready(project)
+                times[kind].append(round(_time_fault(project, url, sig), 2))
+    finally:
+        watcher.send_signal(signal.SIGTERM)
+        try:
+            watcher.wait(15)
+        except subprocess.TimeoutExpired:
+            procs.kill_group(watcher.pid)
+        procs.kill_all_in(project)
+    return {kind: {"median_s": statistics.median(v), "runs_s": v, "target_s": 5 if kind == "crash" else 10}
+            for kind, v in times.items()}
+
+
+def run() -> dict:
+    with tempfile.TemporaryDirectory(prefix="selfheal-bench-service-") as name:
+        tmp = Path(name)
+        try:
+            project, features, record = _project(tmp)
+            throughput = _throughput(tmp, project, record)
+            recovery = _recovery(project)
+        finally:
+            procs.kill_all_in(tmp)
+            if (tmp / "project").exists():
+                procs.kill_all_in(tmp / "project")
+    return {"features": len(features), "concurrency": CONCURRENCY, "seconds_per_round": SECONDS,
+            "throughput": throughput, "recovery_watch_mode": recovery}

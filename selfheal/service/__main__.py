@@ -1,0 +1,7 @@
+"""`python -m selfheal.service`: the service's own entry point (see server.py)."""
+
+from selfheal.errors import run_main
+from selfheal.service.server import main
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,158 @@
+"""The FastAPI application: /health, /predict, /schema, /metrics and the admin reload (also on SIGHUP).
+
+Endpoints read the body themselves and validate it from bytes against the model's schema (see schema.py)
+instead of declaring a static pydantic body: the schema belongs to the model, and a reload may change it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import ipaddress
+import json
+import os
+import signal
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+from selfheal.errors import SelfHealError
+from selfheal.service.batcher import MicroBatcher
+from selfheal.service.client import TOKEN_ENV
+from selfheal.service.model_holder import ModelHolder
+from selfheal.service.prom import Metrics, MetricsMiddleware
+from selfheal.service.schema import PayloadError
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    model_path: Path = Path("models/model.joblib")
+    params_path: Path | None = Path("params.yaml")
+    max_batch_size: int = 1000
+    admin_token: str | None = None  # None: admin endpoints answer loopback clients only
+
+
+def _loopback(host: str | None) -> bool:
+    try:
+        return host is not None and ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _error(status: int, message: str, errors: list[dict[str, Any]] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": errors or message, "message": message}, status_code=status)
+
+
+def create_app(settings: ServiceSettings) -> FastAPI:
+    holder = ModelHolder(settings.model_path, settings.max_batch_size)
+    batcher = MicroBatcher(max_rows=max(settings.max_batch_size, 256))
+    metrics = Metrics()
+    started = time.time()
+
+    async def reload(expected_md5: str | None = None, config: bool = False) -> dict[str, Any]:
+        """Load off the event loop, then swap; failures leave the old model serving and are reported."""
+        previous = holder.current.version if holder.current else None
+        try:
+            batch = await asyncio.to_thread(_read_batch_size, settings) if config else None
+            snapshot = await asyncio.to_thread(holder.reload, expected_md5, batch)
+        except SelfHealError as exc:
+            holder.last_error = str(exc)
+            return {"reloaded": False, "error": str(exc), "serving_version": previous, **_model(holder)}
+        return {"reloaded": True, "previous_version": previous, "seconds": holder.last_reload_seconds,
+                "max_batch_size": snapshot.schema.max_batch_size, **_model(holder)}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        result = await reload()
+        print(f"selfheal service: {json.dumps(result)}", flush=True)
+        loop = asyncio.get_running_loop()
+        try:
+            loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reload(config=True)))
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread (e.g. an in-process client)
+            pass
+        on_ready = getattr(app.state, "on_ready", None)
+        if on_ready is not None:
+            on_ready()
+        yield
+        await batcher.close()
+
+    app = FastAPI(title="selfheal prediction service", lifespan=lifespan)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.state.holder = holder
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        body = {"status": "ok" if holder.current else "no model", **_model(holder), "pid": os.getpid(),
+                "uptime_seconds": round(time.time() - started, 1), "last_reload_error": holder.last_error}
+        return JSONResponse(body, status_code=200 if holder.current else 503)
+
+    @app.post("/predict")
+    async def predict(request: Request) -> JSONResponse:
+        snapshot = holder.current
+        if snapshot is None:
+            return _error(503, f"no model loaded: {holder.last_error}")
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > snapshot.schema.max_body_bytes:
+            return _error(413, f"request body of {length} bytes exceeds {snapshot.schema.max_body_bytes}")
+        try:
+            records = snapshot.schema.parse(await request.body())
+            predictions = await batcher.predict(snapshot, records)
+        except PayloadError as exc:
+            return _error(exc.status, exc.message, exc.errors)
+        except (ValueError, TypeError) as exc:  # the model refused values the schema let through
+            return _error(422, f"the model could not score the input: {exc}")
+        metrics.prediction_rows += len(records)
+        return JSONResponse({"predictions": predictions, "model_version": snapshot.version,
+                             "model_md5": snapshot.model.md5})
+
+    @app.get("/schema")
+    async def schema() -> JSONResponse:
+        if holder.current is None:
+            return _error(503, f"no model loaded: {holder.last_error}")
+        return JSONResponse({**holder.current.schema.json_schema(), **_model(holder)})
+
+    @app.get("/metrics")
+    async def prometheus() -> PlainTextResponse:
+        text = metrics.render(_model(holder) if holder.current else None, holder.reloads, batcher.batches)
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+
+    @app.post("/admin/reload")
+    async def admin_reload(request: Request) -> JSONResponse:
+        if settings.admin_token:
+            given = request.headers.get("authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {settings.admin_token}".encode()):
+                return _error(401, f"admin endpoints need 'Authorization: Bearer <{TOKEN_ENV}>'")
+        elif not _loopback(request.client.host if request.client else None):
+            return _error(403, f"admin endpoints answer loopback clients only (or set {TOKEN_ENV})")
+        try:
+            options = json.loads(await request.body() or b"{}")
+            if not isinstance(options, dict) or set(options) - {"expected_md5", "config"}:
+                raise ValueError("expected an object with optional keys expected_md5, config")
+        except ValueError as exc:
+            return _error(422, f"reload options: {exc}")
+        result = await reload(options.get("expected_md5"), bool(options.get("config")))
+        return JSONResponse(result, status_code=200 if result["reloaded"] else 409)
+
+    return app
+
+
+def _model(holder: ModelHolder) -> dict[str, Any]:
+    snap = holder.current
+    if snap is None:
+        return {"model_version": None, "model_md5": None}
+    return {"model_version": snap.version, "model_md5": snap.model.md5, "model_loaded_at": snap.loaded_at}
+
+
+def _read_batch_size(settings: ServiceSettings) -> int:
+    """Configuration reload: the service's knobs from params.yaml (service_recovery.max_batch_size)."""
+    if settings.params_path is None or not settings.params_path.exists():
+        return settings.max_batch_size
+    from selfheal.config import load_params
+
+    return load_params(settings.params_path).service_recovery.max_batch_size

@@ -1,0 +1,97 @@
+"""Talking to a running service from other processes: health checks (recovery, heal) and reloads (rollback).
+
+Light on purpose (requests only): recovery and rollback import this without the web stack or the model libraries.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import requests
+
+from selfheal import procs
+
+State = Literal["healthy", "unhealthy", "down", "hung"]
+TOKEN_ENV = "SELFHEAL_ADMIN_TOKEN"  # the same variable the service reads
+
+
+@dataclass(frozen=True)
+class Health:
+    """healthy: 200; unhealthy: answered but not 200 (503: no model); down: refused; hung: no answer in time."""
+
+    state: State
+    detail: str
+    status_code: int | None = None
+    body: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def healthy(self) -> bool:
+        return self.state == "healthy"
+
+
+def check_health(service_url: str, timeout: float = 2.0) -> Health:
+    """One GET /health with a hard timeout: a stopped (SIGSTOP) process accepts the connection but never answers."""
+    started = time.perf_counter()
+    try:
+        resp = requests.get(service_url.rstrip("/") + "/health", timeout=timeout)
+    except requests.Timeout:
+        return Health("hung", f"no answer from {service_url}/health within {timeout:g} s (hang)",
+                      seconds=time.perf_counter() - started)
+    except requests.ConnectionError as exc:
+        return Health("down", f"{service_url} not reachable (crash or not started): {_reason(exc)}",
+                      seconds=time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    try:
+        body = resp.json()
+    except ValueError:
+        body = {}
+    if not isinstance(body, dict):
+        body = {}
+    if resp.status_code == 200 and body.get("status") == "ok":
+        return Health("healthy", f"healthy, model {body.get('model_version')}", 200, body, seconds)
+    why = body.get("last_reload_error") or body.get("status") or resp.reason
+    return Health("unhealthy", f"/health answered {resp.status_code}: {why}", resp.status_code, body, seconds)
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc)
+    for known in ("Connection refused", "Connection reset", "No route to host", "Name or service not known"):
+        if known in text:
+            return known
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def request_reload(
+    service_url: str, token: str | None = None, expected_md5: str | None = None, config: bool = False,
+    timeout: float = 60.0,
+) -> dict[str, Any]:
+    """Ask the running service to load the model file again (and swap atomically).
+
+    POST /admin/reload (a bearer token from `token` or $SELFHEAL_ADMIN_TOKEN if set); if the service cannot be
+    reached or refuses the caller, fall back to SIGHUP to the pid in `.selfheal/service.pid`. Never raises for
+    a service that is not running. Returns {"reloaded": bool | None, "via": "http"|"sighup"|None, ...}:
+    reloaded is None when a signal was sent (its outcome shows on /health).
+    """
+    token = token or os.environ.get(TOKEN_ENV) or None
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    body = {k: v for k, v in {"expected_md5": expected_md5, "config": config or None}.items() if v is not None}
+    http_error = None
+    try:
+        resp = requests.post(service_url.rstrip("/") + "/admin/reload", json=body, headers=headers, timeout=timeout)
+        if resp.status_code in (200, 409):
+            return {**resp.json(), "via": "http"}
+        http_error = f"/admin/reload answered {resp.status_code}: {resp.text[:200]}"
+    except requests.RequestException as exc:
+        http_error = f"{service_url} not reachable: {_reason(exc)}"
+    info = procs.read_pid_file()
+    port = urlsplit(service_url).port
+    if info and info.get("port") == port and procs.recorded_alive(info):
+        os.kill(info["pid"], signal.SIGHUP)
+        return {"reloaded": None, "via": "sighup", "pid": info["pid"], "error": http_error}
+    return {"reloaded": False, "via": None, "error": f"{http_error}; no running service in {procs.PID_FILE}"}

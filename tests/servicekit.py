@@ -1,0 +1,107 @@
+"""Helpers for the service and recovery tests: small real models, a project directory, real service processes.
+
+Every process a test starts runs with the test's project directory as its cwd; `stop_all` kills every process
+whose cwd is that directory (services restarted by recovery and warm standbys included), so nothing outlives
+its test.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+import yaml
+
+from selfheal import procs
+
+ROOT = Path(__file__).resolve().parents[1]
+RECORD = {"MedInc": 3.2, "HouseAge": 20.0, "AveRooms": 5.0, "AveBedrms": 1.0, "Population": 1000.0,
+          "AveOccup": 3.0, "Latitude": 34.0, "Longitude": -118.0, "ocean": "south"}
+
+
+def train_model(dest: Path, max_iter: int, rows: int = 500, seed: int = 0) -> str:
+    """A real HistGradientBoosting pipeline (selfheal.training) on synthetic housing rows plus one categorical
+    column; written as dest/model.joblib + dest/model.json. Returns its md5."""
+    from selfheal.config import HGBParams, Params, TrainParams
+    from selfheal.modelio import save_model
+    from selfheal.synth import make_housing
+    from selfheal.training import train
+
+    df = make_housing(rows, seed)
+    df.insert(0, "ocean", (df["Latitude"] > 36).map({True: "north", False: "south"}))
+    params = Params(train=TrainParams(hist_gradient_boosting=HGBParams(max_iter=max_iter)))
+    pipeline, meta, _, _ = train(df, params)
+    return save_model(pipeline, meta, dest / "model.joblib")
+
+
+def make_project(path: Path, models: Path, service_recovery: dict | None = None) -> Path:
+    """A project directory: params.yaml (with service_recovery overrides) and models/ copied from `models`."""
+    path.mkdir(parents=True, exist_ok=True)
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["service_recovery"].update(service_recovery or {})
+    (path / "params.yaml").write_text(yaml.safe_dump(params))
+    shutil.copytree(models, path / "models", dirs_exist_ok=True)
+    return path
+
+
+def use_model(project: Path, source: Path) -> None:
+    """Put a trained model in the project's workspace, as a rollback's checkout does (joblib first, then json)."""
+    for name in ("model.joblib", "model.json"):
+        shutil.copyfile(source / name, project / "models" / name)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def url_of(port: int) -> str:
+    return f"http://127.0.0.1:{port}"
+
+
+def start_service(project: Path, port: int, env: dict | None = None) -> subprocess.Popen:
+    """Start the service as recovery would (detached, logging to .selfheal/service.log)."""
+    import os
+
+    argv = procs.service_argv("127.0.0.1", port)
+    if env:
+        return subprocess.Popen(argv, cwd=project, env={**os.environ, **env}, start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return procs.spawn(argv, project)
+
+
+def wait_status(url: str, status: int = 200, timeout: float = 90.0) -> dict:
+    """Poll /health until it answers `status`; returns the body."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            resp = requests.get(url + "/health", timeout=1)
+            if resp.status_code == status:
+                return resp.json()
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"{url}/health did not answer {status} within {timeout} s")
+
+
+def service_pid(project: Path) -> int:
+    info = procs.read_pid_file(project / procs.PID_FILE)
+    assert info is not None, "no pid file"
+    return info["pid"]
+
+
+def run_cli(project: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    """Run the `selfheal` command as a user would, in `project`."""
+    selfheal = Path(sys.executable).parent / "selfheal"
+    return subprocess.run([str(selfheal), *args], cwd=project, capture_output=True, text=True, timeout=timeout)
+
+
+def stop_all(project: Path) -> None:
+    """Kill every process running in `project` (the services and standbys a test caused)."""
+    procs.kill_all_in(project)
