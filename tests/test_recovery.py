@@ -144,7 +144,8 @@ def test_docker_method_says_plainly_when_it_cannot_work(workdir: Path, models: d
 def test_watch_keeps_the_service_up_and_stops_on_a_restart_storm(workdir: Path, models: dict[str, Path]) -> None:
     """Budget 2 attempts per window: starting the absent service is one, a crash the second; the next crash
     is a restart storm: alert and exit 1, the warm standby is told to go away."""
-    sr = {**FAST, "max_recovery_attempts": 2, "watch_interval_seconds": 0.2}
+    # a generous health timeout: on a loaded machine a slow answer must not read as a hang in this test
+    sr = {**FAST, "max_recovery_attempts": 2, "watch_interval_seconds": 0.2, "health_timeout_seconds": 5.0}
     project = make_project(workdir, models["a"], sr)
     url = url_of(free_port())
     selfheal = Path(sys.executable).parent / "selfheal"
