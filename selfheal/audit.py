@@ -46,6 +46,11 @@ def _read(path: Path, default: Any) -> Any:
         raise SelfHealError(f"{path}: audit log is not valid JSON ({exc}); fix or move it aside") from None
 
 
+def read(path: str | Path, default: Any = None) -> Any:
+    """A log's whole content (a list, or the retraining log's dict); `default` when the file is absent."""
+    return _read(Path(path), default)
+
+
 def update(path: str | Path, change: Callable[[Any], Any], default: Any) -> Any:
     """Read-modify-write a JSON log under its lock; the new content replaces the file atomically."""
     path = Path(path)

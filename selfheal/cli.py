@@ -217,7 +217,7 @@ def promote(wait: WaitOpt = 0.0, params: ParamsOpt = Path("params.yaml"), config
 
 @app.command()
 def retrain(
-    drift_detected: Annotated[bool, typer.Option("--drift-detected", help="Drift was detected (seed flag)")] = False,
+    drift_detected: Annotated[bool, typer.Option("--drift-detected", help="Drift was detected (seed flag; without a score: above the threshold)")] = False,
     drift_score: Annotated[Optional[float], typer.Option(help="Drift score (seed flag); default: metrics/drift.json")] = None,
     force: Annotated[bool, typer.Option(help="Skip the retraining cooldown")] = False,
     params: ParamsOpt = Path("params.yaml"),
@@ -230,9 +230,9 @@ def retrain(
     from selfheal.retrain import retrain as run_retrain
 
     p = load_params(params, config)
-    flags = drift_detected or drift_score is not None
+    flags = drift_detected or drift_score is not None  # a score alone is judged against the threshold
     with exclusive("retrain", wait):
-        entry = run_retrain(p, drift_detected=drift_detected if flags else None, drift_score=drift_score,
+        entry = run_retrain(p, drift_detected=True if flags else None, drift_score=drift_score,
                             force=force, service_url=p.service_recovery.service_url)
     if entry is not None and not entry["success"]:
         raise typer.Exit(1)

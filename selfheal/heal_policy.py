@@ -1,0 +1,181 @@
+"""The heal policy: observations in, ordered decisions out, each with its reason. Pure: no I/O, no clock.
+
+Order is the seed's: fix data -> gate the model (promote or roll back) -> retrain on drift -> recover the service.
+Escalation (the seed's "when to intervene manually") is read from the audit trail: when an issue keeps coming
+back, heal stops acting on it, raises an alert and exits non-zero. One exception: rolling a failed candidate back
+to the production version is never blocked - it only restores a model already proven good - but repeated
+rollbacks stop heal from producing new candidates (no pipeline rerun, no retrain) until a person looks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from selfheal.audit import parse_time
+from selfheal.config import Params
+from selfheal.retrain import decide as retrain_decision
+
+WINDOW = timedelta(hours=24)
+MAX_SAME_ISSUE = 3  # "same issue occurs > 3 times in 24 hours"
+MAX_ROLLBACKS = 2  # "rollback happens repeatedly": 2 automatic rollbacks within 24 h
+CONSTANT_DRIFT_RETRAINS = 3  # "drift detected constantly": still drifting after 3 retrains ...
+CONSTANT_DRIFT_WINDOW = timedelta(days=7)  # ... within a week
+ISSUES = {"fix_data": "data_quality", "gate": "model", "retrain": "drift", "service": "service"}
+PASSIVE = {"skip", "report", "escalate"}
+# actions that create a new candidate model: blocked once rollbacks repeat
+PRODUCES_CANDIDATE = {"run_pipeline", "retrain"}
+
+
+@dataclass(frozen=True)
+class Observations:
+    now: datetime
+    pipeline_ran: bool = True  # dvc.lock has every stage
+    raw_changed: bool = False  # data.raw differs from what fix_data last read
+    data_quality: dict[str, Any] | None = None
+    model_md5: str | None = None
+    validation: dict[str, Any] | None = None
+    production: dict[str, Any] | None = None
+    registered_md5s: frozenset[str] = frozenset()
+    production_tagged: bool = True  # the newest production assignment tag names production's version
+    drift: dict[str, Any] | None = None
+    last_retrain: datetime | None = None
+    service: dict[str, Any] | None = None  # None: no service was started here; else {"state", "detail"}
+    logs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # issue -> its audit entries
+
+
+@dataclass(frozen=True)
+class Decision:
+    step: str
+    action: str  # skip | report | escalate | run_pipeline | promote | rollback | retrain | recover
+    reason: str
+
+    @property
+    def issue(self) -> str:
+        return ISSUES[self.step]
+
+    @property
+    def acts(self) -> bool:
+        return self.action not in PASSIVE
+
+
+def _recent(entries: list[dict[str, Any]], now: datetime, window: timedelta, **match: Any) -> list[dict]:
+    out = []
+    for e in entries:
+        try:
+            when = parse_time(str(e.get("timestamp")))
+        except ValueError:
+            continue
+        if now - when <= window and all(e.get(k) == v for k, v in match.items()):
+            out.append(e)
+    return out
+
+
+def escalations(obs: Observations, params: Params) -> dict[str, str]:
+    """{issue: the rule it broke} from the audit trail (whether the issue is present now is plan's concern)."""
+    found: dict[str, str] = {}
+    for issue, entries in obs.logs.items():
+        # one occurrence per incident: the attempts of one service incident share its detected_at
+        recent = _recent(entries, obs.now, WINDOW)
+        n = len({e["detected_at"] for e in recent if e.get("detected_at")}) + sum(not e.get("detected_at") for e in recent)
+        if n > MAX_SAME_ISSUE:
+            found[issue] = f"the same issue occurred {n} times in 24 h (more than {MAX_SAME_ISSUE})"
+    rollbacks = _recent(obs.logs.get("model", []), obs.now, WINDOW, action="auto_rollback", success=True)
+    if len(rollbacks) >= MAX_ROLLBACKS:
+        found["model"] = f"{len(rollbacks)} automatic rollbacks in 24 h: new models keep failing (systemic issue)"
+    retrains = _recent(obs.logs.get("drift", []), obs.now, CONSTANT_DRIFT_WINDOW)
+    if (obs.drift or {}).get("drift_detected") and len(retrains) >= CONSTANT_DRIFT_RETRAINS:
+        found["drift"] = f"drift is still detected after {len(retrains)} retrains in 7 days (data pipeline issue?)"
+    tail = 0
+    for e in reversed(obs.logs.get("service", [])):
+        if e.get("success"):
+            break
+        tail += int(e.get("attempts") or 1)
+    if tail >= params.service_recovery.max_recovery_attempts:
+        found["service"] = f"service recovery failed all {tail} attempts (max {params.service_recovery.max_recovery_attempts})"
+    dq = obs.data_quality or {}
+    if obs.pipeline_ran and not obs.raw_changed and dq and dq.get("valid_after") is False:
+        found["data_quality"] = f"the auto-fix did not resolve the data: {dq.get('problems_after', '?')} problem(s) remain"
+    return found
+
+
+def _fix_data(obs: Observations, params: Params) -> Decision:
+    enabled = params.data_quality.auto_fix_enabled
+    if not obs.pipeline_ran or obs.raw_changed:
+        what = "no pipeline outputs yet" if not obs.pipeline_ran else f"{params.data.raw} changed since the last run"
+        if not enabled:
+            return Decision("fix_data", "report", f"{what}, but data_quality.auto_fix_enabled is false: run `dvc repro`")
+        return Decision("fix_data", "run_pipeline", f"{what}: `dvc repro` fixes it (fix_data) and trains a candidate")
+    dq = obs.data_quality or {}
+    if dq.get("valid_after") is False:
+        return Decision("fix_data", "report", f"data still invalid after fix_data ({dq.get('problems_after')} problem(s))")
+    fixed = dq.get("problems_before", 0)
+    return Decision("fix_data", "skip", f"{params.data.raw} unchanged since the last run; valid ({fixed} problem(s) fixed)")
+
+
+def _gate(obs: Observations, params: Params) -> Decision:
+    v, prod = obs.validation, obs.production
+    if v is None:
+        return Decision("gate", "skip", "no validation result yet")
+    candidate, prod_md5 = v.get("model_md5"), (prod or {}).get("md5")
+    score = f"{v.get('metric_name')} {v.get('metric', float('nan')):.3f}, threshold {v.get('threshold')}"
+    if v.get("passed"):
+        if candidate != obs.model_md5:
+            return Decision("gate", "report", "metrics/validation.json describes another model file: run `dvc repro`")
+        if candidate == prod_md5 and candidate in obs.registered_md5s and obs.production_tagged:
+            return Decision("gate", "skip", f"production {prod['version']} is the validated model ({score})")
+        why = "finish an interrupted promotion" if candidate == prod_md5 else "promote it to production"
+        return Decision("gate", "promote", f"model {candidate[:12]} passed validation ({score}): {why}")
+    failed = f"model {str(candidate)[:12]} failed validation ({score})"
+    if candidate == prod_md5:
+        return Decision("gate", "escalate", f"production {prod['version']} itself fails validation now ({score}); "
+                                            "no better version to restore automatically")
+    if prod is None:
+        return Decision("gate", "escalate", f"{failed} and no version was ever promoted: nothing to roll back to")
+    if not params.model_validation.auto_rollback_enabled:
+        return Decision("gate", "report", f"{failed}; model_validation.auto_rollback_enabled is false: "
+                                          f"run `selfheal rollback` to restore production {prod['version']}")
+    return Decision("gate", "rollback", f"{failed}: restore production {prod['version']}")
+
+
+def _retrain(obs: Observations, params: Params) -> Decision:
+    d, dd = obs.drift, params.drift_detection
+    if d is None:
+        return Decision("retrain", "skip", "no drift report yet")
+    verdict = retrain_decision(
+        drift_detected=bool(d.get("drift_detected")), drift_score=float(d.get("drift_score") or 0.0),
+        threshold=dd.drift_threshold, last_retrain=obs.last_retrain, now=obs.now,
+        cooldown_hours=dd.retraining_cooldown_hours, enabled=dd.auto_retrain_enabled,
+    )
+    if verdict.retrain:
+        return Decision("retrain", "retrain", verdict.reason)
+    return Decision("retrain", "report" if verdict.blocked_by_config else "skip", verdict.reason)
+
+
+def _service(obs: Observations, params: Params) -> Decision:
+    s = obs.service
+    if s is None:
+        return Decision("service", "skip", "no service was started in this project")
+    if s.get("state") == "healthy":
+        return Decision("service", "skip", f"service {s.get('detail')}")
+    if not params.service_recovery.auto_recovery_enabled:
+        return Decision("service", "report", f"{s.get('detail')}; service_recovery.auto_recovery_enabled is false")
+    return Decision("service", "recover", str(s.get("detail")))
+
+
+def plan(obs: Observations, params: Params) -> list[Decision]:
+    """One decision per step, in order; an escalated issue's action becomes an `escalate` decision."""
+    blocked = escalations(obs, params)
+    out = []
+    for decide in (_fix_data, _gate, _retrain, _service):
+        d = decide(obs, params)
+        rule = blocked.get(d.issue) or (blocked.get("model") if d.action in PRODUCES_CANDIDATE else None)
+        if d.action == "rollback" and rule:
+            out += [d, Decision(d.step, "escalate", f"{rule}; rolled back, but a person should look")]
+        elif (d.acts or d.action == "report") and rule:
+            out.append(Decision(d.step, "escalate", f"{rule}; heal will not {d.action.replace('_', ' ')} again "
+                                                    f"until this is resolved ({d.reason})"))
+        else:
+            out.append(d)
+    return out

@@ -1,0 +1,119 @@
+"""Projects with a model history, for the registry, rollback, heal and scenario tests.
+
+Each is built once per test run and shared by the xdist workers (a file lock in the run's shared temp dir),
+because every `dvc repro` costs seconds: built_project -> `promoted` (v0.0.1) -> `two_versions` (v0.0.2, a
+model with fewer boosting rounds that still passes) -> `bad_candidate` (a one-round model that fails
+validation, trained and validated but not promoted: what `make heal` must roll back). Tests get private copies.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from filelock import FileLock
+
+from selfheal import sandbox
+from selfheal.io import md5_file
+
+HGB = "hist_gradient_boosting"
+
+
+def env() -> dict[str, str]:
+    """The sandbox environment (venv first on PATH, git identity), MLflow off to keep retraining quick."""
+    return {**sandbox.env(), "SELFHEAL_MLFLOW": "0"}
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True, **kw) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True, **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def selfheal(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    return run(["selfheal", *args], cwd, check)
+
+
+def set_max_iter(repo: Path, n: int) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["train"][HGB]["max_iter"] = n
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def read(repo: Path, rel: str) -> dict:
+    return json.loads((repo / rel).read_text())
+
+
+def model_md5(repo: Path) -> str:
+    return md5_file(repo / "models/model.joblib")
+
+
+def _shared(factory: pytest.TempPathFactory, worker_id: str, name: str, build: Callable[[Path], None]) -> Path:
+    """Build `name` once per run (all workers share it); `build(dest)` fills a new directory."""
+    root = factory.getbasetemp() if worker_id == "master" else factory.getbasetemp().parent
+    dest, done = root / "heal-projects" / name, root / "heal-projects" / f"{name}.done"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(dest) + ".lock"):
+        if not done.exists():
+            shutil.rmtree(dest, ignore_errors=True)
+            build(dest)
+            done.touch()
+    return dest
+
+
+def _copy(src: Path, dest: Path) -> Path:
+    shutil.copytree(src, dest, symlinks=True)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def promoted(tmp_path_factory: pytest.TempPathFactory, worker_id: str, built_project: Path) -> Path:
+    def build(dest: Path) -> None:
+        _copy(built_project, dest)
+        selfheal("promote", cwd=dest)
+
+    return _shared(tmp_path_factory, worker_id, "promoted", build)
+
+
+@pytest.fixture(scope="session")
+def two_versions(tmp_path_factory: pytest.TempPathFactory, worker_id: str, promoted: Path) -> Path:
+    def build(dest: Path) -> None:
+        _copy(promoted, dest)
+        set_max_iter(dest, 120)
+        run(["dvc", "repro", "validate"], dest)
+        selfheal("promote", cwd=dest)
+
+    return _shared(tmp_path_factory, worker_id, "two_versions", build)
+
+
+@pytest.fixture(scope="session")
+def bad_candidate(tmp_path_factory: pytest.TempPathFactory, worker_id: str, two_versions: Path) -> Path:
+    def build(dest: Path) -> None:
+        _copy(two_versions, dest)
+        set_max_iter(dest, 1)
+        run(["dvc", "repro", "validate"], dest)
+        assert read(dest, "metrics/validation.json")["passed"] is False
+
+    return _shared(tmp_path_factory, worker_id, "bad_candidate", build)
+
+
+@pytest.fixture()
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Path], Path]]:
+    """`workdir(source)`: a private copy of a shared project, made the cwd, with the sandbox environment."""
+    for key, value in env().items():
+        if os.environ.get(key) != value:
+            monkeypatch.setenv(key, value)
+
+    def make(source: Path) -> Path:
+        repo = _copy(source, tmp_path / "project")
+        monkeypatch.chdir(repo)
+        return repo
+
+    yield make
