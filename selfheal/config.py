@@ -106,6 +106,17 @@ class ServiceRecoveryParams(_Group):
     max_batch_size: int = Field(1000, gt=0)
 
 
+class EscalationParams(_Group):
+    """When `selfheal heal` stops acting on a recurring issue and asks for a person (the seed's "when to
+    intervene manually"); the defaults are the seed's numbers."""
+
+    window_hours: float = Field(24, gt=0)  # the window for repeated issues and repeated rollbacks
+    max_same_issue: int = Field(3, ge=0)  # escalate when one issue occurs more often than this in the window
+    max_auto_rollbacks: int = Field(2, gt=0)  # escalate at this many automatic rollbacks in the window
+    drift_retrains: int = Field(3, gt=0)  # escalate when drift persists after this many retrains ...
+    drift_window_days: float = Field(7, gt=0)  # ... within this many days
+
+
 class Params(_Group):
     data: DataParams = Field(default_factory=DataParams)
     synth: SynthParams = Field(default_factory=SynthParams)
@@ -114,6 +125,7 @@ class Params(_Group):
     model_validation: ModelValidationParams = Field(default_factory=ModelValidationParams)
     drift_detection: DriftParams = Field(default_factory=DriftParams)
     service_recovery: ServiceRecoveryParams = Field(default_factory=ServiceRecoveryParams)
+    escalation: EscalationParams = Field(default_factory=EscalationParams)
 
 
 HEALING_GROUPS = ("data_quality", "model_validation", "drift_detection", "service_recovery")

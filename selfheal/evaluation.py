@@ -7,16 +7,10 @@ The verdict only records; acting on it (promote, roll back) is `selfheal heal`'s
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-
-from selfheal import io as sio
-from selfheal.errors import SelfHealError
-
-PRODUCTION_FILE = Path("models/production.json")
 
 
 def metric_name(task: str) -> str:
@@ -42,17 +36,6 @@ def score(task: str, y_true: Any, y_pred: Any) -> dict[str, float]:
             "f1": metrics.f1_score(y_true, y_pred, average="macro", zero_division=0),
         }
     return {**{k: float(v) for k, v in scores.items()}, "n": len(y_true)}
-
-
-def load_production(path: str | Path = PRODUCTION_FILE) -> dict[str, Any] | None:
-    """The production record, or None when no model has been promoted (missing file or version null)."""
-    try:
-        record = sio.read_json(path)
-    except ValueError as exc:
-        raise SelfHealError(f"{path}: not valid JSON ({exc}); restore it with `git checkout -- {path}`") from None
-    if not isinstance(record, dict) or record.get("version") is None:
-        return None
-    return record
 
 
 def _fmt(value: float) -> str:

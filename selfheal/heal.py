@@ -61,6 +61,7 @@ def observe(params: Params, cwd: Path = Path(".")) -> Observations:
         raw_changed=ran and (not raw.exists() or sio.md5_file(raw) != recorded),
         data_quality=_json(cwd / "metrics/data_quality.json"),
         model_md5=sio.md5_file(model) if model.exists() else None,
+        trained_md5=vcs.hashes(lock.get("train", {})).get(str(MODEL_FILE)),
         validation=_json(cwd / "metrics/validation.json"),
         production=production,
         registered_md5s=frozenset(v.md5 for v in known if v.md5),
@@ -115,10 +116,10 @@ def execute(d: Decision, params: Params) -> Result:
             from selfheal.promote import promote
 
             return Result(d, True, promote(reason=d.reason, service_url=url)["version"])
-        if d.action == "rollback":
+        if d.action in ("rollback", "restore"):  # restore: the workspace model itself is the bad one
             from selfheal.rollback import rollback
 
-            entry = rollback(service_url=url)
+            entry = rollback(service_url=url, reason=d.reason if d.action == "restore" else None)
             return Result(d, True, (entry or {}).get("version_restored") or "nothing to roll back")
         if d.action == "retrain":
             from selfheal.retrain import retrain

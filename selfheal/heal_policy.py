@@ -1,10 +1,12 @@
 """The heal policy: observations in, ordered decisions out, each with its reason. Pure: no I/O, no clock.
 
 Order is the seed's: fix data -> gate the model (promote or roll back) -> retrain on drift -> recover the service.
-Escalation (the seed's "when to intervene manually") is read from the audit trail: when an issue keeps coming
-back, heal stops acting on it, raises an alert and exits non-zero. One exception: rolling a failed candidate back
-to the production version is never blocked - it only restores a model already proven good - but repeated
-rollbacks stop heal from producing new candidates (no pipeline rerun, no retrain) until a person looks.
+The gate first checks that the workspace model is one the pipeline made or registered: a corrupted, replaced or
+deleted model file is restored from production, never retrained from (its validation describes other bytes).
+Escalation (the seed's "when to intervene manually", thresholds in params.yaml `escalation`) is read from the
+audit trail: when an issue keeps coming back, heal stops acting on it, raises an alert and exits non-zero. One
+exception: restoring the production version is never blocked - it only restores a model already proven good -
+but repeated rollbacks stop heal from producing new candidates (no pipeline rerun, no retrain) until a person looks.
 """
 
 from __future__ import annotations
@@ -15,15 +17,13 @@ from typing import Any
 
 from selfheal.audit import parse_time
 from selfheal.config import Params
+from selfheal.modelio import MODEL_FILE
 from selfheal.retrain import decide as retrain_decision
 
-WINDOW = timedelta(hours=24)
-MAX_SAME_ISSUE = 3  # "same issue occurs > 3 times in 24 hours"
-MAX_ROLLBACKS = 2  # "rollback happens repeatedly": 2 automatic rollbacks within 24 h
-CONSTANT_DRIFT_RETRAINS = 3  # "drift detected constantly": still drifting after 3 retrains ...
-CONSTANT_DRIFT_WINDOW = timedelta(days=7)  # ... within a week
 ISSUES = {"fix_data": "data_quality", "gate": "model", "retrain": "drift", "service": "service"}
 PASSIVE = {"skip", "report", "escalate"}
+# actions that only put back a model already proven good: never blocked by escalation
+RESTORES = {"rollback", "restore"}
 # actions that create a new candidate model: blocked once rollbacks repeat
 PRODUCES_CANDIDATE = {"run_pipeline", "retrain"}
 
@@ -34,7 +34,8 @@ class Observations:
     pipeline_ran: bool = True  # dvc.lock has every stage
     raw_changed: bool = False  # data.raw differs from what fix_data last read
     data_quality: dict[str, Any] | None = None
-    model_md5: str | None = None
+    model_md5: str | None = None  # of the workspace model file; None when it is missing
+    trained_md5: str | None = None  # the model dvc.lock's train stage recorded
     validation: dict[str, Any] | None = None
     production: dict[str, Any] | None = None
     registered_md5s: frozenset[str] = frozenset()
@@ -48,7 +49,7 @@ class Observations:
 @dataclass(frozen=True)
 class Decision:
     step: str
-    action: str  # skip | report | escalate | run_pipeline | promote | rollback | retrain | recover
+    action: str  # skip | report | escalate | run_pipeline | promote | rollback | restore | retrain | recover
     reason: str
 
     @property
@@ -75,18 +76,21 @@ def _recent(entries: list[dict[str, Any]], now: datetime, window: timedelta, **m
 def escalations(obs: Observations, params: Params) -> dict[str, str]:
     """{issue: the rule it broke} from the audit trail (whether the issue is present now is plan's concern)."""
     found: dict[str, str] = {}
+    esc = params.escalation
+    window, hours = timedelta(hours=esc.window_hours), f"{esc.window_hours:g} h"
     for issue, entries in obs.logs.items():
         # one occurrence per incident: the attempts of one service incident share its detected_at
-        recent = _recent(entries, obs.now, WINDOW)
+        recent = _recent(entries, obs.now, window)
         n = len({e["detected_at"] for e in recent if e.get("detected_at")}) + sum(not e.get("detected_at") for e in recent)
-        if n > MAX_SAME_ISSUE:
-            found[issue] = f"the same issue occurred {n} times in 24 h (more than {MAX_SAME_ISSUE})"
-    rollbacks = _recent(obs.logs.get("model", []), obs.now, WINDOW, action="auto_rollback", success=True)
-    if len(rollbacks) >= MAX_ROLLBACKS:
-        found["model"] = f"{len(rollbacks)} automatic rollbacks in 24 h: new models keep failing (systemic issue)"
-    retrains = _recent(obs.logs.get("drift", []), obs.now, CONSTANT_DRIFT_WINDOW)
-    if (obs.drift or {}).get("drift_detected") and len(retrains) >= CONSTANT_DRIFT_RETRAINS:
-        found["drift"] = f"drift is still detected after {len(retrains)} retrains in 7 days (data pipeline issue?)"
+        if n > esc.max_same_issue:
+            found[issue] = f"the same issue occurred {n} times in {hours} (more than {esc.max_same_issue})"
+    rollbacks = _recent(obs.logs.get("model", []), obs.now, window, action="auto_rollback", success=True)
+    if len(rollbacks) >= esc.max_auto_rollbacks:
+        found["model"] = f"{len(rollbacks)} automatic rollbacks in {hours}: new models keep failing (systemic issue)"
+    retrains = _recent(obs.logs.get("drift", []), obs.now, timedelta(days=esc.drift_window_days))
+    if (obs.drift or {}).get("drift_detected") and len(retrains) >= esc.drift_retrains:
+        found["drift"] = (f"drift is still detected after {len(retrains)} retrains in {esc.drift_window_days:g} days "
+                          "(data pipeline issue?)")
     tail = 0
     for e in reversed(obs.logs.get("service", [])):
         if e.get("success"):
@@ -114,8 +118,38 @@ def _fix_data(obs: Observations, params: Params) -> Decision:
     return Decision("fix_data", "skip", f"{params.data.raw} unchanged since the last run; valid ({fixed} problem(s) fixed)")
 
 
+def _foreign_model(obs: Observations) -> str | None:
+    """What is wrong when the workspace model is none the pipeline made or registered (corrupted, replaced,
+    deleted); None when it is one of them. Before the first run a missing model is simply not built yet."""
+    if not obs.pipeline_ran:
+        return None
+    candidate = (obs.validation or {}).get("model_md5")
+    known = ({candidate, obs.trained_md5} | obs.registered_md5s) - {None}
+    if obs.model_md5 in known:
+        return None
+    if obs.model_md5 is None:
+        return f"{MODEL_FILE} is missing"
+    return (f"{MODEL_FILE} (md5 {obs.model_md5}) is neither the validated model (md5 {candidate}) nor a registered "
+            "version: corrupted or replaced")
+
+
+def _restore(obs: Observations, params: Params, wrong: str) -> Decision:
+    prod = obs.production
+    if prod is None:
+        return Decision("gate", "escalate", f"{wrong}, and no version was ever promoted: nothing to restore; "
+                                            "`dvc checkout` or `dvc repro` rebuilds it")
+    target = f"production {prod['version']} (md5 {prod.get('md5')})"
+    if not params.model_validation.auto_rollback_enabled:
+        return Decision("gate", "report", f"{wrong}; model_validation.auto_rollback_enabled is false: "
+                                          f"run `selfheal rollback --version {prod['version']}` to restore {target}")
+    return Decision("gate", "restore", f"{wrong}: restore {target}")
+
+
 def _gate(obs: Observations, params: Params) -> Decision:
     v, prod = obs.validation, obs.production
+    wrong = _foreign_model(obs)
+    if wrong:
+        return _restore(obs, params, wrong)
     if v is None:
         return Decision("gate", "skip", "no validation result yet")
     candidate, prod_md5 = v.get("model_md5"), (prod or {}).get("md5")
@@ -171,7 +205,7 @@ def plan(obs: Observations, params: Params) -> list[Decision]:
     for decide in (_fix_data, _gate, _retrain, _service):
         d = decide(obs, params)
         rule = blocked.get(d.issue) or (blocked.get("model") if d.action in PRODUCES_CANDIDATE else None)
-        if d.action == "rollback" and rule:
+        if d.action in RESTORES and rule:
             out += [d, Decision(d.step, "escalate", f"{rule}; rolled back, but a person should look")]
         elif (d.acts or d.action == "report") and rule:
             out.append(Decision(d.step, "escalate", f"{rule}; heal will not {d.action.replace('_', ' ')} again "

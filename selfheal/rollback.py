@@ -75,13 +75,15 @@ def rollback(
     version: str | None = None,
     current_metric: float | None = None,
     threshold: float | None = None,
+    reason: str | None = None,
     service_url: str | None = None,
     cwd: str | Path = ".",
 ) -> dict[str, Any] | None:
     """Manual (`version`) or automatic rollback; returns the log entry, or None when nothing needs doing.
 
-    Automatic: when `current_metric` is below `threshold`, or (without them) when the latest validation
-    failed. Raises NothingToRestore, after logging the attempt, when there is no earlier good version.
+    Automatic: when `current_metric` is below `threshold`, when a `reason` says the workspace model file itself
+    is bad (heal found it corrupted, replaced or missing), or else when the latest validation failed.
+    Raises NothingToRestore, after logging the attempt, when there is no earlier good version.
     """
     started = time.perf_counter()
     cwd = Path(cwd)
@@ -93,7 +95,9 @@ def rollback(
         reason = f"Manual rollback to {target.name} requested"
     else:
         action = "auto_rollback"
-        if current_metric is not None:
+        if reason is not None:
+            _keep(model, bad_md5, cwd)
+        elif current_metric is not None:
             if threshold is None:
                 raise SelfHealError("--current-metric needs --threshold (or min_accuracy_threshold in params.yaml)")
             if current_metric >= threshold:
@@ -135,6 +139,14 @@ def rollback(
     if details["failed_md5"] and details["failed_md5"] != target.md5:
         print(f"   the failed model {details['failed_version']} is kept in the DVC cache: {details['failed_cache']}")
     return entry
+
+
+def _keep(model: Path, md5: str | None, cwd: Path) -> None:
+    """Put a model file the pipeline did not make into the DVC cache before it is replaced, so it can be examined
+    (its cache path is logged, as for a failed candidate)."""
+    cached = vcs.cache_path(md5, cwd) if md5 else None
+    if cached is not None and not cached.exists():
+        sio.write_bytes(cached, model.read_bytes())
 
 
 def _shown(path: Path, cwd: Path) -> str:

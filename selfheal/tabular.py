@@ -64,6 +64,17 @@ def read_csv_checked(path: str | Path) -> pd.DataFrame:
     return table.to_pandas()
 
 
+def read_parquet_checked(path: str | Path, missing_hint: str) -> pd.DataFrame:
+    """Read a stage's parquet input; a missing, truncated or foreign file is one line naming it."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: not found ({missing_hint})")
+    try:
+        return pd.read_parquet(path)
+    except Exception as exc:  # truncated or foreign file
+        raise DataError(f"{path}: cannot read as parquet ({type(exc).__name__}: {exc})") from None
+
+
 def _text(series: pd.Series) -> pa.ChunkedArray:
     """The column as arrow strings with missing values as "" (zero-copy for the str columns read above)."""
     if not isinstance(series.dtype, pd.StringDtype):

@@ -24,20 +24,14 @@ def main() -> None:
     from selfheal import io as sio
     from selfheal.config import load_params
     from selfheal.drift import coerce_features, detect_drift, predict_batch, summary
-    from selfheal.errors import DataError
     from selfheal.modelio import load_model
-    from selfheal.tabular import read_csv_checked
+    from selfheal.tabular import read_csv_checked, read_parquet_checked
     from selfheal.training import PREDICTION, REFERENCE_FILE
 
     params = load_params()
     data = params.data
     model = load_model()
-    if not REFERENCE_FILE.exists():
-        raise DataError(f"{REFERENCE_FILE}: no drift reference (the train stage writes it; run `dvc repro`)")
-    try:
-        reference = pd.read_parquet(REFERENCE_FILE)
-    except Exception as exc:  # truncated or foreign file
-        raise DataError(f"{REFERENCE_FILE}: cannot read as parquet ({type(exc).__name__}: {exc})") from None
+    reference = read_parquet_checked(REFERENCE_FILE, "the train stage writes the drift reference; run `dvc repro`")
     current = coerce_features(read_csv_checked(data.current), model.features, data.current)
     current[PREDICTION] = predict_batch(model.pipeline, current, model.features, data.current)
 

@@ -14,22 +14,15 @@ METRICS_FILE = Path("metrics/train.json")
 
 
 def main() -> None:
-    import pandas as pd
-
     from selfheal import io as sio
     from selfheal import modelio, tracking
     from selfheal.config import load_params
-    from selfheal.errors import DataError
+    from selfheal.tabular import read_parquet_checked
     from selfheal.training import HOLDOUT_FILE, REFERENCE_FILE, train
 
     params = load_params()
     clean = Path(params.data.clean)
-    if not clean.exists():
-        raise DataError(f"{clean}: clean data not found (run `dvc repro fix_data` first)")
-    try:
-        df = pd.read_parquet(clean)
-    except Exception as exc:  # truncated or foreign file
-        raise DataError(f"{clean}: cannot read as parquet ({type(exc).__name__}: {exc})") from None
+    df = read_parquet_checked(clean, "the fix_data stage writes it; run `dvc repro fix_data` first")
 
     pipeline, meta, reference, holdout = train(df, params, data_md5=sio.md5_file(clean))
     metrics = {

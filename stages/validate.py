@@ -16,13 +16,12 @@ RESIDUALS_PLOT = Path("metrics/plots/residuals.csv")
 
 
 def main() -> None:
-    import pandas as pd
-
     from selfheal import io as sio
-    from selfheal import modelio
+    from selfheal import modelio, registry
     from selfheal.config import load_params
     from selfheal.errors import DataError, SelfHealError
-    from selfheal.evaluation import load_production, plot_frames, score, verdict
+    from selfheal.evaluation import plot_frames, score, verdict
+    from selfheal.tabular import read_parquet_checked
     from selfheal.training import HOLDOUT_FILE, predict
 
     params = load_params()
@@ -33,9 +32,7 @@ def main() -> None:
             f"{modelio.META_FILE}: model was trained for {model.meta.get('task')} of {model.meta.get('target')!r}, "
             f"but params say {task} of {target!r}; retrain with `dvc repro train`"
         )
-    if not HOLDOUT_FILE.exists():
-        raise DataError(f"{HOLDOUT_FILE}: holdout not found (run `dvc repro train` first)")
-    holdout = pd.read_parquet(HOLDOUT_FILE)
+    holdout = read_parquet_checked(HOLDOUT_FILE, "the train stage writes the holdout; run `dvc repro train` first")
     missing = [c for c in [*model.feature_names, target] if c not in holdout.columns]
     if missing:
         raise DataError(f"{HOLDOUT_FILE}: column(s) {missing} missing; the model expects {model.feature_names}")
@@ -43,7 +40,7 @@ def main() -> None:
     y_true = holdout[target]
     y_pred = predict(model.pipeline, holdout[model.feature_names])
     scores = score(task, y_true, y_pred)
-    result = verdict(task, scores, mv.min_accuracy_threshold, mv.max_relative_drop, load_production())
+    result = verdict(task, scores, mv.min_accuracy_threshold, mv.max_relative_drop, registry.production())
     n = scores.pop("n")
     sio.write_json(
         METRICS_FILE,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,8 +15,7 @@ import yaml
 
 from selfheal import modelio
 from selfheal.config import parse_params
-from selfheal.errors import SelfHealError
-from selfheal.evaluation import load_production, plot_frames, score, verdict
+from selfheal.evaluation import plot_frames, score, verdict
 from selfheal.synth import TARGET, make_housing
 from selfheal.training import HOLDOUT_FILE, train
 
@@ -84,18 +82,6 @@ def test_production_scored_by_another_metric_is_not_compared() -> None:
 def test_undefined_metric_fails() -> None:
     v = verdict("regression", {"r2": math.nan, "n": 1}, 0.7, 0.05, None)
     assert v["passed"] is False and v["reasons"][0] == "r2 is undefined on 1 holdout row(s)"
-
-
-def test_production_record(tmp_path: Path) -> None:
-    path = tmp_path / "production.json"
-    assert load_production(path) is None  # missing file: nothing promoted yet
-    shutil.copy(ROOT / "models" / "production.json", path)
-    assert load_production(path) is None  # the committed initial record: version null
-    path.write_text(json.dumps(PROD_V3))
-    assert load_production(path) == PROD_V3
-    path.write_text("{not json")
-    with pytest.raises(SelfHealError, match="production.json: not valid JSON"):
-        load_production(path)
 
 
 def test_plot_frames() -> None:

@@ -65,6 +65,21 @@ def test_heal_rolls_a_failed_candidate_back(bad_candidate: Path, workdir) -> Non
     assert "heal: healthy" in again.stdout
 
 
+
+def test_heal_restores_a_deleted_model_from_production(promoted: Path, workdir) -> None:
+    repo = workdir(promoted)
+    production = read(repo, "models/production.json")
+    (repo / "models/model.joblib").unlink()
+    assert "gate      restore  " in selfheal("heal", "--plan", cwd=repo).stdout
+    out = selfheal("heal", cwd=repo).stdout
+    assert "models/model.joblib is missing: restore production v0.0.1" in out
+    assert model_md5(repo) == production["md5"] and read(repo, "models/production.json") == production
+    (entry,) = audit.entries(audit.ROLLBACK_LOG)
+    assert (entry["action"], entry["success"], entry["version_restored"], entry["failed_md5"]) == (
+        "auto_rollback", True, "v0.0.1", None)
+    assert "heal: healthy" in selfheal("heal", cwd=repo).stdout
+
+
 class Hook(BaseHTTPRequestHandler):
     received: list[dict] = []
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
-from selfheal.config import parse_params
+from selfheal.config import load_params, parse_params
 from selfheal.heal_policy import Observations, escalations, plan
 
 NOW = datetime(2026, 11, 20, 15, 0, tzinfo=timezone.utc)
@@ -24,7 +25,7 @@ def params(**groups):
 
 
 HEALTHY = Observations(
-    now=NOW, data_quality=DQ_OK, model_md5="p" * 32, validation=PASSED, production=PROD,
+    now=NOW, data_quality=DQ_OK, model_md5="p" * 32, trained_md5="p" * 32, validation=PASSED, production=PROD,
     registered_md5s=frozenset({"p" * 32}), drift=NO_DRIFT,
 )
 
@@ -89,8 +90,40 @@ def test_interrupted_promotion_is_finished() -> None:
 
 
 def test_stale_validation_is_reported_not_acted_on() -> None:
-    d = plan(replace(HEALTHY, model_md5="x" * 32), params())[1]
+    # `dvc repro train` without validate: dvc.lock pins the new model, validation.json still describes the old one
+    d = plan(replace(HEALTHY, model_md5="x" * 32, trained_md5="x" * 32), params())[1]
     assert d.action == "report" and "dvc repro" in d.reason
+
+
+@pytest.mark.parametrize("validation", [PASSED, FAILED])
+def test_corrupted_model_is_restored_from_production_not_retrained(validation: dict) -> None:
+    d = plan(replace(HEALTHY, model_md5="x" * 32, validation=validation), params())[1]
+    assert d.action == "restore" and d.acts
+    assert "x" * 32 in d.reason and "p" * 32 in d.reason and "production v0.0.2" in d.reason
+
+
+def test_missing_model_is_restored_from_production() -> None:
+    d = plan(replace(HEALTHY, model_md5=None), params())[1]
+    assert d.action == "restore" and "models/model.joblib is missing" in d.reason and "p" * 32 in d.reason
+
+
+def test_a_registered_model_is_not_foreign() -> None:
+    obs = replace(HEALTHY, model_md5="o" * 32, registered_md5s=frozenset({"o" * 32, "p" * 32}))
+    assert actions(obs)["gate"] == "report"  # an older version's bytes: validation is stale, not corruption
+
+
+def test_foreign_model_without_production_escalates_and_disabled_rollback_reports() -> None:
+    d = plan(replace(HEALTHY, model_md5="x" * 32, production=None, registered_md5s=frozenset()), params())[1]
+    assert d.action == "escalate" and "nothing to restore" in d.reason and "x" * 32 in d.reason
+    p = params(model_validation={"auto_rollback_enabled": False})
+    d = plan(replace(HEALTHY, model_md5=None), p)[1]
+    assert d.action == "report" and "selfheal rollback --version v0.0.2" in d.reason
+
+
+def test_missing_model_before_the_first_run_is_just_not_built_yet() -> None:
+    obs = replace(HEALTHY, pipeline_ran=False, model_md5=None, trained_md5=None, validation=None, production=None,
+                  registered_md5s=frozenset())
+    assert actions(obs) == {"fix_data": "run_pipeline", "gate": "skip", "retrain": "skip", "service": "skip"}
 
 
 def test_failed_candidate_is_rolled_back_to_production() -> None:
@@ -164,6 +197,9 @@ def test_repeated_rollbacks_still_roll_back_but_escalate_and_stop_new_candidates
     # manual rollbacks are the user's choice, not a loop
     manual = [{**e, "action": "manual_rollback"} for e in rollbacks]
     assert actions(replace(obs, logs={"model": manual}))["retrain"] == "retrain"
+    # a corrupted model is restored all the same
+    restored = [(d.step, d.action) for d in plan(replace(obs, validation=PASSED, model_md5=None), params())]
+    assert ("gate", "restore") in restored and ("gate", "escalate") in restored
 
 
 def test_constant_drift_escalates_after_three_retrains() -> None:
@@ -187,3 +223,25 @@ def test_recovery_exhausted_escalates_until_a_success() -> None:
 def test_entries_with_bad_timestamps_are_ignored() -> None:
     junk = [{"timestamp": "yesterday", "action": "auto_rollback", "success": True}] * 5
     assert escalations(replace(HEALTHY, logs={"model": junk}), params()) == {}
+
+
+def test_escalation_thresholds_come_from_params() -> None:
+    fixes = [{"timestamp": ago(hours=h), "action": "auto_fix", "success": True} for h in (1, 2, 3, 4)]
+    obs = replace(HEALTHY, raw_changed=True, logs={"data_quality": fixes})
+    assert actions(obs, params(escalation={"max_same_issue": 4}))["fix_data"] == "run_pipeline"
+    d = plan(obs, params(escalation={"window_hours": 2.5, "max_same_issue": 1}))[0]
+    assert d.action == "escalate" and "2 times in 2.5 h (more than 1)" in d.reason
+    rollbacks = [{"timestamp": ago(hours=h), "action": "auto_rollback", "success": True} for h in (1, 5)]
+    assert "model" not in escalations(replace(HEALTHY, logs={"model": rollbacks}), params(escalation={"max_auto_rollbacks": 3}))
+    retrains = [{"timestamp": ago(days=d), "action": "auto_retrain", "success": True} for d in (1, 2, 3)]
+    drifting = replace(HEALTHY, drift=DRIFT, logs={"drift": retrains})
+    assert "drift" not in escalations(drifting, params(escalation={"drift_window_days": 2.5}))
+    assert "after 2 retrains in 2.5 days" in escalations(drifting, params(escalation={"drift_window_days": 2.5,
+                                                                                     "drift_retrains": 2}))["drift"]
+
+
+def test_escalation_defaults_are_the_seeds_numbers() -> None:
+    esc = params().escalation
+    assert load_params(Path(__file__).resolve().parents[1] / "params.yaml").escalation == esc  # listed there too
+    assert (esc.window_hours, esc.max_same_issue, esc.max_auto_rollbacks, esc.drift_retrains, esc.drift_window_days) == (
+        24, 3, 2, 3, 7)

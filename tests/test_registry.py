@@ -89,8 +89,8 @@ def test_production_assignments_are_gto_stage_tags(repo: Path) -> None:
 def test_production_record(tmp_path: Path) -> None:
     path = tmp_path / "production.json"
     assert registry.production(path) is None
-    path.write_text('{"version": null}')
-    assert registry.production(path) is None
+    path.write_bytes((Path(__file__).resolve().parents[1] / registry.PRODUCTION_FILE).read_bytes())
+    assert registry.production(path) is None  # the committed initial record: version null
     path.write_text('{"version": "v0.0.1", "md5": "x"}')
     assert registry.production(path)["md5"] == "x"
     path.write_text("{broken")

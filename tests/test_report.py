@@ -35,7 +35,7 @@ def test_report_compares_two_revisions_and_names_the_rollback(project: Path, mon
 
     run(["selfheal", "report", "--base", base], project)
     text = (project / "report.md").read_text()
-    assert text.startswith(f"# selfheal report: workspace (HEAD ")
+    assert text.startswith("# selfheal report: workspace (HEAD ")
     assert re.search(r"^Verdict: \*\*worse\*\*: fails the validation gate: r2 0\.\d+ below threshold 0\.700", text, re.M)
     params = _table_rows(_section(text, "Params"))
     assert ["params.yaml", "train.model", "hist_gradient_boosting", "linear"] in params

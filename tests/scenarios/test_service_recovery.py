@@ -1,6 +1,6 @@
 """Scenario: the model file is corrupted under a live, loaded service; the service keeps serving production,
-and a rollback (a verified checkout of the production version, then the service's reload) repairs the workspace
-while requests keep flowing: zero failed requests throughout."""
+and `selfheal heal` rolls back (a verified checkout of the production version, then the service's reload),
+repairing the workspace while requests keep flowing: zero failed requests throughout."""
 
 from __future__ import annotations
 
@@ -12,8 +12,11 @@ from pathlib import Path
 import pytest
 import requests
 
+from selfheal import vcs
+from selfheal.io import md5_file
 from selfheal.sandbox import run, set_params
 from selfheal.service.client import request_reload
+from tests.heal_support import promoted, workdir  # noqa: F401
 from tests.servicekit import RECORD, free_port, start_service, stop_all, url_of, wait_status
 
 pytestmark = pytest.mark.slow
@@ -53,12 +56,12 @@ class Load:
 
 
 @pytest.fixture()
-def served(project: Path) -> Iterator[tuple[Path, str, str]]:
-    """The built project with its model promoted to production and served on a free port."""
+def served(promoted: Path, workdir) -> Iterator[tuple[Path, str, str]]:
+    """A private copy of the built project with its model promoted to production, served on a free port."""
+    project = workdir(promoted)
     port = free_port()
     url = url_of(port)
     set_params(project, service_recovery={"service_url": url})
-    run(["selfheal", "promote"], project)
     production = json.loads((project / "models/production.json").read_text())
     try:
         start_service(project, port)
@@ -68,22 +71,28 @@ def served(project: Path) -> Iterator[tuple[Path, str, str]]:
         stop_all(project)
 
 
-def test_corrupt_model_keeps_serving_then_rollback_under_load(served: tuple[Path, str, str]) -> None:
+def test_corrupt_model_keeps_serving_then_heal_rolls_back_under_load(served: tuple[Path, str, str]) -> None:
     project, url, production_md5 = served
     features = json.loads((project / "models/model.json").read_text())["features"]
     record = {f["name"]: RECORD.get(f["name"], 1.0) for f in features}
     model = project / "models/model.joblib"
     with Load(url, record) as load:
-        model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])  # a torn write
+        data = bytearray(model.read_bytes())
+        data[len(data) // 2: len(data) // 2 + 64] = b"\xff" * 64  # bytes overwritten in place
+        model.write_bytes(bytes(data))
+        corrupted = md5_file(model)
         result = request_reload(url)
         assert result["reloaded"] is False and "md5" in result["error"]
         assert requests.get(url + "/health", timeout=5).json()["model_md5"] == production_md5
 
-        version = json.loads((project / "models/production.json").read_text())["version"]
-        run(["selfheal", "rollback", "--version", version], project)
+        out = run(["selfheal", "heal"], project).stdout
+        assert f"(md5 {corrupted}) is neither the validated model" in out and "restore production v0.0.1" in out
+        assert model.read_bytes() == vcs.cache_path(production_md5, project).read_bytes()
         entry = json.loads((project / "models/rollback_log.json").read_text())[-1]
-        assert entry["success"] is True and entry["service_reloaded"] is True
+        assert (entry["action"], entry["success"], entry["service_reloaded"]) == ("auto_rollback", True, True)
+        assert entry["failed_md5"] == corrupted and md5_file(project / entry["failed_cache"]) == corrupted
         health = requests.get(url + "/health", timeout=5).json()
         assert health["model_md5"] == production_md5 and health["last_reload_error"] is None
+        assert "heal: healthy" in run(["selfheal", "heal"], project).stdout
     assert load.failures == []
     assert len(load.versions) > 0 and set(load.versions) == {production_md5}
