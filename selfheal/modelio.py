@@ -42,6 +42,14 @@ def meta_path_for(model_path: str | Path) -> Path:
     return Path(model_path).with_suffix(".json")
 
 
+def _registered_version(model_path: Path, md5: str) -> str | None:
+    """The registered version name (e.g. v0.0.3) when these bytes are production's, so /health can say it."""
+    from selfheal.registry import production
+
+    record = production(model_path.parent / "production.json")
+    return record["version"] if record and record.get("md5") == md5 else None
+
+
 def save_model(pipeline: Any, meta: dict[str, Any], model_path: str | Path = MODEL_FILE) -> str:
     """Write the pipeline and its metadata atomically; returns the md5 of the model bytes (as DVC records it)."""
     import joblib
@@ -72,6 +80,8 @@ def load_model(model_path: str | Path = MODEL_FILE, expected_md5: str | None = N
     if expected_md5 is not None and md5 != expected_md5:
         raise SelfHealError(f"{model_path}: md5 {md5} does not match the expected {expected_md5}")
     meta = sio.read_json(meta_path)
+    if not meta.get("version"):
+        meta = {**meta, "version": _registered_version(model_path, md5)}
     try:
         pipeline = joblib.load(io.BytesIO(data))
     except Exception as exc:  # any unpickling failure means a corrupt or foreign file
