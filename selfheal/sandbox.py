@@ -43,9 +43,11 @@ def env() -> dict[str, str]:
     return out
 
 
-def run(cmd: list[str], cwd: Path, check: bool = True, **kw) -> subprocess.CompletedProcess:
+def run(
+    cmd: list[str], cwd: Path, check: bool = True, extra_env: dict[str, str] | None = None, **kw
+) -> subprocess.CompletedProcess:
     """Run a command as a user would; a failure carries its output so a test report shows why."""
-    proc = subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True, **kw)
+    proc = subprocess.run(cmd, cwd=cwd, env={**env(), **(extra_env or {})}, capture_output=True, text=True, **kw)
     if check and proc.returncode != 0:
         raise AssertionError(
             f"{' '.join(cmd)} exited {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"

@@ -25,16 +25,17 @@ from selfheal.io import md5_file
 HGB = "hist_gradient_boosting"
 
 
+# MLflow off keeps the many retrainings of these tests quick (tracking has its own tests)
+NO_MLFLOW = {"SELFHEAL_MLFLOW": "0"}
+
+
 def env() -> dict[str, str]:
-    """The sandbox environment (venv first on PATH, git identity), MLflow off to keep retraining quick."""
-    return {**sandbox.env(), "SELFHEAL_MLFLOW": "0"}
+    """The sandbox environment (venv first on PATH, git identity) without MLflow."""
+    return {**sandbox.env(), **NO_MLFLOW}
 
 
 def run(cmd: list[str], cwd: Path, check: bool = True, **kw) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True, **kw)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-    return proc
+    return sandbox.run(cmd, cwd, check, extra_env=NO_MLFLOW, **kw)
 
 
 def selfheal(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:

@@ -14,9 +14,7 @@ from pathlib import Path
 import pytest
 
 from selfheal import audit, guard, registry, vcs
-from tests.heal_support import (  # noqa: F401
-    bad_candidate, env, model_md5, promoted, read, run, selfheal, two_versions, workdir,
-)
+from tests.heal_support import env, model_md5, read, run, selfheal
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]

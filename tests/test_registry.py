@@ -11,7 +11,7 @@ import pytest
 from selfheal import registry, vcs
 from selfheal.errors import SelfHealError
 from selfheal.promote import promote
-from tests.heal_support import bad_candidate, model_md5, promoted, read, run, selfheal, two_versions, workdir  # noqa: F401
+from tests.heal_support import model_md5, read, run, selfheal
 
 
 @pytest.fixture()

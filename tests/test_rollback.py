@@ -9,7 +9,7 @@ import pytest
 
 from selfheal import audit, registry, vcs
 from selfheal.rollback import NothingToRestore, choose_target, rollback
-from tests.heal_support import bad_candidate, model_md5, promoted, read, run, selfheal, two_versions, workdir  # noqa: F401
+from tests.heal_support import model_md5, read, run, selfheal
 
 pytestmark = pytest.mark.slow
 

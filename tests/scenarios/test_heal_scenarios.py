@@ -18,9 +18,7 @@ import pytest
 from selfheal import audit, registry, vcs
 from selfheal.io import atomic_write, md5_file
 from selfheal.synth import inject_faults, make_current, make_housing
-from tests.heal_support import (  # noqa: F401
-    bad_candidate, model_md5, promoted, read, run, selfheal, set_max_iter, two_versions, workdir,
-)
+from tests.heal_support import model_md5, read, run, selfheal, set_max_iter
 
 pytestmark = pytest.mark.slow
 ROWS = 3000  # tests/conftest.py SMALL_SYNTH

@@ -16,7 +16,6 @@ from selfheal import vcs
 from selfheal.io import md5_file
 from selfheal.sandbox import run, set_params
 from selfheal.service.client import request_reload
-from tests.heal_support import promoted, workdir  # noqa: F401
 from tests.servicekit import RECORD, free_port, start_service, stop_all, url_of, wait_status
 
 pytestmark = pytest.mark.slow
