@@ -148,13 +148,18 @@ def parse_params(raw: dict[str, Any], source: str = PARAMS_FILE) -> Params:
         raise _explain(source, exc) from None
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml(path: Path, missing: str = "not found") -> Any:
+    """Parse a YAML file; a missing or malformed file is one ConfigError line naming it."""
     if not path.exists():
-        raise ConfigError(f"{path}: not found (run from the project root, or pass --params)")
+        raise ConfigError(f"{path}: {missing}")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    raw = read_yaml(path, "not found (run from the project root, or pass --params)")
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of groups at the top level")
     return raw

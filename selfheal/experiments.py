@@ -20,10 +20,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from selfheal import vcs
-from selfheal.config import PARAMS_FILE, load_params, parse_params
+from selfheal.config import PARAMS_FILE, load_params, parse_params, read_yaml
 from selfheal.errors import ConfigError, SelfHealError
 
 GRID_FILE = Path("config/exp_grid.yaml")
@@ -39,16 +37,11 @@ _QUEUED = re.compile(r"Queued experiment '([^']+)'")
 def load_grid(path: str | Path = GRID_FILE, params_path: str | Path = PARAMS_FILE) -> list[dict[str, Any]]:
     """The grid's points, each {dotted.param: value}, each checked against the params schema."""
     path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"{path}: grid file not found")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from None
+    raw = read_yaml(path, "grid file not found")
     grids = raw.get("grids") if isinstance(raw, dict) else None
     if not isinstance(grids, list) or not grids or not all(isinstance(g, dict) and g for g in grids):
         raise ConfigError(f"{path}: expected `grids:` with a list of mappings {{param.path: [values]}}")
-    base = yaml.safe_load(Path(params_path).read_text(encoding="utf-8"))
+    base = read_yaml(Path(params_path))
     points = []
     for grid in grids:
         keys = list(grid)
