@@ -139,10 +139,15 @@ def _restore(obs: Observations, params: Params, wrong: str) -> Decision:
         return Decision("gate", "escalate", f"{wrong}, and no version was ever promoted: nothing to restore; "
                                             "`dvc checkout` or `dvc repro` rebuilds it")
     target = f"production {prod['version']} (md5 {prod.get('md5')})"
+    return _to_production(params, "restore", wrong, target, f"selfheal rollback --version {prod['version']}")
+
+
+def _to_production(params: Params, action: str, problem: str, target: str, command: str) -> Decision:
+    """Put production back (rollback / restore); with auto_rollback_enabled off, say which command would."""
     if not params.model_validation.auto_rollback_enabled:
-        return Decision("gate", "report", f"{wrong}; model_validation.auto_rollback_enabled is false: "
-                                          f"run `selfheal rollback --version {prod['version']}` to restore {target}")
-    return Decision("gate", "restore", f"{wrong}: restore {target}")
+        return Decision("gate", "report", f"{problem}; model_validation.auto_rollback_enabled is false: "
+                                          f"run `{command}` to restore {target}")
+    return Decision("gate", action, f"{problem}: restore {target}")
 
 
 def _gate(obs: Observations, params: Params) -> Decision:
@@ -167,10 +172,7 @@ def _gate(obs: Observations, params: Params) -> Decision:
                                             "no better version to restore automatically")
     if prod is None:
         return Decision("gate", "escalate", f"{failed} and no version was ever promoted: nothing to roll back to")
-    if not params.model_validation.auto_rollback_enabled:
-        return Decision("gate", "report", f"{failed}; model_validation.auto_rollback_enabled is false: "
-                                          f"run `selfheal rollback` to restore production {prod['version']}")
-    return Decision("gate", "rollback", f"{failed}: restore production {prod['version']}")
+    return _to_production(params, "rollback", failed, f"production {prod['version']}", "selfheal rollback")
 
 
 def _retrain(obs: Observations, params: Params) -> Decision:

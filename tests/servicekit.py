@@ -39,6 +39,13 @@ def train_model(dest: Path, max_iter: int, rows: int = 500, seed: int = 0) -> st
     return save_model(pipeline, meta, dest / "model.joblib")
 
 
+def two_models(root: Path) -> dict[str, Path]:
+    """Two real model versions, "a" and "b" (different iterations: different bytes and predictions)."""
+    for name, iters in (("a", 20), ("b", 60)):
+        train_model(root / name, iters)
+    return {"a": root / "a", "b": root / "b"}
+
+
 def make_project(path: Path, models: Path, service_recovery: dict | None = None) -> Path:
     """A project directory: params.yaml (with service_recovery overrides) and models/ copied from `models`."""
     path.mkdir(parents=True, exist_ok=True)

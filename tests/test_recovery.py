@@ -17,7 +17,7 @@ import pytest
 from selfheal import procs
 from selfheal.service.client import check_health, request_reload
 from tests.servicekit import (
-    free_port, make_project, run_cli, service_pid, start_service, stop_all, train_model, url_of, use_model,
+    free_port, make_project, run_cli, service_pid, start_service, stop_all, two_models, url_of, use_model,
     wait_status,
 )
 
@@ -27,10 +27,7 @@ FAST = {"kill_grace_seconds": 1.0, "backoff_seconds": 0.05, "health_timeout_seco
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("models")
-    for name, iters in (("a", 20), ("b", 40)):
-        train_model(root / name, iters)
-    return {"a": root / "a", "b": root / "b"}
+    return two_models(tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture()

@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from tests.servicekit import (
-    RECORD, free_port, make_project, service_pid, start_service, stop_all, train_model, url_of, use_model,
+    RECORD, free_port, make_project, service_pid, start_service, stop_all, two_models, url_of, use_model,
     wait_status,
 )
 
@@ -26,11 +26,7 @@ pytestmark = pytest.mark.xdist_group("service")
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Two real model versions (different iterations, so different bytes and predictions)."""
-    root = tmp_path_factory.mktemp("models")
-    for name, iters in (("a", 20), ("b", 60)):
-        train_model(root / name, iters)
-    return {"a": root / "a", "b": root / "b"}
+    return two_models(tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture(scope="module")
