@@ -22,7 +22,7 @@ METHOD ?= auto
 WATCH ?=
 SERVICE_URL ?=
 
-.PHONY: help venv data run repro test bench heal heal-plan rollback retrain fix-data status versions promote \
+.PHONY: help venv data run repro lint test bench heal heal-plan rollback retrain fix-data status versions promote \
         serve recover report exp exp-apply clean
 
 help: ## List every target with one line each
@@ -46,7 +46,11 @@ run: data ## Set up, write the default data and run the whole DVC pipeline (dvc 
 repro: $(STAMP) ## dvc repro only (no data generation)
 	$(BIN)/dvc repro
 
-test: $(STAMP) ## Run the whole test suite
+lint: $(STAMP) ## Lint (ruff, import order included) and type-check (mypy); both configured in pyproject.toml
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: lint ## Lint, then run the whole test suite (a lint failure fails it)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP) ## Run the benchmarks; results in metrics/bench.json

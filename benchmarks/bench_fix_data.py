@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import resource
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -16,26 +15,28 @@ from pathlib import Path
 import yaml
 
 from benchmarks.timing import median_of, peak_rss_mb, wall
+from selfheal.core import workspace
+from selfheal.ops import sandbox
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = 1_000_000
 
 
 def run() -> dict:
-    from selfheal.config import parse_params
-    from selfheal.io import read_json
-    from selfheal.synth import write_default_data
+    from selfheal.core.atomic import read_json
+    from selfheal.core.config import parse_params
+    from selfheal.pipeline.synth import write_default_data
 
     with tempfile.TemporaryDirectory(prefix="selfheal-bench-fix-") as tmp:
         work = Path(tmp)
         # absolute data paths: the benchmark never touches the project's own data
         data = {name: str(work / "data" / name / "housing.csv") for name in ("raw", "current")}
         params = {"data": {**data, "clean": str(work / "clean.parquet")}, "synth": {"rows": ROWS, "current_rows": 10}}
-        (work / "params.yaml").write_text(yaml.safe_dump(params))
+        (work / workspace.PARAMS).write_text(yaml.safe_dump(params))
         started = time.perf_counter()
         write_default_data(parse_params(params))
         generate_s = time.perf_counter() - started
-        stage = [sys.executable, str(ROOT / "stages" / "fix_data.py")]
+        stage = ["env", f"PYTHONPATH={sandbox.SOURCE}", *sandbox.stage_argv("fix_data")]
         cpu_before = _children_cpu()
         timing = median_of(3, lambda: wall(stage, work))
         cpu_s = (_children_cpu() - cpu_before) / 3

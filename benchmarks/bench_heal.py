@@ -17,17 +17,18 @@ from pathlib import Path
 import yaml
 
 from benchmarks.timing import median_of, wall
-from selfheal import sandbox
-from selfheal.io import read_json
+from selfheal.core import workspace
+from selfheal.core.atomic import read_json
+from selfheal.ops import sandbox
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _bad_candidate(repo: Path) -> None:
     """A one-round boosting model: trained and validated, fails the gate."""
-    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params = yaml.safe_load((repo / workspace.PARAMS).read_text())
     params["train"]["hist_gradient_boosting"]["max_iter"] = 1
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (repo / workspace.PARAMS).write_text(yaml.safe_dump(params, sort_keys=False))
     sandbox.run(["dvc", "repro", "validate"], repo)
 
 
@@ -54,14 +55,14 @@ def run() -> dict:
         def rollback_once() -> float:
             repo = fresh_copy("rb")
             seconds = wall(["selfheal", "rollback"], repo)
-            logged.append(read_json(repo / "models/rollback_log.json")[-1]["duration_s"])
+            logged.append(read_json(repo / workspace.ROLLBACK_LOG)[-1]["duration_s"])
             return seconds
 
         rollback = median_of(3, rollback_once)
         heal_rollback = median_of(3, lambda: wall(["selfheal", "heal"], fresh_copy("hr")))
     logged.sort()
     return {
-        "rows": yaml.safe_load((ROOT / "params.yaml").read_text())["synth"]["rows"],
+        "rows": yaml.safe_load((ROOT / workspace.PARAMS).read_text())["synth"]["rows"],
         "heal_healthy": {**healthy, "target_s": 3},
         "heal_plan": plan,
         "rollback": {**rollback, "target_s": 3, "logged_decision_to_verified_median_s": logged[1]},

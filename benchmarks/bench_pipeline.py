@@ -10,7 +10,8 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.timing import median_of, wall
-from selfheal import sandbox
+from selfheal.core import workspace
+from selfheal.ops import sandbox
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,6 +36,6 @@ def run() -> dict:
 
 
 def sandbox_rows() -> int:
-    from selfheal.config import load_params
+    from selfheal.core.config import load_params
 
-    return load_params(ROOT / "params.yaml").synth.rows
+    return load_params(ROOT / workspace.PARAMS).synth.rows

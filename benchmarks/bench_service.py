@@ -28,7 +28,9 @@ import requests
 import yaml
 
 from benchmarks.loadgen import run_load
-from selfheal import procs
+from selfheal.core import workspace
+from selfheal.ops import sandbox
+from selfheal.service import procs
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -61,19 +63,19 @@ def _project(tmp: Path) -> tuple[Path, list[dict], dict]:
     import mlflow.sklearn
     from mlflow.models import infer_signature
 
-    from selfheal.config import load_params
-    from selfheal.modelio import save_model
-    from selfheal.synth import make_housing
-    from selfheal.training import train
+    from selfheal.core.config import load_params
+    from selfheal.pipeline.artifact import save_model
+    from selfheal.pipeline.synth import make_housing
+    from selfheal.pipeline.training import train
 
-    params = load_params(ROOT / "params.yaml")
+    params = load_params(ROOT / workspace.PARAMS)
     df = make_housing(params.synth.rows, params.synth.seed)
     pipeline, meta, _, holdout = train(df, params)
     project = tmp / "project"
-    save_model(pipeline, meta, project / "models/model.joblib")
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    save_model(pipeline, meta, project / workspace.MODEL)
+    raw = yaml.safe_load((ROOT / workspace.PARAMS).read_text())
     raw["service_recovery"]["max_recovery_attempts"] = 10
-    (project / "params.yaml").write_text(yaml.safe_dump(raw))
+    (project / workspace.PARAMS).write_text(yaml.safe_dump(raw))
     names = [f["name"] for f in meta["features"]]
     sample = holdout[names].head(20)
     import sklearn
@@ -135,7 +137,7 @@ def _standby_ready(project: Path, timeout: float = 120.0) -> None:
     process is excluded: an activated spare keeps `--standby` in its command line."""
     target, deadline = str(project.resolve()), time.monotonic() + timeout
     while time.monotonic() < deadline:
-        serving = (procs.read_pid_file(project / procs.PID_FILE) or {}).get("pid")
+        serving = (procs.read_pid_file(project / workspace.PID_FILE) or {}).get("pid")
         spares = [p for p in psutil.process_iter(["cmdline", "cwd"]) if p.pid != serving
                   and "--standby" in (p.info["cmdline"] or []) and p.info["cwd"] == target]
         if spares:
@@ -152,7 +154,7 @@ def _standby_ready(project: Path, timeout: float = 120.0) -> None:
 
 
 def _time_fault(project: Path, url: str, sig: int) -> float:
-    pid = procs.read_pid_file(project / procs.PID_FILE)["pid"]
+    pid = procs.read_pid_file(project / workspace.PID_FILE)["pid"]
     started = time.perf_counter()
     os.kill(pid, sig)
     while True:
@@ -185,7 +187,7 @@ def _recovery(project: Path) -> dict:
             watcher.wait(15)
         except subprocess.TimeoutExpired:
             procs.kill_group(watcher.pid)
-        procs.kill_all_in(project)
+        sandbox.kill_all_in(project)
     return {kind: {"median_s": statistics.median(v), "runs_s": v, "target_s": 5 if kind == "crash" else 10}
             for kind, v in times.items()}
 
@@ -198,8 +200,8 @@ def run() -> dict:
             throughput = _throughput(tmp, project, record)
             recovery = _recovery(project)
         finally:
-            procs.kill_all_in(tmp)
+            sandbox.kill_all_in(tmp)
             if (tmp / "project").exists():
-                procs.kill_all_in(tmp / "project")
+                sandbox.kill_all_in(tmp / "project")
     return {"features": len(features), "concurrency": CONCURRENCY, "seconds_per_round": SECONDS,
             "throughput": throughput, "recovery_watch_mode": recovery}

@@ -13,14 +13,14 @@ import sys
 import time
 from pathlib import Path
 
-from selfheal import io as sio
+from selfheal.core import atomic, workspace
 
-OUT = Path("metrics/bench.json")
+OUT = workspace.BENCH
 
 
 def main(argv: list[str]) -> int:
     names = argv or sorted(p.stem.removeprefix("bench_") for p in Path(__file__).parent.glob("bench_*.py"))
-    results = sio.read_json(OUT, {}) or {}
+    results = atomic.read_json(OUT, {}) or {}
     failed = False
     for name in names:
         print(f"== bench {name}", flush=True)
@@ -33,7 +33,7 @@ def main(argv: list[str]) -> int:
         results[name] = figures
         print(json.dumps(figures, indent=2), flush=True)
     results["machine"] = {"cpus": __import__("os").cpu_count(), "python": platform.python_version()}
-    sio.write_json(OUT, results)
+    atomic.write_json(OUT, results)
     print(f"wrote {OUT}")
     return 1 if failed else 0
 

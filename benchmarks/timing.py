@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from selfheal import sandbox
+from selfheal.ops import sandbox
 
 # A fresh interpreter runs the command, so its RUSAGE_CHILDREN peak belongs to that command alone.
 _PEAK = (

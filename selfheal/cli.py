@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from selfheal.errors import SelfHealError, fail
+from selfheal.core import workspace
+from selfheal.core.errors import SelfHealError, fail
+
+if TYPE_CHECKING:
+    from selfheal.core.config import Params
 
 app = typer.Typer(
     help="selfheal: a DVC pipeline that fixes bad data, refuses bad models, retrains on drift and keeps its service up.",
@@ -27,12 +33,12 @@ def _root() -> None:
 
 @app.command()
 def synth(
-    params: ParamsOpt = Path("params.yaml"),
+    params: ParamsOpt = workspace.PARAMS,
     force: Annotated[bool, typer.Option(help="Rewrite the files even when present")] = False,
 ) -> None:
     """Write the embedded default data (data.raw and data.current) from the synth params; skipped when present."""
-    from selfheal.config import load_params
-    from selfheal.synth import write_default_data
+    from selfheal.core.config import load_params
+    from selfheal.pipeline.synth import write_default_data
 
     for line in write_default_data(load_params(params), force=force):
         typer.echo(line)
@@ -41,11 +47,11 @@ def synth(
 @app.command()
 def report(
     base: Annotated[str, typer.Option(help="Git revision to compare the workspace with")] = "main",
-    out: Annotated[Path, typer.Option(help="Markdown file to write")] = Path("report.md"),
-    assets: Annotated[Path, typer.Option(help="Directory for the report's images")] = Path("report"),
+    out: Annotated[Path, typer.Option(help="Markdown file to write")] = workspace.REPORT,
+    assets: Annotated[Path, typer.Option(help="Directory for the report's images")] = workspace.REPORT_ASSETS,
 ) -> None:
     """Write a Markdown report of the workspace vs BASE: params and metrics diffs, plots, drift, healing, verdict."""
-    from selfheal.report import build_report
+    from selfheal.ops.report import build_report
 
     typer.echo(f"report: wrote {build_report(base, out, assets)}")
 
@@ -59,11 +65,11 @@ class OutputsKind(str, Enum):
 def ci_outputs(
     kind: Annotated[OutputsKind, typer.Argument(help="validation: metric, threshold, passed; drift: drift_detected, drift_score")],
     github_output: Annotated[
-        Optional[str], typer.Option(envvar="GITHUB_OUTPUT", help="File to append key=value lines to")
+        str | None, typer.Option(envvar="GITHUB_OUTPUT", help="File to append key=value lines to")
     ] = None,
 ) -> None:
     """Print a pipeline result as key=value step outputs and append them to $GITHUB_OUTPUT."""
-    from selfheal.ci import step_outputs, write_outputs
+    from selfheal.ops.ci import step_outputs, write_outputs
 
     for line in write_outputs(step_outputs(kind.value), github_output):
         typer.echo(line)
@@ -73,11 +79,11 @@ def ci_outputs(
 def ci_summary(
     base: Annotated[str, typer.Option(help="Revision the run checked out: actions logged since then are listed")] = "HEAD",
     step_summary: Annotated[
-        Optional[str], typer.Option(envvar="GITHUB_STEP_SUMMARY", help="File to append the Markdown to")
+        str | None, typer.Option(envvar="GITHUB_STEP_SUMMARY", help="File to append the Markdown to")
     ] = None,
 ) -> None:
     """Print what healed (gate, drift, self-healing actions, verdict) and append it to $GITHUB_STEP_SUMMARY."""
-    from selfheal.ci import append_summary, job_summary
+    from selfheal.ops.ci import append_summary, job_summary
 
     text = job_summary(base)
     append_summary(text, step_summary)
@@ -86,11 +92,11 @@ def ci_summary(
 
 @app.command()
 def exp(
-    grid: Annotated[Path, typer.Option(help="Grid file: params to vary and their values")] = Path("config/exp_grid.yaml"),
+    grid: Annotated[Path, typer.Option(help="Grid file: params to vary and their values")] = workspace.EXP_GRID,
     jobs: Annotated[int, typer.Option(min=1, help="Experiments run at a time")] = 1,
 ) -> None:
     """Queue the grid as DVC experiments, run them all, and print `dvc exp show --md` best first."""
-    from selfheal.experiments import run_grid, table
+    from selfheal.ops.experiments import run_grid, table
 
     names, failed = run_grid(grid, jobs)
     typer.echo(f"\nexperiments of this grid: {', '.join(names)}\n")
@@ -101,10 +107,10 @@ def exp(
 
 @app.command("exp-apply")
 def exp_apply(
-    name: Annotated[Optional[str], typer.Argument(help="Experiment to apply (default: the best by validation metric)")] = None,
+    name: Annotated[str | None, typer.Argument(help="Experiment to apply (default: the best by validation metric)")] = None,
 ) -> None:
     """Apply an experiment's params, outputs and metrics to the workspace (`dvc exp apply`)."""
-    from selfheal.experiments import apply
+    from selfheal.ops.experiments import apply
 
     applied = apply(name)
     typer.echo(f"applied experiment {applied}; review with `git diff`, keep it with `git commit -am ...`")
@@ -114,8 +120,8 @@ def exp_apply(
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
-    model: Annotated[Path, typer.Option(help="Model file (model.json beside it)")] = Path("models/model.joblib"),
-    params: ParamsOpt = Path("params.yaml"),
+    model: Annotated[Path, typer.Option(help="Model file (model.json beside it)")] = workspace.MODEL,
+    params: ParamsOpt = workspace.PARAMS,
 ) -> None:
     """Serve the production model (FastAPI + uvicorn): /health, /predict, /schema, /metrics, POST /admin/reload.
 
@@ -129,16 +135,17 @@ def serve(
 @app.command()
 def recover(
     method: Annotated[str, typer.Option(help="auto (cache -> config -> process), cache, config, process or docker")] = "auto",
-    service_url: Annotated[Optional[str], typer.Option(help="Service URL (default: service_recovery.service_url)")] = None,
+    service_url: Annotated[str | None, typer.Option(help="Service URL (default: service_recovery.service_url)")] = None,
     watch: Annotated[bool, typer.Option(help="Keep watching and recovering until stopped (Ctrl-C)")] = False,
-    interval: Annotated[Optional[float], typer.Option(help="Seconds between health checks with --watch")] = None,
-    container: Annotated[Optional[str], typer.Option(help="Container for --method docker")] = None,
-    params: ParamsOpt = Path("params.yaml"),
-    config: Annotated[Optional[Path], typer.Option(help="Seed-format self_healing_config.json overriding params")] = None,
+    interval: Annotated[float | None, typer.Option(help="Seconds between health checks with --watch")] = None,
+    container: Annotated[str | None, typer.Option(help="Container for --method docker")] = None,
+    params: ParamsOpt = workspace.PARAMS,
+    config: Annotated[Path | None, typer.Option(help="Seed-format self_healing_config.json overriding params")] = None,
 ) -> None:
     """Check the service's health and recover it if needed; exit 1 (and an alert) when every attempt fails."""
-    from selfheal.config import load_params
-    from selfheal.recovery import METHODS, recover as run_recover
+    from selfheal.core.config import load_params
+    from selfheal.recovery.ladder import METHODS
+    from selfheal.recovery.ladder import recover as run_recover
 
     if method not in METHODS:
         raise SelfHealError(f"--method {method!r}: expected one of {', '.join(METHODS)}")
@@ -146,38 +153,47 @@ def recover(
     if container:
         sr = sr.model_copy(update={"docker_container": container})
     if watch:
-        from selfheal.supervisor import watch_until_signalled
+        from selfheal.recovery.watch import watch_until_signalled
 
         raise typer.Exit(watch_until_signalled(sr, method, service_url, interval))
     raise typer.Exit(run_recover(sr, method, service_url).exit_code)
 
 
 ConfigOpt = Annotated[
-    Optional[Path], typer.Option("--config", help="Seed-format config/self_healing_config.json overriding params")
+    Path | None, typer.Option("--config", help="Seed-format config/self_healing_config.json overriding params")
 ]
 WaitOpt = Annotated[float, typer.Option("--wait", help="Seconds to wait for another running heal/rollback/retrain")]
 
 
+@contextmanager
+def _locked(action: str, params: Path, config: Path | None, wait: float) -> Iterator[Params]:
+    """The validated params, with the project's healing lock held for `action` (one actor at a time)."""
+    from selfheal.core.config import load_params
+    from selfheal.healing.guard import exclusive
+
+    loaded = load_params(params, config)
+    with exclusive(action, wait):
+        yield loaded
+
+
 @app.command()
 def rollback(
-    version: Annotated[Optional[str], typer.Option(help="Version to restore: v0.0.3, model@v0.0.3 or v20241120_150000")] = None,
-    current_metric: Annotated[Optional[float], typer.Option(help="Metric of the current model (seed flag)")] = None,
-    threshold: Annotated[Optional[float], typer.Option(help="Threshold for --current-metric (default: params)")] = None,
-    params: ParamsOpt = Path("params.yaml"),
+    version: Annotated[str | None, typer.Option(help="Version to restore: v0.0.3, model@v0.0.3 or v20241120_150000")] = None,
+    current_metric: Annotated[float | None, typer.Option(help="Metric of the current model (seed flag)")] = None,
+    threshold: Annotated[float | None, typer.Option(help="Threshold for --current-metric (default: params)")] = None,
+    params: ParamsOpt = workspace.PARAMS,
     config: ConfigOpt = None,
     wait: WaitOpt = 0.0,
 ) -> None:
     """Restore the last good production model (auto) or --version V: a verified checkout from git + DVC."""
-    from selfheal.config import load_params
-    from selfheal.guard import exclusive
-    from selfheal.rollback import rollback as run_rollback
+    from selfheal.service.client import reloader
+    from selfheal.versions.rollback import rollback as run_rollback
 
-    p = load_params(params, config)
-    if current_metric is not None and threshold is None:
-        threshold = p.model_validation.min_accuracy_threshold
-    with exclusive("rollback", wait):
+    with _locked("rollback", params, config, wait) as p:
+        if current_metric is not None and threshold is None:
+            threshold = p.model_validation.min_accuracy_threshold
         run_rollback(version=version, current_metric=current_metric, threshold=threshold,
-                     service_url=p.service_recovery.service_url)
+                     reload=reloader(p.service_recovery.service_url))
 
 
 @app.command()
@@ -185,10 +201,10 @@ def versions(as_json: Annotated[bool, typer.Option("--json", help="Print JSON")]
     """List registered model versions (oldest first) and mark production."""
     import json
 
-    from selfheal import registry
+    from selfheal.versions import registry
 
-    prod = registry.production() or {}
-    rows = [{"version": v.name, "alias": v.alias, "promoted_at": v.meta.get("promoted_at") or v.created_at,
+    prod = workspace.read_production() or {}
+    rows: list[dict[str, Any]] = [{"version": v.name, "alias": v.alias, "promoted_at": v.meta.get("promoted_at") or v.created_at,
              "metric_name": v.meta.get("metric_name"), "metric": v.meta.get("metric"), "md5": v.md5,
              "production": v.name == prod.get("version")} for v in registry.versions()]
     if as_json:
@@ -204,35 +220,29 @@ def versions(as_json: Annotated[bool, typer.Option("--json", help="Print JSON")]
 
 
 @app.command()
-def promote(wait: WaitOpt = 0.0, params: ParamsOpt = Path("params.yaml"), config: ConfigOpt = None) -> None:
+def promote(wait: WaitOpt = 0.0, params: ParamsOpt = workspace.PARAMS, config: ConfigOpt = None) -> None:
     """Promote the validated workspace model: push to the DVC remote, commit, tag the version, set production."""
-    from selfheal.config import load_params
-    from selfheal.guard import exclusive
-    from selfheal.promote import promote as run_promote
+    from selfheal.service.client import reloader
+    from selfheal.versions.promote import promote as run_promote
 
-    url = load_params(params, config).service_recovery.service_url
-    with exclusive("promote", wait):
-        run_promote(reason="promoted by `selfheal promote`", service_url=url)
+    with _locked("promote", params, config, wait) as p:
+        run_promote(reason="promoted by `selfheal promote`", reload=reloader(p.service_recovery.service_url))
 
 
 @app.command()
 def retrain(
     drift_detected: Annotated[bool, typer.Option("--drift-detected", help="Drift was detected (seed flag; without a score: above the threshold)")] = False,
-    drift_score: Annotated[Optional[float], typer.Option(help="Drift score (seed flag); default: metrics/drift.json")] = None,
+    drift_score: Annotated[float | None, typer.Option(help="Drift score (seed flag); default: metrics/drift.json")] = None,
     force: Annotated[bool, typer.Option(help="Skip the retraining cooldown")] = False,
-    params: ParamsOpt = Path("params.yaml"),
+    params: ParamsOpt = workspace.PARAMS,
     config: ConfigOpt = None,
     wait: WaitOpt = 0.0,
 ) -> None:
     """Retrain on drift (cooldown permitting): fold the current batch in, dvc repro, then promote or roll back."""
-    from selfheal.config import load_params
-    from selfheal.guard import exclusive
-    from selfheal.retrain import retrain as run_retrain
+    from selfheal.healing.retrain import retrain as run_retrain
 
-    p = load_params(params, config)
-    flags = drift_detected or drift_score is not None  # a score alone is judged against the threshold
-    with exclusive("retrain", wait):
-        entry = run_retrain(p, drift_detected=True if flags else None, drift_score=drift_score,
+    with _locked("retrain", params, config, wait) as p:
+        entry = run_retrain(p, drift_detected=drift_detected, drift_score=drift_score,
                             force=force, service_url=p.service_recovery.service_url)
     if entry is not None and not entry["success"]:
         raise typer.Exit(1)
@@ -240,18 +250,15 @@ def retrain(
 
 @app.command("fix-data")
 def fix_data(
-    data_path: Annotated[Optional[Path], typer.Option(help="CSV to fix in place (default: data.raw)")] = None,
-    params: ParamsOpt = Path("params.yaml"),
+    data_path: Annotated[Path | None, typer.Option(help="CSV to fix in place (default: data.raw)")] = None,
+    params: ParamsOpt = workspace.PARAMS,
     config: ConfigOpt = None,
     wait: WaitOpt = 0.0,
 ) -> None:
     """Fix a CSV in place as the fix_data stage would (backup first); exit 1 if it is still invalid."""
-    from selfheal.config import load_params
-    from selfheal.datafix import fix_file
-    from selfheal.guard import exclusive
+    from selfheal.healing.filefix import fix_file
 
-    p = load_params(params, config)
-    with exclusive("fix-data", wait):
+    with _locked("fix-data", params, config, wait) as p:
         entry = fix_file(data_path or Path(p.data.raw), p)
     if not entry["success"]:
         raise typer.Exit(1)
@@ -260,19 +267,17 @@ def fix_data(
 @app.command()
 def heal(
     plan: Annotated[bool, typer.Option("--plan", help="Print what heal would do and why; change nothing")] = False,
-    params: ParamsOpt = Path("params.yaml"),
+    params: ParamsOpt = workspace.PARAMS,
     config: ConfigOpt = None,
     wait: WaitOpt = 0.0,
 ) -> None:
     """Fix data -> gate the model (promote / roll back) -> retrain on drift -> recover the service; escalate loops."""
-    from selfheal.config import load_params
-    from selfheal.guard import exclusive
-    from selfheal.heal import heal as run_heal
+    from selfheal.core.config import load_params
+    from selfheal.healing.heal import heal as run_heal
 
-    p = load_params(params, config)
     if plan:
-        raise typer.Exit(run_heal(p, plan_only=True))
-    with exclusive("heal", wait):
+        raise typer.Exit(run_heal(load_params(params, config), plan_only=True))
+    with _locked("heal", params, config, wait) as p:
         code = run_heal(p)
     raise typer.Exit(code)
 
@@ -282,10 +287,10 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] =
     """Self-healing success metrics from the audit logs; also written to metrics/self_healing.json."""
     import json
 
-    from selfheal.status import STATUS_FILE, lines, write_status
+    from selfheal.healing.status import lines, write_status
 
     metrics = write_status()
-    typer.echo(json.dumps(metrics, indent=2) if as_json else "\n".join([*lines(metrics), f"(written to {STATUS_FILE})"]))
+    typer.echo(json.dumps(metrics, indent=2) if as_json else "\n".join([*lines(metrics), f"(written to {workspace.SELF_HEALING})"]))
 
 
 def main() -> None:

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python stages/fix_data.py` without an install
-
-from selfheal.errors import run_main  # noqa: E402
-
-METRICS = "metrics/data_quality.json"
+from selfheal.core import workspace
+from selfheal.core.errors import run_main
 
 
 def main() -> int:
-    from selfheal.config import load_params
-    from selfheal.io import atomic_write, write_json
-    from selfheal.quality import fix, summary_lines
-    from selfheal.tabular import infer_schema, read_csv_checked
+    from selfheal.core.atomic import atomic_write, write_json
+    from selfheal.core.config import load_params
+    from selfheal.pipeline.checks import infer_schema, read_csv_checked
+    from selfheal.pipeline.fixes import fix, summary_lines
 
     params = load_params()
     d = params.data
@@ -24,7 +18,7 @@ def main() -> int:
     schema = infer_schema(raw, d.target, d.task, d.columns, d.ranges)
     clean, report = fix(raw, schema, params.data_quality, source=d.raw)
     atomic_write(d.clean, lambda tmp: clean.to_parquet(tmp, index=False))
-    write_json(METRICS, report)
+    write_json(workspace.DATA_QUALITY, report)
     for line in summary_lines(report):
         print(line)
     return 0

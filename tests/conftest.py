@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from selfheal import sandbox
+from selfheal.ops import sandbox
 
 # Two pytest workers share two cores: one OpenMP thread each (inherited by the stages they start) avoids
 # the oversubscription that makes gradient boosting fits several times slower. Set before sklearn loads.

@@ -19,8 +19,8 @@ import pytest
 import yaml
 from filelock import FileLock
 
-from selfheal import sandbox
-from selfheal.io import md5_file
+from selfheal.core.atomic import md5_file
+from selfheal.ops import sandbox
 
 HGB = "hist_gradient_boosting"
 

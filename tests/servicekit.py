@@ -17,7 +17,9 @@ from pathlib import Path
 import requests
 import yaml
 
-from selfheal import procs
+from selfheal.core import workspace
+from selfheal.ops import sandbox
+from selfheal.service import procs
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORD = {"MedInc": 3.2, "HouseAge": 20.0, "AveRooms": 5.0, "AveBedrms": 1.0, "Population": 1000.0,
@@ -25,12 +27,12 @@ RECORD = {"MedInc": 3.2, "HouseAge": 20.0, "AveRooms": 5.0, "AveBedrms": 1.0, "P
 
 
 def train_model(dest: Path, max_iter: int, rows: int = 500, seed: int = 0) -> str:
-    """A real HistGradientBoosting pipeline (selfheal.training) on synthetic housing rows plus one categorical
+    """A real HistGradientBoosting pipeline (selfheal.pipeline.training) on synthetic housing rows plus one categorical
     column; written as dest/model.joblib + dest/model.json. Returns its md5."""
-    from selfheal.config import HGBParams, Params, TrainParams
-    from selfheal.modelio import save_model
-    from selfheal.synth import make_housing
-    from selfheal.training import train
+    from selfheal.core.config import HGBParams, Params, TrainParams
+    from selfheal.pipeline.artifact import save_model
+    from selfheal.pipeline.synth import make_housing
+    from selfheal.pipeline.training import train
 
     df = make_housing(rows, seed)
     df.insert(0, "ocean", (df["Latitude"] > 36).map({True: "north", False: "south"}))
@@ -98,7 +100,7 @@ def wait_status(url: str, status: int = 200, timeout: float = 90.0) -> dict:
 
 
 def service_pid(project: Path) -> int:
-    info = procs.read_pid_file(project / procs.PID_FILE)
+    info = procs.read_pid_file(project / workspace.PID_FILE)
     assert info is not None, "no pid file"
     return info["pid"]
 
@@ -111,4 +113,4 @@ def run_cli(project: Path, *args: str, timeout: float = 180) -> subprocess.Compl
 
 def stop_all(project: Path) -> None:
     """Kill every process running in `project` (the services and standbys a test caused)."""
-    procs.kill_all_in(project)
+    sandbox.kill_all_in(project)

@@ -1,6 +1,6 @@
 """`python -m selfheal.service`: the service's own entry point (see server.py)."""
 
-from selfheal.errors import run_main
+from selfheal.core.errors import run_main
 from selfheal.service.server import main
 
 if __name__ == "__main__":

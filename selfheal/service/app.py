@@ -7,6 +7,7 @@ instead of declaring a static pydantic body: the schema belongs to the model, an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import ipaddress
 import json
@@ -22,7 +23,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from selfheal.errors import SelfHealError
+from selfheal.core import workspace
+from selfheal.core.errors import SelfHealError
 from selfheal.service.batcher import MicroBatcher
 from selfheal.service.client import TOKEN_ENV
 from selfheal.service.model_holder import ModelHolder
@@ -32,8 +34,8 @@ from selfheal.service.schema import PayloadError
 
 @dataclass(frozen=True)
 class ServiceSettings:
-    model_path: Path = Path("models/model.joblib")
-    params_path: Path | None = Path("params.yaml")
+    model_path: Path = workspace.MODEL
+    params_path: Path | None = workspace.PARAMS
     max_batch_size: int = 1000
     admin_token: str | None = None  # None: admin endpoints answer loopback clients only
 
@@ -72,10 +74,9 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         result = await reload()
         print(f"selfheal service: {json.dumps(result)}", flush=True)
         loop = asyncio.get_running_loop()
-        try:
+        # not possible outside the main thread (e.g. an in-process test client)
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reload(config=True)))
-        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread (e.g. an in-process client)
-            pass
         on_ready = getattr(app.state, "on_ready", None)
         if on_ready is not None:
             on_ready()
@@ -153,6 +154,6 @@ def _read_batch_size(settings: ServiceSettings) -> int:
     """Configuration reload: the service's knobs from params.yaml (service_recovery.max_batch_size)."""
     if settings.params_path is None or not settings.params_path.exists():
         return settings.max_batch_size
-    from selfheal.config import load_params
+    from selfheal.core.config import load_params
 
     return load_params(settings.params_path).service_recovery.max_batch_size

@@ -31,7 +31,7 @@ def _score(jobs: list[_Job]) -> list[Any]:
     snapshot = jobs[0].snapshot
     try:
         flat = snapshot.predict([r for job in jobs for r in job.records])
-    except Exception:  # noqa: BLE001 - rescore one by one to pin the error on its own request
+    except Exception:
         if len(jobs) == 1:
             raise
         return [_score_one(job) for job in jobs]
@@ -45,7 +45,7 @@ def _score(jobs: list[_Job]) -> list[Any]:
 def _score_one(job: _Job) -> Any:
     try:
         return job.snapshot.predict(job.records)
-    except Exception as exc:  # noqa: BLE001 - handed to the waiting request
+    except Exception as exc:
         return exc
 
 
@@ -61,7 +61,7 @@ class MicroBatcher:
 
     async def predict(self, snapshot: Snapshot, records: list[dict[str, Any]]) -> list[Any]:
         loop = asyncio.get_running_loop()
-        if self._task is None:
+        if self._task is None or self._wakeup is None:
             self._wakeup = asyncio.Event()
             self._task = loop.create_task(self._run())
         job = _Job(snapshot, records, loop.create_future())
@@ -72,7 +72,7 @@ class MicroBatcher:
     def _take(self) -> list[_Job]:
         """The oldest job plus every waiting job for the same snapshot that fits in max_rows."""
         first = self._pending.popleft()
-        jobs, rows, skipped = [first], len(first.records), deque()
+        jobs, rows, skipped = [first], len(first.records), deque[_Job]()
         while self._pending:
             job = self._pending.popleft()
             if job.snapshot is first.snapshot and rows + len(job.records) <= self.max_rows:
@@ -93,11 +93,11 @@ class MicroBatcher:
                 jobs = self._take()
                 try:
                     results = await loop.run_in_executor(self._executor, _score, jobs)
-                except Exception as exc:  # noqa: BLE001 - a lone job's error goes to its request
+                except Exception as exc:
                     results = [exc]
                 self.batches += 1
                 self.rows += sum(len(j.records) for j in jobs)
-                for job, result in zip(jobs, results):
+                for job, result in zip(jobs, results, strict=False):
                     if job.future.done():  # the client went away
                         continue
                     if isinstance(result, Exception):

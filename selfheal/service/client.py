@@ -8,13 +8,15 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import requests
 
-from selfheal import procs
+from selfheal.core import workspace
+from selfheal.service import procs
 
 State = Literal["healthy", "unhealthy", "down", "hung"]
 TOKEN_ENV = "SELFHEAL_ADMIN_TOKEN"  # the same variable the service reads
@@ -94,4 +96,24 @@ def request_reload(
     if info and info.get("port") == port and procs.recorded_alive(info):
         os.kill(info["pid"], signal.SIGHUP)
         return {"reloaded": None, "via": "sighup", "pid": info["pid"], "error": http_error}
-    return {"reloaded": False, "via": None, "error": f"{http_error}; no running service in {procs.PID_FILE}"}
+    return {"reloaded": False, "via": None, "error": f"{http_error}; no running service in {workspace.PID_FILE}"}
+
+
+def reload_service(service_url: str | None, md5: str | None = None) -> bool | str | None:
+    """Ask a running prediction service to swap to the restored model (True/False; None: signalled, see /health).
+
+    No service running is normal (False); a service that refuses is reported, never undoing the rollback."""
+    if not service_url:
+        return False
+    try:
+        result = request_reload(service_url, expected_md5=md5)
+    except Exception as exc:  # a failed reload must not turn a finished rollback into an error
+        return f"not reloaded: {type(exc).__name__}: {exc}"
+    if result.get("reloaded") is False and result.get("via"):
+        return f"not reloaded: {result.get('error') or result}"
+    return result.get("reloaded")
+
+
+def reloader(service_url: str | None) -> Callable[[str | None], bool | str | None]:
+    """What promote and rollback call once production's bytes changed: reload the service at `service_url`."""
+    return lambda md5: reload_service(service_url, md5)

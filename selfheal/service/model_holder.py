@@ -14,16 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from selfheal import io as sio
-from selfheal import modelio
-from selfheal.audit import now_iso
-from selfheal.errors import SelfHealError
+from selfheal.core import atomic
+from selfheal.core.clock import now_iso
+from selfheal.core.errors import SelfHealError
+from selfheal.pipeline import artifact
 from selfheal.service.schema import RequestSchema
 
 
 @dataclass(frozen=True)
 class Snapshot:
-    model: modelio.LoadedModel
+    model: artifact.LoadedModel
     schema: RequestSchema
     loaded_at: str
 
@@ -40,14 +40,14 @@ class Snapshot:
 
 def build_snapshot(model_path: Path, max_batch_size: int, expected_md5: str | None = None) -> Snapshot:
     """Load and check a model completely; raises SelfHealError (naming the file) on any problem."""
-    meta_path = modelio.meta_path_for(model_path)
+    meta_path = artifact.meta_path_for(model_path)
     try:
-        recorded = (sio.read_json(meta_path, {}) or {}).get("md5")
+        recorded = (atomic.read_json(meta_path, {}) or {}).get("md5")
     except ValueError as exc:
         raise SelfHealError(f"{meta_path}: not valid JSON ({exc})") from None
     if expected_md5 and recorded and expected_md5 != recorded:
         raise SelfHealError(f"{meta_path}: records md5 {recorded}, but {expected_md5} was expected")
-    model = modelio.load_model(model_path, expected_md5=expected_md5 or recorded)
+    model = artifact.load_model(model_path, expected_md5=expected_md5 or recorded)
     schema = RequestSchema.from_features(model.features, max_batch_size)
     snapshot = Snapshot(model, schema, now_iso())
     try:

@@ -53,7 +53,7 @@ class Metrics:
         family("selfheal_http_request_duration_seconds", "histogram", "Request latency by route.")
         for route, counts in sorted(self.latency_buckets.items()):
             cumulative = 0
-            for bound, n in zip((*BUCKETS, "+Inf"), counts):
+            for bound, n in zip((*BUCKETS, "+Inf"), counts, strict=False):
                 cumulative += n
                 out.append(f'selfheal_http_request_duration_seconds_bucket{{route="{route}",le="{bound}"}} {cumulative}')
             out.append(f'selfheal_http_request_duration_seconds_sum{{route="{route}"}} {self.latency_sum[route]:.6f}')

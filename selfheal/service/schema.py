@@ -68,7 +68,7 @@ class RequestSchema:
         }
         record = TypedDict("Record", fields)  # type: ignore[misc]
         record.__pydantic_config__ = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)  # type: ignore[attr-defined]
-        batch = Annotated[list[record], Field(min_length=1)]  # type: ignore[valid-type]
+        batch = Annotated[list[record], Field(min_length=1)]
         example = {f["name"]: 0.0 if f["kind"] == "numeric" else (f.get("categories") or [""])[0] for f in features}
         names = [f["name"] for f in features]
         return cls(names, max_batch_size, TypeAdapter(record), TypeAdapter(batch), example)

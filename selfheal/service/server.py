@@ -16,7 +16,8 @@ import socket
 import sys
 from pathlib import Path
 
-from selfheal import procs
+from selfheal.core import workspace
+from selfheal.service import procs
 
 # One OpenMP thread per model call: a request scores a few rows, and on 2 cores the thread team's start-up
 # costs more than it saves (measured: 42 ms vs 6 ms for a one-row HistGradientBoosting predict). Set before
@@ -28,8 +29,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m selfheal.service", description="Serve the production model.")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--model", default="models/model.joblib", help="model file (model.json beside it)")
-    p.add_argument("--params", default="params.yaml", help="params.yaml (service_recovery.max_batch_size)")
+    p.add_argument("--model", default=str(workspace.MODEL), help="model file (model.json beside it)")
+    p.add_argument("--params", default=str(workspace.PARAMS), help="params.yaml (service_recovery.max_batch_size)")
     p.add_argument("--standby", action="store_true", help="import everything, then wait for 'go' on stdin")
     return p
 
@@ -37,17 +38,17 @@ def parser() -> argparse.ArgumentParser:
 def warm_up() -> None:
     """Import what serving needs, including the scikit-learn modules selfheal's models unpickle into."""
     import pandas  # noqa: F401
-    import sklearn.compose  # noqa: F401
-    import sklearn.ensemble  # noqa: F401
-    import sklearn.impute  # noqa: F401
-    import sklearn.linear_model  # noqa: F401
-    import sklearn.pipeline  # noqa: F401
+    import sklearn.compose
+    import sklearn.ensemble
+    import sklearn.impute
+    import sklearn.linear_model
+    import sklearn.pipeline
     import sklearn.preprocessing  # noqa: F401
-    import uvicorn  # noqa: F401
-    import uvicorn.loops.auto  # noqa: F401
+    import uvicorn
+    import uvicorn.loops.auto
     import uvicorn.protocols.http.auto  # noqa: F401
 
-    from selfheal import config  # noqa: F401
+    from selfheal.core import config  # noqa: F401
     from selfheal.service import app  # noqa: F401
 
 
@@ -55,7 +56,7 @@ def _refuse_if_taken(host: str, port: int) -> None:
     """Never overwrite the pid file of a live service on the same address."""
     info = procs.read_pid_file()
     if info and info["pid"] != os.getpid() and info.get("port") == port and procs.recorded_alive(info):
-        raise SystemExit(f"error: a service (pid {info['pid']}) already runs for port {port} ({procs.PID_FILE})")
+        raise SystemExit(f"error: a service (pid {info['pid']}) already runs for port {port} ({workspace.PID_FILE})")
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -97,7 +98,7 @@ def serve(host: str, port: int, model_path: Path, params_path: Path) -> None:
 
 
 def _batch_size(params_path: Path) -> int:
-    from selfheal.config import ServiceRecoveryParams, load_params
+    from selfheal.core.config import ServiceRecoveryParams, load_params
 
     if not params_path.exists():
         return ServiceRecoveryParams().max_batch_size

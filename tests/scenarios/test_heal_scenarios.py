@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from selfheal import audit, registry, vcs
-from selfheal.io import atomic_write, md5_file
-from selfheal.synth import inject_faults, make_current, make_housing
+from selfheal.core import audit, workspace
+from selfheal.core.atomic import atomic_write, md5_file
+from selfheal.pipeline.synth import inject_faults, make_current, make_housing
+from selfheal.versions import registry, vcs
 from tests.heal_support import model_md5, read, run, selfheal, set_max_iter
 
 pytestmark = pytest.mark.slow
@@ -41,7 +42,7 @@ def test_1_dirty_data_is_healed_and_the_pipeline_passes(promoted: Path, workdir)
     write_csv(repo / "data/raw/housing.csv", dirty)
     raw_md5 = md5_file(repo / "data/raw/housing.csv")
     proc = selfheal("heal", cwd=repo)
-    fix = audit.entries(audit.DATA_FIX_LOG)[-1]
+    fix = audit.entries(workspace.DATA_FIX_LOG)[-1]
     assert fix["success"] is True and fix["problems_before"] > 0 and fix["problems_after"] == 0
     lines = "\n".join(fix["fixes"])
     for expected in ("Filled MedInc missing values with median:", "outliers in", "Removed 30 duplicate rows",
@@ -63,7 +64,7 @@ def test_2_bad_candidate_is_rolled_back_then_a_named_version_restored(bad_candid
     selfheal("rollback", "--version", "v0.0.1", cwd=repo)
     assert (repo / "models/model.joblib").read_bytes() == model_from_cache(repo, "v0.0.1")
     assert read(repo, "models/production.json")["version"] == "v0.0.1"
-    auto, manual = audit.entries(audit.ROLLBACK_LOG)
+    auto, manual = audit.entries(workspace.ROLLBACK_LOG)
     for entry in (auto, manual):
         assert {"timestamp", "action", "reason", "success", "version_restored", "failed_version",
                 "failed_md5", "restored_md5"} <= set(entry)
@@ -81,19 +82,19 @@ def test_3_drift_retrains_once_respects_the_cooldown_and_never_keeps_a_worse_mod
 
     out = selfheal("heal", cwd=repo).stdout  # drift -> one retrain, the better model promoted
     assert "Data drift detected! Score:" in out and "Retraining completed successfully" in out
-    log = read(repo, str(audit.RETRAINING_LOG))
+    log = read(repo, str(workspace.RETRAINING_LOG))
     (first,) = log["history"]
     assert first["action"] == "auto_retrain" and first["outcome"] == "promoted" and first["rows_added"] == 800
     assert log["last_retrain_time"] == first["started_at"] and first["version"] == "v0.0.2"
     assert md5_file(repo / "data/raw/housing.csv") != raw_before  # the batch was folded into the training data
 
     again = selfheal("retrain", "--drift-detected", "--drift-score", "0.85", cwd=repo)  # inside the cooldown
-    assert "in cooldown until" in again.stdout and len(read(repo, str(audit.RETRAINING_LOG))["history"]) == 1
+    assert "in cooldown until" in again.stdout and len(read(repo, str(workspace.RETRAINING_LOG))["history"]) == 1
     assert "retrain   skip" in selfheal("heal", "--plan", cwd=repo).stdout
 
     forced = selfheal("retrain", "--drift-detected", "--drift-score", "0.85", "--force", cwd=repo)
     assert "--force: cooldown skipped" in forced.stdout
-    history = read(repo, str(audit.RETRAINING_LOG))["history"]
+    history = read(repo, str(workspace.RETRAINING_LOG))["history"]
     assert len(history) == 2 and history[1]["action"] == "forced_retrain" and history[1]["rows_added"] == 0
 
     production = read(repo, "models/production.json")
@@ -103,7 +104,7 @@ def test_3_drift_retrains_once_respects_the_cooldown_and_never_keeps_a_worse_mod
     assert worse.returncode == 1 and "Rolling back to v0.0.2" in worse.stdout
     assert read(repo, "models/production.json") == production and model_md5(repo) == production["md5"]
     assert md5_file(repo / "data/raw/housing.csv") == raw and (repo / "metrics/drift.json").read_bytes() == drift
-    last = read(repo, str(audit.RETRAINING_LOG))["history"][-1]
+    last = read(repo, str(workspace.RETRAINING_LOG))["history"][-1]
     assert last["outcome"] == "rolled_back" and last["success"] is False and last["production"] == "v0.0.2"
     status = json.loads(run(["dvc", "status", "--json"], repo).stdout)
     assert list(status) == ["train"], status  # only the params the user changed differ from production

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from selfheal import vcs
-from selfheal.io import md5_file
-from selfheal.sandbox import run, set_params
+from selfheal.core.atomic import md5_file
+from selfheal.ops.sandbox import run, set_params
 from selfheal.service.client import request_reload
+from selfheal.versions import vcs
 from tests.servicekit import RECORD, free_port, start_service, stop_all, url_of, wait_status
 
 pytestmark = pytest.mark.slow

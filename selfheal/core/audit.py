@@ -1,0 +1,57 @@
+"""The audit trail: the seed's log files, each valid JSON at every instant (atomic rewrite under a file lock).
+
+Entries follow the seed's format: timestamp, action, reason, success, plus action-specific details.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+from selfheal.core import atomic
+from selfheal.core.clock import now_iso
+from selfheal.core.errors import SelfHealError
+
+
+def _lock(path: Path) -> FileLock:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(path) + ".lock", timeout=60)
+
+
+def _read(path: Path, default: Any) -> Any:
+    try:
+        return atomic.read_json(path, default)
+    except ValueError as exc:
+        raise SelfHealError(f"{path}: audit log is not valid JSON ({exc}); fix or move it aside") from None
+
+
+def read(path: str | Path, default: Any = None) -> Any:
+    """A log's whole content (a list, or the retraining log's dict); `default` when the file is absent."""
+    return _read(Path(path), default)
+
+
+def update(path: str | Path, change: Callable[[Any], Any], default: Any) -> Any:
+    """Read-modify-write a JSON log under its lock; the new content replaces the file atomically."""
+    path = Path(path)
+    with _lock(path):
+        new = change(_read(path, default))
+        atomic.write_json(path, new)
+        return new
+
+
+def append(path: str | Path, action: str, reason: str, success: bool, **details: Any) -> dict[str, Any]:
+    """Append one seed-format entry to a list-shaped log and return it."""
+    entry = {"timestamp": now_iso(), "action": action, "reason": reason, "success": success, **details}
+    update(path, lambda entries: [*entries, entry], default=[])
+    return entry
+
+
+def entries(path: str | Path) -> list[dict[str, Any]]:
+    """All entries of a list-shaped log (the retraining log keeps its list under `history`)."""
+    data = _read(Path(path), [])
+    if isinstance(data, dict):
+        return list(data.get("history", []))
+    return list(data)

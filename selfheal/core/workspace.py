@@ -1,0 +1,68 @@
+"""The workspace contract: every file and folder the project reads or writes, named once, relative to its root.
+
+Stages, healing actions, the service and the reports all take their paths from here; dvc.yaml declares the
+same outputs (a test keeps the two in step). Input data paths are knobs, not contract: they live in params.yaml
+(`data.raw`, `data.clean`, `data.current`). The audit logs keep the seed's file names for users coming from it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from selfheal.core import atomic
+from selfheal.core.errors import SelfHealError
+
+# configuration and DVC's own files
+PARAMS = Path("params.yaml")
+DVC_YAML = Path("dvc.yaml")
+DVC_LOCK = Path("dvc.lock")
+EXP_GRID = Path("config/exp_grid.yaml")
+
+# the model artifact (train), its drift reference and holdout, and the production record (promote / rollback)
+MODEL = Path("models/model.joblib")
+MODEL_META = Path("models/model.json")
+REFERENCE = Path("models/reference.parquet")
+HOLDOUT = Path("data/split/holdout.parquet")
+PRODUCTION = Path("models/production.json")
+
+# metrics and plot data declared in dvc.yaml (committed to git), and the drift report
+DATA_QUALITY = Path("metrics/data_quality.json")
+TRAIN_METRICS = Path("metrics/train.json")
+VALIDATION = Path("metrics/validation.json")
+DRIFT = Path("metrics/drift.json")
+PREDICTIONS_PLOT = Path("metrics/plots/predictions.csv")
+RESIDUALS_PLOT = Path("metrics/plots/residuals.csv")
+DRIFT_PLOT = Path("metrics/plots/drift.csv")
+DRIFT_REPORT = Path("monitoring/drift_report.html")
+SELF_HEALING = Path("metrics/self_healing.json")  # `selfheal status`
+BENCH = Path("metrics/bench.json")  # `make bench`
+
+# the audit trail: the seed's log files
+DATA_FIX_LOG = Path("monitoring/data_fix_log.json")
+ROLLBACK_LOG = Path("models/rollback_log.json")
+RETRAINING_LOG = Path(".github/triggers/retraining_log.json")
+RECOVERY_LOG = Path("monitoring/recovery_log.json")
+ALERTS_LOG = Path("monitoring/alerts.json")
+HEAL_LOG = Path("monitoring/heal_log.json")
+
+# selfheal's own state: the heal lock, backups, the service's pid file and log
+STATE_DIR = Path(".selfheal")
+HEAL_LOCK = STATE_DIR / "heal.lock"
+HEAL_HOLDER = STATE_DIR / "heal.holder.json"
+BACKUPS = STATE_DIR / "backups"
+PID_FILE = STATE_DIR / "service.pid"
+SERVICE_LOG = STATE_DIR / "service.log"
+
+# `make report`
+REPORT = Path("report.md")
+REPORT_ASSETS = Path("report")
+
+
+def read_production(path: str | Path = PRODUCTION) -> dict[str, Any] | None:
+    """The production record (which registered version serves, with its md5), or None before any promotion."""
+    try:
+        record = atomic.read_json(path)
+    except ValueError as exc:
+        raise SelfHealError(f"{path}: not valid JSON ({exc}); restore it with `git checkout -- {path}`") from None
+    return record if isinstance(record, dict) and record.get("version") else None

@@ -1,0 +1,5 @@
+"""ops: what people and CI read - GitHub Actions outputs and summaries, the Markdown report and its plots, the
+DVC experiment grid, and throwaway sandbox copies of the project (tests, benchmarks).
+
+May import: every layer below it. Only the CLI imports ops.
+"""

@@ -1,0 +1,121 @@
+"""A throwaway copy of a selfheal project in its own git repo: what tests and benchmarks run `dvc` in.
+
+It holds what a fresh clone holds; everything else (data, DVC cache, MLflow store) is made inside the copy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import yaml
+
+from selfheal.core import workspace
+from selfheal.service import procs
+
+PROJECT_FILES = [
+    str(workspace.DVC_YAML),
+    str(workspace.PARAMS),
+    "stages",
+    "selfheal",
+    "config",
+    str(workspace.PRODUCTION),
+    ".dvc/config",
+    ".dvcignore",
+    ".gitignore",
+]
+
+GIT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "selfheal sandbox",
+    "GIT_AUTHOR_EMAIL": "sandbox@selfheal.invalid",
+    "GIT_COMMITTER_NAME": "selfheal sandbox",
+    "GIT_COMMITTER_EMAIL": "sandbox@selfheal.invalid",
+}
+
+
+def env() -> dict[str, str]:
+    """The environment after `make run`: the venv first on PATH, a git identity, no analytics, MLflow local."""
+    out = {**os.environ, **GIT_IDENTITY}
+    out["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{out.get('PATH', '')}"
+    out["DVC_NO_ANALYTICS"] = "1"
+    out["MPLBACKEND"] = "Agg"
+    out.pop("MLFLOW_TRACKING_URI", None)
+    return out
+
+
+def run(
+    cmd: list[str], cwd: Path, check: bool = True, extra_env: dict[str, str] | None = None, **kw
+) -> subprocess.CompletedProcess:
+    """Run a command as a user would; a failure carries its output so a test report shows why."""
+    proc = subprocess.run(cmd, cwd=cwd, env={**env(), **(extra_env or {})}, capture_output=True, text=True, **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(cmd)} exited {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+        )
+    return proc
+
+
+SOURCE = Path(__file__).resolve().parents[2]  # the checkout this selfheal runs from: stages/ beside selfheal/
+
+
+def stage_argv(stage: str) -> list[str]:
+    """A DVC stage's command as dvc.yaml runs it, with this interpreter."""
+    return [sys.executable, "-m", f"stages.{stage}"]
+
+
+def run_stage(stage: str, cwd: Path, **extra_env: str) -> subprocess.CompletedProcess:
+    """Run one stage in `cwd` (a directory with params.yaml and the stage's inputs) with this checkout's code, as
+    DVC would: a real process, MLflow in `cwd` unless `extra_env` says otherwise."""
+    environ = {k: v for k, v in env().items() if k != "MLFLOW_TRACKING_URI"}
+    return subprocess.run(stage_argv(stage), cwd=cwd, env={**environ, "PYTHONPATH": str(SOURCE), **extra_env},
+                          capture_output=True, text=True, timeout=240)
+
+
+def set_params(repo: Path, **groups: dict) -> None:
+    """Shallow-merge values into params.yaml groups of a sandbox."""
+    path = repo / workspace.PARAMS
+    params = yaml.safe_load(path.read_text())
+    for group, values in groups.items():
+        params[group] = {**params.get(group, {}), **values}
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def commit(repo: Path, message: str) -> None:
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-q", "-m", message], repo)
+
+
+def create(dest: Path, source: Path, **params: dict) -> Path:
+    """Copy the project from `source` into a new git repo at `dest`, write its data, commit: a fresh clone."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for rel in PROJECT_FILES:
+        src, target = source / rel, dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, target, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, target)
+    if params:
+        set_params(dest, **params)
+    run(["git", "init", "-q", "-b", "main"], dest)
+    run(["selfheal", "synth"], dest)
+    commit(dest, "project as cloned")
+    return dest
+
+
+def kill_all_in(directory: str | Path) -> int:
+    """SIGKILL every process whose working directory is `directory`: how tests and benchmarks make sure the
+    services, restarts and standbys they caused in a throwaway project do not outlive it. Returns how many."""
+    target, me, killed = str(Path(directory).resolve()), os.getpid(), 0
+    for proc in psutil.process_iter(["pid", "cwd"]):
+        if proc.info["cwd"] == target and proc.pid != me:
+            procs.kill_group(proc.pid)
+            killed += 1
+            with contextlib.suppress(psutil.Error):
+                proc.wait(5)
+    return killed

@@ -1,0 +1,251 @@
+"""Reading a CSV safely, inferring its schema and validating it.
+
+The CSV is read with every column as text (pyarrow, multi-threaded): a dtype mismatch such as " 3.2 " or "?"
+in a numeric column is only visible before pandas guesses types, and arrow strings keep a million rows cheap.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from selfheal.core.errors import ConfigError, DataError
+
+# Written in place of a value by people and tools; compared after stripping, case-insensitively.
+PLACEHOLDERS = ["", "n/a", "na", "?", "null", "none", "nan", "-"]
+_NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
+NUMERIC_SHARE = 0.95  # a column is numeric when this share of its non-placeholder values are numbers
+
+
+def read_csv_checked(path: str | Path) -> pd.DataFrame:
+    """Every column as text; a file that is absent, empty, header-only or not a CSV is a one-line DataError."""
+    import pyarrow.csv as pacsv
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    with open(path, "rb") as fh:
+        head = fh.read(1 << 16)
+    if not head.strip():
+        raise DataError(f"{path}: file is empty (expected a CSV with a header row)")
+    if b"\x00" in head:
+        raise DataError(f"{path}: not a CSV (binary content)")
+    try:
+        first = next(line for line in head.decode("utf-8-sig", errors="replace").splitlines() if line.strip())
+        header = next(csv.reader([first]))
+    except (csv.Error, StopIteration) as exc:
+        raise DataError(f"{path}: not a CSV ({exc})") from None
+    dups = sorted(name for name, n in Counter(header).items() if n > 1)
+    if dups:
+        raise DataError(f"{path}: duplicate column name(s) {', '.join(map(repr, dups))}")
+    if len(header) < 2:
+        raise DataError(f"{path}: not a CSV (found 1 column {header[0][:40]!r}; expected comma-separated columns)")
+    try:
+        table = pacsv.read_csv(
+            path,
+            read_options=pacsv.ReadOptions(block_size=16 << 20),
+            convert_options=pacsv.ConvertOptions(
+                column_types={name: pa.string() for name in header},
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not a valid CSV ({str(exc).splitlines()[0]})") from None
+    if table.num_rows == 0:
+        raise DataError(f"{path}: header only, no data rows")
+    return table.to_pandas()
+
+
+def read_parquet_checked(path: str | Path, missing_hint: str) -> pd.DataFrame:
+    """Read a stage's parquet input; a missing, truncated or foreign file is one line naming it."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: not found ({missing_hint})")
+    try:
+        return pd.read_parquet(path)
+    except Exception as exc:  # truncated or foreign file
+        raise DataError(f"{path}: cannot read as parquet ({type(exc).__name__}: {exc})") from None
+
+
+def _text(series: pd.Series) -> pa.ChunkedArray:
+    """The column as arrow strings with missing values as "" (zero-copy for the str columns read above)."""
+    if not isinstance(series.dtype, pd.StringDtype):
+        series = series.astype("str")
+    arr = pa.array(series)
+    return pc.fill_null(arr, "")
+
+
+@dataclass
+class Parsed:
+    """A column read as numbers. `text` cells were not plain numbers; `converted` marks those that parsed once
+    stripped of spaces (None when no cell needed it)."""
+
+    values: np.ndarray
+    text: int = 0
+    converted: np.ndarray | None = None
+
+    @property
+    def n_converted(self) -> int:
+        return 0 if self.converted is None else int(self.converted.sum())
+
+
+def parse_numbers(series: pd.Series) -> Parsed:
+    """Numbers from a column, reading padded text (" 3.2 ") too; placeholders and garbage become NaN."""
+    if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
+        return Parsed(series.to_numpy(dtype="float64", na_value=np.nan))
+    s = _text(series)
+    plain = pc.match_substring_regex(s, _NUMBER)
+    values = pc.cast(pc.if_else(plain, s, pa.scalar(None, pa.string())), pa.float64()).to_numpy(zero_copy_only=False)
+    text = pc.invert(pc.or_(plain, pc.equal(s, "")))
+    n_text = pc.sum(text).as_py() or 0
+    if not n_text:
+        return Parsed(values)
+    # the few text cells only: those that are numbers once stripped of spaces are converted
+    where = np.flatnonzero(text.to_numpy(zero_copy_only=False))
+    values = values if values.flags.writeable else values.copy()
+    stripped = pc.utf8_trim_whitespace(pc.filter(s, text))
+    ok = pc.match_substring_regex(stripped, _NUMBER).to_numpy(zero_copy_only=False)
+    values[where[ok]] = pc.cast(pc.filter(stripped, pa.array(ok)), pa.float64()).to_numpy(zero_copy_only=False)
+    converted = np.zeros(len(values), dtype=bool)
+    converted[where[ok]] = True
+    return Parsed(values, n_text, converted)
+
+
+def categorical_values(series: pd.Series) -> pd.Series:
+    """A categorical column as str with placeholders ("N/A", "?", "") as missing."""
+    s = _text(series)
+    missing = pc.is_in(pc.utf8_lower(pc.utf8_trim_whitespace(s)), value_set=pa.array(PLACEHOLDERS))
+    return pd.Series(pc.if_else(missing, pa.scalar(None, pa.string()), s), index=series.index, dtype="str")
+
+
+def _looks_numeric(series: pd.Series) -> bool:
+    if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
+        return True
+    sample = series.iloc[:: max(1, len(series) // 200_000)]  # plenty to tell numbers from words
+    stripped = pc.utf8_trim_whitespace(_text(sample))
+    present = pc.invert(pc.is_in(pc.utf8_lower(stripped), value_set=pa.array(PLACEHOLDERS)))
+    n_present = pc.sum(present).as_py() or 0
+    n_numbers = pc.sum(pc.and_(present, pc.match_substring_regex(stripped, _NUMBER))).as_py() or 0
+    return n_present == 0 or n_numbers >= NUMERIC_SHARE * n_present
+
+
+@dataclass
+class Schema:
+    """Column kinds ("numeric" | "categorical") in file order, the target and declared valid ranges."""
+
+    columns: dict[str, str]
+    target: str
+    task: str = "regression"
+    ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    @property
+    def features(self) -> list[str]:
+        return [c for c in self.columns if c != self.target]
+
+
+def infer_schema(
+    df: pd.DataFrame, target: str, task: str = "regression", overrides: dict | None = None, ranges: dict | None = None
+) -> Schema:
+    """Numeric when >= 95% of a column's non-placeholder values are numbers; `overrides` (data.columns) win."""
+    overrides, ranges = overrides or {}, ranges or {}
+    for key, names in (("data.columns", overrides), ("data.ranges", ranges)):
+        unknown = sorted(set(names) - set(df.columns))
+        if unknown:
+            raise ConfigError(f"params.yaml: {key}: unknown column(s) {unknown}; the data has {list(df.columns)}")
+    kinds = {c: overrides.get(c) or ("numeric" if _looks_numeric(df[c]) else "categorical") for c in df.columns}
+    checked = {}
+    for col, (lo, hi) in ranges.items():
+        if kinds[col] != "numeric":
+            raise ConfigError(f"params.yaml: data.ranges: {col} is categorical; ranges apply to numeric columns")
+        if lo > hi:
+            raise ConfigError(f"params.yaml: data.ranges: {col}: lower bound {lo} is above upper bound {hi}")
+        checked[col] = (float(lo), float(hi))
+    return Schema(kinds, target, task, checked)
+
+
+@dataclass
+class Problem:
+    """One finding of `validate`; a fatal one means the data cannot be fixed."""
+
+    column: str | None
+    kind: str  # target_missing | target_not_numeric | no_rows | empty_column | dtype_mismatch | missing |
+    #            out_of_range | duplicates
+    count: int
+    message: str
+    fatal: bool = False
+
+
+def typed(df: pd.DataFrame, schema: Schema) -> tuple[pd.DataFrame, dict[str, Parsed]]:
+    """The frame with numeric columns as float64 and categorical ones as str (placeholders -> missing)."""
+    cols, parsed = {}, {}
+    for col, kind in schema.columns.items():
+        if kind == "numeric":
+            parsed[col] = parse_numbers(df[col])
+            cols[col] = pd.Series(parsed[col].values, index=df.index)
+        else:
+            cols[col] = categorical_values(df[col])
+    return pd.DataFrame(cols, index=df.index), parsed
+
+
+def out_of_range(values: pd.Series, bounds: tuple[float, float]) -> pd.Series:
+    return (values < bounds[0]) | (values > bounds[1])
+
+
+def duplicated_rows(frame: pd.DataFrame) -> np.ndarray:
+    """Later copies of a row, by a 64-bit hash of its values: 4x faster than DataFrame.duplicated on 1M rows,
+    and a false match between two different rows is a 1-in-10^7 event even then."""
+    return pd.util.hash_pandas_object(frame, index=False).duplicated().to_numpy()
+
+
+def fatal_shape(df: pd.DataFrame, schema: Schema) -> Problem | None:
+    """The problems no fix can get past, found without reading values: no target column, no rows, a text
+    target for regression."""
+    if schema.target not in df.columns:
+        return Problem(schema.target, "target_missing", 1, f"target column {schema.target!r} not found "
+                       f"(columns: {', '.join(map(str, df.columns))})", fatal=True)
+    if len(df) == 0:
+        return Problem(None, "no_rows", 0, "no data rows", fatal=True)
+    if schema.task == "regression" and schema.columns.get(schema.target) == "categorical":
+        return Problem(schema.target, "target_not_numeric", 1, f"target column {schema.target!r} is not numeric "
+                       "(regression needs numbers; for labels set data.task: classification)", fatal=True)
+    return None
+
+
+def problems(frame: pd.DataFrame, parsed: dict[str, Parsed], schema: Schema) -> list[Problem]:
+    """The findings on a frame already typed by `typed` (so a caller that needs both parses only once)."""
+    found = []
+    for col in schema.columns:
+        n_missing = int(frame[col].isna().sum())
+        if n_missing == len(frame):
+            found.append(Problem(col, "empty_column", n_missing, f"column {col!r} is entirely empty", fatal=True))
+            continue
+        if col in parsed and parsed[col].text:
+            n = parsed[col].text
+            found.append(Problem(col, "dtype_mismatch", n, f"{col}: {n} text value(s) in a numeric column"))
+        if n_missing:
+            found.append(Problem(col, "missing", n_missing, f"{col}: {n_missing} missing value(s)"))
+        if col in schema.ranges:
+            n = int(out_of_range(frame[col], schema.ranges[col]).sum())
+            if n:
+                lo, hi = schema.ranges[col]
+                found.append(Problem(col, "out_of_range", n, f"{col}: {n} value(s) outside [{lo:g}, {hi:g}]"))
+    n_dup = int(duplicated_rows(frame).sum())
+    if n_dup:
+        found.append(Problem(None, "duplicates", n_dup, f"{n_dup} duplicate row(s)"))
+    return found
+
+
+def validate(df: pd.DataFrame, schema: Schema) -> list[Problem]:
+    """Everything wrong with `df` under `schema`; duplicates are counted on the typed values."""
+    fatal = fatal_shape(df, schema)
+    if fatal:
+        return [fatal]
+    return problems(*typed(df, schema), schema)

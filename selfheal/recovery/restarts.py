@@ -1,0 +1,172 @@
+"""The heavy recovery actions: restart the service's process (cold, or by waking a warm standby) or its
+Docker container, then wait until it answers healthy. The light ones (cache, config) live in recovery.py.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from selfheal.core import workspace
+from selfheal.core.config import ServiceRecoveryParams
+from selfheal.service import procs
+from selfheal.service.client import Health, check_health
+
+
+class AttemptFailed(Exception):
+    """This attempt did not bring the service back; a later one may."""
+
+
+class CannotRecover(Exception):
+    """No attempt can succeed (e.g. no Docker daemon): stop now and say why."""
+
+
+def address(service_url: str) -> tuple[str, int]:
+    parts = urlsplit(service_url)
+    return parts.hostname or "127.0.0.1", parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def _ours(argv: list[str]) -> bool:
+    return "selfheal.service" in argv
+
+
+class Standby:
+    """A spare service process that has done its imports and waits for "go" on stdin (see service/server.py)."""
+
+    def __init__(self, argv: list[str], cwd: str | Path) -> None:
+        self.argv, self.cwd = argv, cwd
+        self.proc: subprocess.Popen | None = None
+
+    def ensure(self) -> None:
+        """Start a spare unless a live one is waiting."""
+        if self.proc is None or self.proc.poll() is not None:
+            self.proc = procs.spawn([*self.argv, "--standby"], self.cwd, stdin=subprocess.PIPE)
+
+    def activate(self) -> subprocess.Popen | None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return None
+        assert proc.stdin is not None  # spawned with stdin=PIPE
+        try:
+            proc.stdin.write(b"go\n")
+            proc.stdin.close()
+        except OSError:
+            return None
+        return proc
+
+    def close(self) -> None:
+        """End of input tells the spare to exit; a spare that is still importing is killed."""
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            assert proc.stdin is not None  # spawned with stdin=PIPE
+            proc.stdin.close()
+            try:
+                proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                procs.kill_group(proc.pid)
+                proc.wait()
+
+
+def start_argv(service_url: str, sr: ServiceRecoveryParams, recorded: dict | None) -> list[str]:
+    """How to start the service: the pid file's cmd (same options as last time), start_command, or the built-in."""
+    host, port = address(service_url)
+    if recorded:
+        return list(recorded["cmd"])
+    if sr.start_command:
+        return shlex.split(sr.start_command.format(host=host, port=port))
+    return procs.service_argv(host, port)
+
+
+def standby_for(service_url: str, sr: ServiceRecoveryParams) -> Standby | None:
+    """A standby for the built-in start command; a custom start_command gets none (it cannot be pre-warmed)."""
+    argv = start_argv(service_url, sr, _recorded_for(service_url))
+    return Standby(argv, os.getcwd()) if _ours(argv) else None
+
+
+def _recorded_for(service_url: str) -> dict | None:
+    info = procs.read_pid_file()
+    return info if info and info.get("port") == address(service_url)[1] else None
+
+
+def _log_tail(cwd: str | Path, lines: int = 5) -> str:
+    path = Path(cwd) / workspace.SERVICE_LOG
+    try:
+        tail = path.read_text(errors="replace").strip().splitlines()[-lines:]
+    except OSError:
+        return ""
+    return " | ".join(tail)
+
+
+def wait_healthy(service_url: str, sr: ServiceRecoveryParams, proc: subprocess.Popen | None, cwd: str | Path) -> Health:
+    """Poll /health until healthy; fail fast when the started process exits, or at startup_timeout_seconds."""
+    deadline = time.monotonic() + sr.startup_timeout_seconds
+    timeout = min(sr.health_timeout_seconds, 1.0)
+    while True:
+        health = check_health(service_url, timeout)
+        if health.healthy:
+            return health
+        if proc is not None and health.state == "unhealthy" and health.body.get("pid") == proc.pid:
+            raise AttemptFailed(f"the restarted service is up but {health.detail}")  # its start-up is over
+        if proc is not None and proc.poll() is not None:
+            raise AttemptFailed(f"the service exited with code {proc.returncode} while starting: {_log_tail(cwd)}")
+        if time.monotonic() >= deadline:
+            raise AttemptFailed(f"not healthy {sr.startup_timeout_seconds:g} s after start ({health.detail})")
+        time.sleep(0.1)
+
+
+def restart_process(service_url: str, sr: ServiceRecoveryParams, health: Health, standby: Standby | None) -> str:
+    """Stop whatever the pid file names (SIGTERM, SIGKILL after the grace period), start anew, wait for health."""
+    recorded = _recorded_for(service_url)
+    cwd = recorded.get("cwd", os.getcwd()) if recorded else os.getcwd()
+    notes = []
+    if recorded and procs.recorded_alive(recorded):
+        pid = recorded["pid"]
+        if health.state == "down" and recorded.get("state") == "starting":
+            # a service still importing refuses connections: give it its start-up time before replacing it
+            try:
+                return f"pid {pid} was still starting; {wait_healthy(service_url, sr, None, cwd).detail}"
+            except AttemptFailed as exc:
+                notes.append(f"pid {pid} never came up ({exc})")
+        try:
+            how = procs.terminate(pid, sr.kill_grace_seconds, recorded.get("create_time"))
+        except RuntimeError as exc:  # e.g. stuck in uninterruptible I/O: the port stays taken
+            raise AttemptFailed(str(exc)) from None
+        notes.append(f"stopped pid {pid} ({how})")
+    argv = start_argv(service_url, sr, recorded)
+    proc = standby.activate() if standby is not None and argv == standby.argv else None
+    how = "woke the warm standby"
+    if proc is None:
+        try:
+            proc = procs.spawn(argv, cwd)
+        except OSError as exc:
+            raise AttemptFailed(f"cannot start {shlex.join(argv)}: {exc}") from None
+        how = "started"
+    healthy = wait_healthy(service_url, sr, proc, cwd)
+    notes.append(f"{how} pid {proc.pid}; {healthy.detail}")
+    return "; ".join(notes)
+
+
+def restart_docker(service_url: str, sr: ServiceRecoveryParams) -> str:
+    """`docker restart <container>`, then wait for health. No daemon: CannotRecover, said plainly."""
+    docker = shutil.which("docker")
+    name = sr.docker_container
+    if docker is None:
+        raise CannotRecover(f"docker is not installed (not on PATH); cannot restart container {name!r}")
+    try:
+        info = subprocess.run([docker, "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True,
+                              timeout=15)
+    except subprocess.TimeoutExpired:
+        raise CannotRecover(f"the Docker daemon did not answer `docker info` in 15 s; cannot restart {name!r}") from None
+    if info.returncode != 0:
+        why = (info.stderr.strip().splitlines() or ["docker info failed"])[-1]
+        raise CannotRecover(f"no Docker daemon reachable ({why}); cannot restart container {name!r}")
+    grace = str(max(1, round(sr.kill_grace_seconds)))
+    done = subprocess.run([docker, "restart", "-t", grace, name], capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        raise AttemptFailed(f"docker restart {name} failed: {done.stderr.strip()[:300]}")
+    return f"restarted container {name}; {wait_healthy(service_url, sr, None, os.getcwd()).detail}"

@@ -1,0 +1,84 @@
+"""`selfheal recover --watch`: keep the service healthy until stopped, without restart storms.
+
+Every `interval` seconds one health check; on a failure, the same recovery as `selfheal recover`. The attempt
+budget is shared over a sliding window: at most max_recovery_attempts attempts within watch_window_minutes.
+A fault that finds the budget spent is a restart storm: alert, stop, exit non-zero, so a person looks
+before anything restarts again. With warm_standby, a spare process that has already imported everything
+waits to take over (see service/server.py), which turns a ~6 s cold start into about a second.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+from selfheal.core.alerts import raise_alert
+from selfheal.core.config import ServiceRecoveryParams
+from selfheal.core.errors import SelfHealError
+from selfheal.recovery.ladder import recover
+from selfheal.recovery.restarts import standby_for
+from selfheal.service.client import check_health
+
+
+def watch(
+    sr: ServiceRecoveryParams,
+    method: str = "auto",
+    service_url: str | None = None,
+    interval: float | None = None,
+    stop: threading.Event | None = None,
+    say: Callable[[str], None] = print,
+) -> int:
+    """Run until `stop` is set (SIGINT/SIGTERM set it when run from the CLI); returns the exit code."""
+    if not sr.auto_recovery_enabled:
+        raise SelfHealError("service_recovery.auto_recovery_enabled is false: --watch would not act; enable it")
+    url = service_url or sr.service_url
+    interval = interval or sr.watch_interval_seconds
+    stop = stop or threading.Event()
+    window = sr.watch_window_minutes * 60
+    attempts: deque[float] = deque()
+    use_standby = sr.warm_standby and method in ("auto", "process") and not sr.start_command
+    standby = standby_for(url, sr) if use_standby else None
+    say(f"Watching {url} every {interval:g} s (method {method}, at most {sr.max_recovery_attempts} attempts "
+        f"per {sr.watch_window_minutes:g} min{', warm standby' if standby else ''})")
+    try:
+        while not stop.is_set():
+            if standby is not None:
+                standby.ensure()
+            health = check_health(url, sr.health_timeout_seconds)
+            if health.healthy:
+                stop.wait(interval)
+                continue
+            now = time.monotonic()
+            while attempts and now - attempts[0] > window:
+                attempts.popleft()
+            budget = sr.max_recovery_attempts - len(attempts)
+            if budget <= 0:
+                raise_alert(
+                    "service_restart_storm",
+                    f"{url}: {health.detail}; {len(attempts)} recovery attempts in the last "
+                    f"{sr.watch_window_minutes:g} min already: not restarting again, a person should look",
+                    service_url=url, attempts=len(attempts), window_minutes=sr.watch_window_minutes,
+                )
+                return 1
+            outcome = recover(sr, method, url, standby=standby, max_attempts=budget, health=health,
+                              sleep=stop.wait, say=say)
+            attempts.extend(outcome.attempt_times)
+            if not outcome.success:
+                return 1 if not stop.is_set() else 0
+    finally:
+        if standby is not None:
+            standby.close()
+    say("Watch stopped")
+    return 0
+
+
+def watch_until_signalled(sr: ServiceRecoveryParams, method: str, service_url: str | None,
+                          interval: float | None) -> int:
+    """The CLI's watch: SIGINT or SIGTERM ends the loop cleanly (the spare is told to exit)."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    return watch(sr, method, service_url, interval, stop)

@@ -1,0 +1,6 @@
+"""versions: model versions in git + DVC - git/DVC plumbing, the registry (GTO-format tags), checking a
+revision's stage outputs out of the DVC cache (md5-verified), promotion and rollback.
+
+May import: core, pipeline. Never the service: promote and rollback take a `reload` callback (the service
+client provides one) to tell a running service that production's bytes changed.
+"""

@@ -1,0 +1,116 @@
+"""Put pipeline stages back as a dvc.lock recorded them: the bytes of every output, verified, then the lock.
+
+This is `dvc checkout` for chosen stages of another revision, done directly so a rollback takes well under a
+second: each output comes from the DVC cache (or, for `cache: false` outputs, from git or a backup), its md5 is
+checked against the lock before it replaces anything, and every file is swapped in atomically. A missing cache
+object is fetched from the DVC remote first. The stages' lock entries are merged into the workspace dvc.lock,
+so a later `dvc status` compares the workspace with exactly what was restored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from selfheal.core import atomic, workspace
+from selfheal.core.errors import SelfHealError
+from selfheal.versions import vcs
+
+Source = Callable[[str], "bytes | None"]
+# told the md5 production now has, so a running service can swap to it (see selfheal.service.client.reloader);
+# returns True/False, None (signalled) or a note, which the audit entry records
+Reload = Callable[[str | None], "bool | str | None"]
+Fetch = Callable[[], None]
+
+
+def fetch_revision(commit: str, cwd: str | Path = ".") -> None:
+    """Download a revision's DVC outputs from the remote into the cache.
+
+    Through the Python API on purpose: `dvc fetch --all-tags` resolves a relative remote URL (this project's
+    default `../.dvcstore`) against the root of the git tree for other revisions and finds nothing, so the
+    workspace's resolved remote URLs are passed in as overrides.
+    """
+    from dvc.repo import Repo
+
+    try:
+        with Repo(str(cwd)) as repo:
+            remotes = {name: dict(conf) for name, conf in repo.config["remote"].items()}
+        with Repo(str(cwd), config={"remote": remotes}) as repo:
+            repo.fetch(revs=[commit])
+    except Exception as exc:  # no remote, unreachable remote, missing objects: say so, change nothing
+        raise SelfHealError(f"dvc fetch of revision {commit[:10]} failed: {type(exc).__name__}: {exc}") from None
+
+
+def _verified(path: str, md5: str, source: Source, cwd: Path, fetch: list[Fetch | None]) -> bytes:
+    """The output's bytes from the cache, else `source`, else the remote; always checked against `md5`."""
+    if md5.endswith(".dir"):
+        raise SelfHealError(f"{path}: directory outputs cannot be restored file by file; use `dvc checkout`")
+    for _ in range(2):
+        cached = vcs.cache_path(md5, cwd)
+        data = cached.read_bytes() if cached.is_file() else source(path)
+        if data is not None and hashlib.md5(data).hexdigest() == md5:
+            return data
+        if fetch[0] is None:
+            break
+        fetch_once, fetch[0] = fetch[0], None  # one fetch brings every output of the revision
+        fetch_once()
+    raise SelfHealError(
+        f"{path}: no copy with the recorded md5 {md5} in the DVC cache, git or the remote; nothing was changed"
+    )
+
+
+def restore_stages(
+    lock: dict[str, Any],
+    stages: list[str],
+    source: Source,
+    cwd: str | Path = ".",
+    extra: dict[str, bytes] | None = None,
+    last: str | None = None,
+    fetch: Fetch | None = None,
+) -> dict[str, str]:
+    """Restore `stages` of `lock` (a parsed dvc.lock) into the workspace; returns {path: md5} restored.
+
+    `extra` files (e.g. models/production.json) are written after dvc.lock; `last` (an output path) is written
+    after everything else, so an interrupted restore is visible in it and a rerun completes the job.
+    `fetch` downloads missing cache objects from the DVC remote (called at most once).
+    """
+    cwd = Path(cwd)
+    missing = [s for s in stages if s not in lock]
+    if missing:
+        raise SelfHealError(f"the recorded dvc.lock has no stage(s) {missing}; nothing was changed")
+    fetcher: list[Fetch | None] = [fetch]
+    staged: dict[str, tuple[bytes, str]] = {}
+    for stage in stages:
+        for path, md5 in vcs.hashes(lock[stage]).items():
+            staged[path] = (_verified(path, md5, source, cwd, fetcher), md5)
+    order = sorted(staged, key=lambda p: (p == last, p.endswith(".joblib")))  # the model late, `last` last
+    for path in order[:-1] if last in staged else order:
+        atomic.write_bytes(cwd / path, staged[path][0])
+    _merge_lock(cwd / workspace.DVC_LOCK, {s: lock[s] for s in stages})
+    for path, data in (extra or {}).items():
+        atomic.write_bytes(cwd / path, data)
+    if last in staged:
+        atomic.write_bytes(cwd / last, staged[last][0])
+    return {path: md5 for path, (_, md5) in staged.items()}
+
+
+def _merge_lock(path: Path, entries: dict[str, Any]) -> None:
+    """Replace the given stages' entries in dvc.lock (other stages keep describing the workspace)."""
+    doc = yaml.safe_load(path.read_text(encoding="utf-8")) if path.exists() else None
+    doc = doc or {"schema": "2.0", "stages": {}}
+    doc.setdefault("stages", {}).update(entries)
+    atomic.write_text(path, yaml.safe_dump(doc, sort_keys=False, default_flow_style=False))
+
+
+def from_revision(commit: str, cwd: str | Path = ".") -> Source:
+    """Non-cached outputs as committed at `commit`."""
+    return lambda path: vcs.show(commit, path, cwd)
+
+
+def from_backup(backup_dir: Path) -> Source:
+    """Non-cached outputs as saved in a .selfheal backup."""
+    return lambda path: (backup_dir / path).read_bytes() if (backup_dir / path).is_file() else None

@@ -1,0 +1,170 @@
+"""Registered model versions: GTO-format git tags whose message carries the version's metadata.
+
+A version is `model@vX.Y.Z` (an annotated tag on the promotion commit, whose dvc.lock pins the model's hash);
+production assignments are `model#prod#N` tags, so `gto show` / `gto history` read this registry as well. The
+tags are written and read with plain git: `import gto` costs over a second and `selfheal versions` or a
+rollback must stay quick. The seed's timestamp names (`v20241120_150000`) are kept as each version's alias.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from selfheal.core import atomic, workspace
+from selfheal.core.errors import SelfHealError
+from selfheal.versions import vcs
+
+ARTIFACT = "model"
+STAGE = "prod"
+_SEMVER = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)$")
+_ASSIGN = re.compile(rf"^{ARTIFACT}#{STAGE}#(\d+)$")
+_FIELDS = ["%(refname:strip=2)", "%(objectname)", "%(*objectname)", "%(creatordate:iso-strict)", "%(contents)"]
+
+
+@dataclass(frozen=True)
+class Version:
+    name: str  # v0.0.3
+    commit: str
+    created_at: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tag(self) -> str:
+        return f"{ARTIFACT}@{self.name}"
+
+    @property
+    def md5(self) -> str | None:
+        return self.meta.get("md5")
+
+    @property
+    def alias(self) -> str | None:
+        return self.meta.get("alias")
+
+    @property
+    def key(self) -> tuple[int, int, int]:
+        return semver(self.name) or (0, 0, 0)
+
+
+@dataclass(frozen=True)
+class Assignment:
+    counter: int
+    version: str
+    commit: str
+    created_at: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def semver(name: str) -> tuple[int, int, int] | None:
+    match = _SEMVER.match(name)
+    return tuple(int(g) for g in match.groups()) if match else None  # type: ignore[return-value]
+
+
+def alias_for(when: datetime) -> str:
+    """The seed's version name for a promotion time: v20241120_150000."""
+    return when.strftime("v%Y%m%d_%H%M%S")
+
+
+def _message_meta(message: str) -> dict[str, Any]:
+    """The JSON block after the tag's first (human) line; {} for tags made by other tools."""
+    start = message.find("{")
+    try:
+        meta = json.loads(message[start:]) if start >= 0 else {}
+    except ValueError:
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def _tags(pattern: str, cwd: str | Path) -> list[tuple[str, str, str, dict[str, Any]]]:
+    """(tag name, commit, creation time, metadata) of the tags matching `pattern`."""
+    fmt = "%00".join(_FIELDS) + "%01"
+    out = vcs.git("for-each-ref", f"--format={fmt}", f"refs/tags/{pattern}", cwd=cwd)
+    rows = []
+    for record in out.split("\x01"):
+        parts = record.lstrip("\n").split("\x00")
+        if len(parts) == 5:
+            name, obj, peeled, created, message = parts
+            rows.append((name, peeled or obj, created, _message_meta(message)))
+    return rows
+
+
+def versions(cwd: str | Path = ".") -> list[Version]:
+    """Every registered version, oldest first (semver order)."""
+    found = [
+        Version(name.split("@", 1)[1], commit, created, meta)
+        for name, commit, created, meta in _tags(f"{ARTIFACT}@*", cwd)
+        if semver(name.split("@", 1)[1])
+    ]
+    return sorted(found, key=lambda v: v.key)
+
+
+def assignments(cwd: str | Path = ".") -> list[Assignment]:
+    """Production assignments, oldest first; each names the version it put into production."""
+    by_commit: dict[str, list[Version]] = {}
+    for v in versions(cwd):
+        by_commit.setdefault(v.commit, []).append(v)
+    out = []
+    for name, commit, created, meta in _tags(f"{ARTIFACT}#{STAGE}#*", cwd):
+        match = _ASSIGN.match(name)
+        if match:
+            on_commit = by_commit.get(commit) or []
+            version = meta.get("version") or (on_commit[-1].name if on_commit else "?")
+            out.append(Assignment(int(match.group(1)), version, commit, created, meta))
+    return sorted(out, key=lambda a: a.counter)
+
+
+def find(ref: str, known: list[Version]) -> Version:
+    """A version by name (v0.0.3 or 0.0.3), tag (model@v0.0.3), seed alias (v20241120_150000) or md5 prefix."""
+    ref = ref.strip().removeprefix(f"{ARTIFACT}@")
+    wanted = semver(ref)
+    for v in known:
+        if (wanted and v.key == wanted) or ref == v.alias or (len(ref) >= 7 and (v.md5 or "").startswith(ref)):
+            return v
+    names = ", ".join(f"{v.name} ({v.alias})" if v.alias else v.name for v in known) or "none registered yet"
+    raise SelfHealError(f"unknown model version {ref!r}; known versions: {names}")
+
+
+def by_md5(md5: str | None, known: list[Version]) -> Version | None:
+    return next((v for v in reversed(known) if md5 and v.md5 == md5), None)
+
+
+def next_version(known: list[Version]) -> str:
+    """GTO's default bump: the patch number of the highest version, v0.0.1 first."""
+    major, minor, patch = max((v.key for v in known), default=(0, 0, 0))
+    return f"v{major}.{minor}.{patch + 1}"
+
+
+def register(name: str, commit: str, meta: dict[str, Any], cwd: str | Path = ".") -> Version:
+    """Tag `commit` as version `name` (idempotent for the same commit)."""
+    existing = {v.name: v for v in versions(cwd)}
+    if name in existing:
+        if existing[name].commit != commit:
+            raise SelfHealError(f"{ARTIFACT}@{name} already tags another commit ({existing[name].commit[:10]})")
+        return existing[name]
+    message = f"Registering artifact {ARTIFACT} version {name}\n\n{json.dumps(meta, indent=2, default=str)}"
+    vcs.git("tag", "-a", f"{ARTIFACT}@{name}", "-m", message, commit, cwd=cwd)
+    return next(v for v in versions(cwd) if v.name == name)
+
+
+def assign_production(version: Version, reason: str, cwd: str | Path = ".") -> None:
+    """Record `version` entering production (a GTO stage assignment), unless it is already the latest one."""
+    history = assignments(cwd)
+    if history and history[-1].version == version.name:
+        return
+    counter = max((a.counter for a in history), default=0) + 1
+    meta = {"version": version.name, "reason": reason}
+    message = f"Assigning stage {STAGE} to artifact {ARTIFACT} version {version.name}\n\n{json.dumps(meta, indent=2)}"
+    vcs.git("tag", "-a", f"{ARTIFACT}#{STAGE}#{counter}", "-m", message, version.commit, cwd=cwd)
+
+
+def production(path: str | Path = workspace.PRODUCTION) -> dict[str, Any] | None:
+    """The production record (models/production.json), or None when nothing was promoted yet."""
+    try:
+        record = atomic.read_json(path)
+    except ValueError as exc:
+        raise SelfHealError(f"{path}: not valid JSON ({exc}); restore it with `git checkout -- {path}`") from None
+    return record if isinstance(record, dict) and record.get("version") else None

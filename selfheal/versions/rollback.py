@@ -1,0 +1,156 @@
+"""Roll production back to a registered version: a checkout of that revision's model and its metrics.
+
+What is restored: the `train` and `validate` stages of the version's dvc.lock (model.joblib, model.json, the
+drift reference, the holdout, metrics/train.json, metrics/validation.json and its plots) and its
+models/production.json - each file's bytes verified against the md5 that revision recorded. Nothing is retrained.
+What is not: the data stages (fix_data, monitor) keep describing your current inputs, and params.yaml stays
+yours, so `dvc status` afterwards says honestly where the workspace differs from the restored version.
+The failed candidate stays in the DVC cache; the rollback log names it with both hashes.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from selfheal.core import atomic, audit, workspace
+from selfheal.core.errors import SelfHealError
+from selfheal.versions import registry, vcs
+from selfheal.versions.checkout import Reload, fetch_revision, from_revision, restore_stages
+from selfheal.versions.registry import Version
+
+STAGES = ["train", "validate"]
+
+
+class NothingToRestore(SelfHealError):
+    """No earlier good version exists: rollback changes nothing and says so."""
+
+    exit_code = 1
+
+
+def choose_target(bad_md5: str | None, known: list[Version], history: list[registry.Assignment],
+                  production: dict[str, Any] | None) -> Version | None:
+    """The last good production version that is not the bad model: production itself when the bad model is a
+    new candidate, else the version production held before (walking the assignment history back)."""
+    by_name = {v.name: v for v in known}
+    names = [production["version"]] if production else []
+    names += [a.version for a in reversed(history)] + [v.name for v in reversed(known)]
+    for name in names:
+        v = by_name.get(name)
+        if v and v.md5 != bad_md5:
+            return v
+    return None
+
+
+def failure_reason(validation: dict[str, Any]) -> str:
+    """The seed's wording: "Model r2 0.65 below threshold 0.70" (or the relative drop, or the recorded reasons)."""
+    name, metric, threshold = validation.get("metric_name"), validation.get("metric"), validation.get("threshold")
+    if isinstance(metric, (int, float)) and isinstance(threshold, (int, float)) and metric < threshold:
+        return f"Model {name} {metric:.3f} below threshold {threshold:.2f}"
+    return "Model failed validation: " + "; ".join(validation.get("reasons") or ["no reason recorded"])
+
+
+def restore(target: Version, cwd: str | Path = ".") -> dict[str, str]:
+    """Check out `target`'s model stages and production record; returns the restored {path: md5}."""
+    lock = vcs.parse_lock(vcs.show(target.commit, workspace.DVC_LOCK, cwd))
+    prod = vcs.show(target.commit, workspace.PRODUCTION, cwd)
+    if prod is None:
+        raise SelfHealError(f"{target.tag}: its revision has no {workspace.PRODUCTION}; nothing was changed")
+    restored = restore_stages(
+        lock, STAGES, from_revision(target.commit, cwd), cwd,
+        extra={str(workspace.PRODUCTION): prod}, last=str(workspace.VALIDATION),
+        fetch=lambda: fetch_revision(target.commit, cwd),
+    )
+    model_md5 = restored.get(str(workspace.MODEL))
+    if model_md5 is None or atomic.md5_file(Path(cwd) / workspace.MODEL) != target.md5:
+        raise SelfHealError(f"{workspace.MODEL}: after restoring {target.tag} its md5 is not the registered {target.md5}")
+    return restored
+
+
+def rollback(
+    *,
+    version: str | None = None,
+    current_metric: float | None = None,
+    threshold: float | None = None,
+    reason: str | None = None,
+    reload: Reload | None = None,
+    cwd: str | Path = ".",
+) -> dict[str, Any] | None:
+    """Manual (`version`) or automatic rollback; returns the log entry, or None when nothing needs doing.
+
+    Automatic: when `current_metric` is below `threshold`, when a `reason` says the workspace model file itself
+    is bad (heal found it corrupted, replaced or missing), or else when the latest validation failed.
+    Raises NothingToRestore, after logging the attempt, when there is no earlier good version.
+    """
+    started = time.perf_counter()
+    cwd = Path(cwd)
+    known = registry.versions(cwd)
+    model = cwd / workspace.MODEL
+    bad_md5 = atomic.md5_file(model) if model.exists() else None
+    target: Version | None
+    if version is not None:
+        action, target = "manual_rollback", registry.find(version, known)
+        reason = f"Manual rollback to {target.name} requested"
+    else:
+        action = "auto_rollback"
+        if reason is not None:
+            _keep(model, bad_md5, cwd)
+        elif current_metric is not None:
+            if threshold is None:
+                raise SelfHealError("--current-metric needs --threshold (or min_accuracy_threshold in params.yaml)")
+            if current_metric >= threshold:
+                print(f"Model metric {current_metric:.3f} meets threshold {threshold:.2f}: no rollback needed")
+                return None
+            reason = f"Model accuracy {current_metric:.2f} below threshold {threshold:.2f}"
+        else:
+            validation = atomic.read_json(cwd / workspace.VALIDATION)
+            if validation is None:
+                raise SelfHealError(f"{workspace.VALIDATION}: not found; run `dvc repro` first (or pass --version)")
+            if validation.get("passed"):
+                print(f"Latest validation passed ({validation.get('metric_name')} "
+                      f"{validation.get('metric', float('nan')):.3f}): no rollback needed")
+                return None
+            bad_md5 = validation.get("model_md5") or bad_md5
+            reason = failure_reason(validation)
+        target = choose_target(bad_md5, known, registry.assignments(cwd), workspace.read_production(cwd / workspace.PRODUCTION))
+    failed = registry.by_md5(bad_md5, known)
+    details = {
+        "failed_version": failed.name if failed else (f"candidate-{bad_md5[:12]}" if bad_md5 else None),
+        "failed_md5": bad_md5,
+        "failed_cache": _shown(vcs.cache_path(bad_md5, cwd), cwd) if bad_md5 else None,
+    }
+    print(f"⚠️  {reason}" if action == "auto_rollback" else reason)
+    if target is None:
+        audit.append(cwd / workspace.ROLLBACK_LOG, action, reason, False, version_restored=None, **details,
+                     restored_md5=None, message="no earlier good version")
+        raise NothingToRestore("no earlier good model version to roll back to; nothing was changed")
+    print(f"🔄 Rolling back to {target.name} ({target.alias or target.commit[:10]})")
+    restore(target, cwd)
+    registry.assign_production(target, reason, cwd)
+    reloaded = reload(target.md5) if reload else False
+    entry = audit.append(
+        cwd / workspace.ROLLBACK_LOG, action, reason, True,
+        version_restored=target.name, version_alias=target.alias, restored_md5=target.md5, **details,
+        service_reloaded=reloaded, duration_s=round(time.perf_counter() - started, 3),
+    )
+    print(f"✅ Successfully rolled back: {workspace.MODEL} is {target.name} (md5 {target.md5}, verified)")
+    if details["failed_md5"] and details["failed_md5"] != target.md5:
+        print(f"   the failed model {details['failed_version']} is kept in the DVC cache: {details['failed_cache']}")
+    return entry
+
+
+def _keep(model: Path, md5: str | None, cwd: Path) -> None:
+    """Put a model file the pipeline did not make into the DVC cache before it is replaced, so it can be examined
+    (its cache path is logged, as for a failed candidate)."""
+    cached = vcs.cache_path(md5, cwd) if md5 else None
+    if cached is not None and not cached.exists():
+        atomic.write_bytes(cached, model.read_bytes())
+
+
+def _shown(path: Path, cwd: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(cwd.resolve()))
+    except ValueError:
+        return str(path)
+

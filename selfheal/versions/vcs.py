@@ -1,0 +1,114 @@
+"""git and dvc as a user runs them, plus cheap reads of DVC state (dvc.lock, the local cache).
+
+Subprocesses rather than the Python APIs: `import dvc.repo` costs about a second and `import gto` more, while
+the fast paths (listing versions, a rollback served from the local cache, a heal on a healthy pipeline) need
+neither. Reading dvc.lock and the cache layout directly keeps those paths well under a second.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from selfheal.core import workspace
+from selfheal.core.errors import SelfHealError
+
+
+def _tool(name: str) -> str:
+    """The venv's own git/dvc first (the one next to this interpreter), then PATH."""
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.exists() else (shutil.which(name) or name)
+
+
+def env() -> dict[str, str]:
+    """This environment with this interpreter's directory first on PATH: the `python` of the stages' commands
+    must be the one selfheal runs in, whether or not the venv was activated."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+def _run(cmd: list[str], cwd: str | Path, check: bool) -> subprocess.CompletedProcess:
+    try:
+        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env())
+    except FileNotFoundError:
+        raise SelfHealError(f"`{cmd[0]}` not found on PATH") from None
+    if check and proc.returncode != 0:
+        detail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
+        raise SelfHealError(f"`{' '.join(Path(cmd[0]).name.split() + cmd[1:])}` failed: {' | '.join(detail[-3:])}")
+    return proc
+
+
+def git(*args: str, cwd: str | Path = ".", check: bool = True) -> str:
+    return _run(["git", *args], cwd, check).stdout
+
+
+def dvc(*args: str, cwd: str | Path = ".", check: bool = True) -> subprocess.CompletedProcess:
+    return _run([_tool("dvc"), *args], cwd, check)
+
+
+
+def head(cwd: str | Path = ".") -> str | None:
+    """The commit HEAD points at, or None in a repo without commits."""
+    proc = _run(["git", "rev-parse", "--verify", "-q", "HEAD"], cwd, check=False)
+    return proc.stdout.strip() or None
+
+
+def show(rev: str, path: str | Path, cwd: str | Path = ".") -> bytes | None:
+    """A file's bytes at a revision (None when the revision does not have it)."""
+    proc = subprocess.run(["git", "show", f"{rev}:{Path(path).as_posix()}"], cwd=cwd, capture_output=True)
+    return proc.stdout if proc.returncode == 0 else None
+
+
+def parse_lock(text: str | bytes | None) -> dict[str, Any]:
+    """dvc.lock as {stage: entry}; empty when absent."""
+    if not text:
+        return {}
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    data = yaml.load(text, Loader=loader) or {}
+    return dict(data.get("stages") or {})
+
+
+def read_lock(path: str | Path = workspace.DVC_LOCK) -> dict[str, Any]:
+    path = Path(path)
+    return parse_lock(path.read_bytes()) if path.exists() else {}
+
+
+def hashes(entry: dict[str, Any], key: str = "outs") -> dict[str, str]:
+    """{path: md5} of a lock entry's outs (or deps)."""
+    return {item["path"]: item.get("md5", "") for item in entry.get(key) or []}
+
+
+def git_tracked_outputs(dvc_yaml: str | Path = workspace.DVC_YAML, kinds: tuple[str, ...] = ("outs", "metrics", "plots")
+                        ) -> dict[str, list[str]]:
+    """{stage: [paths]} of the `kinds` of outputs declared `cache: false`: git, not the DVC cache, keeps them."""
+    stages = (yaml.safe_load(Path(dvc_yaml).read_text(encoding="utf-8")) or {}).get("stages") or {}
+    out: dict[str, list[str]] = {}
+    for name, stage in stages.items():
+        paths = []
+        for key in kinds:
+            for item in stage.get(key) or []:
+                path, opts = (next(iter(item.items())) if isinstance(item, dict) else (item, {}))
+                if (opts or {}).get("cache", True) is False:
+                    paths.append(str(path))
+        out[name] = paths
+    return out
+
+
+def cache_dir(root: str | Path = ".") -> Path:
+    """The DVC cache directory (`cache.dir` in .dvc/config or config.local, default .dvc/cache)."""
+    root = Path(root)
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.read([root / ".dvc/config", root / ".dvc/config.local"])
+    configured = parser.get("cache", "dir", fallback=None)
+    return (root / ".dvc" / configured).resolve() if configured else root / ".dvc/cache"
+
+
+def cache_path(md5: str, root: str | Path = ".") -> Path:
+    """Where DVC 3 keeps a file's bytes: <cache>/files/md5/ab/cdef..."""
+    return cache_dir(root) / "files" / "md5" / md5[:2] / md5[2:]

@@ -1,0 +1,80 @@
+"""Alerts: recorded in monitoring/alerts.json, pushed to a webhook when configured, never raising."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import pytest
+
+from selfheal.core.alerts import WEBHOOK_ENV, raise_alert
+from tests.servicekit import free_port
+
+
+@pytest.fixture()
+def here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(WEBHOOK_ENV, raising=False)
+    return tmp_path
+
+
+@pytest.fixture()
+def webhook() -> Iterator[tuple[str, list[dict]]]:
+    """A real HTTP endpoint on loopback that keeps what it receives."""
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append({"path": self.path, "body": json.loads(self.rfile.read(int(self.headers["Content-Length"])))})
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/hooks/SECRET-TOKEN", received
+    server.shutdown()
+    server.server_close()
+
+
+def alerts(root: Path) -> list[dict]:
+    return json.loads((root / "monitoring/alerts.json").read_text())
+
+
+def test_alert_is_recorded_in_the_seed_format(here: Path, capsys: pytest.CaptureFixture) -> None:
+    entry = raise_alert("repeated_rollbacks", "3 rollbacks in 24 h", rollbacks=3)
+    raise_alert("service_recovery_exhausted", "service down", attempts=3)
+    first, second = alerts(here)
+    assert first == entry
+    assert {k: first[k] for k in ("action", "reason", "success", "kind", "rollbacks", "webhook")} == {
+        "action": "alert", "reason": "3 rollbacks in 24 h", "success": True, "kind": "repeated_rollbacks",
+        "rollbacks": 3, "webhook": None,
+    }
+    assert "timestamp" in first and second["kind"] == "service_recovery_exhausted"
+    assert "ALERT [repeated_rollbacks]: 3 rollbacks in 24 h" in capsys.readouterr().err
+
+
+def test_alert_is_posted_to_the_webhook(here: Path, webhook: tuple[str, list[dict]],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    url, received = webhook
+    monkeypatch.setenv(WEBHOOK_ENV, url)
+    entry = raise_alert("constant_drift", "drift in 5 runs", runs=5)
+    (hit,) = received
+    assert hit["path"] == "/hooks/SECRET-TOKEN"
+    assert {k: hit["body"][k] for k in ("action", "kind", "reason", "runs")} == {
+        "action": "alert", "kind": "constant_drift", "reason": "drift in 5 runs", "runs": 5}
+    assert entry["success"] is True and "HTTP 204" in entry["webhook"]
+    assert "SECRET" not in json.dumps(alerts(here))  # the webhook's secret path never reaches the log
+
+
+def test_an_unreachable_webhook_is_recorded_not_raised(here: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(WEBHOOK_ENV, f"http://127.0.0.1:{free_port()}/hook")
+    entry = raise_alert("service_recovery_exhausted", "service down")
+    assert entry["success"] is False and entry["webhook"].startswith("failed")
+    assert alerts(here)[-1] == entry

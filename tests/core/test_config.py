@@ -1,0 +1,69 @@
+"""params.yaml is the one source of configuration: unknown keys and wrong types are one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from selfheal.core.config import load_params, parse_params
+from selfheal.core.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_shipped_params_and_seed_config_load() -> None:
+    params = load_params(ROOT / "params.yaml", ROOT / "config/self_healing_config.json")
+    assert params.data_quality.outlier_threshold_iqr == 3.0
+    assert params.model_validation.min_accuracy_threshold == 0.70
+    assert params.drift_detection.retraining_cooldown_hours == 24
+    assert params.service_recovery.max_recovery_attempts == 3
+
+
+@pytest.mark.parametrize(
+    ("raw", "says"),
+    [
+        ({"train": {"modle": "linear"}}, "train.modle: unknown key"),
+        ({"train": {"test_size": "big"}}, "train.test_size: Input should be a valid number"),
+        ({"data_quality": {"auto_fix_enabled": "yes"}}, "data_quality.auto_fix_enabled: Input should be a valid boolean"),
+        ({"train": {"model": "xgboost"}}, "train.model: Input should be"),
+        ({"data": {"ranges": {"HouseAge": [0]}}}, "data.ranges.HouseAge"),
+        ({"nonsense": {}}, "nonsense: unknown key"),
+    ],
+)
+def test_bad_values_name_the_key(raw: dict, says: str) -> None:
+    with pytest.raises(ConfigError, match=says.replace(".", r"\.")):
+        parse_params(raw, "params.yaml")
+
+
+def test_seed_json_overrides_the_healing_groups_and_is_checked(tmp_path: Path) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text((ROOT / "params.yaml").read_text())
+    seed = tmp_path / "self_healing_config.json"
+    seed.write_text(json.dumps({"drift_detection": {"drift_threshold": 0.3, "retraining_cooldown_hours": 2}}))
+    loaded = load_params(params, seed)
+    assert loaded.drift_detection.drift_threshold == 0.3
+    assert loaded.drift_detection.auto_retrain_enabled is True  # params.yaml keeps what the JSON does not name
+    seed.write_text(json.dumps({"train": {"model": "linear"}}))
+    with pytest.raises(ConfigError, match="unknown group"):
+        load_params(params, seed)
+    seed.write_text(json.dumps({"service_recovery": {"max_recovery_attempts": "three"}}))
+    with pytest.raises(ConfigError, match=r"self_healing_config\.json: service_recovery\.max_recovery_attempts"):
+        load_params(params, seed)
+
+
+def test_the_cli_answers_a_bad_params_file_with_one_line_and_exit_2(tmp_path: Path) -> None:
+    bad = yaml.safe_load((ROOT / "params.yaml").read_text())
+    bad["drift_detection"]["drift_treshold"] = 0.4
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(bad))
+    selfheal = Path(sys.executable).parent / "selfheal"
+    proc = subprocess.run([str(selfheal), "heal", "--plan"], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: params.yaml: drift_detection.drift_treshold: unknown key (got 0.4)"
+    ]
+    assert "Traceback" not in proc.stderr

@@ -1,0 +1,260 @@
+"""The heal policy is a pure function: every case is an observation in, decisions (with reasons) out."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from selfheal.core import workspace
+from selfheal.core.config import load_params, parse_params
+from selfheal.healing.policy import Observations, escalations, plan
+
+NOW = datetime(2026, 11, 20, 15, 0, tzinfo=UTC)
+PROD = {"version": "v0.0.2", "metric_name": "r2", "metric": 0.80, "md5": "p" * 32}
+PASSED = {"metric_name": "r2", "metric": 0.80, "threshold": 0.7, "passed": True, "model_md5": "p" * 32}
+FAILED = {"metric_name": "r2", "metric": 0.60, "threshold": 0.7, "passed": False, "model_md5": "c" * 32}
+NO_DRIFT = {"drift_detected": False, "drift_score": 0.1}
+DRIFT = {"drift_detected": True, "drift_score": 0.75}
+DQ_OK = {"valid_before": False, "valid_after": True, "problems_before": 12, "problems_after": 0}
+
+
+def params(**groups):
+    return parse_params(groups)
+
+
+HEALTHY = Observations(
+    now=NOW, data_quality=DQ_OK, model_path=str(workspace.MODEL), model_md5="p" * 32, trained_md5="p" * 32, validation=PASSED, production=PROD,
+    registered_md5s=frozenset({"p" * 32}), drift=NO_DRIFT,
+)
+
+
+def actions(obs: Observations, p=None) -> dict[str, str]:
+    """The first decision's action per step."""
+    out: dict[str, str] = {}
+    for d in plan(obs, p or params()):
+        out.setdefault(d.step, d.action)
+    return out
+
+
+def ago(**delta) -> str:
+    return (NOW - timedelta(**delta)).isoformat()
+
+
+def test_healthy_pipeline_needs_nothing_and_says_why() -> None:
+    decisions = plan(HEALTHY, params())
+    assert [(d.step, d.action) for d in decisions] == [
+        ("fix_data", "skip"), ("gate", "skip"), ("retrain", "skip"), ("service", "skip")]
+    assert all(d.reason for d in decisions)
+    assert "v0.0.2" in decisions[1].reason
+
+
+def test_order_is_fix_gate_retrain_service() -> None:
+    obs = replace(HEALTHY, raw_changed=True, validation=FAILED, drift=DRIFT, service={"state": "down", "detail": "x"})
+    assert [d.step for d in plan(obs, params())] == ["fix_data", "gate", "retrain", "service"]
+    assert actions(obs) == {"fix_data": "run_pipeline", "gate": "rollback", "retrain": "retrain", "service": "recover"}
+
+
+@pytest.mark.parametrize("ran,changed", [(False, False), (True, True)])
+def test_changed_or_missing_data_reruns_the_pipeline(ran: bool, changed: bool) -> None:
+    d = plan(replace(HEALTHY, pipeline_ran=ran, raw_changed=changed), params())[0]
+    assert d.action == "run_pipeline"
+
+
+def test_data_fix_disabled_only_reports() -> None:
+    p = params(data_quality={"auto_fix_enabled": False})
+    d = plan(replace(HEALTHY, raw_changed=True), p)[0]
+    assert d.action == "report" and "auto_fix_enabled is false" in d.reason
+
+
+def test_fix_that_did_not_resolve_escalates() -> None:
+    obs = replace(HEALTHY, data_quality={**DQ_OK, "valid_after": False, "problems_after": 4})
+    d = plan(obs, params())[0]
+    assert d.action == "escalate" and "did not resolve" in d.reason
+
+
+def test_passing_new_candidate_is_promoted() -> None:
+    new = {**PASSED, "model_md5": "n" * 32}
+    assert actions(replace(HEALTHY, validation=new, model_md5="n" * 32))["gate"] == "promote"
+
+
+def test_first_model_is_promoted_when_nothing_is_in_production() -> None:
+    obs = replace(HEALTHY, production=None, registered_md5s=frozenset())
+    assert actions(obs)["gate"] == "promote"
+
+
+def test_interrupted_promotion_is_finished() -> None:
+    assert actions(replace(HEALTHY, registered_md5s=frozenset()))["gate"] == "promote"
+    assert actions(replace(HEALTHY, production_tagged=False))["gate"] == "promote"
+
+
+def test_stale_validation_is_reported_not_acted_on() -> None:
+    # `dvc repro train` without validate: dvc.lock pins the new model, validation.json still describes the old one
+    d = plan(replace(HEALTHY, model_md5="x" * 32, trained_md5="x" * 32), params())[1]
+    assert d.action == "report" and "dvc repro" in d.reason
+
+
+@pytest.mark.parametrize("validation", [PASSED, FAILED])
+def test_corrupted_model_is_restored_from_production_not_retrained(validation: dict) -> None:
+    d = plan(replace(HEALTHY, model_md5="x" * 32, validation=validation), params())[1]
+    assert d.action == "restore" and d.acts
+    assert "x" * 32 in d.reason and "p" * 32 in d.reason and "production v0.0.2" in d.reason
+
+
+def test_missing_model_is_restored_from_production() -> None:
+    d = plan(replace(HEALTHY, model_md5=None), params())[1]
+    assert d.action == "restore" and "models/model.joblib is missing" in d.reason and "p" * 32 in d.reason
+
+
+def test_a_registered_model_is_not_foreign() -> None:
+    obs = replace(HEALTHY, model_md5="o" * 32, registered_md5s=frozenset({"o" * 32, "p" * 32}))
+    assert actions(obs)["gate"] == "report"  # an older version's bytes: validation is stale, not corruption
+
+
+def test_foreign_model_without_production_escalates_and_disabled_rollback_reports() -> None:
+    d = plan(replace(HEALTHY, model_md5="x" * 32, production=None, registered_md5s=frozenset()), params())[1]
+    assert d.action == "escalate" and "nothing to restore" in d.reason and "x" * 32 in d.reason
+    p = params(model_validation={"auto_rollback_enabled": False})
+    d = plan(replace(HEALTHY, model_md5=None), p)[1]
+    assert d.action == "report" and "selfheal rollback --version v0.0.2" in d.reason
+
+
+def test_missing_model_before_the_first_run_is_just_not_built_yet() -> None:
+    obs = replace(HEALTHY, pipeline_ran=False, model_md5=None, trained_md5=None, validation=None, production=None,
+                  registered_md5s=frozenset())
+    assert actions(obs) == {"fix_data": "run_pipeline", "gate": "skip", "retrain": "skip", "service": "skip"}
+
+
+def test_failed_candidate_is_rolled_back_to_production() -> None:
+    d = plan(replace(HEALTHY, validation=FAILED, model_md5="c" * 32), params())[1]
+    assert d.action == "rollback" and "v0.0.2" in d.reason and "0.600" in d.reason
+
+
+def test_rollback_disabled_reports() -> None:
+    p = params(model_validation={"auto_rollback_enabled": False})
+    d = plan(replace(HEALTHY, validation=FAILED), p)[1]
+    assert d.action == "report" and "selfheal rollback" in d.reason
+
+
+def test_failed_candidate_without_any_version_escalates() -> None:
+    d = plan(replace(HEALTHY, validation=FAILED, production=None), params())[1]
+    assert d.action == "escalate" and "nothing to roll back to" in d.reason
+
+
+def test_production_itself_failing_escalates() -> None:
+    d = plan(replace(HEALTHY, validation={**FAILED, "model_md5": PROD["md5"]}), params())[1]
+    assert d.action == "escalate" and "itself fails" in d.reason
+
+
+def test_drift_triggers_retrain_once_then_cooldown() -> None:
+    obs = replace(HEALTHY, drift=DRIFT)
+    assert actions(obs)["retrain"] == "retrain"
+    cooling = plan(replace(obs, last_retrain=NOW - timedelta(hours=2)), params())[2]
+    assert cooling.action == "skip" and "cooldown" in cooling.reason
+    assert actions(replace(obs, last_retrain=NOW - timedelta(hours=25)))["retrain"] == "retrain"
+
+
+def test_drift_below_threshold_and_disabled_retrain() -> None:
+    assert actions(replace(HEALTHY, drift={"drift_detected": False, "drift_score": 0.3}))["retrain"] == "skip"
+    p = params(drift_detection={"auto_retrain_enabled": False})
+    assert plan(replace(HEALTHY, drift=DRIFT), p)[2].action == "report"
+
+
+def test_drift_is_judged_once_by_the_monitor() -> None:
+    """A threshold changed in params after the monitor ran neither triggers nor blocks a retrain by itself: the
+    monitor's verdict stands, and the reason says which threshold it applied and how to apply the new one."""
+    measured = {"drift_detected": False, "drift_score": 0.125, "threshold": 0.5}
+    d = plan(replace(HEALTHY, drift=measured), params(drift_detection={"drift_threshold": 0.1}))[2]
+    assert d.action == "skip" and "no drift detected (score 0.12, threshold 0.50)" in d.reason
+    assert "drift_threshold 0.1" in d.reason and "dvc repro monitor" in d.reason
+    assert "below threshold 0.10" not in d.reason
+    detected = {**measured, "drift_detected": True, "drift_score": 0.6}
+    assert plan(replace(HEALTHY, drift=detected), params(drift_detection={"drift_threshold": 0.9}))[2].action == "retrain"
+
+
+def test_service_down_is_recovered_unless_disabled_or_never_started() -> None:
+    down = {"state": "down", "detail": "connection refused"}
+    assert actions(replace(HEALTHY, service=down))["service"] == "recover"
+    assert actions(replace(HEALTHY, service={"state": "healthy", "detail": "ok"}))["service"] == "skip"
+    assert actions(replace(HEALTHY, service=None))["service"] == "skip"
+    p = params(service_recovery={"auto_recovery_enabled": False})
+    assert plan(replace(HEALTHY, service=down), p)[3].action == "report"
+
+
+def test_same_issue_more_than_three_times_in_24h_escalates() -> None:
+    fixes = [{"timestamp": ago(hours=h), "action": "auto_fix", "success": True} for h in (1, 2, 3, 4)]
+    obs = replace(HEALTHY, raw_changed=True, logs={"data_quality": fixes})
+    d = plan(obs, params())[0]
+    assert d.action == "escalate" and "4 times in 24 h" in d.reason
+    # three is still fine, and old entries do not count
+    assert actions(replace(obs, logs={"data_quality": fixes[:3]}))["fix_data"] == "run_pipeline"
+    old = [{**e, "timestamp": ago(days=2)} for e in fixes]
+    assert actions(replace(obs, logs={"data_quality": old}))["fix_data"] == "run_pipeline"
+
+
+def test_escalation_only_when_the_issue_is_present() -> None:
+    fixes = [{"timestamp": ago(hours=1), "action": "auto_fix", "success": True}] * 5
+    assert actions(replace(HEALTHY, logs={"data_quality": fixes}))["fix_data"] == "skip"
+
+
+def test_repeated_rollbacks_still_roll_back_but_escalate_and_stop_new_candidates() -> None:
+    rollbacks = [{"timestamp": ago(hours=h), "action": "auto_rollback", "success": True} for h in (1, 5)]
+    obs = replace(HEALTHY, validation=FAILED, raw_changed=True, drift=DRIFT, logs={"model": rollbacks})
+    decisions = plan(obs, params())
+    pairs = [(d.step, d.action) for d in decisions]
+    assert ("gate", "rollback") in pairs and ("gate", "escalate") in pairs
+    assert ("fix_data", "escalate") in pairs and ("retrain", "escalate") in pairs
+    assert "automatic rollbacks" in next(d.reason for d in decisions if d.step == "retrain")
+    # manual rollbacks are the user's choice, not a loop
+    manual = [{**e, "action": "manual_rollback"} for e in rollbacks]
+    assert actions(replace(obs, logs={"model": manual}))["retrain"] == "retrain"
+    # a corrupted model is restored all the same
+    restored = [(d.step, d.action) for d in plan(replace(obs, validation=PASSED, model_md5=None), params())]
+    assert ("gate", "restore") in restored and ("gate", "escalate") in restored
+
+
+def test_constant_drift_escalates_after_three_retrains() -> None:
+    retrains = [{"timestamp": ago(days=d), "action": "auto_retrain", "success": True} for d in (1, 2, 3)]
+    obs = replace(HEALTHY, drift=DRIFT, logs={"drift": retrains})
+    d = plan(obs, params())[2]
+    assert d.action == "escalate" and "still detected after 3 retrains" in d.reason
+    assert "drift" not in escalations(replace(obs, drift=NO_DRIFT), params())
+
+
+def test_recovery_exhausted_escalates_until_a_success() -> None:
+    failed = [{"timestamp": ago(minutes=m), "success": False, "attempt": n, "detected_at": ago(minutes=10)}
+              for n, m in ((1, 9), (2, 8), (3, 7))]
+    down = replace(HEALTHY, service={"state": "down", "detail": "refused"})
+    assert plan(replace(down, logs={"service": failed}), params())[3].action == "escalate"
+    recovered = [*failed, {"timestamp": ago(minutes=1), "success": True, "detected_at": ago(minutes=2)}]
+    assert actions(replace(down, logs={"service": recovered}))["service"] == "recover"
+    assert actions(replace(down, logs={"service": failed[:2]}))["service"] == "recover"
+
+
+def test_entries_with_bad_timestamps_are_ignored() -> None:
+    junk = [{"timestamp": "yesterday", "action": "auto_rollback", "success": True}] * 5
+    assert escalations(replace(HEALTHY, logs={"model": junk}), params()) == {}
+
+
+def test_escalation_thresholds_come_from_params() -> None:
+    fixes = [{"timestamp": ago(hours=h), "action": "auto_fix", "success": True} for h in (1, 2, 3, 4)]
+    obs = replace(HEALTHY, raw_changed=True, logs={"data_quality": fixes})
+    assert actions(obs, params(escalation={"max_same_issue": 4}))["fix_data"] == "run_pipeline"
+    d = plan(obs, params(escalation={"window_hours": 2.5, "max_same_issue": 1}))[0]
+    assert d.action == "escalate" and "2 times in 2.5 h (more than 1)" in d.reason
+    rollbacks = [{"timestamp": ago(hours=h), "action": "auto_rollback", "success": True} for h in (1, 5)]
+    assert "model" not in escalations(replace(HEALTHY, logs={"model": rollbacks}), params(escalation={"max_auto_rollbacks": 3}))
+    retrains = [{"timestamp": ago(days=d), "action": "auto_retrain", "success": True} for d in (1, 2, 3)]
+    drifting = replace(HEALTHY, drift=DRIFT, logs={"drift": retrains})
+    assert "drift" not in escalations(drifting, params(escalation={"drift_window_days": 2.5}))
+    assert "after 2 retrains in 2.5 days" in escalations(drifting, params(escalation={"drift_window_days": 2.5,
+                                                                                     "drift_retrains": 2}))["drift"]
+
+
+def test_escalation_defaults_are_the_seeds_numbers() -> None:
+    esc = params().escalation
+    assert load_params(Path(__file__).resolve().parents[2] / "params.yaml").escalation == esc  # listed there too
+    assert (esc.window_hours, esc.max_same_issue, esc.max_auto_rollbacks, esc.drift_retrains, esc.drift_window_days) == (
+        24, 3, 2, 3, 7)

@@ -1,0 +1,168 @@
+"""The GitHub workflows are valid and only call what exists: make targets, selfheal commands, flags, outputs."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+import typer
+import yaml
+
+from selfheal.cli import app
+from selfheal.core.atomic import write_json
+from selfheal.ops.ci import step_outputs
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
+CHECK_JSONSCHEMA = Path(sys.executable).parent / "check-jsonschema"
+SHELL_OPERATORS = {"&&", "||", "|", ";", "&", ">", ">>", "2>&1", "<"}
+
+
+def _check_schema(path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(CHECK_JSONSCHEMA), "--builtin-schema", "vendor.github-workflows", str(path)],
+        capture_output=True,
+        text=True,
+    )
+
+
+def _steps() -> list[tuple[str, dict]]:
+    found = []
+    for path in WORKFLOWS:
+        for job in yaml.safe_load(path.read_text())["jobs"].values():
+            found += [(path.name, step) for step in job.get("steps", [])]
+    return found
+
+
+def _commands(program: str) -> list[tuple[str, list[str]]]:
+    """Every `program ...` invocation in a run: block, as (workflow, arguments up to the next shell operator)."""
+    found = []
+    for name, step in _steps():
+        for line in step.get("run", "").splitlines():
+            # a GitHub expression is one shell word once the runner has substituted it
+            tokens = shlex.split(re.sub(r"\$\{\{.*?\}\}", "EXPR", line), comments=True)
+            for i, token in enumerate(tokens):
+                if token == program:
+                    args = []
+                    for arg in tokens[i + 1 :]:
+                        if arg in SHELL_OPERATORS:
+                            break
+                        args.append(arg)
+                    found.append((name, args))
+    return found
+
+
+def test_both_workflows_exist() -> None:
+    assert [p.name for p in WORKFLOWS] == ["cml.yml", "main.yml"]
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_workflow_is_valid_against_the_github_schema(path: Path) -> None:
+    proc = _check_schema(path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_schema_check_rejects_a_broken_workflow(tmp_path: Path) -> None:
+    workflow = yaml.safe_load((ROOT / ".github/workflows/main.yml").read_text())
+    job = next(iter(workflow["jobs"].values()))
+    del job["runs-on"]  # a job without a runner
+    job["steps"][0]["with"] = "not a mapping"
+    broken = tmp_path / "broken.yml"
+    broken.write_text(yaml.safe_dump(workflow, sort_keys=False))
+    proc = _check_schema(broken)
+    assert proc.returncode != 0
+    assert "runs-on" in proc.stdout + proc.stderr
+
+
+def test_the_workflows_install_with_make_venv() -> None:
+    for path in WORKFLOWS:
+        targets = [args[0] for name, args in _commands("make") if name == path.name]
+        assert targets[0] == "venv", (path.name, targets)
+
+
+def test_every_make_target_a_workflow_calls_exists() -> None:
+    targets = {arg for _, args in _commands("make") for arg in args if not arg.startswith("-") and "=" not in arg}
+    assert {"venv", "test", "repro", "serve", "report", "run"} <= targets
+    for target in sorted(targets):
+        # STAMP= keeps make from (re)building the venv; -n prints the recipe instead of running it
+        proc = subprocess.run(["make", "-n", target, "STAMP="], cwd=ROOT, capture_output=True, text=True)
+        assert proc.returncode == 0, f"make {target}: {proc.stderr}"
+
+
+def _cli() -> click.Group:
+    return typer.main.get_command(app)
+
+
+def test_every_selfheal_command_and_flag_a_workflow_passes_is_accepted() -> None:
+    calls = _commands("selfheal")
+    used = {args[0] for _, args in calls}
+    assert {"fix-data", "rollback", "retrain", "recover", "ci-outputs", "ci-summary"} <= used
+    cli = _cli()
+    for workflow, (name, *rest) in calls:
+        command = cli.commands.get(name)
+        assert command is not None, f"{workflow}: selfheal {name}: no such command"
+        options = {opt for p in command.params for opt in p.opts if opt.startswith("-")}
+        flags = [a.split("=")[0] for a in rest if a.startswith("--")]
+        unknown = [f for f in flags if f not in options]
+        assert not unknown, f"{workflow}: selfheal {name}: unknown flag(s) {unknown}; accepted: {sorted(options)}"
+        choices = [p.type.choices for p in command.params if isinstance(p, click.Argument) and isinstance(p.type, click.Choice)]
+        positional = [a for a in rest if not a.startswith("-") and a not in _flag_values(rest)]
+        for value, allowed in zip(positional, choices, strict=False):
+            assert value in allowed, f"{workflow}: selfheal {name} {value}: expected one of {allowed}"
+
+
+def _flag_values(args: list[str]) -> set[str]:
+    """Arguments that are the value of the option before them (`--method auto`)."""
+    return {args[i + 1] for i, a in enumerate(args[:-1]) if a.startswith("--") and not args[i + 1].startswith("-")}
+
+
+def test_step_outputs_the_workflows_read_are_the_ones_ci_outputs_writes(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    write_json("metrics/validation.json", {"metric_name": "r2", "metric": 0.81, "threshold": 0.7, "passed": True})
+    write_json("metrics/drift.json", {"drift_detected": False, "drift_score": 0.1, "threshold": 0.5})
+    produced = {}
+    for _, step in _steps():
+        run = step.get("run", "")
+        found = re.search(r"selfheal ci-outputs (\w+)", run)
+        if found and "id" in step:
+            produced[step["id"]] = set(step_outputs(found.group(1)))
+    assert {"validate", "monitor"} <= set(produced)
+    text = "\n".join(p.read_text() for p in WORKFLOWS)
+    read = set(re.findall(r"steps\.(\w+)\.outputs\.(\w+)", text))
+    assert read, "the workflows read no step outputs"
+    for step_id, key in sorted(read):
+        assert step_id in produced, f"steps.{step_id}: no step with that id runs selfheal ci-outputs"
+        assert key in produced[step_id], f"steps.{step_id}.outputs.{key}: not written (only {sorted(produced[step_id])})"
+
+
+def test_ci_outputs_appends_to_github_output(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    write_json("metrics/validation.json", {"metric_name": "r2", "metric": 0.65, "threshold": 0.7, "passed": False})
+    out = tmp_path / "github_output"
+    out.write_text("earlier=1\n")
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "selfheal"), "ci-outputs", "validation"],
+        capture_output=True,
+        text=True,
+        env={"GITHUB_OUTPUT": str(out), "PATH": "/usr/bin:/bin"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = out.read_text().splitlines()
+    assert lines[0] == "earlier=1"
+    assert {"metric=0.65", "threshold=0.7", "passed=false", "below_threshold=true", "metric_name=r2"} <= set(lines)
+
+
+def test_ci_outputs_without_metrics_is_a_one_line_error(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "selfheal"), "ci-outputs", "drift"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: metrics/drift.json: not found (run `dvc repro` first)"

@@ -1,0 +1,118 @@
+"""The model gate: scores, the verdict and its reasons, the production record, and the validate stage."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from selfheal.core import workspace
+from selfheal.core.config import parse_params
+from selfheal.ops.sandbox import run_stage
+from selfheal.pipeline import artifact
+from selfheal.pipeline.evaluation import plot_frames, score, verdict
+from selfheal.pipeline.synth import TARGET, make_housing
+from selfheal.pipeline.training import train
+
+ROOT = Path(__file__).resolve().parents[2]
+PROD_V3 = {"version": "v3", "metric_name": "r2", "metric": 0.81, "md5": "0" * 32}
+
+
+def test_regression_scores() -> None:
+    s = score("regression", [1.0, 2.0, 3.0, 4.0], [1.0, 2.0, 3.0, 6.0])
+    assert s == pytest.approx({"r2": 1 - 4 / 5, "rmse": 1.0, "mae": 0.5, "n": 4})
+
+
+def test_classification_scores_use_macro_f1_on_any_labels() -> None:
+    s = score("classification", ["a", "a", "b", "b"], ["a", "a", "a", "b"])
+    # f1(a) = 2*2/(2*2+1) = 0.8, f1(b) = 2*1/(2*1+1) = 2/3; macro = their mean
+    assert s == pytest.approx({"accuracy": 0.75, "f1": (0.8 + 2 / 3) / 2, "n": 4})
+
+
+def test_pass_without_production_explains_itself() -> None:
+    v = verdict("regression", {"r2": 0.8123}, 0.70, 0.05, None)
+    assert v["passed"] is True and v["metric_name"] == "r2" and v["metric"] == 0.8123 and v["threshold"] == 0.70
+    assert v["reasons"] == ["r2 0.812 meets threshold 0.700", "no production model to compare with"]
+    assert v["production_version"] is None and v["production_metric"] is None
+
+
+def test_below_threshold_fails() -> None:
+    v = verdict("regression", {"r2": 0.62}, 0.70, 0.05, None)
+    assert v["passed"] is False
+    assert v["reasons"][0] == "r2 0.620 below threshold 0.700"
+
+
+def test_relative_drop_versus_production_fails_even_above_threshold() -> None:
+    v = verdict("regression", {"r2": 0.74}, 0.70, 0.05, PROD_V3)
+    assert v["passed"] is False
+    assert v["reasons"] == [
+        "r2 0.740 meets threshold 0.700",
+        "r2 0.740 dropped 8.6% versus production v3 (0.810), max 5%",
+    ]
+    assert v["production_version"] == "v3" and v["production_metric"] == 0.81
+    assert v["relative_drop"] == pytest.approx(0.07 / 0.81)
+
+
+@pytest.mark.parametrize(("metric", "change"), [(0.80, "dropped 1.2%"), (0.85, "improved 4.9%")])
+def test_small_drop_or_improvement_versus_production_passes(metric: float, change: str) -> None:
+    v = verdict("regression", {"r2": metric}, 0.70, 0.05, PROD_V3)
+    assert v["passed"] is True
+    assert v["reasons"][1] == f"r2 {metric:.3f} {change} versus production v3 (0.810), max 5%"
+
+
+def test_classification_gate_uses_accuracy() -> None:
+    prod = {"version": "v1", "metric_name": "accuracy", "metric": 0.9}
+    v = verdict("classification", {"accuracy": 0.88, "f1": 0.5}, 0.7, 0.05, prod)
+    assert v["passed"] is True and v["metric_name"] == "accuracy"
+    assert v["reasons"][1] == "accuracy 0.880 dropped 2.2% versus production v1 (0.900), max 5%"
+
+
+def test_production_scored_by_another_metric_is_not_compared() -> None:
+    prod = {"version": "v1", "metric_name": "accuracy", "metric": 0.95}
+    v = verdict("regression", {"r2": 0.75}, 0.7, 0.05, prod)
+    assert v["passed"] is True
+    assert v["reasons"][1] == "production v1 has no recorded r2: no comparison"
+
+
+def test_undefined_metric_fails() -> None:
+    v = verdict("regression", {"r2": math.nan, "n": 1}, 0.7, 0.05, None)
+    assert v["passed"] is False and v["reasons"][0] == "r2 is undefined on 1 holdout row(s)"
+
+
+def test_plot_frames() -> None:
+    predictions, residuals = plot_frames("regression", [1.0, 2.0], [1.5, 1.5])
+    assert predictions.to_dict("list") == {"actual": [1.0, 2.0], "predicted": [1.5, 1.5]}
+    assert residuals.to_dict("list") == {"predicted": [1.5, 1.5], "residual": [-0.5, 0.5]}
+    predictions, residuals = plot_frames("classification", ["a", "b"], ["a", "a"])
+    assert predictions.to_dict("list") == {"actual": ["a", "b"], "predicted": ["a", "a"]}
+    assert list(residuals.columns) == ["predicted", "residual"] and residuals.empty
+
+
+def test_validate_stage_records_a_failed_verdict_and_exits_zero(tmp_path: Path) -> None:
+    """A model worse than production: the stage writes the verdict and its plots, and leaves acting to heal."""
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    pipeline, meta, _, holdout = train(make_housing(1000, seed=5), parse_params(raw))
+    md5 = artifact.save_model(pipeline, meta, tmp_path / workspace.MODEL)
+    (tmp_path / workspace.HOLDOUT).parent.mkdir(parents=True)
+    holdout.to_parquet(tmp_path / workspace.HOLDOUT, index=False)
+    (tmp_path / "models/production.json").write_text(json.dumps({**PROD_V3, "metric": 0.99}))
+
+    proc = run_stage("validate", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "metrics/validation.json").read_text())
+    assert result["passed"] is False and result["task"] == "regression" and result["metric_name"] == "r2"
+    assert result["metric"] == result["r2"] > 0.6 and result["rmse"] > 0 and result["mae"] > 0
+    assert result["n_holdout"] == 200 and result["model_md5"] == md5
+    assert (result["production_version"], result["production_metric"]) == ("v3", 0.99)
+    assert "versus production v3 (0.990), max 5%" in result["reasons"][1]
+    assert proc.stdout.startswith("validate: FAILED: r2 ")
+    predictions = pd.read_csv(tmp_path / "metrics/plots/predictions.csv")
+    residuals = pd.read_csv(tmp_path / "metrics/plots/residuals.csv")
+    assert list(predictions.columns) == ["actual", "predicted"] and len(predictions) == 200
+    assert list(residuals.columns) == ["predicted", "residual"] and len(residuals) == 200
+    assert predictions["actual"].tolist() == pytest.approx(holdout[TARGET].tolist(), abs=1e-5)

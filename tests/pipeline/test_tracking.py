@@ -1,0 +1,71 @@
+"""MLflow tracking against a real embedded SQLite store (the default a user gets), and its off switch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from selfheal.core.config import parse_params
+from selfheal.core.errors import SelfHealError
+from selfheal.pipeline import tracking
+from selfheal.pipeline.synth import TARGET, make_housing
+from selfheal.pipeline.training import predict, train
+
+
+@pytest.fixture(scope="module")
+def trained():
+    params = parse_params({"data": {"target": TARGET}, "train": {"hist_gradient_boosting": {"max_iter": 30}}})
+    pipeline, meta, reference, _ = train(make_housing(600, seed=11), params)
+    sample = reference[[f["name"] for f in meta["features"]]].head(20)
+    return pipeline, {**meta, "data_md5": "d" * 32}, sample
+
+
+def test_run_is_logged_to_the_default_sqlite_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trained: tuple
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv(tracking.SWITCH, raising=False)
+    pipeline, meta, sample = trained
+    run_id = tracking.log_training(pipeline, meta, {"train_score": 0.9, "n_train": 480, "model": "hgb"}, sample)
+
+    import mlflow.sklearn
+    from mlflow.tracking import MlflowClient
+
+    assert (tmp_path / "mlflow.db").is_file()
+    client = MlflowClient(tracking_uri=tracking.DEFAULT_URI)
+    run = client.get_run(run_id)
+    assert client.get_experiment(run.info.experiment_id).name == "selfheal"
+    assert run.data.params["model"] == "hist_gradient_boosting" and run.data.params["max_iter"] == "30"
+    assert run.data.params["seed"] == "42" and run.data.params["target"] == TARGET
+    assert run.data.metrics == {"train_score": 0.9, "n_train": 480.0}  # non-numeric values are params, not metrics
+    assert run.data.tags["selfheal.data_md5"] == "d" * 32
+    # the logged model is a working copy of the trained one, stored under ./mlartifacts
+    logged = mlflow.sklearn.load_model(f"runs:/{run_id}/model")
+    np.testing.assert_array_equal(logged.predict(sample), predict(pipeline, sample))
+    assert list((tmp_path / "mlartifacts").rglob("MLmodel"))
+
+
+def test_switch_off_skips_tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trained: tuple) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(tracking.SWITCH, "0")
+    assert tracking.log_training(*trained[:2], {"train_score": 0.9}, trained[2]) is None
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_tracking_uri_honours_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert tracking.tracking_uri() == "sqlite:///mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert tracking.tracking_uri() == "http://127.0.0.1:5000"
+
+
+def test_unusable_store_is_one_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trained: tuple) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(tracking.SWITCH, raising=False)
+    (tmp_path / "a-file").write_text("not a directory")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/a-file/mlflow.db")
+    with pytest.raises(SelfHealError, match=r"MLflow logging to sqlite:///.* failed .*set SELFHEAL_MLFLOW=0"):
+        tracking.log_training(*trained[:2], {"train_score": 0.9}, trained[2])

@@ -1,0 +1,252 @@
+"""The prediction service as a real uvicorn process: health, schema-checked predictions, metrics, reloads."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.servicekit import (
+    RECORD,
+    free_port,
+    make_project,
+    service_pid,
+    start_service,
+    stop_all,
+    two_models,
+    url_of,
+    use_model,
+    wait_status,
+)
+
+MAX_BATCH = 50
+# one service process serves this whole module; with `--dist loadgroup` xdist keeps the module on one worker
+pytestmark = pytest.mark.xdist_group("service")
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return two_models(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="module")
+def local(models: dict[str, Path]) -> dict[str, dict]:
+    """What each version is and predicts for RECORD, computed in-process: the answers the service must give."""
+    import pandas as pd
+
+    from selfheal.pipeline.artifact import load_model
+
+    out = {}
+    for name, path in models.items():
+        model = load_model(path / "model.joblib")
+        frame = pd.DataFrame([RECORD], columns=model.feature_names)
+        out[name] = {"version": model.version, "md5": model.md5, "prediction": model.pipeline.predict(frame)[0]}
+    return out
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory, models: dict[str, Path]) -> Iterator[tuple[str, Path]]:
+    project = make_project(tmp_path_factory.mktemp("svc") / "project", models["a"], {"max_batch_size": MAX_BATCH})
+    url = url_of(free_port())
+    try:
+        start_service(project, int(url.rsplit(":", 1)[1]))
+        wait_status(url)
+        yield url, project
+    finally:
+        stop_all(project)
+
+
+@pytest.fixture()
+def serving_a(service: tuple[str, Path], models: dict[str, Path], local: dict) -> tuple[str, Path]:
+    """The service, back on version a whatever the previous test did."""
+    url, project = service
+    use_model(project, models["a"])
+    resp = requests.post(url + "/admin/reload", timeout=60)
+    assert resp.status_code == 200 and resp.json()["model_version"] == local["a"]["version"]
+    return url, project
+
+
+def test_health_names_the_model_version_and_hash(serving_a: tuple[str, Path], local: dict) -> None:
+    url, project = serving_a
+    resp = requests.get(url + "/health", timeout=5)
+    assert resp.status_code == 200
+    body = resp.json()
+    assert (body["status"], body["model_version"], body["model_md5"]) == ("ok", local["a"]["version"], local["a"]["md5"])
+    assert body["pid"] == service_pid(project)
+
+
+def test_predict_one_record_and_a_batch(serving_a: tuple[str, Path], local: dict) -> None:
+    url, _ = serving_a
+    one = requests.post(url + "/predict", json=RECORD, timeout=5).json()
+    assert one == {"predictions": [pytest.approx(local["a"]["prediction"])], "model_version": local["a"]["version"],
+                   "model_md5": local["a"]["md5"]}
+    other = {**RECORD, "ocean": "a category never seen in training", "MedInc": 9}  # ints are numbers too
+    batch = requests.post(url + "/predict", json=[RECORD, other, RECORD], timeout=5)
+    assert batch.status_code == 200
+    preds = batch.json()["predictions"]
+    assert len(preds) == 3 and preds[0] == preds[2] == pytest.approx(local["a"]["prediction"])
+
+
+BAD = {
+    "missing field": (json.dumps({k: v for k, v in RECORD.items() if k != "MedInc"}), "'MedInc': missing field"),
+    "unknown field": (json.dumps({**RECORD, "colour": "red"}), "'colour': unknown field"),
+    "number as text": (json.dumps({**RECORD, "HouseAge": "20"}), "'HouseAge': Input should be a valid number"),
+    "boolean": (json.dumps({**RECORD, "HouseAge": True}), "'HouseAge'"),
+    "null": (json.dumps({**RECORD, "Latitude": None}), "'Latitude'"),
+    "NaN": (json.dumps({**RECORD, "Latitude": float("nan")}), "'Latitude': Input should be a finite number"),
+    "category as number": (json.dumps({**RECORD, "ocean": 3}), "'ocean': Input should be a valid string"),
+    "bad record in a batch": (json.dumps([RECORD, {**RECORD, "AveRooms": "x"}]), "record 1: field 'AveRooms'"),
+    "not JSON": ("MedInc=3.2", "expected a JSON object"),
+    "truncated JSON": ('{"MedInc": 3.2', "Invalid JSON"),
+    "empty body": ("", "expected a JSON object"),
+    "a number": ("42", "expected a JSON object"),
+    "empty batch": ("[]", "at least 1 item"),
+    "array of non-records": ("[1, 2]", "record 0"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_payloads_get_422_with_a_clear_message(service: tuple[str, Path], case: str) -> None:
+    body, expected = BAD[case]
+    resp = requests.post(service[0] + "/predict", data=body, headers={"Content-Type": "application/json"}, timeout=5)
+    assert resp.status_code == 422, resp.text
+    assert expected in resp.json()["message"]
+
+
+def test_too_large_batch_is_refused_with_413(service: tuple[str, Path]) -> None:
+    resp = requests.post(service[0] + "/predict", json=[RECORD] * (MAX_BATCH + 1), timeout=5)
+    assert resp.status_code == 413
+    assert f"exceeds max_batch_size {MAX_BATCH}" in resp.json()["message"]
+
+
+def test_schema_lists_the_training_columns(service: tuple[str, Path]) -> None:
+    body = requests.get(service[0] + "/schema", timeout=5).json()
+    assert sorted(body["record"]["properties"]) == sorted(RECORD)
+    assert body["record"]["additionalProperties"] is False and body["max_batch_size"] == MAX_BATCH
+
+
+def test_metrics_in_prometheus_format(serving_a: tuple[str, Path], local: dict) -> None:
+    url, _ = serving_a
+    before = requests.get(url + "/metrics", timeout=5).text
+    for _ in range(3):
+        requests.post(url + "/predict", json=RECORD, timeout=5)
+    requests.post(url + "/predict", json={"nope": 1}, timeout=5)
+    text = requests.get(url + "/metrics", timeout=5).text
+
+    def value(text: str, series: str) -> float:
+        lines = [ln for ln in text.splitlines() if ln.startswith(series + " ")]
+        return float(lines[0].split()[-1]) if lines else 0.0
+
+    ok = 'selfheal_http_requests_total{method="POST",route="/predict",status="200"}'
+    bad = 'selfheal_http_request_errors_total{route="/predict",kind="client"}'
+    assert value(text, ok) - value(before, ok) == 3
+    assert value(text, bad) - value(before, bad) == 1
+    assert "# TYPE selfheal_http_request_duration_seconds histogram" in text
+    assert f'selfheal_model_info{{version="{local["a"]["version"]}",md5="{local["a"]["md5"]}"}} 1' in text
+
+
+def test_reload_swaps_to_the_new_model(serving_a: tuple[str, Path], models: dict[str, Path], local: dict) -> None:
+    url, project = serving_a
+    use_model(project, models["b"])
+    resp = requests.post(url + "/admin/reload", timeout=60)
+    assert resp.status_code == 200
+    assert resp.json()["previous_version"] == local["a"]["version"]
+    pred = requests.post(url + "/predict", json=RECORD, timeout=5).json()
+    assert pred["model_version"] == local["b"]["version"]
+    assert pred["predictions"] == [pytest.approx(local["b"]["prediction"])]
+
+
+def test_a_model_file_that_fails_to_load_leaves_the_old_model_serving(serving_a: tuple[str, Path], local: dict) -> None:
+    url, project = serving_a
+    (project / "models" / "model.joblib").write_bytes(b"not a model at all")
+    resp = requests.post(url + "/admin/reload", timeout=60)
+    assert resp.status_code == 409 and resp.json()["reloaded"] is False
+    assert "md5" in resp.json()["error"]  # model.json's recorded hash no longer matches the bytes
+    health = requests.get(url + "/health", timeout=5).json()
+    assert health["model_version"] == local["a"]["version"] and "md5" in health["last_reload_error"]
+    assert requests.post(url + "/predict", json=RECORD, timeout=5).json()["model_version"] == local["a"]["version"]
+
+
+def test_sighup_reloads(serving_a: tuple[str, Path], models: dict[str, Path], local: dict) -> None:
+    url, project = serving_a
+    use_model(project, models["b"])
+    import os
+
+    os.kill(service_pid(project), signal.SIGHUP)
+    deadline = time.monotonic() + 30
+    while requests.get(url + "/health", timeout=5).json()["model_version"] != local["b"]["version"]:
+        assert time.monotonic() < deadline, "SIGHUP did not reload the model"
+        time.sleep(0.1)
+
+
+def test_requests_in_flight_during_reloads_never_fail(serving_a: tuple[str, Path], models: dict[str, Path],
+                                                      local: dict) -> None:
+    """4 clients hammer /predict while the model is swapped 6 times: no failure, and every answer is
+    consistent (the prediction is the one its reported version makes), so no request saw a half-loaded model."""
+    url, project = serving_a
+    expected = {local[v]["version"]: local[v]["prediction"] for v in ("a", "b")}
+    stop, failures, answers = threading.Event(), [], []
+
+    def client() -> None:
+        with requests.Session() as session:
+            while not stop.is_set():
+                try:
+                    resp = session.post(url + "/predict", json=RECORD, timeout=10)
+                    body = resp.json()
+                    if resp.status_code != 200:
+                        failures.append(resp.status_code)
+                    else:
+                        answers.append((body["model_version"], body["predictions"][0]))
+                except requests.RequestException as exc:
+                    failures.append(repr(exc))
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        for version in "babab" + "a":
+            use_model(project, models[version])
+            assert requests.post(url + "/admin/reload", timeout=60).json()["reloaded"] is True
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert failures == []
+    assert {v for v, _ in answers} == set(expected)
+    assert all(pred == pytest.approx(expected[version]) for version, pred in answers)
+
+
+def test_admin_reload_is_guarded(models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a token only loopback clients may reload; with SELFHEAL_ADMIN_TOKEN set, only its bearer."""
+    from fastapi.testclient import TestClient
+
+    from selfheal.service.app import ServiceSettings, create_app
+
+    use_model(make_project(tmp_path / "p", models["a"]), models["a"])
+    settings = ServiceSettings(model_path=tmp_path / "p/models/model.joblib", params_path=None)
+    with TestClient(create_app(settings)) as client:  # its client address is "testclient", not loopback
+        assert client.post("/admin/reload").status_code == 403
+    guarded = ServiceSettings(model_path=settings.model_path, params_path=None, admin_token="s3cret")
+    with TestClient(create_app(guarded)) as client:
+        assert client.post("/admin/reload").status_code == 401
+        assert client.post("/admin/reload", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert client.post("/admin/reload", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+
+
+def test_serving_does_not_import_mlflow_evidently_or_dvc() -> None:
+    """The service's modules (the model itself unpickles into scikit-learn only) leave the heavy tools out."""
+    code = (
+        "import sys; import selfheal.service.server, selfheal.service.app, selfheal.service.__main__;"
+        "print(sorted(m for m in ('mlflow', 'evidently', 'dvc', 'sklearn') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -1,0 +1,79 @@
+"""The fix_data stage as DVC runs it: `python -m stages.fix_data` in a project directory."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from selfheal.core.atomic import md5_file
+from selfheal.core.config import parse_params
+from selfheal.ops import sandbox
+from selfheal.pipeline.synth import write_default_data
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_stage(cwd: Path, params: dict) -> subprocess.CompletedProcess:
+    (cwd / "params.yaml").write_text(yaml.safe_dump(params))
+    return sandbox.run_stage("fix_data", cwd)
+
+
+def test_default_data_is_fixed_and_the_raw_file_left_alone(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    params = {"synth": {"rows": 1500, "current_rows": 10}}
+    write_default_data(parse_params(params))
+    before = md5_file("data/raw/housing.csv")
+    result = run_stage(tmp_path, params)
+    assert result.returncode == 0, result.stderr
+    assert md5_file("data/raw/housing.csv") == before
+    clean = pd.read_parquet("data/clean/housing.parquet")
+    report = json.loads(Path("metrics/data_quality.json").read_text())
+    assert len(clean) == report["rows_out"] == 1500 and not clean.isna().any().any()
+    assert report["rows_in"] == 1508 and report["duplicates_removed"] == 8
+    assert not report["valid_before"] and report["valid_after"]
+    assert "Removed 8 duplicate rows" in result.stdout.splitlines()
+    assert any(line.startswith("Filled MedInc missing values with median: ") for line in result.stdout.splitlines())
+
+
+def test_a_classification_csv_with_a_categorical_column(tmp_path) -> None:
+    rows = ["size,city,churn"] + [f"{i % 17 + 0.5},{'LA' if i % 3 else 'SF'},{'yes' if i % 2 else 'no'}"
+                                  for i in range(60)]
+    rows[5] = "?,LA,yes"
+    rows[6] = "3.5,,no"
+    (tmp_path / "churn.csv").write_text("\n".join(rows) + "\n")
+    result = run_stage(tmp_path, {"data": {"raw": "churn.csv", "clean": "clean.parquet", "target": "churn",
+                                           "task": "classification"}})
+    assert result.returncode == 0, result.stderr
+    clean = pd.read_parquet(tmp_path / "clean.parquet")
+    assert set(clean.churn) == {"yes", "no"} and set(clean.city) == {"LA", "SF"} and clean["size"].notna().all()
+    assert "Filled city missing values with mode: LA (1 values)" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "content, params, problem",
+    [
+        (None, {}, "file not found"),
+        ("", {}, "file is empty"),
+        ("a,MedHouseVal\n", {}, "header only"),
+        ("\x00\x01\x02binary\x00", {}, "binary"),
+        ("a,price\n1,2\n", {}, "target column 'MedHouseVal' not found"),
+        ("a,b,MedHouseVal\n1,,2\n3,,4\n", {}, "column 'b' is entirely empty"),
+        ("a,MedHouseVal\n1,2\n", {"data": {"raw": "in.csv", "ranges": {"zzz": [0, 1]}}}, "unknown column"),
+    ],
+)
+def test_unfixable_input_is_one_error_line_and_exit_2(tmp_path, content, params, problem) -> None:
+    if content is not None:
+        (tmp_path / "in.csv").write_text(content)
+    result = run_stage(tmp_path, params or {"data": {"raw": "in.csv"}})
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: ") and problem in line
+    if "unknown column" not in problem:
+        assert line.startswith("error: in.csv: ")
+    assert not (tmp_path / "data" / "clean").exists()

@@ -1,0 +1,73 @@
+"""The monitor stage as DVC runs it: `python -m stages.monitor` in a project directory, as a real process."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from selfheal.core import workspace
+from selfheal.core.config import load_params
+from selfheal.ops.sandbox import run_stage
+from selfheal.pipeline.artifact import save_model
+from selfheal.pipeline.synth import FEATURES, inject_faults, make_current, make_housing
+from selfheal.pipeline.training import train
+
+ROOT = Path(__file__).resolve().parents[2]
+CURRENT = Path("data/current/housing.csv")
+
+
+@pytest.fixture()
+def workdir(tmp_path: Path) -> Path:
+    """A project dir with params.yaml, a trained (linear, fast) model and its drift reference; no current batch."""
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    params = load_params(tmp_path / "params.yaml")
+    params.train.model = "linear"
+    pipeline, meta, reference, _ = train(make_housing(2000, seed=1), params)
+    save_model(pipeline, meta, tmp_path / "models/model.joblib")
+    reference.to_parquet(tmp_path / workspace.REFERENCE, index=False)
+    (tmp_path / CURRENT).parent.mkdir(parents=True)
+    return tmp_path
+
+
+def _stage(cwd: Path) -> subprocess.CompletedProcess:
+    return run_stage("monitor", cwd)
+
+
+def test_drifted_dirty_batch_writes_metrics_report_and_plot(workdir: Path) -> None:
+    current = inject_faults(
+        make_current(1500, drift=1.0, seed=7), missing=0.01, outliers=0.0, duplicates=0.0, dtype_errors=0.01, seed=7
+    )
+    current.to_csv(workdir / CURRENT, index=False)
+    proc = _stage(workdir)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "monitor: drift detected: 6/8 columns drifted (0.75 >= 0.50); prediction drift: yes"
+
+    metrics = json.loads((workdir / "metrics/drift.json").read_text())
+    assert metrics["drift_detected"] is True and metrics["drift_score"] == 0.75 == metrics["share_of_drifted_columns"]
+    assert (metrics["number_of_drifted_columns"], metrics["number_of_columns"], metrics["threshold"]) == (6, 8, 0.5)
+    assert metrics["prediction_drifted"] is True and metrics["target_drifted"] is False
+    assert sorted(name for name, col in metrics["columns"].items() if not col["drifted"]) == ["Latitude", "Longitude"]
+    assert set(metrics["columns"]["MedInc"]) >= {"drift_score", "drifted", "stattest"}
+    # dirty cells (2% of feature cells) are left out, not fatal: some rows get no prediction
+    assert metrics["current_rows"] == 1500 and 1000 < metrics["current_rows_predicted"] < 1500
+
+    html = (workdir / "monitoring/drift_report.html").read_text()
+    assert "Dataset Drift is detected." in html
+    with open(workdir / "metrics/plots/drift.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["column"] for r in rows] == FEATURES
+    assert {r["column"]: r["drifted"] for r in rows}["MedInc"] == "True"
+    assert not list(workdir.rglob(".*.tmp"))  # atomic writes leave nothing behind
+
+
+def test_batch_missing_a_feature_is_one_line_error_exit_2(workdir: Path) -> None:
+    make_housing(100, seed=3).drop(columns=["MedInc"]).to_csv(workdir / CURRENT, index=False)
+    proc = _stage(workdir)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(f"error: {CURRENT}: missing feature column(s) ['MedInc'] that the model needs")
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (workdir / "metrics/drift.json").exists()
