@@ -108,7 +108,7 @@ def request_reload(
         except requests.RequestException as exc:
             http_error = f"{service_url} not reachable: {_reason(exc)}"
     info = procs.our_service(urlsplit(service_url).port)
-    if info is not None:
+    if info is not None and info.get("state") == "serving":  # before that, SIGHUP's default action ends it
         os.kill(info["pid"], signal.SIGHUP)
         return {"reloaded": None, "via": "sighup", "pid": info["pid"], "error": http_error}
     return {"reloaded": False, "via": None, "error": f"{http_error}; no running service of this project in "
