@@ -28,7 +28,7 @@ from selfheal.core import workspace
 from selfheal.core.errors import SelfHealError
 from selfheal.service.batcher import MicroBatcher
 from selfheal.service.client import TOKEN_ENV
-from selfheal.service.limits import BodyLimitMiddleware, BodyTooLarge, too_large
+from selfheal.service.limits import BodyLimitMiddleware, BodyTooLarge, body_too_large
 from selfheal.service.model_holder import ModelHolder
 from selfheal.service.prom import Metrics, MetricsMiddleware
 from selfheal.service.schema import PayloadError
@@ -43,7 +43,7 @@ class ServiceSettings:
     project: str = field(default_factory=workspace.project_id)  # on /health: callers check it is their project
 
 
-ADMIN_BODY_BYTES = 4096  # /admin/reload takes two small options; every other route but /predict takes none
+SMALL_BODY_BYTES = 4096  # /admin/reload takes two small options; every other route but /predict takes none
 
 
 class ReloadOptions(BaseModel):
@@ -99,10 +99,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     def body_limit(path: str) -> int:
         snapshot = holder.current
-        return snapshot.schema.max_body_bytes if path == "/predict" and snapshot else ADMIN_BODY_BYTES
-
-    async def body_too_large(_request: Request, exc: Exception) -> JSONResponse:
-        return too_large(exc.message if isinstance(exc, BodyTooLarge) else str(exc))
+        return snapshot.schema.max_body_bytes if path == "/predict" and snapshot else SMALL_BODY_BYTES
 
     app = FastAPI(title="selfheal prediction service", lifespan=lifespan)
     app.add_middleware(BodyLimitMiddleware, limit=body_limit)
@@ -113,8 +110,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     @app.get("/health")
     async def health() -> JSONResponse:
         body = {"status": "ok" if holder.current else "no model", **_model(holder), "project": settings.project,
-                "pid": os.getpid(),
-                "uptime_seconds": round(time.time() - started, 1), "last_reload_error": holder.last_error}
+                "pid": os.getpid(), "uptime_seconds": round(time.time() - started, 1),
+                "last_reload_error": holder.last_error}
         return JSONResponse(body, status_code=200 if holder.current else 503)
 
     @app.post("/predict")

@@ -29,6 +29,11 @@ def too_large(message: str) -> JSONResponse:
     return JSONResponse({"detail": message, "message": message}, status_code=413, headers={"Connection": "close"})
 
 
+async def body_too_large(_request: Any, exc: Exception) -> JSONResponse:
+    """The exception handler for BodyTooLarge raised while an endpoint reads its body."""
+    return too_large(exc.message if isinstance(exc, BodyTooLarge) else str(exc))
+
+
 def _declared_length(scope: Scope) -> int | None:
     for name, value in scope.get("headers") or []:
         if name == b"content-length":

@@ -212,6 +212,11 @@ def test_admin_reload_validates_its_options(service: tuple[str, Path], body: obj
     assert resp.json()["message"].startswith("reload options:")
 
 
+def test_admin_reload_refuses_a_large_body_before_reading_it(service: tuple[str, Path]) -> None:
+    resp = requests.post(service[0] + "/admin/reload", data=b" " * 10_000, timeout=30)
+    assert resp.status_code == 413 and "request body of 10000 bytes exceeds 4096" in resp.json()["message"]
+
+
 def test_admin_reload_takes_a_boolean_config(serving_a: tuple[str, Path], local: dict) -> None:
     resp = requests.post(serving_a[0] + "/admin/reload", json={"config": True, "expected_md5": local["a"]["md5"]},
                          timeout=60)
