@@ -72,7 +72,9 @@ def _project(tmp: Path) -> tuple[Path, list[dict], dict]:
     df = make_housing(params.synth.rows, params.synth.seed)
     pipeline, meta, _, holdout = train(df, params)
     project = tmp / "project"
-    save_model(pipeline, meta, project / workspace.MODEL)
+    md5 = save_model(pipeline, meta, project / workspace.MODEL)
+    # the service serves only bytes the project records as production (or dvc.lock has)
+    (project / workspace.PRODUCTION).write_text(json.dumps({"version": "bench", "md5": md5}))
     raw = yaml.safe_load((ROOT / workspace.PARAMS).read_text())
     raw["service_recovery"]["max_recovery_attempts"] = 10
     (project / workspace.PARAMS).write_text(yaml.safe_dump(raw))

@@ -7,6 +7,7 @@ its test.
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
@@ -49,17 +50,27 @@ def two_models(root: Path) -> dict[str, Path]:
 
 
 def make_project(path: Path, models: Path, service_recovery: dict | None = None) -> Path:
-    """A project directory: params.yaml (with service_recovery overrides) and models/ copied from `models`."""
+    """A project directory: params.yaml (with service_recovery overrides) and models/ copied from `models`,
+    recorded as production (the service verifies the model's hash against that record)."""
     path.mkdir(parents=True, exist_ok=True)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["service_recovery"].update(service_recovery or {})
     (path / "params.yaml").write_text(yaml.safe_dump(params))
     shutil.copytree(models, path / "models", dirs_exist_ok=True)
+    record_production(path, models)
     return path
 
 
+def record_production(project: Path, source: Path) -> None:
+    """Make the model in `source` production in the project's record (models/production.json), as promote does."""
+    md5 = json.loads((source / "model.json").read_text())["md5"]
+    (project / workspace.PRODUCTION).write_text(json.dumps({"version": md5[:12], "md5": md5}))
+
+
 def use_model(project: Path, source: Path) -> None:
-    """Put a trained model in the project's workspace, as a rollback's checkout does (joblib first, then json)."""
+    """Put a trained model in the project's workspace as a rollback does: the production record, then the
+    checkout (joblib first, then json)."""
+    record_production(project, source)
     for name in ("model.joblib", "model.json"):
         shutil.copyfile(source / name, project / "models" / name)
 

@@ -7,6 +7,8 @@ same outputs (a test keeps the two in step). Input data paths are knobs, not con
 
 from __future__ import annotations
 
+import hashlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -52,11 +54,25 @@ HEAL_LOCK = STATE_DIR / "heal.lock"
 HEAL_HOLDER = STATE_DIR / "heal.holder.json"
 BACKUPS = STATE_DIR / "backups"
 PID_FILE = STATE_DIR / "service.pid"
+SERVICE_STOPPED = STATE_DIR / "service.stopped.json"  # a stop the operator asked for (SIGTERM/SIGINT)
 SERVICE_LOG = STATE_DIR / "service.log"
 
 # `make report`
 REPORT = Path("report.md")
 REPORT_ASSETS = Path("report")
+
+
+PROJECT_ID_ENV = "SELFHEAL_PROJECT_ID"
+
+
+def project_id(root: str | Path = ".") -> str:
+    """This project's identity, as its service reports it on /health: a hash of the root's absolute path.
+
+    Heal, recover, promote and rollback compare it before trusting (or reloading, or restarting) the service at
+    the configured URL, so another project's service on the same port is never mistaken for ours. A service in
+    a container sees another path: set $SELFHEAL_PROJECT_ID to the same value on both sides.
+    """
+    return os.environ.get(PROJECT_ID_ENV) or hashlib.sha256(str(Path(root).resolve()).encode()).hexdigest()[:16]
 
 
 def read_production(path: str | Path = PRODUCTION) -> dict[str, Any] | None:

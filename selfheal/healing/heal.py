@@ -33,11 +33,12 @@ def _json(path: Path) -> dict[str, Any] | None:
 
 
 def _service(params: Params) -> dict[str, Any] | None:
-    """None when no service was started in this project (no pid file); else its health."""
+    """None when no service was started in this project (no pid file); else its health (or the operator's stop)."""
     from selfheal.service import procs
 
     if procs.read_pid_file() is None:
-        return None
+        stop = procs.read_stop()
+        return {"state": "stopped", "detail": procs.stopped_note(stop)} if stop else None
     from selfheal.service.client import check_health
 
     sr = params.service_recovery

@@ -42,6 +42,7 @@ class Observations:
     drift: dict[str, Any] | None = None
     last_retrain: datetime | None = None
     service: dict[str, Any] | None = None  # None: no service was started here; else {"state", "detail"}
+    # state: a client.Health state, or "stopped" (by the operator, on purpose)
     logs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # issue -> its audit entries
 
 
@@ -240,8 +241,10 @@ def _service(obs: Observations, params: Params) -> Decision:
     s = obs.service
     if s is None:
         return Decision("service", "skip", "no service was started in this project")
-    if s.get("state") == "healthy":
+    if s.get("state") in ("healthy", "stopped"):
         return Decision("service", "skip", f"service {s.get('detail')}")
+    if s.get("state") == "foreign":  # another project's service on our URL: nothing of ours to recover
+        return Decision("service", "report", str(s.get("detail")))
     if not params.service_recovery.auto_recovery_enabled:
         return Decision("service", "report", f"{s.get('detail')}; service_recovery.auto_recovery_enabled is false")
     return Decision("service", "recover", str(s.get("detail")))

@@ -21,7 +21,8 @@ from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_a
 from selfheal.core import audit, clock, workspace
 from selfheal.core.alerts import raise_alert
 from selfheal.core.config import ServiceRecoveryParams
-from selfheal.recovery.restarts import AttemptFailed, CannotRecover, Standby, restart_docker, restart_process
+from selfheal.recovery.restarts import AttemptFailed, CannotRecover, Standby, address, restart_docker, restart_process
+from selfheal.service import procs
 from selfheal.service.client import Health, check_health, request_reload
 
 Method = Literal["auto", "cache", "config", "process", "docker"]
@@ -62,6 +63,8 @@ def _reload(service_url: str, sr: ServiceRecoveryParams, config: bool) -> str:
 
 
 def _act(step: str, url: str, sr: ServiceRecoveryParams, health: Health, standby: Standby | None) -> str:
+    if health.state == "foreign":  # nothing of ours to reload or restart: never touch another project's service
+        raise CannotRecover(health.detail)
     if step in ("cache", "config"):
         return _reload(url, sr, config=step == "config")
     if step == "process":
@@ -89,6 +92,10 @@ def recover(
     if health.healthy:
         say(f"Health check passed: {url} {health.detail}")
         return Outcome(True, "healthy", health.detail)
+    stop = procs.read_stop(address(url)[1]) if health.state == "down" else None
+    if stop is not None:
+        say(f"Service {url}: {procs.stopped_note(stop)}")
+        return Outcome(False, "stopped", procs.stopped_note(stop))
     detected_at = clock.now_iso()
     state, limit = health.state, max_attempts or sr.max_recovery_attempts
     steps = ladder(method, state)

@@ -72,11 +72,10 @@ class Standby:
                 proc.wait()
 
 
-def start_argv(service_url: str, sr: ServiceRecoveryParams, recorded: dict | None) -> list[str]:
-    """How to start the service: the pid file's cmd (same options as last time), start_command, or the built-in."""
+def start_argv(service_url: str, sr: ServiceRecoveryParams) -> list[str]:
+    """How to start the service: params' start_command, or the built-in. Never the pid file's cmd: anyone who
+    can write that file could make recovery run anything."""
     host, port = address(service_url)
-    if recorded:
-        return list(recorded["cmd"])
     if sr.start_command:
         return shlex.split(sr.start_command.format(host=host, port=port))
     return procs.service_argv(host, port)
@@ -84,13 +83,8 @@ def start_argv(service_url: str, sr: ServiceRecoveryParams, recorded: dict | Non
 
 def standby_for(service_url: str, sr: ServiceRecoveryParams) -> Standby | None:
     """A standby for the built-in start command; a custom start_command gets none (it cannot be pre-warmed)."""
-    argv = start_argv(service_url, sr, _recorded_for(service_url))
+    argv = start_argv(service_url, sr)
     return Standby(argv, os.getcwd()) if _ours(argv) else None
-
-
-def _recorded_for(service_url: str) -> dict | None:
-    info = procs.read_pid_file()
-    return info if info and info.get("port") == address(service_url)[1] else None
 
 
 def _log_tail(cwd: str | Path, lines: int = 5) -> str:
@@ -110,6 +104,8 @@ def wait_healthy(service_url: str, sr: ServiceRecoveryParams, proc: subprocess.P
         health = check_health(service_url, timeout)
         if health.healthy:
             return health
+        if health.state == "foreign":
+            raise CannotRecover(health.detail)
         if proc is not None and health.state == "unhealthy" and health.body.get("pid") == proc.pid:
             raise AttemptFailed(f"the restarted service is up but {health.detail}")  # its start-up is over
         if proc is not None and proc.poll() is not None:
@@ -120,11 +116,14 @@ def wait_healthy(service_url: str, sr: ServiceRecoveryParams, proc: subprocess.P
 
 
 def restart_process(service_url: str, sr: ServiceRecoveryParams, health: Health, standby: Standby | None) -> str:
-    """Stop whatever the pid file names (SIGTERM, SIGKILL after the grace period), start anew, wait for health."""
-    recorded = _recorded_for(service_url)
-    cwd = recorded.get("cwd", os.getcwd()) if recorded else os.getcwd()
+    """Stop the recorded service once verified as this project's (SIGTERM, SIGKILL after the grace period),
+    start anew from params, wait for health. A pid file naming anything else is left alone, and so is its pid."""
+    info = procs.read_pid_file()
+    recorded = info if info and info.get("port") == address(service_url)[1] else None
+    cwd = os.getcwd()
     notes = []
-    if recorded and procs.recorded_alive(recorded):
+    why = procs.why_not_ours(recorded) if recorded else None
+    if recorded and why is None:
         pid = recorded["pid"]
         if health.state == "down" and recorded.get("state") == "starting":
             # a service still importing refuses connections: give it its start-up time before replacing it
@@ -133,11 +132,14 @@ def restart_process(service_url: str, sr: ServiceRecoveryParams, health: Health,
             except AttemptFailed as exc:
                 notes.append(f"pid {pid} never came up ({exc})")
         try:
-            how = procs.terminate(pid, sr.kill_grace_seconds, recorded.get("create_time"))
+            how = procs.terminate(pid, sr.kill_grace_seconds, recorded["create_time"])
         except RuntimeError as exc:  # e.g. stuck in uninterruptible I/O: the port stays taken
             raise AttemptFailed(str(exc)) from None
+        procs.clear_stop()  # recovery's own SIGTERM, not the operator's
         notes.append(f"stopped pid {pid} ({how})")
-    argv = start_argv(service_url, sr, recorded)
+    elif recorded and procs.alive(recorded["pid"]):
+        notes.append(f"left pid {recorded['pid']} alone: {why}")
+    argv = start_argv(service_url, sr)
     proc = standby.activate() if standby is not None and argv == standby.argv else None
     how = "woke the warm standby"
     if proc is None:

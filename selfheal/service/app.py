@@ -16,17 +16,19 @@ import signal
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from selfheal.core import workspace
 from selfheal.core.errors import SelfHealError
 from selfheal.service.batcher import MicroBatcher
 from selfheal.service.client import TOKEN_ENV
+from selfheal.service.limits import BodyLimitMiddleware, BodyTooLarge, body_too_large
 from selfheal.service.model_holder import ModelHolder
 from selfheal.service.prom import Metrics, MetricsMiddleware
 from selfheal.service.schema import PayloadError
@@ -38,6 +40,18 @@ class ServiceSettings:
     params_path: Path | None = workspace.PARAMS
     max_batch_size: int = 1000
     admin_token: str | None = None  # None: admin endpoints answer loopback clients only
+    project: str = field(default_factory=workspace.project_id)  # on /health: callers check it is their project
+
+
+SMALL_BODY_BYTES = 4096  # /admin/reload takes two small options; every other route but /predict takes none
+
+
+class ReloadOptions(BaseModel):
+    """POST /admin/reload's body (optional): anything else is a 422, never a guess."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    expected_md5: str | None = Field(None, pattern=r"^[0-9a-f]{32}$")
+    config: bool = False
 
 
 def _loopback(host: str | None) -> bool:
@@ -83,14 +97,21 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         yield
         await batcher.close()
 
+    def body_limit(path: str) -> int:
+        snapshot = holder.current
+        return snapshot.schema.max_body_bytes if path == "/predict" and snapshot else SMALL_BODY_BYTES
+
     app = FastAPI(title="selfheal prediction service", lifespan=lifespan)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(BodyLimitMiddleware, limit=body_limit)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: counts the 413s too
+    app.add_exception_handler(BodyTooLarge, body_too_large)
     app.state.holder = holder
 
     @app.get("/health")
     async def health() -> JSONResponse:
-        body = {"status": "ok" if holder.current else "no model", **_model(holder), "pid": os.getpid(),
-                "uptime_seconds": round(time.time() - started, 1), "last_reload_error": holder.last_error}
+        body = {"status": "ok" if holder.current else "no model", **_model(holder), "project": settings.project,
+                "pid": os.getpid(), "uptime_seconds": round(time.time() - started, 1),
+                "last_reload_error": holder.last_error}
         return JSONResponse(body, status_code=200 if holder.current else 503)
 
     @app.post("/predict")
@@ -132,12 +153,14 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         elif not _loopback(request.client.host if request.client else None):
             return _error(403, f"admin endpoints answer loopback clients only (or set {TOKEN_ENV})")
         try:
-            options = json.loads(await request.body() or b"{}")
-            if not isinstance(options, dict) or set(options) - {"expected_md5", "config"}:
-                raise ValueError("expected an object with optional keys expected_md5, config")
-        except ValueError as exc:
-            return _error(422, f"reload options: {exc}")
-        result = await reload(options.get("expected_md5"), bool(options.get("config")))
+            options = ReloadOptions.model_validate_json(await request.body() or b"{}")
+        except ValidationError as exc:
+            errors = [{"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]}
+                      for e in exc.errors(include_url=False)]
+            where = "; ".join(f"{'.'.join(map(str, e['loc'][1:])) or 'body'}: {e['msg']}" for e in errors)
+            return _error(422, f"reload options: {where} (expected {{\"expected_md5\": md5?, \"config\": bool?}})",
+                          errors)
+        result = await reload(options.expected_md5, options.config)
         return JSONResponse(result, status_code=200 if result["reloaded"] else 409)
 
     return app

@@ -10,6 +10,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -18,13 +19,14 @@ import requests
 from selfheal.core import workspace
 from selfheal.service import procs
 
-State = Literal["healthy", "unhealthy", "down", "hung"]
+State = Literal["healthy", "unhealthy", "down", "hung", "foreign"]
 TOKEN_ENV = "SELFHEAL_ADMIN_TOKEN"  # the same variable the service reads
 
 
 @dataclass(frozen=True)
 class Health:
-    """healthy: 200; unhealthy: answered but not 200 (503: no model); down: refused; hung: no answer in time."""
+    """healthy: 200; unhealthy: answered but not 200 (503: no model); down: refused; hung: no answer in time;
+    foreign: something answers that is not this project's service (another project's, or not selfheal)."""
 
     state: State
     detail: str
@@ -37,8 +39,11 @@ class Health:
         return self.state == "healthy"
 
 
-def check_health(service_url: str, timeout: float = 2.0) -> Health:
-    """One GET /health with a hard timeout: a stopped (SIGSTOP) process accepts the connection but never answers."""
+def check_health(service_url: str, timeout: float = 2.0, root: str | Path = ".") -> Health:
+    """One GET /health with a hard timeout: a stopped (SIGSTOP) process accepts the connection but never answers.
+
+    The answer counts only if it carries the identity of the project at `root` (see workspace.project_id).
+    """
     started = time.perf_counter()
     try:
         resp = requests.get(service_url.rstrip("/") + "/health", timeout=timeout)
@@ -55,6 +60,11 @@ def check_health(service_url: str, timeout: float = 2.0) -> Health:
         body = {}
     if not isinstance(body, dict):
         body = {}
+    ours = workspace.project_id(root)
+    if body.get("project") != ours:
+        whose = f"project {body['project']}" if body.get("project") else "no selfheal project identity"
+        return Health("foreign", f"{service_url} answers as another project's service ({whose}; this project is "
+                      f"{ours}): not ours, left alone", resp.status_code, body, seconds)
     if resp.status_code == 200 and body.get("status") == "ok":
         return Health("healthy", f"healthy, model {body.get('model_version')}", 200, body, seconds)
     why = body.get("last_reload_error") or body.get("status") or resp.reason
@@ -75,28 +85,34 @@ def request_reload(
 ) -> dict[str, Any]:
     """Ask the running service to load the model file again (and swap atomically).
 
-    POST /admin/reload (a bearer token from `token` or $SELFHEAL_ADMIN_TOKEN if set); if the service cannot be
-    reached or refuses the caller, fall back to SIGHUP to the pid in `.selfheal/service.pid`. Never raises for
-    a service that is not running. Returns {"reloaded": bool | None, "via": "http"|"sighup"|None, ...}:
-    reloaded is None when a signal was sent (its outcome shows on /health).
+    POST /admin/reload (a bearer token from `token` or $SELFHEAL_ADMIN_TOKEN if set) once /health said the
+    service is this project's; if it cannot be reached or refuses the caller, SIGHUP to the pid in
+    `.selfheal/service.pid` once that pid is verified as this project's service. Never raises for a service that
+    is not running; never reloads another project's. Returns {"reloaded": bool | None, "via": "http"|"sighup"|None,
+    ...}: reloaded is None when a signal was sent (its outcome shows on /health).
     """
     token = token or os.environ.get(TOKEN_ENV) or None
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     body = {k: v for k, v in {"expected_md5": expected_md5, "config": config or None}.items() if v is not None}
-    http_error = None
-    try:
-        resp = requests.post(service_url.rstrip("/") + "/admin/reload", json=body, headers=headers, timeout=timeout)
-        if resp.status_code in (200, 409):
-            return {**resp.json(), "via": "http"}
-        http_error = f"/admin/reload answered {resp.status_code}: {resp.text[:200]}"
-    except requests.RequestException as exc:
-        http_error = f"{service_url} not reachable: {_reason(exc)}"
-    info = procs.read_pid_file()
-    port = urlsplit(service_url).port
-    if info and info.get("port") == port and procs.recorded_alive(info):
+    health = check_health(service_url, min(timeout, 5.0))
+    if health.state == "foreign":
+        return {"reloaded": False, "via": None, "foreign": True, "error": health.detail}
+    http_error = health.detail
+    if health.state in ("healthy", "unhealthy"):
+        try:
+            resp = requests.post(service_url.rstrip("/") + "/admin/reload", json=body, headers=headers,
+                                 timeout=timeout)
+            if resp.status_code in (200, 409):
+                return {**resp.json(), "via": "http"}
+            http_error = f"/admin/reload answered {resp.status_code}: {resp.text[:200]}"
+        except requests.RequestException as exc:
+            http_error = f"{service_url} not reachable: {_reason(exc)}"
+    info = procs.our_service(urlsplit(service_url).port)
+    if info is not None and info.get("state") == "serving":  # before that, SIGHUP's default action ends it
         os.kill(info["pid"], signal.SIGHUP)
         return {"reloaded": None, "via": "sighup", "pid": info["pid"], "error": http_error}
-    return {"reloaded": False, "via": None, "error": f"{http_error}; no running service in {workspace.PID_FILE}"}
+    return {"reloaded": False, "via": None, "error": f"{http_error}; no running service of this project in "
+                                                     f"{workspace.PID_FILE}"}
 
 
 def reload_service(service_url: str | None, md5: str | None = None) -> bool | str | None:
@@ -109,7 +125,7 @@ def reload_service(service_url: str | None, md5: str | None = None) -> bool | st
         result = request_reload(service_url, expected_md5=md5)
     except Exception as exc:  # a failed reload must not turn a finished rollback into an error
         return f"not reloaded: {type(exc).__name__}: {exc}"
-    if result.get("reloaded") is False and result.get("via"):
+    if result.get("reloaded") is False and (result.get("via") or result.get("foreign")):
         return f"not reloaded: {result.get('error') or result}"
     return result.get("reloaded")
 

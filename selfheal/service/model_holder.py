@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from selfheal.core import atomic
+from selfheal.core import workspace
 from selfheal.core.clock import now_iso
 from selfheal.core.errors import SelfHealError
 from selfheal.pipeline import artifact
@@ -39,15 +39,24 @@ class Snapshot:
 
 
 def build_snapshot(model_path: Path, max_batch_size: int, expected_md5: str | None = None) -> Snapshot:
-    """Load and check a model completely; raises SelfHealError (naming the file) on any problem."""
-    meta_path = artifact.meta_path_for(model_path)
-    try:
-        recorded = (atomic.read_json(meta_path, {}) or {}).get("md5")
-    except ValueError as exc:
-        raise SelfHealError(f"{meta_path}: not valid JSON ({exc})") from None
-    if expected_md5 and recorded and expected_md5 != recorded:
-        raise SelfHealError(f"{meta_path}: records md5 {recorded}, but {expected_md5} was expected")
-    model = artifact.load_model(model_path, expected_md5=expected_md5 or recorded)
+    """Load and check a model completely; raises SelfHealError (naming the file) on any problem.
+
+    The bytes are checked against the hashes the project records (production.json, dvc.lock), never against
+    model.json beside them; `expected_md5` (a reload after promote or rollback) must be one of those too.
+    """
+    trusted = artifact.trusted_md5s(model_path)
+    if not trusted:
+        raise SelfHealError(
+            f"{model_path}: no recorded hash to verify it against (no production record in "
+            f"{model_path.parent / workspace.PRODUCTION.name}, no entry in {workspace.DVC_LOCK}): "
+            "run the pipeline (`make run`) or promote a version first"
+        )
+    if expected_md5:
+        if expected_md5 not in trusted:
+            raise SelfHealError(f"{model_path}: the expected md5 {expected_md5} is not recorded in "
+                                f"{' or '.join(sorted(set(trusted.values())))}")
+        trusted = {expected_md5: trusted[expected_md5]}
+    model = artifact.load_model(model_path, trusted=trusted)
     schema = RequestSchema.from_features(model.features, max_batch_size)
     snapshot = Snapshot(model, schema, now_iso())
     try:

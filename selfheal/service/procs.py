@@ -2,14 +2,20 @@
 
 Pid file `.selfheal/service.pid` (in the project directory) is JSON: pid, host, port, started_at, create_time
 (the process's start time, so a reused pid is never mistaken for the service), state ("starting" until the
-model is loaded and the port is bound, then "serving"), cwd, and cmd: the argv that starts the same service
-again, which is what recovery runs. One service per project directory.
+model is loaded and the port is bound, then "serving"), cwd, and cmd (for people; recovery starts the command from params, never the file's).
+One service per project directory.
+
+Anyone who can write the file can put any pid and command in it, so nothing is signalled on its word alone:
+`why_not_ours` checks that the pid is a live process started at the recorded time (a file without a start time
+matches nothing), running the selfheal service, in this project's directory. A stop the operator asked for
+(SIGTERM or SIGINT) removes the pid file and leaves `.selfheal/service.stopped.json`, so recovery does not undo it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -71,8 +77,71 @@ def alive(pid: int, create_time: float | None = None) -> bool:
         return False
 
 
-def recorded_alive(info: dict[str, Any] | None) -> bool:
-    return info is not None and alive(info["pid"], info.get("create_time"))
+def _runs_the_service(cmd: list[str]) -> bool:
+    """`python -m selfheal.service ...` (the built-in command, warm standbys included) or `selfheal serve ...`."""
+    if "selfheal.service" in cmd:
+        return True
+    return any(Path(arg).name == "selfheal" and cmd[i + 1 : i + 2] == ["serve"] for i, arg in enumerate(cmd))
+
+
+def why_not_ours(info: dict[str, Any] | None, root: str | Path = ".") -> str | None:
+    """None when the pid file names a live selfheal service of the project at `root`; else why it does not."""
+    if info is None:
+        return f"no {workspace.PID_FILE}"
+    pid, created = info["pid"], info.get("create_time")
+    if not isinstance(created, int | float) or isinstance(created, bool):
+        return f"{workspace.PID_FILE} records no start time for pid {pid}"
+    try:
+        proc = psutil.Process(pid)
+        if abs(proc.create_time() - created) > 0.5:
+            return f"pid {pid} is another process (started at another time)"
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return f"pid {pid} has exited"
+        cmd, cwd = proc.cmdline(), proc.cwd()
+    except psutil.AccessDenied:
+        return f"pid {pid} belongs to another user"
+    except psutil.Error:
+        return f"pid {pid} is not running"
+    if not _runs_the_service(cmd):
+        return f"pid {pid} is not a selfheal service ({shlex.join(cmd)[:160]})"
+    if Path(cwd).resolve() != Path(root).resolve():
+        return f"pid {pid} is a selfheal service of another project ({cwd})"
+    return None
+
+
+def our_service(port: int | None, root: str | Path = ".") -> dict[str, Any] | None:
+    """The pid file's record when it names this project's live service (on `port`, if given), else None."""
+    info = read_pid_file(Path(root) / workspace.PID_FILE)
+    if info is None or (port is not None and info.get("port") != port) or why_not_ours(info, root):
+        return None
+    return info
+
+
+def record_stop(info: dict[str, Any], sig: int, path: Path = workspace.SERVICE_STOPPED) -> None:
+    """The service was stopped on purpose (SIGTERM/SIGINT): heal and recover leave it stopped."""
+    atomic.write_json(path, {"pid": info["pid"], "host": info.get("host"), "port": info.get("port"),
+                             "signal": signal.Signals(sig).name, "stopped_at": now_iso()})
+
+
+def read_stop(port: int | None = None, path: Path = workspace.SERVICE_STOPPED) -> dict[str, Any] | None:
+    """The operator's stop of the service on `port` (any port if None), or None."""
+    try:
+        info = atomic.read_json(path)
+    except (ValueError, OSError):
+        return None
+    if not isinstance(info, dict) or (port is not None and info.get("port") != port):
+        return None
+    return info
+
+
+def clear_stop(path: Path = workspace.SERVICE_STOPPED) -> None:
+    """A (re)start ends the operator's stop."""
+    path.unlink(missing_ok=True)
+
+
+def stopped_note(stop: dict[str, Any]) -> str:
+    return (f"stopped by the operator ({stop.get('signal')} to pid {stop.get('pid')} at {stop.get('stopped_at')}); "
+            "not restarting it: start it with `selfheal serve` (make serve)")
 
 
 def spawn(argv: list[str], cwd: str | Path, log_path: Path = workspace.SERVICE_LOG, stdin: int | IO | None = None) -> subprocess.Popen:
@@ -121,7 +190,6 @@ def kill_group(pid: int) -> None:
     except (ProcessLookupError, PermissionError):
         pass
     _signal(pid, signal.SIGKILL)
-
 
 
 def _signal(pid: int, sig: int) -> None:

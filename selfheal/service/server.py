@@ -11,10 +11,13 @@ interpreter needs to import scikit-learn on a small machine.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 from selfheal.core import workspace
 from selfheal.service import procs
@@ -55,7 +58,7 @@ def warm_up() -> None:
 def _refuse_if_taken(host: str, port: int) -> None:
     """Never overwrite the pid file of a live service on the same address."""
     info = procs.read_pid_file()
-    if info and info["pid"] != os.getpid() and info.get("port") == port and procs.recorded_alive(info):
+    if info and info["pid"] != os.getpid() and info.get("port") == port and procs.why_not_ours(info) is None:
         raise SystemExit(f"error: a service (pid {info['pid']}) already runs for port {port} ({workspace.PID_FILE})")
 
 
@@ -73,10 +76,46 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+class _Stopped(Exception):
+    """SIGTERM or SIGINT before uvicorn took over the signals (while importing or loading)."""
+
+
+def _stop_on_signal(sig: int, _frame: Any) -> None:
+    raise _Stopped(sig)
+
+
+def _run(config: Any, sock: socket.socket) -> int | None:
+    """Run uvicorn until it stops; returns the signal that stopped it (None: it stopped by itself).
+
+    uvicorn re-raises the signal once it has shut down, which kills the process before any cleanup runs; the
+    signal is taken back here so that serve() can remove the pid file and record the stop first.
+    """
+    import uvicorn
+
+    caught: list[int] = []
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Any:
+            with super().capture_signals():
+                try:
+                    yield
+                finally:
+                    caught.extend(self._captured_signals)
+                    self._captured_signals.clear()
+
+    Server(config).run(sockets=[sock])
+    return caught[0] if caught else None
+
+
 def serve(host: str, port: int, model_path: Path, params_path: Path) -> None:
     _refuse_if_taken(host, port)
     cmd = procs.service_argv(host, port, model_path, params_path)
+    procs.clear_stop()
     info = procs.write_pid_file(host, port, cmd, "starting")
+    stopped_by = None
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _stop_on_signal)
     try:
         warm_up()
         import uvicorn
@@ -92,9 +131,19 @@ def serve(host: str, port: int, model_path: Path, params_path: Path) -> None:
         app.state.on_ready = lambda: procs.write_pid_file(host, port, cmd, "serving")
         config = uvicorn.Config(app, access_log=False, log_level="warning", ws="none", timeout_graceful_shutdown=5)
         print(f"selfheal service: http://{host}:{port} (pid {info['pid']}, model {model_path})", flush=True)
-        uvicorn.Server(config).run(sockets=[sock])
+        stopped_by = _run(config, sock)
+    except _Stopped as exc:
+        stopped_by = exc.args[0]
     finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)  # cleanup is short: finish it
+        if stopped_by is not None:
+            procs.record_stop(info, stopped_by)  # before the pid file goes: never neither of them
         procs.remove_pid_file(info["pid"])
+    if stopped_by is not None:
+        print(f"selfheal service: stopped by {signal.Signals(stopped_by).name}", flush=True)
+        signal.signal(stopped_by, signal.SIG_DFL)
+        signal.raise_signal(stopped_by)  # exit as the signal says, for whoever waits on this process
 
 
 def _batch_size(params_path: Path) -> int:

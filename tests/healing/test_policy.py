@@ -183,6 +183,15 @@ def test_service_down_is_recovered_unless_disabled_or_never_started() -> None:
     assert plan(replace(HEALTHY, service=down), p)[3].action == "report"
 
 
+def test_another_projects_service_is_reported_and_an_operator_stop_is_left_alone() -> None:
+    foreign = {"state": "foreign", "detail": "http://127.0.0.1:8000 answers as another project's service"}
+    d = plan(replace(HEALTHY, service=foreign), params())[3]
+    assert d.action == "report" and "another project's service" in d.reason
+    stopped = {"state": "stopped", "detail": "stopped by the operator (SIGTERM to pid 7 at t)"}
+    d = plan(replace(HEALTHY, service=stopped), params())[3]
+    assert d.action == "skip" and "stopped by the operator" in d.reason
+
+
 def test_same_issue_more_than_three_times_in_24h_escalates() -> None:
     fixes = [{"timestamp": ago(hours=h), "action": "auto_fix", "success": True} for h in (1, 2, 3, 4)]
     obs = replace(HEALTHY, raw_changed=True, logs={"data_quality": fixes})

@@ -120,7 +120,7 @@ def test_unhealthy_service_escalates_then_alerts_and_a_reload_fixes_it(workdir: 
     out = run_cli(project, "recover", "--service-url", url)
     assert out.returncode == 0, out.stdout + out.stderr
     assert [(e["method"], e["success"]) for e in log(project)][-1] == ("cache", True)
-    assert service_pid(project) == restarted and check_health(url).healthy
+    assert service_pid(project) == restarted and check_health(url, root=project).healthy
 
 
 def test_recovery_that_cannot_succeed_stops_after_the_limit_with_an_alert(workdir: Path, models: dict) -> None:
@@ -179,7 +179,7 @@ def test_watch_keeps_the_service_up_and_stops_on_a_restart_storm(workdir: Path, 
             crashes += 1
             wait_recovered(before + 1)
             if crashes == 1 and watcher.poll() is None:
-                assert check_health(url).healthy and service_pid(project) != first
+                assert check_health(url, root=project).healthy and service_pid(project) != first
         out, err = watcher.communicate(timeout=60)
     except AssertionError:
         procs.kill_group(watcher.pid)

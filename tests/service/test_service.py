@@ -14,10 +14,13 @@ from pathlib import Path
 import pytest
 import requests
 
+from selfheal.core import workspace
+from selfheal.service.client import check_health
 from tests.servicekit import (
     RECORD,
     free_port,
     make_project,
+    record_production,
     service_pid,
     start_service,
     stop_all,
@@ -81,6 +84,15 @@ def test_health_names_the_model_version_and_hash(serving_a: tuple[str, Path], lo
     body = resp.json()
     assert (body["status"], body["model_version"], body["model_md5"]) == ("ok", local["a"]["version"], local["a"]["md5"])
     assert body["pid"] == service_pid(project)
+    assert body["project"] == workspace.project_id(project)  # heal and recover check it is their project's
+
+
+def test_a_service_is_not_healthy_to_another_project(service: tuple[str, Path], tmp_path: Path) -> None:
+    url, project = service
+    assert check_health(url, root=project).healthy
+    elsewhere = check_health(url, root=tmp_path)
+    assert elsewhere.state == "foreign" and not elsewhere.healthy
+    assert "another project's service" in elsewhere.detail
 
 
 def test_predict_one_record_and_a_batch(serving_a: tuple[str, Path], local: dict) -> None:
@@ -173,6 +185,98 @@ def test_a_model_file_that_fails_to_load_leaves_the_old_model_serving(serving_a:
     health = requests.get(url + "/health", timeout=5).json()
     assert health["model_version"] == local["a"]["version"] and "md5" in health["last_reload_error"]
     assert requests.post(url + "/predict", json=RECORD, timeout=5).json()["model_version"] == local["a"]["version"]
+
+
+def test_a_replaced_model_and_model_json_are_refused_on_reload(serving_a: tuple[str, Path], models: dict[str, Path],
+                                                              local: dict) -> None:
+    """Whoever replaces model.joblib can replace model.json beside it: the bytes are checked against the
+    production record (models/production.json), so a swapped pair is never unpickled and a stays in service."""
+    url, project = serving_a
+    for name in ("model.joblib", "model.json"):  # a consistent pair, but not production's
+        (project / "models" / name).write_bytes((models["b"] / name).read_bytes())
+    resp = requests.post(url + "/admin/reload", timeout=60)
+    assert resp.status_code == 409
+    assert f"md5 {local['b']['md5']} is not the hash recorded in" in resp.json()["error"]
+    assert "production.json" in resp.json()["error"]
+    pred = requests.post(url + "/predict", json=RECORD, timeout=5).json()
+    assert pred["model_version"] == local["a"]["version"] and pred["model_md5"] == local["a"]["md5"]
+    record_production(project, models["b"])  # promoted: now it is production's and loads
+    assert requests.post(url + "/admin/reload", timeout=60).json()["model_md5"] == local["b"]["md5"]
+
+
+@pytest.mark.parametrize("body", [{"config": {}}, {"config": "yes"}, {"config": 1}, {"config": True, "force": 1},
+                                  {"expected_md5": "not-an-md5"}, [], "true"])
+def test_admin_reload_validates_its_options(service: tuple[str, Path], body: object) -> None:
+    resp = requests.post(service[0] + "/admin/reload", json=body, timeout=30)
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["message"].startswith("reload options:")
+
+
+def test_admin_reload_refuses_a_large_body_before_reading_it(service: tuple[str, Path]) -> None:
+    resp = requests.post(service[0] + "/admin/reload", data=b" " * 10_000, timeout=30)
+    assert resp.status_code == 413 and "request body of 10000 bytes exceeds 4096" in resp.json()["message"]
+
+
+def test_admin_reload_takes_a_boolean_config(serving_a: tuple[str, Path], local: dict) -> None:
+    resp = requests.post(serving_a[0] + "/admin/reload", json={"config": True, "expected_md5": local["a"]["md5"]},
+                         timeout=60)
+    assert resp.status_code == 200 and resp.json()["max_batch_size"] == MAX_BATCH
+
+
+class PeakRss:
+    """Samples a process's resident memory every few ms while active; `growth` is the peak over the start."""
+
+    def __init__(self, pid: int) -> None:
+        import psutil
+
+        self.proc = psutil.Process(pid)
+        self.start = self.peak = self.proc.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample)
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+            time.sleep(0.002)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def growth(self) -> int:
+        return self.peak - self.start
+
+
+BIG = 48 * 2**20  # far above the limit (4096 * (MAX_BATCH + 1) bytes), small enough to send in about a second
+
+
+@pytest.mark.parametrize("framing", ["chunked", "content-length"])
+def test_a_large_body_is_refused_while_it_streams_in(service: tuple[str, Path], framing: str) -> None:
+    """The body limit holds while reading: 413 as soon as the limit is passed, without buffering the body.
+    Chunked bodies have no length to check up front; a Content-Length one is refused before any byte is read."""
+    url, project = service
+    chunk = b" " * 2**16
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(BIG // len(chunk)):
+            yield chunk
+
+    with PeakRss(service_pid(project)) as rss:
+        if framing == "chunked":
+            resp = requests.post(url + "/predict", data=chunks(), headers={"Content-Type": "application/json"},
+                                 timeout=60)
+        else:
+            resp = requests.post(url + "/predict", data=b" " * BIG, headers={"Content-Type": "application/json"},
+                                 timeout=60)
+    assert resp.status_code == 413, resp.text
+    assert "exceeds" in resp.json()["message"]
+    assert rss.growth < 8 * 2**20, f"the service grew by {rss.growth / 2**20:.1f} MB reading a refused body"
+    assert requests.post(url + "/predict", json=RECORD, timeout=5).status_code == 200
 
 
 def test_sighup_reloads(serving_a: tuple[str, Path], models: dict[str, Path], local: dict) -> None:
