@@ -22,7 +22,7 @@ METHOD ?= auto
 WATCH ?=
 SERVICE_URL ?=
 
-.PHONY: help venv data run repro lint test bench heal heal-plan rollback retrain fix-data status versions promote \
+.PHONY: help venv data run repro lint test bench drill heal heal-plan rollback retrain fix-data status versions promote \
         serve recover report exp exp-apply clean
 
 help: ## List every target with one line each
@@ -55,6 +55,9 @@ test: lint ## Lint, then run the whole test suite (a lint failure fails it)
 
 bench: $(STAMP) ## Run the benchmarks; results in metrics/bench.json
 	$(BIN)/python -m benchmarks.run
+
+drill: $(STAMP) ## Fault-injection scorecard on a throwaway copy (QUICK=1: small data; FAULTS=all|names; REPEAT=N)
+	$(BIN)/selfheal drill --faults $(or $(FAULTS),all) --repeat $(or $(REPEAT),1) $(if $(QUICK),--quick)
 
 report: $(STAMP) ## Write report.md (+ report/ images): params, metrics, plots, drift, healing vs BASE (default main)
 	$(BIN)/selfheal report --base $(BASE)

@@ -293,6 +293,32 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] =
     typer.echo(json.dumps(metrics, indent=2) if as_json else "\n".join([*lines(metrics), f"(written to {workspace.SELF_HEALING})"]))
 
 
+@app.command()
+def drill(
+    faults: Annotated[str, typer.Option(help="all, a group (data, model, drift, service, config) or fault names, comma-separated")] = "all",
+    repeat: Annotated[int, typer.Option(min=1, help="Trials per fault kind")] = 1,
+    seed: Annotated[int, typer.Option(help="Seed of the fault injection (same seed, same faults)")] = 42,
+    quick: Annotated[bool, typer.Option(help="Small data and no MLflow: the CI-sized drill")] = False,
+    out: Annotated[Path, typer.Option(help="Scorecard JSON")] = workspace.DRILL,
+    card: Annotated[Path, typer.Option(help="Scorecard Markdown")] = workspace.DRILL_CARD,
+    keep: Annotated[Path | None, typer.Option(help="Keep the throwaway copies in this (new) folder")] = None,
+) -> None:
+    """Inject faults into a throwaway copy of this project, let selfheal heal, and score it (never touches the
+    workspace or its remote); exit 1 unless every trial ended as expected."""
+    from selfheal.core import atomic
+    from selfheal.ops import drill as run_drill
+    from selfheal.ops.faults import select
+
+    scorecard = run_drill.run(Path.cwd(), select(faults), repeat=repeat, seed=seed, quick=quick, keep=keep,
+                              say=typer.echo)
+    atomic.write_json(out, scorecard)
+    atomic.write_text(card, run_drill.markdown(scorecard))
+    summary = scorecard["summary"]
+    typer.echo(f"drill: {summary['passed']}/{summary['trials']} as expected; scorecard in {card} and {out}")
+    if summary["passed"] != summary["trials"]:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     """Console entry point: user errors are one line on stderr with exit code 2, never a traceback."""
     try:

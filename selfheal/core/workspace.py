@@ -39,6 +39,8 @@ DRIFT_PLOT = Path("metrics/plots/drift.csv")
 DRIFT_REPORT = Path("monitoring/drift_report.html")
 SELF_HEALING = Path("metrics/self_healing.json")  # `selfheal status`
 BENCH = Path("metrics/bench.json")  # `make bench`
+DRILL = Path("metrics/drill.json")  # `selfheal drill`: the scorecard's data ...
+DRILL_CARD = Path("metrics/drill.md")  # ... and its Markdown, for a PR comment
 
 # the audit trail: the seed's log files
 DATA_FIX_LOG = Path("monitoring/data_fix_log.json")

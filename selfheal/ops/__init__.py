@@ -1,5 +1,6 @@
 """ops: what people and CI read - GitHub Actions outputs and summaries, the Markdown report and its plots, the
-DVC experiment grid, and throwaway sandbox copies of the project (tests, benchmarks).
+DVC experiment grid, the fault-injection drill, and throwaway sandbox copies of the project (tests,
+benchmarks, the drill).
 
 May import: every layer below it. Only the CLI imports ops.
 """

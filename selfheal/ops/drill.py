@@ -1,0 +1,561 @@
+"""`selfheal drill`: inject real faults into a throwaway copy of the project, let selfheal act as in production,
+and score what happened.
+
+The copy is built from the project's files the way a fresh clone is (ops.sandbox), with its own DVC remote
+inside the drill's temporary folder: the user's workspace and remote are never touched. One healthy, promoted
+baseline is prepared (`dvc repro`, `selfheal heal`), then every trial starts from a copy of it, injects one
+fault (selfheal.ops.faults), and runs what production runs: `selfheal heal` (its `--plan` first, which is
+when the problem is detected), or, for service faults, `selfheal recover --watch` under a steady request load.
+
+Each trial is judged from the outside, never from selfheal's own logs: production must be a registered
+version (a git tag) whose md5 equals the model file's bytes, the clean data must have no missing, infinite or
+duplicate values, every audit log must parse, dvc.lock must have consumed the raw data it was given, and a
+running service must answer with production's md5. The outcome is then healed, escalated, left_alone,
+missed (a problem heal did not handle) or wrong (an action where none was right, or a bad end state), and a
+trial passes when its outcome is the fault's expected one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from selfheal.core import atomic, workspace
+from selfheal.core.errors import SelfHealError
+from selfheal.ops import sandbox
+from selfheal.ops.faults import Fault, Project
+from selfheal.service import procs
+
+QUICK_SYNTH = {"rows": 3000, "current_rows": 800}  # the test suite's small data: a repro takes seconds
+WATCH_DEADLINE_S = 30.0
+LOAD_INTERVAL_S = 0.02
+LOGS = (workspace.DATA_FIX_LOG, workspace.ROLLBACK_LOG, workspace.RETRAINING_LOG, workspace.RECOVERY_LOG,
+        workspace.ALERTS_LOG, workspace.HEAL_LOG)
+
+
+@dataclass
+class Trial:
+    fault: str
+    group: str
+    expected: str
+    repeat: int
+    injected: str = ""
+    detected: bool = False
+    action: str = ""
+    outcome: str = "missed"
+    ok: bool = False
+    time_to_detect_s: float | None = None
+    time_to_recover_s: float | None = None
+    requests: int = 0
+    requests_failed: int = 0
+    healthy_share: float | None = None  # of the health probes during a service trial
+    end_state_good: bool = False
+    end_state: list[str] = field(default_factory=list)  # what is wrong with it
+    exit_code: int | None = None
+    note: str = ""
+
+
+def _selfheal() -> str:
+    return str(Path(sys.executable).parent / "selfheal")
+
+
+def _md5(path: Path) -> str | None:
+    return hashlib.md5(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Env:
+    """The subprocess environment of a drill: the venv first on PATH, a git identity, MLflow as chosen."""
+
+    def __init__(self, mlflow: bool) -> None:
+        self.vars = {**sandbox.env(), **({} if mlflow else {"SELFHEAL_MLFLOW": "0"})}
+
+    def run(self, argv: list[str], cwd: Path, timeout: float = 900) -> tuple[subprocess.CompletedProcess, float]:
+        started = time.perf_counter()
+        proc = subprocess.run(argv, cwd=cwd, env=self.vars, capture_output=True, text=True, timeout=timeout)
+        return proc, time.perf_counter() - started
+
+
+# -- the baseline ---------------------------------------------------------------------------------------------
+
+def prepare(source: Path, dest: Path, env: Env, quick: bool, say: Callable[[str], None]) -> dict[str, Any]:
+    """A healthy, promoted copy of the project at `dest`; returns facts about it (cold repro time, version)."""
+    sandbox.create(dest, source, **({"synth": QUICK_SYNTH} if quick else {}))
+    # the drill's own remote, inside its temporary folder: never the user's
+    (dest / ".dvc/config").write_text(
+        f"[core]\n    remote = drill\n    autostage = true\n    analytics = false\n"
+        f"['remote \"drill\"']\n    url = {dest.parent / 'remote'}\n", encoding="utf-8")
+    sandbox.set_params(dest, service_recovery={"service_url": f"http://127.0.0.1:{_free_port()}"})
+    sandbox.commit(dest, "drill baseline")
+    say("drill: preparing the baseline (dvc repro, then selfheal heal promotes the first version)")
+    proc, cold = env.run(["dvc", "repro"], dest)
+    if proc.returncode != 0:
+        raise SelfHealError(f"drill: the baseline `dvc repro` failed: {proc.stderr.strip()[-500:]}")
+    proc, _ = env.run([_selfheal(), "heal"], dest)
+    production = atomic.read_json(dest / workspace.PRODUCTION) or {}
+    if proc.returncode != 0 or not production.get("version"):
+        raise SelfHealError(f"drill: the baseline heal did not promote a version: {(proc.stdout + proc.stderr)[-500:]}")
+    sandbox.commit(dest, "drill baseline: promoted")
+    plan, _ = env.run([_selfheal(), "heal", "--plan"], dest)
+    acting = [line for line in plan.stdout.splitlines() if line.startswith("  ") and " skip " not in line]
+    if acting:
+        raise SelfHealError("drill: the baseline is not healthy: " + " | ".join(acting))
+    say(f"drill: baseline ready: {production['version']} in production, cold dvc repro {cold:.1f} s")
+    return {"cold_repro_s": round(cold, 2), "version": production["version"]}
+
+
+# -- the service side -----------------------------------------------------------------------------------------
+
+class Load:
+    """A steady request load on /predict (one record every LOAD_INTERVAL_S) and a health probe, in threads."""
+
+    def __init__(self, url: str, record: dict[str, Any]) -> None:
+        self.url, self.record = url, record
+        self.requests = self.failed = 0
+        self.probes: list[tuple[float, bool, str | None]] = []  # (monotonic, healthy, model md5)
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._load, daemon=True),
+                         threading.Thread(target=self._probe, daemon=True)]
+
+    def __enter__(self) -> Load:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(5)
+
+    def _load(self) -> None:
+        import requests
+
+        session = requests.Session()
+        while not self._stop.wait(LOAD_INTERVAL_S):
+            self.requests += 1
+            try:
+                ok = session.post(self.url + "/predict", json=self.record, timeout=2).status_code == 200
+            except requests.RequestException:
+                ok = False
+            self.failed += not ok
+
+    def _probe(self) -> None:
+        import requests
+
+        while not self._stop.wait(0.05):
+            try:
+                resp = requests.get(self.url + "/health", timeout=0.5)
+                body = resp.json() if resp.status_code == 200 else {}
+                self.probes.append((time.monotonic(), resp.status_code == 200, body.get("model_md5")))
+            except (requests.RequestException, ValueError):
+                self.probes.append((time.monotonic(), False, None))
+
+    def recovered_after(self, t0: float, md5: str | None) -> float | None:
+        """Seconds from t0 to the first healthy probe (serving `md5`) after a failed one; None if none."""
+        failed = False
+        for when, healthy, served in self.probes:
+            if when < t0:
+                continue
+            failed = failed or not healthy
+            if failed and healthy and (md5 is None or served == md5):
+                return when - t0
+        return None
+
+
+def _record(root: Path) -> dict[str, Any]:
+    meta = atomic.read_json(root / workspace.MODEL_META, {}) or {}
+    return {f["name"]: 1.0 if f["kind"] == "numeric" else (f.get("categories") or [""])[0]
+            for f in meta.get("features", [])}
+
+
+def _start_service(root: Path, url: str) -> subprocess.Popen:
+    host, port = url.removeprefix("http://").split(":")
+    proc = procs.spawn(procs.service_argv(host, int(port)), root)
+    _wait(url, lambda status: status in (200, 503))
+    return proc
+
+
+def _wait(url: str, ok: Callable[[int], bool], timeout: float = 90.0) -> None:
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if ok(requests.get(url + "/health", timeout=1).status_code):
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    raise SelfHealError(f"drill: the service at {url} did not start within {timeout:g} s")
+
+
+_FOREIGN = """
+import http.server, json, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({"status": "ok", "model_version": "v9.9.9", "model_md5": "0" * 32}).encode()
+        self.send_response(200); self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body))); self.end_headers(); self.wfile.write(body)
+    def log_message(self, *a): pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"""
+
+
+def _foreign_service(root: Path, port: int) -> None:
+    """Another project's service on our port (a plain HTTP server that answers /health 200)."""
+    deadline = time.monotonic() + 10
+    while True:  # the killed service's socket may linger for a moment
+        proc = subprocess.Popen([sys.executable, "-c", _FOREIGN, str(port)], cwd=root, start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.3)
+        if proc.poll() is None or time.monotonic() > deadline:
+            return
+        time.sleep(0.2)
+
+
+class Watcher:
+    """`selfheal recover --watch` with its output timestamped as it arrives (detection = its first failure line)."""
+
+    def __init__(self, root: Path, env: Env) -> None:
+        self.lines: list[tuple[float, str]] = []
+        self.proc = subprocess.Popen([_selfheal(), "recover", "--watch"], cwd=root, env=env.vars, text=True,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append((time.monotonic(), line.rstrip()))
+
+    def first(self, text: str, after: float) -> float | None:
+        return next((t for t, line in self.lines if t >= after and text in line), None)
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not any(line.startswith("Watching ") for _, line in self.lines):
+            time.sleep(0.1)
+
+
+# -- judging --------------------------------------------------------------------------------------------------
+
+def _tags(root: Path) -> dict[str, str | None]:
+    """{version tag: the md5 in its message} read with plain git (independent of selfheal's registry code)."""
+    out = subprocess.run(["git", "for-each-ref", "--format=%(refname:strip=2)%00%(contents)%01", "refs/tags/"],
+                         cwd=root, capture_output=True, text=True).stdout
+    tags: dict[str, str | None] = {}
+    for record in out.split("\x01"):
+        name, _, message = record.strip("\n").partition("\x00")
+        if "@v" in name:
+            start = message.find("{")
+            try:
+                tags[name] = json.loads(message[start:]).get("md5") if start >= 0 else None
+            except ValueError:
+                tags[name] = None
+    return tags
+
+
+def end_state(root: Path, raw: Path, clean: Path) -> list[str]:
+    """What is wrong with the project's state, checked from the outside; [] when it is good."""
+    import pandas as pd
+
+    problems = []
+    prod = atomic.read_json(root / workspace.PRODUCTION) or {}
+    tag_md5 = _tags(root).get(f"model@{prod.get('version')}")
+    model_md5 = _md5(root / workspace.MODEL)
+    if not prod.get("version") or tag_md5 is None:
+        problems.append(f"production {prod.get('version')} is not a registered version")
+    elif model_md5 != tag_md5:
+        problems.append(f"{workspace.MODEL} md5 {model_md5} is not production {prod['version']}'s {tag_md5}")
+    for log in LOGS:
+        try:
+            atomic.read_json(root / log)
+        except ValueError:
+            problems.append(f"{log} is not valid JSON")
+    if (root / clean).is_file():
+        df = pd.read_parquet(root / clean)
+        numeric = df.select_dtypes("number")
+        if df.isna().any().any() or not np.isfinite(numeric.to_numpy(dtype=float)).all():
+            problems.append(f"{clean} has missing or infinite values")
+        if df.duplicated().any():
+            problems.append(f"{clean} has duplicate rows")
+    return problems
+
+
+def _raw_consumed(root: Path, raw: Path) -> bool:
+    """dvc.lock's fix_data stage read exactly the raw file that is there now."""
+    from selfheal.versions import vcs
+
+    recorded = vcs.hashes(vcs.read_lock(root / workspace.DVC_LOCK).get("fix_data", {}), "deps").get(str(raw))
+    return recorded == _md5(root / raw)
+
+
+def classify(fault: Fault, t: Trial, *, prod_changed: bool, new_versions: bool, fixed: bool, acted: bool) -> str:
+    """The trial's outcome from what was observed (see the module docstring)."""
+    if not t.end_state_good:
+        return "wrong" if acted else "missed"
+    escalated = t.exit_code not in (0, None)
+    if fault.expected == "left_alone":
+        if new_versions or prod_changed or acted:
+            return "wrong"
+        return "escalated" if escalated else "left_alone"
+    if fault.expected == "escalated":
+        if prod_changed or new_versions:
+            return "wrong"
+        return "escalated" if escalated else "missed"
+    if escalated:
+        return "escalated"
+    return "healed" if fixed else "missed"
+
+
+# -- one trial ------------------------------------------------------------------------------------------------
+
+def _heal_actions(stdout: str) -> list[str]:
+    """The actions heal took, from its `heal: <step>: <action>: <reason>` lines."""
+    acts = []
+    for line in stdout.splitlines():
+        parts = line.split(": ")
+        if line.startswith("heal: ") and len(parts) >= 3 and parts[2] not in ("skip", "done", "FAILED"):
+            acts.append(parts[2])
+    return list(dict.fromkeys(acts))
+
+
+def run_trial(fault: Fault, n: int, base: Path, work: Path, env: Env, rng: np.random.Generator,
+              params: dict[str, Any]) -> Trial:
+    root = work / f"{fault.name}-{n}"
+    shutil.copytree(base, root, symlinks=True)
+    t = Trial(fault.name, fault.group, fault.expected, n)
+    data, url = params["data"], params["service_recovery"]["service_url"]
+    raw, current, clean = Path(data["raw"]), Path(data["current"]), Path(data["clean"])
+    before = atomic.read_json(root / workspace.PRODUCTION) or {}
+    tags_before = _tags(root)
+    serving = fault.needs_service or fault.group == "model"  # model faults: is a rollback seen by clients?
+    load: Load | None = None
+    watcher: Watcher | None = None
+    try:
+        service = _start_service(root, url) if serving else None
+        if serving:
+            load = Load(url, _record(root)).__enter__()
+        if fault.under_watch:
+            watcher = Watcher(root, env)
+            watcher.wait_ready()
+        project = Project(root, root / raw, root / current, data["target"],
+                          service.pid if service is not None else None, int(url.rsplit(":", 1)[1]))
+        t0 = time.monotonic()
+        t.injected = fault.inject(project, rng)
+        if fault.name == "service_unhealthy":
+            procs.terminate(project.service_pid or 0, 3.0)
+            _start_service(root, url)
+        elif fault.name == "port_taken_by_foreign_process":
+            _foreign_service(root, project.port or 0)
+        if fault.then_repro:  # the candidate / the drift measurement heal then judges
+            env.run(["dvc", "repro"], root)
+        if watcher is not None and load is not None:
+            prod_md5 = before.get("md5")
+            deadline = time.monotonic() + WATCH_DEADLINE_S
+            while time.monotonic() < deadline and load.recovered_after(t0, prod_md5) is None:
+                time.sleep(0.05)
+            recovered = load.recovered_after(t0, prod_md5)
+            detected_at = watcher.first("Health check failed", t0)
+            t.detected, t.action = detected_at is not None, "recover" if detected_at is not None else ""
+            t.time_to_detect_s = round(detected_at - t0, 3) if detected_at is not None else None
+            t.time_to_recover_s = round(recovered, 3) if recovered is not None else None
+            t.exit_code = watcher.proc.poll()
+        else:
+            plan, t.time_to_detect_s = env.run([_selfheal(), "heal", "--plan"], root)
+            decisions = [line for line in plan.stdout.splitlines() if line.startswith("  ")]
+            t.detected = plan.returncode != 0 or any(f" {a} " in line for line in decisions
+                                                     for a in ("run_pipeline", "promote", "rollback", "restore",
+                                                               "retrain", "recover", "escalate", "report"))
+            t.time_to_detect_s = round(t.time_to_detect_s, 3)
+            heal, seconds = env.run([_selfheal(), "heal"], root)
+            t.exit_code, t.time_to_recover_s = heal.returncode, round(seconds, 2)
+            t.action = ",".join(_heal_actions(heal.stdout)) or ("error" if heal.returncode else "")
+            t.note = (heal.stderr.strip().splitlines() or heal.stdout.strip().splitlines() or [""])[-1][:200]
+        if load is not None:
+            time.sleep(0.3)  # a last few requests against the end state
+    finally:
+        if load is not None:
+            load.__exit__(None, None, None)
+        sandbox.kill_all_in(root)
+    if load is not None:
+        t.requests, t.requests_failed = load.requests, load.failed
+        t.healthy_share = round(sum(h for _, h, _ in load.probes) / len(load.probes), 4) if load.probes else None
+    after = atomic.read_json(root / workspace.PRODUCTION) or {}
+    t.end_state = end_state(root, raw, clean)
+    if serving and fault.name != "port_taken_by_foreign_process" and load is not None:
+        last = load.probes[-1] if load.probes else None
+        if last is None or not last[1] or last[2] != after.get("md5"):
+            t.end_state.append("the service does not answer with production's model")
+    t.end_state_good = not t.end_state
+    prod_changed = after.get("version") != before.get("version")
+    new_versions = bool(set(_tags(root)) - set(tags_before))
+    acted = bool(t.action) and t.action != "error"
+    fixed = _fixed(fault, t, root, raw, prod_changed)
+    t.outcome = classify(fault, t, prod_changed=prod_changed, new_versions=new_versions, fixed=fixed, acted=acted)
+    t.ok = t.outcome == fault.expected
+    return t
+
+
+def _fixed(fault: Fault, t: Trial, root: Path, raw: Path, prod_changed: bool) -> bool:
+    """Whether the fault itself is gone (the end state, checked separately, must also be good)."""
+    if fault.under_watch:
+        return t.time_to_recover_s is not None
+    if fault.group == "data":
+        refused = fault.name in ("constant_target", "shuffled_target")  # a bad model: production must stay
+        return _raw_consumed(root, raw) and (not prod_changed if refused else True)
+    if fault.name == "candidate_below_threshold":
+        return not prod_changed
+    if fault.name == "drift_most_columns":
+        return prod_changed  # a retrained model was promoted
+    return True  # the model file faults and the service: the end state says it all
+
+
+# -- the scorecard --------------------------------------------------------------------------------------------
+
+def _median(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return round(statistics.median(present), 3) if present else None
+
+
+def summarise(trials: list[Trial], baseline: dict[str, Any]) -> dict[str, Any]:
+    """Per fault kind, and the seed's success metrics computed from the drill."""
+    kinds: dict[str, dict[str, Any]] = {}
+    for t in trials:
+        k = kinds.setdefault(t.fault, {"group": t.group, "expected": t.expected, "trials": 0, "outcomes": {},
+                                       "passed": 0})
+        k["trials"] += 1
+        k["outcomes"][t.outcome] = k["outcomes"].get(t.outcome, 0) + 1
+        k["passed"] += t.ok
+    for name, k in kinds.items():
+        mine = [t for t in trials if t.fault == name]
+        k["median_detect_s"] = _median([t.time_to_detect_s for t in mine])
+        k["median_recover_s"] = _median([t.time_to_recover_s for t in mine])
+        k["requests"] = sum(t.requests for t in mine)
+        k["requests_failed"] = sum(t.requests_failed for t in mine)
+        k["end_state_good"] = sum(t.end_state_good for t in mine)
+    healed = [t for t in trials if t.outcome == "healed"]
+    watch = [t for t in healed if t.fault in ("service_crash", "service_hang")]
+    drift = [t for t in healed if t.fault == "drift_most_columns"]
+    service = [t for t in trials if t.healthy_share is not None and t.group == "service"]
+    drift_s = _median([t.time_to_recover_s for t in drift])
+    return {
+        "trials": len(trials),
+        "passed": sum(t.ok for t in trials),
+        "missed": sum(t.outcome == "missed" for t in trials),
+        "wrong": sum(t.outcome == "wrong" for t in trials),
+        "auto_fix_success_rate": round(100 * sum(t.ok for t in trials) / len(trials), 1) if trials else None,
+        "rollbacks": sum(any(a in t.action for a in ("rollback", "restore")) for t in trials),
+        "mttr_s": _median([t.time_to_recover_s for t in healed]),
+        "mttr_service_crash_s": _median([t.time_to_recover_s for t in watch if t.fault == "service_crash"]),
+        "mttr_service_hang_s": _median([t.time_to_recover_s for t in watch if t.fault == "service_hang"]),
+        "failed_requests_during_rollbacks": sum(t.requests_failed for t in trials if t.group == "model"),
+        "drift_response_s": drift_s,
+        "drift_response_vs_cold_repro": round(drift_s / baseline["cold_repro_s"], 2) if drift_s else None,
+        "service_uptime_pct": round(100 * statistics.fmean(t.healthy_share or 0.0 for t in service), 2)
+        if service else None,
+        "kinds": kinds,
+    }
+
+
+def markdown(card: dict[str, Any]) -> str:
+    s = card["summary"]
+    lines = [
+        f"# selfheal drill: {s['passed']}/{s['trials']} trials as expected",
+        "",
+        f"Seed {card['seed']}, revision `{card['revision']}`, {'quick' if card['quick'] else 'default'} data, "
+        f"{card['repeat']} trial(s) per kind, {card['started_at']}; baseline {card['baseline']['version']}, "
+        f"cold `dvc repro` {card['baseline']['cold_repro_s']} s. Missed: {s['missed']}, wrong actions: {s['wrong']}.",
+        "",
+    ]
+    for group in ("data", "model", "drift", "service", "config"):
+        rows = [(n, k) for n, k in s["kinds"].items() if k["group"] == group]
+        if not rows:
+            continue
+        lines += [f"## {group}", "", "| fault | expected | outcome | pass | detect s | recover s | failed requests "
+                  "| end state good |", "|---|---|---|---|---|---|---|---|"]
+        for name, k in rows:
+            outcome = ", ".join(f"{o} {c}" for o, c in k["outcomes"].items())
+            failed = f"{k['requests_failed']}/{k['requests']}" if k["requests"] else "-"
+            lines.append(f"| {name} | {k['expected']} | {outcome} | {k['passed']}/{k['trials']} | "
+                         f"{_fmt(k['median_detect_s'])} | {_fmt(k['median_recover_s'])} | {failed} | "
+                         f"{k['end_state_good']}/{k['trials']} |")
+        lines.append("")
+    lines += [
+        "## The seed's success metrics, measured",
+        "",
+        f"- Auto-fix success rate: {_fmt(s['auto_fix_success_rate'])} % of trials ended as expected",
+        f"- Rollbacks (and restores) performed: {s['rollbacks']}; failed requests during them: "
+        f"{s['failed_requests_during_rollbacks']}",
+        f"- Mean time to recovery (median of healed trials): {_fmt(s['mttr_s'])} s; service crash in watch mode "
+        f"{_fmt(s['mttr_service_crash_s'])} s, hang {_fmt(s['mttr_service_hang_s'])} s",
+        f"- Drift response (drift detected to a promoted retrained model): {_fmt(s['drift_response_s'])} s, "
+        f"{_fmt(s['drift_response_vs_cold_repro'])}x the cold `dvc repro`",
+        f"- Service uptime during the service trials: {_fmt(s['service_uptime_pct'])} % of health probes",
+        "",
+    ]
+    problems = [t for t in card["trials"] if not t["ok"]]
+    if problems:
+        lines += ["## Trials not as expected", ""]
+        lines += [f"- {t['fault']} #{t['repeat']}: {t['outcome']} (expected {t['expected']}); "
+                  f"{'; '.join(t['end_state']) or t['note'] or t['action']}" for t in problems]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _fmt(v: Any) -> str:
+    return "-" if v is None else str(v)
+
+
+def run(source: Path, faults: list[Fault], *, repeat: int = 1, seed: int = 42, quick: bool = False,
+        keep: Path | None = None, say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run the drill on a copy of the project at `source`; returns the scorecard (also written by the CLI)."""
+    from datetime import UTC, datetime
+
+    import yaml
+
+    env = Env(mlflow=not quick)
+    revision = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=source, capture_output=True,
+                              text=True).stdout.strip() or "unknown"
+    started = datetime.now(UTC).replace(microsecond=0).isoformat()
+    tmp = Path(tempfile.mkdtemp(prefix="selfheal-drill-")) if keep is None else keep
+    try:
+        base = tmp / "baseline" / "project"
+        baseline = prepare(source, base, env, quick, say)
+        params = yaml.safe_load((base / workspace.PARAMS).read_text(encoding="utf-8"))
+        rng = np.random.default_rng(seed)
+        trials: list[Trial] = []
+        total = len(faults) * repeat
+        for n in range(1, repeat + 1):
+            for fault in faults:
+                trial = run_trial(fault, n, base, tmp / "trials", env, rng, params)
+                trials.append(trial)
+                say(f"drill [{len(trials)}/{total}] {fault.name}: {trial.outcome} "
+                    f"({'as expected' if trial.ok else 'expected ' + fault.expected}); "
+                    f"detect {_fmt(trial.time_to_detect_s)} s, recover {_fmt(trial.time_to_recover_s)} s"
+                    + (f", {trial.requests_failed}/{trial.requests} requests failed" if trial.requests else ""))
+    finally:
+        if keep is None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    card = {"seed": seed, "revision": revision, "quick": quick, "repeat": repeat, "started_at": started,
+            "baseline": baseline, "trials": [asdict(t) for t in trials]}
+    card["summary"] = summarise(trials, baseline)
+    return card

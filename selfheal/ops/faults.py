@@ -1,0 +1,258 @@
+"""The drill's fault catalogue: what each fault does to a healthy, promoted project, and what should follow.
+
+Every fault is deterministic for a seed (numpy's Generator), touches only the throwaway copy it is given, and
+knows its expected outcome:
+- healed: selfheal repairs it without a person (fixes the data, refuses the bad model and keeps production,
+  restores the model file, retrains on real drift, brings the service back);
+- escalated: selfheal must not act on its own (a schema change, a foreign process on the port, a broken
+  config): it stops, says why, exits non-zero, and production keeps serving;
+- left_alone: nothing is wrong enough to act on (drift in one column of eight).
+Data faults are written into the raw CSV (params data.raw), the way bad data arrives in real projects.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from selfheal.core import atomic, workspace
+
+Expected = Literal["healed", "escalated", "left_alone"]
+Group = Literal["data", "model", "drift", "service", "config"]
+
+
+@dataclass(frozen=True)
+class Project:
+    """What a fault needs to know of the copy it works on."""
+
+    root: Path
+    raw: Path  # data.raw
+    current: Path  # data.current
+    target: str
+    service_pid: int | None = None  # the running service, for service faults
+    port: int | None = None
+
+
+@dataclass(frozen=True)
+class Fault:
+    name: str
+    group: Group
+    expected: Expected
+    inject: Callable[[Project, np.random.Generator], str]  # returns a one-line description of what it did
+    under_watch: bool = False  # a service fault handled by `recover --watch` (the others by `heal`)
+    then_repro: bool = False  # `dvc repro` runs after the fault, as CI's reproduce step does before heal
+
+    @property
+    def needs_service(self) -> bool:
+        return self.group == "service"
+
+
+def _read(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
+
+
+def _write(path: Path, df: pd.DataFrame) -> None:
+    atomic.atomic_write(path, lambda tmp: df.to_csv(tmp, index=False, lineterminator="\n"))
+
+
+def _features(df: pd.DataFrame, target: str) -> list[str]:
+    return [c for c in df.columns if c != target and pd.to_numeric(df[c], errors="coerce").notna().mean() > 0.9]
+
+
+def _cells(df: pd.DataFrame, cols: list[str], share: float, rng: np.random.Generator) -> list[tuple[int, str]]:
+    n = max(1, round(share * len(df) * len(cols)))
+    picks = rng.choice(len(df) * len(cols), size=n, replace=False)
+    return [(int(i) // len(cols), cols[int(i) % len(cols)]) for i in picks]
+
+
+Change = Callable[[pd.DataFrame, str, np.random.Generator], "tuple[pd.DataFrame, str]"]
+
+
+def _data_fault(change: Change) -> Callable[[Project, np.random.Generator], str]:
+    def inject(p: Project, rng: np.random.Generator) -> str:
+        df, what = change(_read(p.raw), p.target, rng)
+        _write(p.raw, df)
+        return what
+
+    return inject
+
+
+def _missing(df: pd.DataFrame, target: str, rng: np.random.Generator) -> tuple[pd.DataFrame, str]:
+    cells = _cells(df, _features(df, target), 0.03, rng)
+    for r, c in cells:
+        df.at[r, c] = ""
+    return df, f"{len(cells)} feature cells emptied"
+
+
+def _outliers(df: pd.DataFrame, target: str, rng: np.random.Generator) -> tuple[pd.DataFrame, str]:
+    cells = _cells(df, _features(df, target), 0.005, rng)
+    for r, c in cells:
+        q = pd.to_numeric(df[c], errors="coerce")
+        df.at[r, c] = repr(round(float(q.quantile(0.75) + rng.uniform(20, 60) * (q.quantile(0.75) - q.quantile(0.25))), 4))
+    return df, f"{len(cells)} cells set 20-60 IQR above Q3"
+
+
+def _duplicates(df: pd.DataFrame, target: str, rng: np.random.Generator) -> tuple[pd.DataFrame, str]:
+    rows = rng.choice(len(df), size=max(1, len(df) // 50), replace=False)
+    out = pd.concat([df, df.iloc[rows]], ignore_index=True)
+    return out.iloc[rng.permutation(len(out))], f"{len(rows)} rows duplicated"
+
+
+def _as_text(df: pd.DataFrame, target: str, rng: np.random.Generator) -> tuple[pd.DataFrame, str]:
+    cells = _cells(df, _features(df, target), 0.01, rng)
+    for r, c in cells:
+        df.at[r, c] = str(rng.choice(["N/A", "?", "-"])) if rng.random() < 0.5 else f" {df.at[r, c]} "
+    return df, f"{len(cells)} numbers written as text"
+
+
+def _infinite(df: pd.DataFrame, target: str, rng: np.random.Generator) -> tuple[pd.DataFrame, str]:
+    cells = _cells(df, _features(df, target), 0.002, rng)
+    for r, c in cells:
+        df.at[r, c] = str(rng.choice(["inf", "-inf", "1e309"]))
+    return df, f"{len(cells)} infinite values"
+
+
+def _rename(df: pd.DataFrame, target: str, rng: np.random.Generator) -> tuple[pd.DataFrame, str]:
+    col = str(rng.choice(_features(df, target)))
+    return df.rename(columns={col: f"{col}_v2"}), f"column {col} renamed to {col}_v2"
+
+
+def _retype(df: pd.DataFrame, target: str, rng: np.random.Generator) -> tuple[pd.DataFrame, str]:
+    col = str(rng.choice(_features(df, target)))
+    df[col] = [f"id-{v}" for v in df[col]]
+    return df, f"column {col} made text (every value prefixed 'id-')"
+
+
+def _constant_target(df: pd.DataFrame, target: str, rng: np.random.Generator) -> tuple[pd.DataFrame, str]:
+    value = df[target].iloc[int(rng.integers(len(df)))]
+    df[target] = value
+    return df, f"every {target} set to {value}"
+
+
+def _shuffled_target(df: pd.DataFrame, target: str, rng: np.random.Generator) -> tuple[pd.DataFrame, str]:
+    df[target] = df[target].to_numpy()[rng.permutation(len(df))]
+    return df, f"{target} shuffled across rows"
+
+
+def _shift(columns: Callable[[list[str], np.random.Generator], list[str]]) -> Callable[
+        [Project, np.random.Generator], str]:
+    def inject(p: Project, rng: np.random.Generator) -> str:
+        df = _read(p.current)
+        cols = columns(_features(df, p.target), rng)
+        for c in cols:
+            values = pd.to_numeric(df[c], errors="coerce")
+            df[c] = (values + 1.5 * values.std()).round(6).astype(str)
+        _write(p.current, df)
+        return f"current batch: {', '.join(cols)} shifted by 1.5 std"
+
+    return inject
+
+
+def _params(change: Callable[[dict], str]) -> Callable[[Project, np.random.Generator], str]:
+    def inject(p: Project, rng: np.random.Generator) -> str:
+        path = p.root / workspace.PARAMS
+        params = yaml.safe_load(path.read_text(encoding="utf-8"))
+        what = change(params)
+        path.write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+        return what
+
+    return inject
+
+
+def _weak_candidate(params: dict) -> str:
+    params["train"]["model"] = "hist_gradient_boosting"
+    params["train"]["hist_gradient_boosting"]["max_iter"] = 1
+    return "train.hist_gradient_boosting.max_iter = 1 (a candidate far below the threshold)"
+
+
+def _invalid_param(params: dict) -> str:
+    params["train"]["test_size"] = 2
+    return "train.test_size = 2 (must be between 0 and 1)"
+
+
+def _corrupt_model(p: Project, rng: np.random.Generator) -> str:
+    model = p.root / workspace.MODEL
+    data = bytearray(model.read_bytes())
+    for i in rng.choice(len(data), size=64, replace=False):
+        data[int(i)] ^= 0xFF
+    atomic.write_bytes(model, bytes(data))
+    return f"64 bytes of {workspace.MODEL} flipped"
+
+
+def _delete_model(p: Project, rng: np.random.Generator) -> str:
+    (p.root / workspace.MODEL).unlink()
+    return f"{workspace.MODEL} deleted"
+
+
+def _signal(sig: int, what: str) -> Callable[[Project, np.random.Generator], str]:
+    def inject(p: Project, rng: np.random.Generator) -> str:
+        assert p.service_pid is not None
+        os.kill(p.service_pid, sig)
+        return f"service pid {p.service_pid}: {what}"
+
+    return inject
+
+
+def _no_model(p: Project, rng: np.random.Generator) -> str:
+    """The service restarted while its model file was missing: it answers 503 (the drill restarts it)."""
+    (p.root / workspace.MODEL).unlink()
+    return f"{workspace.MODEL} deleted, service restarted without it (503)"
+
+
+def _foreign_port(p: Project, rng: np.random.Generator) -> str:
+    """Our service is gone and another project's HTTP service holds the port (the drill starts it)."""
+    assert p.service_pid is not None
+    os.kill(p.service_pid, signal.SIGKILL)
+    return f"service killed; a foreign HTTP service answers /health on port {p.port}"
+
+
+CATALOGUE: list[Fault] = [
+    Fault("missing_values", "data", "healed", _data_fault(_missing)),
+    Fault("outliers", "data", "healed", _data_fault(_outliers)),
+    Fault("duplicates", "data", "healed", _data_fault(_duplicates)),
+    Fault("numbers_as_text", "data", "healed", _data_fault(_as_text)),
+    Fault("infinite_values", "data", "healed", _data_fault(_infinite)),
+    Fault("column_renamed", "data", "escalated", _data_fault(_rename)),
+    Fault("column_type_changed", "data", "escalated", _data_fault(_retype)),
+    Fault("constant_target", "data", "healed", _data_fault(_constant_target)),
+    Fault("shuffled_target", "data", "healed", _data_fault(_shuffled_target)),
+    Fault("candidate_below_threshold", "model", "healed", _params(_weak_candidate), then_repro=True),
+    Fault("corrupted_model_file", "model", "healed", _corrupt_model),
+    Fault("deleted_model_file", "model", "healed", _delete_model),
+    Fault("drift_most_columns", "drift", "healed", _shift(lambda cols, rng: cols[: max(1, len(cols) * 3 // 4)]),
+          then_repro=True),
+    Fault("drift_one_column", "drift", "left_alone", _shift(lambda cols, rng: [str(rng.choice(cols))]),
+          then_repro=True),
+    Fault("service_crash", "service", "healed", _signal(signal.SIGKILL, "SIGKILL"), under_watch=True),
+    Fault("service_hang", "service", "healed", _signal(signal.SIGSTOP, "SIGSTOP"), under_watch=True),
+    Fault("service_unhealthy", "service", "healed", _no_model),
+    Fault("port_taken_by_foreign_process", "service", "escalated", _foreign_port),
+    Fault("invalid_params_value", "config", "escalated", _params(_invalid_param)),
+]
+BY_NAME = {f.name: f for f in CATALOGUE}
+
+
+def select(spec: str) -> list[Fault]:
+    """`all`, a group name (data, model, drift, service, config) or comma-separated fault names."""
+    chosen: list[Fault] = []
+    for part in (p.strip() for p in spec.split(",") if p.strip()):
+        if part == "all":
+            chosen += CATALOGUE
+        elif part in {f.group for f in CATALOGUE}:
+            chosen += [f for f in CATALOGUE if f.group == part]
+        elif part in BY_NAME:
+            chosen.append(BY_NAME[part])
+        else:
+            from selfheal.core.errors import SelfHealError
+
+            raise SelfHealError(f"--faults: unknown fault {part!r}; known: all, "
+                                f"{', '.join(sorted({f.group for f in CATALOGUE}))}, {', '.join(BY_NAME)}")
+    return list(dict.fromkeys(chosen))
