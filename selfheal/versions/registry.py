@@ -9,6 +9,7 @@ rollback must stay quick. The seed's timestamp names (`v20241120_150000`) are ke
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -168,3 +169,20 @@ def production(path: str | Path = workspace.PRODUCTION) -> dict[str, Any] | None
     except ValueError as exc:
         raise SelfHealError(f"{path}: not valid JSON ({exc}); restore it with `git checkout -- {path}`") from None
     return record if isinstance(record, dict) and record.get("version") else None
+
+
+def mlflow_alias(version: Version, cwd: str | Path = ".") -> str | None:
+    """Move MLflow's `prod` alias to the model now in production (its run id is in models/model.json), so the
+    MLflow UI agrees with GTO. Returns the MLflow version number, or None when there is nothing to move. A
+    store failure is a warning: production has already changed, and the next promote or rollback fixes it."""
+    from selfheal.pipeline import tracking
+
+    cwd = Path(cwd)
+    meta = atomic.read_json(cwd / workspace.MODEL_META, {}) or {}
+    if os.environ.get("MLFLOW_TRACKING_URI") is None and not (cwd / tracking.DEFAULT_DB).exists():
+        return None  # no store here: do not create an empty one
+    try:
+        return tracking.set_production_alias(meta.get("mlflow_run_id"), version.name, cwd)
+    except SelfHealError as exc:
+        print(f"⚠️  MLflow alias '{tracking.PROD_ALIAS}' not moved to {version.name}: {exc}")
+        return None
