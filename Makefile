@@ -102,8 +102,9 @@ versions: $(STAMP) ## List registered model versions and mark production
 status: $(STAMP) ## Self-healing metrics from the audit logs (also metrics/self_healing.json)
 	$(BIN)/selfheal status
 
-serve: $(STAMP) ## Serve the production model (FastAPI) on HOST:PORT (default 127.0.0.1:8000)
-	$(BIN)/selfheal serve --host $(HOST) --port $(PORT)
+serve: $(STAMP) ## Serve the production model (FastAPI) on HOST:PORT (default 127.0.0.1:8000); logs also to .selfheal/service.log
+	@mkdir -p .selfheal
+	set -o pipefail; $(BIN)/selfheal serve --host $(HOST) --port $(PORT) 2>&1 | tee -a .selfheal/service.log
 
 recover: $(STAMP) ## Check the service, recover it if down (METHOD=auto|cache|config|process|docker, WATCH=1 keeps watching)
 	$(BIN)/selfheal recover --method $(METHOD) $(if $(SERVICE_URL),--service-url $(SERVICE_URL)) $(if $(WATCH),--watch)
