@@ -194,9 +194,11 @@ def log_holdout(run_id: str | None, scores: dict[str, Any], passed: bool) -> boo
 def set_production_alias(run_id: str | None, version: str, root: Path) -> str | None:
     """Point the registry alias `prod` at the registered model version of `run_id` and tag it with the GTO
     version name; returns the MLflow version number, or None when there is nothing to move (tracking off, no
-    linked run, or the run's model not registered in this store). Store failures raise SelfHealError."""
+    linked run, no store, or the run's model not registered in it). Store failures raise SelfHealError."""
     if not enabled() or not run_id:
         return None
+    if not os.environ.get("MLFLOW_TRACKING_URI") and not (root / DEFAULT_DB).exists():
+        return None  # no embedded store here: do not create an empty one
     uri = tracking_uri(root)
     try:
         client = _client(uri)

@@ -9,7 +9,6 @@ rollback must stay quick. The seed's timestamp names (`v20241120_150000`) are ke
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -179,8 +178,6 @@ def mlflow_alias(version: Version, cwd: str | Path = ".") -> str | None:
 
     cwd = Path(cwd)
     meta = atomic.read_json(cwd / workspace.MODEL_META, {}) or {}
-    if os.environ.get("MLFLOW_TRACKING_URI") is None and not (cwd / tracking.DEFAULT_DB).exists():
-        return None  # no store here: do not create an empty one
     try:
         return tracking.set_production_alias(meta.get("mlflow_run_id"), version.name, cwd)
     except SelfHealError as exc:
