@@ -158,6 +158,11 @@ def _store_error(uri: str, exc: Exception) -> SelfHealError:
     )
 
 
+def _no_store(root: Path) -> bool:
+    """No server named and no embedded store in `root`: nothing to update, and no empty store to create."""
+    return not os.environ.get("MLFLOW_TRACKING_URI") and not (root / DEFAULT_DB).exists()
+
+
 def _client(uri: str) -> Any:
     _quiet()
     from mlflow.tracking import MlflowClient
@@ -168,10 +173,11 @@ def _client(uri: str) -> Any:
 def log_holdout(run_id: str | None, scores: dict[str, Any], passed: bool) -> bool:
     """Add the holdout scores (`holdout_r2`, ...) and the gate's verdict to the run that trained the model.
 
-    False (nothing logged) when tracking is off, no run is linked (a model trained with SELFHEAL_MLFLOW=0) or
-    the store does not know the run (a model pulled from elsewhere): the verdict does not depend on MLflow.
+    False (nothing logged) when tracking is off, no run is linked (a model trained with SELFHEAL_MLFLOW=0), there
+    is no store, or the store does not know the run (a model pulled from elsewhere): the verdict does not
+    depend on MLflow.
     """
-    if not enabled() or not run_id:
+    if not enabled() or not run_id or _no_store(Path(".")):
         return False
     uri = tracking_uri()
     try:
@@ -197,8 +203,8 @@ def set_production_alias(run_id: str | None, version: str, root: Path) -> str | 
     linked run, no store, or the run's model not registered in it). Store failures raise SelfHealError."""
     if not enabled() or not run_id:
         return None
-    if not os.environ.get("MLFLOW_TRACKING_URI") and not (root / DEFAULT_DB).exists():
-        return None  # no embedded store here: do not create an empty one
+    if _no_store(root):
+        return None
     uri = tracking_uri(root)
     try:
         client = _client(uri)
