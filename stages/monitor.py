@@ -24,7 +24,9 @@ def main() -> None:
     data = params.data
     model = load_model()
     reference = read_parquet_checked(workspace.REFERENCE, "the train stage writes the drift reference; run `dvc repro`")
-    current = coerce_features(read_csv_checked(data.current), model.features, data.current)
+    hint = (f"; set data.current in {workspace.PARAMS} to a batch with the columns of the training data "
+            f"(data.raw: {data.raw}), e.g. a sample of it")
+    current = coerce_features(read_csv_checked(data.current), model.features, data.current, hint)
     current[PREDICTION] = predict_batch(model.pipeline, current, model.features, data.current)
 
     metrics, html = detect_drift(

@@ -13,7 +13,7 @@ def main() -> None:
     from selfheal.core import atomic
     from selfheal.core.config import load_params
     from selfheal.core.errors import DataError, SelfHealError
-    from selfheal.pipeline import artifact
+    from selfheal.pipeline import artifact, tracking
     from selfheal.pipeline.checks import read_parquet_checked
     from selfheal.pipeline.evaluation import plot_frames, score, verdict
     from selfheal.pipeline.training import predict
@@ -36,6 +36,7 @@ def main() -> None:
     scores = score(task, y_true, y_pred)
     result = verdict(task, scores, mv.min_accuracy_threshold, mv.max_relative_drop, workspace.read_production())
     n = scores.pop("n")
+    tracking.log_holdout(model.meta.get("mlflow_run_id"), scores, result["passed"])
     atomic.write_json(
         workspace.VALIDATION,
         {"task": task, **result, **scores, "n_holdout": n, "model_md5": model.md5},

@@ -20,7 +20,7 @@ from typing import Any
 
 from selfheal.core import atomic, audit, clock, workspace
 from selfheal.core.errors import SelfHealError
-from selfheal.versions import vcs
+from selfheal.versions import registry, vcs
 
 VALIDATION = str(workspace.VALIDATION)
 DRIFT = str(workspace.DRIFT)
@@ -55,12 +55,23 @@ class Base:
         return self.name if self.name == self.sha[:10] else f"{self.rev} @ {self.sha[:7]}"
 
 
+def _commit(rev: str) -> list[str]:
+    return vcs.git("show", "-s", "--format=%H %cI", f"{rev}^{{commit}}", "--", check=False).split()
+
+
 def resolve_base(rev: str) -> Base:
-    found = vcs.git("show", "-s", "--format=%H %cI", f"{rev}^{{commit}}", "--", check=False).split()
+    """A git revision, or a model version as `make versions` names it (v0.0.3, model@v0.0.3, a seed alias)."""
+    found = _commit(rev)
     if len(found) != 2:
-        raise SelfHealError(
-            f"--base {rev}: not a commit of this git repo (in GitHub Actions check out with fetch-depth: 0)"
-        )
+        known = registry.versions()
+        try:
+            found = _commit(f"refs/tags/{registry.find(rev, known).tag}")
+        except SelfHealError:
+            names = ", ".join(v.name for v in known) or "none registered yet"
+            raise SelfHealError(
+                f"--base {rev}: not a commit of this git repo (in GitHub Actions check out with fetch-depth: 0) "
+                f"and not a model version (known: {names})"
+            ) from None
     return Base(rev, found[0], clock.parse_time(found[1]))
 
 

@@ -51,13 +51,14 @@ def _labels(series: pd.Series) -> pd.Series:
 _CONVERT = {"numeric": _numbers, "categorical": _labels}
 
 
-def coerce_features(frame: pd.DataFrame, features: list[dict[str, Any]], source: str) -> pd.DataFrame:
-    """Check the model's feature columns are present; read them as fix_data does (dirty cells -> missing)."""
+def coerce_features(frame: pd.DataFrame, features: list[dict[str, Any]], source: str, hint: str = "") -> pd.DataFrame:
+    """Check the model's feature columns are present; read them as fix_data does (dirty cells -> missing).
+    `hint` (what to set when they are not) ends the error message."""
     missing = [f["name"] for f in features if f["name"] not in frame.columns]
     if missing:
         raise DataError(
             f"{source}: missing feature column(s) {missing} that the model needs "
-            f"(expected {[f['name'] for f in features]})"
+            f"(expected {[f['name'] for f in features]}){hint}"
         )
     out = frame.copy()
     for f in features:

@@ -12,6 +12,8 @@ from selfheal.core.config import DataQualityParams
 from selfheal.core.errors import DataError
 from selfheal.pipeline.checks import Schema, duplicated_rows, fatal_shape, out_of_range, problems, typed
 
+HAD_MISSING = "selfheal_had_missing"  # DataFrame.attrs key: the features that had missing values before fixing
+
 
 def _iqr_fences(values: pd.Series, k: float) -> tuple[float, float] | None:
     """Q1 - k*IQR, Q3 + k*IQR; None when IQR is 0 (a constant or mostly-one-value column has no outliers)."""
@@ -84,6 +86,8 @@ def fix(df: pd.DataFrame, schema: Schema, dq: DataQualityParams, source: str = "
                 info["fill_value"] = float(fill) if info["kind"] == "numeric" else str(fill)
                 frame[col] = values.fillna(fill)
     frame = frame.reset_index(drop=True)
+    # carried in the parquet file's metadata to train, which records these columns as nullable in model.json
+    frame.attrs[HAD_MISSING] = [c for c in schema.features if cols[c].get("missing_filled") or frame[c].isna().any()]
     after = problems(frame, {}, schema)  # frame is typed already: no text left to count
     report = {
         "rows_in": rows_in,

@@ -1,9 +1,14 @@
-"""Log each training run (params, train metrics, the model) to MLflow.
+"""Log each training run to MLflow (params, train and holdout metrics, the model with an input example, tags
+naming the DVC experiment and git commit), register the model, and keep the registry's `prod` alias on the
+version GTO calls production.
 
 The default store is embedded and offline: `sqlite:///mlflow.db` in the working directory (the repo root when a
 stage runs) with artifacts under `mlartifacts/`; browse it with `mlflow ui --backend-store-uri sqlite:///mlflow.db`.
 `MLFLOW_TRACKING_URI` points it at a server instead. `SELFHEAL_MLFLOW=0` skips tracking entirely, for machines
 without a writable store. mlflow is imported only inside these functions: it costs seconds to import.
+
+Every run's model is a version of the registered model `selfheal`; promote and rollback move the alias `prod`
+(`models:/selfheal@prod`), so the MLflow UI shows the same production as `selfheal versions`.
 
 The first run on a new store pays for MLflow's schema migrations (about 10 s on a slow machine); later runs do not.
 """
@@ -12,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +25,11 @@ from selfheal.core.errors import SelfHealError
 from selfheal.pipeline.training import predict
 
 EXPERIMENT = "selfheal"
-DEFAULT_URI = "sqlite:///mlflow.db"
+REGISTERED_MODEL = "selfheal"
+PROD_ALIAS = "prod"
+EXP_NAME_ENV = "DVC_EXP_NAME"  # set by `dvc exp run` for the stages it runs
+DEFAULT_DB = "mlflow.db"
+DEFAULT_URI = f"sqlite:///{DEFAULT_DB}"
 ARTIFACTS_DIR = "mlartifacts"
 SWITCH = "SELFHEAL_MLFLOW"
 # No network (telemetry) and no slow or noisy paths; setdefault so a user's own setting wins.
@@ -34,8 +44,38 @@ def enabled() -> bool:
     return os.environ.get(SWITCH, "1").strip().lower() not in {"0", "false", "no", "off"}
 
 
-def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+def tracking_uri(root: Path | None = None) -> str:
+    """The store: MLFLOW_TRACKING_URI, else the embedded one in `root` (default: the working directory)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    return DEFAULT_URI if root is None else f"sqlite:///{(root / DEFAULT_DB).resolve()}"
+
+
+def _quiet() -> None:
+    for key, value in _QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+
+
+def _git_commit() -> str | None:
+    """The commit the run's code and params come from (None outside a git repository)."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def run_tags(meta: dict[str, Any]) -> dict[str, str]:
+    """What links a run to the rest of the project: the data, the model kind, the DVC experiment, the commit."""
+    tags = {"selfheal.data_md5": str(meta.get("data_md5")), "selfheal.model": meta["model"]}
+    exp_name = os.environ.get(EXP_NAME_ENV)
+    if exp_name:
+        tags["selfheal.dvc_exp"] = exp_name
+    commit = _git_commit()
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    return tags
 
 
 def _pip_requirements() -> list[str]:
@@ -78,8 +118,7 @@ def log_training(pipeline: Any, meta: dict[str, Any], metrics: dict[str, float],
     """
     if not enabled():
         return None
-    for key, value in _QUIET_ENV.items():
-        os.environ.setdefault(key, value)
+    _quiet()
     uri = tracking_uri()
     try:
         import mlflow
@@ -88,8 +127,7 @@ def log_training(pipeline: Any, meta: dict[str, Any], metrics: dict[str, float],
 
         mlflow.set_tracking_uri(uri)
         experiment_id = _experiment_id(mlflow, uri)
-        tags = {"selfheal.data_md5": str(meta.get("data_md5")), "selfheal.model": meta["model"]}
-        with mlflow.start_run(experiment_id=experiment_id, tags=tags) as run:
+        with mlflow.start_run(experiment_id=experiment_id, tags=run_tags(meta)) as run:
             mlflow.log_params(_flat_params(meta))
             mlflow.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
             signature = infer_signature(sample, predict(pipeline, sample))
@@ -102,14 +140,80 @@ def log_training(pipeline: Any, meta: dict[str, Any], metrics: dict[str, float],
                     name="model",
                     serialization_format="cloudpickle",
                     signature=signature,
+                    input_example=sample.head(3),
                     pip_requirements=_pip_requirements(),
+                    registered_model_name=REGISTERED_MODEL,
                 )
             finally:
                 sk_logger.setLevel(previous)
             return run.info.run_id
     except Exception as exc:  # an unwritable, locked or unreachable store: say where and how to skip it
-        first_line = (str(exc).strip().splitlines() or [""])[0]
-        raise SelfHealError(
-            f"MLflow logging to {uri} failed ({type(exc).__name__}: {first_line}); "
-            f"set {SWITCH}=0 to train without tracking"
-        ) from None
+        raise _store_error(uri, exc) from None
+
+
+def _store_error(uri: str, exc: Exception) -> SelfHealError:
+    first_line = (str(exc).strip().splitlines() or [""])[0]
+    return SelfHealError(
+        f"MLflow logging to {uri} failed ({type(exc).__name__}: {first_line}); set {SWITCH}=0 to run without tracking"
+    )
+
+
+def _no_store(root: Path) -> bool:
+    """No server named and no embedded store in `root`: nothing to update, and no empty store to create."""
+    return not os.environ.get("MLFLOW_TRACKING_URI") and not (root / DEFAULT_DB).exists()
+
+
+def _client(uri: str) -> Any:
+    _quiet()
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def log_holdout(run_id: str | None, scores: dict[str, Any], passed: bool) -> bool:
+    """Add the holdout scores (`holdout_r2`, ...) and the gate's verdict to the run that trained the model.
+
+    False (nothing logged) when tracking is off, no run is linked (a model trained with SELFHEAL_MLFLOW=0), there
+    is no store, or the store does not know the run (a model pulled from elsewhere): the verdict does not
+    depend on MLflow.
+    """
+    if not enabled() or not run_id or _no_store(Path(".")):
+        return False
+    uri = tracking_uri()
+    try:
+        from mlflow.exceptions import MlflowException
+
+        client = _client(uri)
+        try:
+            client.get_run(run_id)
+        except MlflowException:
+            return False
+        for key, value in scores.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                client.log_metric(run_id, f"holdout_{key}", float(value))
+        client.set_tag(run_id, "selfheal.validation", "passed" if passed else "failed")
+    except Exception as exc:
+        raise _store_error(uri, exc) from None
+    return True
+
+
+def set_production_alias(run_id: str | None, version: str, root: Path) -> str | None:
+    """Point the registry alias `prod` at the registered model version of `run_id` and tag it with the GTO
+    version name; returns the MLflow version number, or None when there is nothing to move (tracking off, no
+    linked run, no store, or the run's model not registered in it). Store failures raise SelfHealError."""
+    if not enabled() or not run_id:
+        return None
+    if _no_store(root):
+        return None
+    uri = tracking_uri(root)
+    try:
+        client = _client(uri)
+        found = client.search_model_versions(f"name='{REGISTERED_MODEL}' and run_id='{run_id}'")
+        if not found:
+            return None
+        number = str(found[0].version)
+        client.set_registered_model_alias(REGISTERED_MODEL, PROD_ALIAS, number)
+        client.set_model_version_tag(REGISTERED_MODEL, number, "selfheal.version", version)
+    except Exception as exc:
+        raise _store_error(uri, exc) from None
+    return number

@@ -22,6 +22,7 @@ import pandas as pd
 from selfheal.core.config import Params, TrainParams
 from selfheal.core.errors import DataError
 from selfheal.pipeline.evaluation import metric_name, score
+from selfheal.pipeline.fixes import HAD_MISSING
 
 PREDICTION = "prediction"  # the reference sample's model-output column (Evidently prediction drift)
 HGB_MAX_CATEGORIES = 255  # HistGradientBoosting bins categories; rarer ones beyond this are grouped
@@ -53,6 +54,15 @@ def infer_features(df: pd.DataFrame, target: str, overrides: Mapping[str, str] |
     if not features:
         raise DataError(f"no feature columns besides the target {target!r}")
     return features
+
+
+def _mark_nullable(features: list[dict[str, Any]], clean_df: pd.DataFrame) -> None:
+    """Numeric features that had missing values (filled by fix_data, or still missing) are `nullable`: every model
+    handles NaN there (HGB natively, the others by their imputer), so the service accepts null for them."""
+    had_missing = set(clean_df.attrs.get(HAD_MISSING) or [])
+    for f in features:
+        if f["kind"] == "numeric":
+            f["nullable"] = f["name"] in had_missing or bool(clean_df[f["name"]].isna().any())
 
 
 def split(
@@ -182,6 +192,7 @@ def train(
     target, task, tp = params.data.target, params.data.task, params.train
     _check(clean_df, target, task)
     features = infer_features(clean_df, target, params.data.columns)
+    _mark_nullable(features, clean_df)
     names = [f["name"] for f in features]
     train_df, holdout_df = split(clean_df, target, task, tp.test_size, tp.seed)
 

@@ -2,6 +2,7 @@
 
 Endpoints read the body themselves and validate it from bytes against the model's schema (see schema.py)
 instead of declaring a static pydantic body: the schema belongs to the model, and a reload may change it.
+/openapi.json (and /docs) is built per request from the loaded model, so it always describes what /predict takes.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -31,7 +33,14 @@ from selfheal.service.client import TOKEN_ENV
 from selfheal.service.limits import BodyLimitMiddleware, BodyTooLarge, body_too_large
 from selfheal.service.model_holder import ModelHolder
 from selfheal.service.prom import Metrics, MetricsMiddleware
-from selfheal.service.schema import PayloadError
+from selfheal.service.schema import ErrorBody, PayloadError, PredictResponse
+
+PREDICT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    413: {"model": ErrorBody, "description": "body above the size limit, or more records than max_batch_size"},
+    422: {"model": ErrorBody, "description": "not a record or list of records: unknown, missing or mistyped fields, "
+                                             "each error naming the record index and field"},
+    503: {"model": ErrorBody, "description": "no model loaded"},
+}
 
 
 @dataclass(frozen=True)
@@ -114,8 +123,17 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                 "last_reload_error": holder.last_error}
         return JSONResponse(body, status_code=200 if holder.current else 503)
 
-    @app.post("/predict")
+    def openapi() -> dict[str, Any]:
+        spec = get_openapi(title=app.title, version=app.version, routes=app.routes)
+        if holder.current is not None:
+            spec["paths"]["/predict"]["post"]["requestBody"] = holder.current.schema.openapi_body()
+        return spec
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+    @app.post("/predict", response_model=PredictResponse, responses=PREDICT_RESPONSES)
     async def predict(request: Request) -> JSONResponse:
+        """Score one record (a JSON object) or a list of them; the fields are the model's training columns."""
         snapshot = holder.current
         if snapshot is None:
             return _error(503, f"no model loaded: {holder.last_error}")

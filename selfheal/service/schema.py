@@ -1,6 +1,7 @@
 """The /predict request schema, built from the model's training columns (model.json `features`).
 
-Typed and closed: numeric columns take JSON numbers only (no strings, booleans, null, NaN or infinity),
+Typed and closed: numeric columns take JSON numbers only (no strings, booleans, NaN or infinity; null only for a
+column model.json marks `nullable`: it had missing values in training, and the model fills them),
 categorical columns take values of the type their training categories had (unseen values are allowed: the
 model's encoder tolerates them), and unknown or missing fields are rejected. The body is validated straight from
 its JSON bytes by pydantic-core, so the check costs microseconds and never reaches the model with bad input.
@@ -8,10 +9,21 @@ its JSON bytes by pydantic-core, so the check costs microseconds and never reach
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, Optional, Union
 
-from pydantic import ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+    ValidationError,
+)
 from typing_extensions import TypedDict
 
 _CATEGORY_TYPES = {bool: StrictBool, int: StrictInt, float: StrictFloat, str: StrictStr}
@@ -25,6 +37,25 @@ class PayloadError(Exception):
         self.status = status
         self.message = message
         self.errors = errors or []
+
+
+class FieldError(BaseModel):
+    loc: list[str | int] = Field(description='where: ["body", <record index>, <field>]')
+    msg: str = Field(description="names the record and field, e.g. \"record 3: field 'MedInc': missing field\"")
+    type: str
+
+
+class ErrorBody(BaseModel):
+    """The body of every 4xx/5xx answer of /predict."""
+
+    detail: list[FieldError] | str
+    message: str
+
+
+class PredictResponse(BaseModel):
+    predictions: list[float | int | str | bool] = Field(description="one per record, in request order")
+    model_version: str | None = Field(description="the registered version that scored the request (model@vX.Y.Z)")
+    model_md5: str
 
 
 def _category_type(feature: dict[str, Any]) -> Any:
@@ -60,18 +91,20 @@ class RequestSchema:
     record: TypeAdapter
     batch: TypeAdapter
     example: dict[str, Any]  # one valid record: smoke-tests a model before it serves
+    nullable: tuple[str, ...] = ()  # numeric columns where null means missing (NaN for the model)
 
     @classmethod
     def from_features(cls, features: list[dict[str, Any]], max_batch_size: int) -> RequestSchema:
-        fields = {
-            f["name"]: StrictFloat if f["kind"] == "numeric" else _category_type(f) for f in features
-        }
+        fields = {f["name"]: _field_type(f) for f in features}
         record = TypedDict("Record", fields)  # type: ignore[misc]
-        record.__pydantic_config__ = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)  # type: ignore[attr-defined]
+        record.__pydantic_config__ = ConfigDict(  # type: ignore[attr-defined]
+            extra="forbid", strict=True, allow_inf_nan=False, title="Record"
+        )
         batch = Annotated[list[record], Field(min_length=1)]
         example = {f["name"]: 0.0 if f["kind"] == "numeric" else (f.get("categories") or [""])[0] for f in features}
         names = [f["name"] for f in features]
-        return cls(names, max_batch_size, TypeAdapter(record), TypeAdapter(batch), example)
+        nullable = tuple(f["name"] for f in features if f.get("nullable"))
+        return cls(names, max_batch_size, TypeAdapter(record), TypeAdapter(batch), example, nullable)
 
     @property
     def max_body_bytes(self) -> int:
@@ -95,8 +128,31 @@ class RequestSchema:
             raise PayloadError(422, "; ".join(e["msg"] for e in errors[:5]), errors) from None
         if len(records) > self.max_batch_size:
             raise PayloadError(413, f"batch of {len(records)} records exceeds max_batch_size {self.max_batch_size}")
+        for name in self.nullable:  # NaN keeps the column float even when every value is missing
+            for record in records:
+                if record[name] is None:
+                    record[name] = math.nan
         return records
 
     def json_schema(self) -> dict[str, Any]:
         return {"record": self.record.json_schema(), "max_batch_size": self.max_batch_size}
+
+    def openapi_body(self) -> dict[str, Any]:
+        """The OpenAPI requestBody of POST /predict: one record or a list of 1..max_batch_size records."""
+        record = self.record.json_schema()
+        batch = {"type": "array", "items": record, "minItems": 1, "maxItems": self.max_batch_size,
+                 "title": "Records"}
+        return {
+            "required": True,
+            "content": {"application/json": {
+                "schema": {"oneOf": [record, batch]},
+                "examples": {"one record": {"value": self.example}, "a batch": {"value": [self.example] * 2}},
+            }},
+        }
+
+
+def _field_type(feature: dict[str, Any]) -> Any:
+    if feature["kind"] != "numeric":
+        return _category_type(feature)
+    return Optional[StrictFloat] if feature.get("nullable") else StrictFloat  # noqa: UP045 (runtime-built)
 

@@ -97,11 +97,12 @@ def promote(*, reason: str = "passed validation", reload: Reload | None = None, 
         raise SelfHealError("the repository has no commit to tag; commit the project first")
     version = existing or registry.register(name, commit, meta, cwd)
     registry.assign_production(version, reason, cwd)
+    mlflow_version = registry.mlflow_alias(version, cwd)
     reloaded = reload(md5) if reload else False
     entry = audit.append(
         cwd / workspace.HEAL_LOG, "promote", reason, True, version=name, alias=meta.get("alias"), md5=md5,
         metric_name=meta["metric_name"], metric=meta["metric"], commit=version.commit,
-        pushed_to=remote, service_reloaded=reloaded,
+        pushed_to=remote, service_reloaded=reloaded, mlflow_version=mlflow_version,
     )
     print(f"✅ Promoted {name} ({meta.get('alias')}) to production: {meta['metric_name']} {meta['metric']:.3f}, "
           f"md5 {md5}" + (f", pushed to DVC remote '{remote}'" if remote else ", no DVC remote configured"))

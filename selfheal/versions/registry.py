@@ -168,3 +168,18 @@ def production(path: str | Path = workspace.PRODUCTION) -> dict[str, Any] | None
     except ValueError as exc:
         raise SelfHealError(f"{path}: not valid JSON ({exc}); restore it with `git checkout -- {path}`") from None
     return record if isinstance(record, dict) and record.get("version") else None
+
+
+def mlflow_alias(version: Version, cwd: str | Path = ".") -> str | None:
+    """Move MLflow's `prod` alias to the model now in production (its run id is in models/model.json), so the
+    MLflow UI agrees with GTO. Returns the MLflow version number, or None when there is nothing to move. A
+    store failure is a warning: production has already changed, and the next promote or rollback fixes it."""
+    from selfheal.pipeline import tracking
+
+    cwd = Path(cwd)
+    meta = atomic.read_json(cwd / workspace.MODEL_META, {}) or {}
+    try:
+        return tracking.set_production_alias(meta.get("mlflow_run_id"), version.name, cwd)
+    except SelfHealError as exc:
+        print(f"⚠️  MLflow alias '{tracking.PROD_ALIAS}' not moved to {version.name}: {exc}")
+        return None

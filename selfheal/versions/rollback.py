@@ -128,11 +128,12 @@ def rollback(
     print(f"🔄 Rolling back to {target.name} ({target.alias or target.commit[:10]})")
     restore(target, cwd)
     registry.assign_production(target, reason, cwd)
+    mlflow_version = registry.mlflow_alias(target, cwd)
     reloaded = reload(target.md5) if reload else False
     entry = audit.append(
         cwd / workspace.ROLLBACK_LOG, action, reason, True,
         version_restored=target.name, version_alias=target.alias, restored_md5=target.md5, **details,
-        service_reloaded=reloaded, duration_s=round(time.perf_counter() - started, 3),
+        service_reloaded=reloaded, mlflow_version=mlflow_version, duration_s=round(time.perf_counter() - started, 3),
     )
     print(f"✅ Successfully rolled back: {workspace.MODEL} is {target.name} (md5 {target.md5}, verified)")
     if details["failed_md5"] and details["failed_md5"] != target.md5:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from selfheal.core.errors import SelfHealError
 from selfheal.ops.report import verdict
 from selfheal.ops.sandbox import commit, run
 
@@ -73,6 +74,18 @@ def test_report_with_an_unknown_base_is_a_one_line_error(project: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error: --base no-such-branch: not a commit of this git repo")
     assert not (project / "report.md").exists()
+
+
+@pytest.mark.slow
+def test_base_may_be_a_model_version(promoted: Path, workdir) -> None:
+    from selfheal.ops.report import resolve_base
+    from selfheal.versions import registry
+
+    workdir(promoted)
+    tagged = registry.find("v0.0.1", registry.versions()).commit
+    assert resolve_base("v0.0.1").sha == resolve_base("model@v0.0.1").sha == tagged
+    with pytest.raises(SelfHealError, match=r"--base v0\.0\.9: not a commit .* not a model version \(known: v0\.0\.1\)"):
+        resolve_base("v0.0.9")
 
 
 def _val(metric: float, passed: bool = True) -> dict:

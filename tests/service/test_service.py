@@ -145,6 +145,21 @@ def test_schema_lists_the_training_columns(service: tuple[str, Path]) -> None:
     assert body["record"]["additionalProperties"] is False and body["max_batch_size"] == MAX_BATCH
 
 
+def test_openapi_describes_predict_from_the_loaded_model(service: tuple[str, Path]) -> None:
+    spec = requests.get(service[0] + "/openapi.json", timeout=5).json()
+    post = spec["paths"]["/predict"]["post"]
+    one, batch = post["requestBody"]["content"]["application/json"]["schema"]["oneOf"]
+    assert sorted(one["properties"]) == sorted(RECORD) and one["additionalProperties"] is False
+    assert one["properties"]["MedInc"]["type"] == "number" and one["properties"]["ocean"]["type"] == "string"
+    assert batch["type"] == "array" and batch["items"] == one and batch["maxItems"] == MAX_BATCH
+    assert post["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/PredictResponse")
+    for code in ("413", "422"):
+        assert post["responses"][code]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
+    answer = spec["components"]["schemas"]["PredictResponse"]["properties"]
+    assert set(answer) == {"predictions", "model_version", "model_md5"}
+    assert requests.get(service[0] + "/docs", timeout=5).status_code == 200
+
+
 def test_metrics_in_prometheus_format(serving_a: tuple[str, Path], local: dict) -> None:
     url, _ = serving_a
     before = requests.get(url + "/metrics", timeout=5).text

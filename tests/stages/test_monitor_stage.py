@@ -69,5 +69,6 @@ def test_batch_missing_a_feature_is_one_line_error_exit_2(workdir: Path) -> None
     proc = _stage(workdir)
     assert proc.returncode == 2
     assert proc.stderr.startswith(f"error: {CURRENT}: missing feature column(s) ['MedInc'] that the model needs")
+    assert "set data.current in params.yaml to a batch with the columns of the training data" in proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert not (workdir / "metrics/drift.json").exists()

@@ -1,0 +1,45 @@
+"""What a newcomer meets first: `make venv` says what it is doing, `make serve` logs where the README says."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from selfheal.core import workspace
+from tests.servicekit import free_port, make_project, stop_all, train_model, url_of, wait_status
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_make_venv_shows_a_line_per_step_and_uv_progress(tmp_path: Path) -> None:
+    out = subprocess.run(["make", "-n", "-B", "-C", str(ROOT), "venv", f"VENV={tmp_path}/venv"],
+                         capture_output=True, text=True, check=True).stdout
+    steps = [line for line in out.splitlines() if line.startswith("echo \"==> [")]
+    assert len(steps) == 4, out
+    installs = [line for line in out.splitlines() if " install " in line or " sync " in line]
+    assert installs and not any("--quiet" in line for line in installs), installs
+
+
+@pytest.mark.xdist_group("service")
+def test_make_serve_logs_to_the_service_log(tmp_path: Path) -> None:
+    train_model(tmp_path / "models", max_iter=5, rows=200)
+    project = make_project(tmp_path / "project", tmp_path / "models")
+    port = free_port()
+    # the venv of this checkout (make would otherwise build one in the project); the stamp counts as made
+    cmd = ["make", "-f", str(ROOT / "Makefile"), "-o", ".venv/.installed", "serve", f"PORT={port}",
+           f"BIN={Path(sys.executable).parent}"]
+    proc = subprocess.Popen(cmd, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        wait_status(url_of(port))
+        log = (project / workspace.SERVICE_LOG).read_text()
+        assert "selfheal service: " in log and '"reloaded": true' in log
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+        stop_all(project)

@@ -1,0 +1,73 @@
+"""MLflow agrees with GTO: each trained model is a registered version with its holdout metrics, an input example
+and tags naming the DVC experiment and commit; promote and rollback move the `prod` alias. Read back through
+MlflowClient on the project's own sqlite store, with real `dvc repro`, promote and rollback runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from selfheal.ops import sandbox
+from selfheal.pipeline import tracking
+from tests.heal_support import read, set_max_iter
+
+pytestmark = pytest.mark.slow
+
+
+def _client(repo: Path):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
+
+
+def _prod(repo: Path) -> str:
+    mv = _client(repo).get_model_version_by_alias(tracking.REGISTERED_MODEL, tracking.PROD_ALIAS)
+    return mv.run_id
+
+
+def test_promote_and_rollback_move_the_mlflow_alias(project: Path) -> None:
+    repo = project
+    run_v1 = read(repo, "models/model.json")["mlflow_run_id"]
+    client = _client(repo)
+    run = client.get_run(run_v1)
+    # holdout metrics from validate, next to the train score; tags link the run to git
+    validation = read(repo, "metrics/validation.json")
+    assert run.data.metrics["holdout_r2"] == pytest.approx(validation["r2"])
+    assert {"holdout_rmse", "holdout_mae", "train_score"} <= set(run.data.metrics)
+    assert run.data.tags["selfheal.validation"] == ("passed" if validation["passed"] else "failed")
+    assert len(run.data.tags["mlflow.source.git.commit"]) == 40
+    model_dir = next((repo / "mlartifacts").rglob("MLmodel")).parent
+    example = json.loads((model_dir / "input_example.json").read_text())
+    assert set(example["columns"]) == {f["name"] for f in read(repo, "models/model.json")["features"]}
+
+    sandbox.run(["selfheal", "promote"], repo)
+    assert _prod(repo) == run_v1
+    assert read(repo, "monitoring/heal_log.json")[-1]["mlflow_version"] == "1"
+
+    set_max_iter(repo, 120)
+    sandbox.run(["dvc", "exp", "run", "-n", "fewer-rounds"], repo)  # in the workspace: DVC_EXP_NAME reaches the run
+    run_v2 = read(repo, "models/model.json")["mlflow_run_id"]
+    assert client.get_run(run_v2).data.tags["selfheal.dvc_exp"] == "fewer-rounds"
+    sandbox.run(["selfheal", "promote"], repo)
+    assert _prod(repo) == run_v2 != run_v1
+    version = client.get_model_version_by_alias(tracking.REGISTERED_MODEL, tracking.PROD_ALIAS)
+    assert version.tags["selfheal.version"] == "v0.0.2"
+
+    sandbox.run(["selfheal", "rollback", "--version", "v0.0.1"], repo)
+    assert _prod(repo) == run_v1
+    assert read(repo, "models/rollback_log.json")[-1]["mlflow_version"] == "1"
+
+
+def test_without_a_linked_run_promote_leaves_mlflow_alone(project: Path) -> None:
+    sandbox.run(["dvc", "repro", "--force", "train"], project, extra_env={tracking.SWITCH: "0"})
+    sandbox.run(["dvc", "repro", "validate"], project, extra_env={tracking.SWITCH: "0"})
+    assert read(project, "models/model.json")["mlflow_run_id"] is None
+    out = sandbox.run(["selfheal", "promote"], project).stdout
+    assert "MLflow" not in out
+    assert read(project, "monitoring/heal_log.json")[-1]["mlflow_version"] is None
+    from mlflow.exceptions import MlflowException
+
+    with pytest.raises(MlflowException):
+        _client(project).get_model_version_by_alias(tracking.REGISTERED_MODEL, tracking.PROD_ALIAS)
