@@ -110,7 +110,7 @@ def mapper(engine: str, workers: int = 2) -> Iterator[Mapper]:
     from dask.distributed import Client, LocalCluster  # lazy: ~1 s and only for engine: dask
 
     address = os.environ.get(SCHEDULER_ENV)
-    cluster = None if address else LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None)
+    cluster = None if address else LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=":0")
     client = Client(address or cluster)
     try:
 

@@ -45,6 +45,20 @@ class ColumnProfile:
     values: np.ndarray | None = field(default_factory=lambda: np.empty(0))
     counts: Counter | None = field(default_factory=Counter)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable (dask ships profiles between processes): the sketch travels in its compact binary form."""
+        state = dict(self.__dict__)
+        if self.sketch is not None:
+            state["sketch"] = self.sketch.serialize()
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if state["sketch"] is not None:
+            import datasketches
+
+            state["sketch"] = datasketches.kll_doubles_sketch.deserialize(state["sketch"])
+        self.__dict__.update(state)
+
     @property
     def std(self) -> float:
         """Population std (numpy's default ddof=0, as Evidently norms the Wasserstein distance)."""
