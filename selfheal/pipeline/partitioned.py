@@ -21,10 +21,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from selfheal.core.config import DataQualityParams
+from selfheal.core.config import DataQualityParams, ScaleParams
 from selfheal.core.errors import DataError
 from selfheal.pipeline import engine, profile
 from selfheal.pipeline.checks import Problem, Schema, fatal_shape, infer_schema, out_of_range, typed
+
+
+def wanted(source: str, scale: ScaleParams) -> bool:
+    """The partitioned path is taken for engine: dask, a directory or glob, or a CSV above scale.partition_mb;
+    everything else keeps the in-memory `fix` and its single parquet file."""
+    path = Path(source)
+    return scale.engine == "dask" or not path.is_file() or path.stat().st_size > scale.partition_mb * 1e6
 
 
 def _hash(frame: pd.DataFrame) -> np.ndarray:
@@ -165,6 +172,7 @@ def fix_partitioned(
     dq: DataQualityParams,
     engine_name: str = "local",
     partition_mb: float = 64,
+    workers: int = 2,
 ) -> dict[str, Any]:
     """Fix `source` (file, directory or glob) into the parquet directory `out`; returns fix()'s report."""
     parts = engine.partitions(source, partition_mb)
@@ -179,7 +187,7 @@ def fix_partitioned(
         shutil.rmtree(d, ignore_errors=True)
         d.mkdir(parents=True)
     try:
-        with engine.mapper(engine_name) as run:
+        with engine.mapper(engine_name, workers) as run:
             typed_parts = run(functools.partial(_type_part, schema=schema, dq=dq, spill=spill), list(enumerate(parts)))
             rows_in = sum(p["rows"] for p in typed_parts)
             if not rows_in:
