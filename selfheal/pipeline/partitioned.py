@@ -250,3 +250,18 @@ def fix_partitioned(
         "engine": engine_name,
         "partitions": len(parts),
     }
+
+
+def _profile_read(part: engine.Part, kinds: dict[str, str]) -> profile.Profile:
+    frame, _ = typed(engine.read_part(part), Schema(kinds, target=""))
+    return profile.profile_frame(frame, kinds)
+
+
+def profile_source(
+    source: str, kinds: dict[str, str], engine_name: str = "local", partition_mb: float = 64, workers: int = 2
+) -> profile.Profile:
+    """The merged profile of the columns `kinds` of `source` (file, directory or glob), read as fix_data reads
+    them (padded numbers parse, placeholders and text in numeric columns are missing)."""
+    parts = engine.partitions(source, partition_mb)
+    with engine.mapper(engine_name, workers) as run:
+        return profile.merge(run(functools.partial(_profile_read, kinds=kinds), parts))
