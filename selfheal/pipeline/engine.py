@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import glob
 import io
+import itertools
 import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -66,8 +67,8 @@ def partitions(source: str, partition_mb: float) -> list[Part]:
             fh.readline()
             first, size = fh.tell(), os.path.getsize(path)
         step = max(1, int(partition_mb * 1e6))
-        bounds = list(range(first, size, step)) + [size]
-        parts += [Part(path, header, a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        bounds = [*list(range(first, size, step)), size]
+        parts += [Part(path, header, a, b) for a, b in itertools.pairwise(bounds)]
     return parts
 
 

@@ -14,6 +14,7 @@ rows per column and within the KLL sketch's error above it, so on small data the
 from __future__ import annotations
 
 import functools
+import itertools
 import shutil
 from pathlib import Path
 from typing import Any
@@ -208,7 +209,7 @@ def fix_partitioned(
                     dups = int(dup.sum())
                     keep &= ~dup
             bounds = np.cumsum([0] + [p["rows"] for p in typed_parts])
-            keeps = [(i, keep[a:b]) for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:], strict=True))]
+            keeps = [(i, keep[a:b]) for i, (a, b) in enumerate(itertools.pairwise(bounds))]
             merged = profile.merge(run(functools.partial(_profile_part, schema=schema, spill=spill), keeps))
             plan = _plan(merged, schema, dq)
             fixed = run(functools.partial(_fix_part, schema=schema, plan=plan, out=staging, spill=spill), keeps)

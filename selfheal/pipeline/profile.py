@@ -118,7 +118,7 @@ def merge_columns(a: ColumnProfile, b: ColumnProfile) -> ColumnProfile:
         if s is not None and not s.is_empty():
             out.sketch.merge(s)
     exact = a.values is not None and b.values is not None and out.n <= EXACT_VALUES
-    out.values = np.concatenate([a.values, b.values]) if exact else None  # type: ignore[list-item]
+    out.values = np.concatenate([a.values, b.values]) if exact else None
     return out
 
 
