@@ -26,6 +26,7 @@ from selfheal.core.config import DataQualityParams, ScaleParams
 from selfheal.core.errors import DataError
 from selfheal.pipeline import engine, profile
 from selfheal.pipeline.checks import Problem, Schema, fatal_shape, infer_schema, out_of_range, typed
+from selfheal.pipeline.fixes import fix_report
 
 
 def wanted(source: str, scale: ScaleParams) -> bool:
@@ -237,20 +238,8 @@ def fix_partitioned(
             if filled:
                 info["fill_value"] = float(todo["fill"]) if kind == "numeric" else str(todo["fill"])
     after = _open_after(fixed, schema, rows_out)
-    return {
-        "rows_in": rows_in,
-        "rows_out": rows_out,
-        "valid_before": not before,
-        "valid_after": not after,
-        "problems_before": len(before),
-        "problems_after": len(after),
-        "duplicates_removed": dups,
-        "target_missing_dropped": target_dropped,
-        "open_problems": after,
-        "columns": cols,
-        "engine": engine_name,
-        "partitions": len(parts),
-    }
+    report = fix_report(rows_in, rows_out, len(before), after, dups, target_dropped, cols)
+    return report | {"engine": engine_name, "partitions": len(parts)}
 
 
 def _profile_read(part: engine.Part, kinds: dict[str, str]) -> profile.Profile:
