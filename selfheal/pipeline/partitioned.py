@@ -7,7 +7,7 @@ Three passes over the partitions, each a map on the engine (local or dask) and a
 2. on the driver: drop rows without a target and later copies of a row (first copy in partition order kept),
    then profile the kept rows of each partition and merge: IQR fences, medians and modes for the whole data;
 3. cap and fill each partition with those global figures and write it, counting what is left.
-The order of the fixes and the report are those of `fixes.fix`; quantiles are exact up to profile.EXACT_VALUES
+The order of the fixes and the report are those of `fixes.fix`; quantiles are exact up to profiles.EXACT_VALUES
 rows per column and within the KLL sketch's error above it, so on small data the result equals `fix`'s.
 """
 
@@ -24,7 +24,7 @@ import pandas as pd
 
 from selfheal.core.config import DataQualityParams, ScaleParams
 from selfheal.core.errors import DataError
-from selfheal.pipeline import engine, profile
+from selfheal.pipeline import engine, profiles
 from selfheal.pipeline.checks import Problem, Schema, fatal_shape, infer_schema, out_of_range, typed
 from selfheal.pipeline.fixes import fix_report
 
@@ -33,7 +33,9 @@ def wanted(source: str, scale: ScaleParams) -> bool:
     """The partitioned path is taken for engine: dask, a directory or glob, or a CSV above scale.partition_mb;
     everything else keeps the in-memory `fix` and its single parquet file."""
     path = Path(source)
-    return scale.engine == "dask" or not path.is_file() or path.stat().st_size > scale.partition_mb * 1e6
+    if scale.engine == "dask" or path.is_dir() or any(ch in source for ch in "*?["):
+        return True
+    return path.is_file() and path.stat().st_size > scale.partition_mb * 1e6  # a missing file: the usual error
 
 
 def _hash(frame: pd.DataFrame) -> np.ndarray:
@@ -68,11 +70,11 @@ def _type_part(
     return {"rows": len(frame), "counts": counts, "hashes": _hash(frame), "target": frame[schema.target].notna()}
 
 
-def _profile_part(item: tuple[int, np.ndarray], schema: Schema, spill: Path) -> profile.Profile:
+def _profile_part(item: tuple[int, np.ndarray], schema: Schema, spill: Path) -> profiles.Profile:
     """Pass 2: the profile of one partition's kept rows (features only)."""
     i, keep = item
     frame = pd.read_parquet(_spill(spill, i))[keep]
-    return profile.profile_frame(frame, {c: schema.columns[c] for c in schema.features})
+    return profiles.profile_frame(frame, {c: schema.columns[c] for c in schema.features})
 
 
 def _fix_part(
@@ -147,7 +149,7 @@ def _open_after(fixed: list[dict[str, Any]], schema: Schema, rows: int) -> list[
     return out
 
 
-def _plan(merged: profile.Profile, schema: Schema, dq: DataQualityParams) -> dict[str, dict[str, Any]]:
+def _plan(merged: profiles.Profile, schema: Schema, dq: DataQualityParams) -> dict[str, dict[str, Any]]:
     """Per feature: the fences to cap at and the value to fill with, from the merged profile."""
     plan: dict[str, dict[str, Any]] = {}
     for col in schema.features:
@@ -156,7 +158,7 @@ def _plan(merged: profile.Profile, schema: Schema, dq: DataQualityParams) -> dic
         if not dq.auto_fix_enabled:
             continue
         if dq.cap_outliers and p.kind == "numeric":
-            fences = profile.iqr_fences(p, dq.outlier_threshold_iqr)
+            fences = profiles.iqr_fences(p, dq.outlier_threshold_iqr)
             if fences:
                 todo["fences"] = fences
         if dq.fix_missing_values:
@@ -211,7 +213,7 @@ def fix_partitioned(
                     keep &= ~dup
             bounds = np.cumsum([0] + [p["rows"] for p in typed_parts])
             keeps = [(i, keep[a:b]) for i, (a, b) in enumerate(itertools.pairwise(bounds))]
-            merged = profile.merge(run(functools.partial(_profile_part, schema=schema, spill=spill), keeps))
+            merged = profiles.merge(run(functools.partial(_profile_part, schema=schema, spill=spill), keeps))
             plan = _plan(merged, schema, dq)
             fixed = run(functools.partial(_fix_part, schema=schema, plan=plan, out=staging, spill=spill), keeps)
         shutil.rmtree(out, ignore_errors=True) if out.is_dir() else out.unlink(missing_ok=True)
@@ -242,16 +244,16 @@ def fix_partitioned(
     return report | {"engine": engine_name, "partitions": len(parts)}
 
 
-def _profile_read(part: engine.Part, kinds: dict[str, str]) -> profile.Profile:
+def _profile_read(part: engine.Part, kinds: dict[str, str]) -> profiles.Profile:
     frame, _ = typed(engine.read_part(part), Schema(kinds, target=""))
-    return profile.profile_frame(frame, kinds)
+    return profiles.profile_frame(frame, kinds)
 
 
 def profile_source(
     source: str, kinds: dict[str, str], engine_name: str = "local", partition_mb: float = 64, workers: int = 2
-) -> profile.Profile:
+) -> profiles.Profile:
     """The merged profile of the columns `kinds` of `source` (file, directory or glob), read as fix_data reads
     them (padded numbers parse, placeholders and text in numeric columns are missing)."""
     parts = engine.partitions(source, partition_mb)
     with engine.mapper(engine_name, workers) as run:
-        return profile.merge(run(functools.partial(_profile_read, kinds=kinds), parts))
+        return profiles.merge(run(functools.partial(_profile_read, kinds=kinds), parts))

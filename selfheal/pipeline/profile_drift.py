@@ -15,7 +15,7 @@ How each is computed from the profiles:
 - chi-square, Z-test and Jensen-Shannon need value counts only: the profiles hold them exactly, so these are
   Evidently's numbers to the last digit.
 - K-S and Wasserstein use the values themselves while both profiles still hold them (up to
-  profile.EXACT_VALUES per column): the same scipy calls as Evidently. Beyond that, they are computed from the
+  profiles.EXACT_VALUES per column): the same scipy calls as Evidently. Beyond that, they are computed from the
   KLL sketches, whose retained items with their weights are a weighted summary of the column: Wasserstein as
   scipy's weighted distance of the two summaries, normed by the exact reference std (merged moments); K-S as the
   largest gap between the two sketch CDFs with scipy's asymptotic p-value (what ks_2samp uses for large samples).
@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from selfheal.pipeline.profile import ColumnProfile, Profile
+from selfheal.pipeline.profiles import ColumnProfile, Profile
 
 SMALL_REFERENCE = 1000
 THRESHOLDS = {"ks": 0.05, "chisquare": 0.05, "z": 0.05, "wasserstein": 0.1, "jensenshannon": 0.1}

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from selfheal.core.config import DataQualityParams
-from selfheal.pipeline import profile, profile_drift
+from selfheal.pipeline import profile_drift, profiles
 from selfheal.pipeline.checks import infer_schema, read_csv_checked
 from selfheal.pipeline.drift import evidently_drift
 from selfheal.pipeline.fixes import fix
@@ -44,15 +44,15 @@ def _datasets(ref_rows: int) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
     }
 
 
-def _profile(frame: pd.DataFrame, parts: int = 4) -> profile.Profile:
-    return profile.merge([profile.profile_frame(frame.iloc[i::parts], KINDS) for i in range(parts)])
+def _profile(frame: pd.DataFrame, parts: int = 4) -> profiles.Profile:
+    return profiles.merge([profiles.profile_frame(frame.iloc[i::parts], KINDS) for i in range(parts)])
 
 
 @pytest.mark.parametrize("ref_rows", [3000, 800], ids=["distance tests", "p-value tests"])
 @pytest.mark.parametrize("exact", [True, False], ids=["exact values", "sketches only"])
 def test_profile_verdicts_equal_evidentlys(ref_rows: int, exact: bool, monkeypatch) -> None:
     if not exact:  # every numeric test from the KLL sketches, as on data above EXACT_VALUES rows
-        monkeypatch.setattr(profile, "EXACT_VALUES", 0)
+        monkeypatch.setattr(profiles, "EXACT_VALUES", 0)
     seen = {}
     for name, (ref, cur) in _datasets(ref_rows).items():
         theirs, _, _, _ = evidently_drift(ref, cur, KINDS)
@@ -69,16 +69,16 @@ def test_profile_verdicts_equal_evidentlys(ref_rows: int, exact: bool, monkeypat
 
 
 def test_iqr_fences_from_sketches_are_within_one_percent_of_exact(monkeypatch) -> None:
-    monkeypatch.setattr(profile, "EXACT_VALUES", 0)
+    monkeypatch.setattr(profiles, "EXACT_VALUES", 0)
     data = make_housing(200_000, seed=7)
     for col in ("MedInc", "AveRooms", "Population", "HouseAge"):
-        merged = profile.merge(
-            [profile.profile_frame(data.iloc[i::4], {col: "numeric"}) for i in range(4)]
+        merged = profiles.merge(
+            [profiles.profile_frame(data.iloc[i::4], {col: "numeric"}) for i in range(4)]
         ).columns[col]
         assert merged.values is None and merged.sketch.is_estimation_mode()  # really from the sketch
         q1, q3 = data[col].quantile([0.25, 0.75])
         exact = (q1 - 3 * (q3 - q1), q3 + 3 * (q3 - q1))
-        ours = profile.iqr_fences(merged, 3.0)
+        ours = profiles.iqr_fences(merged, 3.0)
         assert ours is not None
         for a, b in zip(ours, exact, strict=True):
             assert abs(a - b) <= 0.01 * abs(b), (col, ours, exact)
