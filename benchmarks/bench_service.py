@@ -240,7 +240,7 @@ def _recovery(project: Path) -> dict:
         except subprocess.TimeoutExpired:
             procs.kill_group(watcher.pid)
         sandbox.kill_all_in(project)
-    figures: dict = {kind: {"median_s": statistics.median(v) if v else None, "runs_s": v,
+    figures: dict = {kind: {"median_s": round(statistics.median(v), 2) if v else None, "runs_s": v,
                             "target_s": 10 if kind == "hang" else 5} for kind, v in times.items()}
     if not_recovered:
         figures["crash_right_after_recovery"]["not_recovered"] = not_recovered
