@@ -1,6 +1,14 @@
-"""DVC stage fix_data: data.raw (never modified) -> data.clean (parquet) + metrics/data_quality.json."""
+"""DVC stage fix_data: data.raw (never modified) -> data.clean (parquet) + metrics/data_quality.json.
+
+Data above scale.partition_mb (or a directory/glob of parts, or engine: dask) is fixed partition by partition
+(selfheal.pipeline.partitioned) and data.clean becomes a directory of parquet parts; smaller data is fixed in
+memory into one parquet file, as always.
+"""
 
 from __future__ import annotations
+
+import shutil
+from pathlib import Path
 
 from selfheal.core import workspace
 from selfheal.core.errors import run_main
@@ -9,15 +17,26 @@ from selfheal.core.errors import run_main
 def main() -> int:
     from selfheal.core.atomic import atomic_write, write_json
     from selfheal.core.config import load_params
-    from selfheal.pipeline.checks import infer_schema, read_csv_checked
-    from selfheal.pipeline.fixes import fix, summary_lines
+    from selfheal.pipeline import partitioned
+    from selfheal.pipeline.fixes import summary_lines
 
     params = load_params()
-    d = params.data
-    raw = read_csv_checked(d.raw)
-    schema = infer_schema(raw, d.target, d.task, d.columns, d.ranges)
-    clean, report = fix(raw, schema, params.data_quality, source=d.raw)
-    atomic_write(d.clean, lambda tmp: clean.to_parquet(tmp, index=False))
+    d, scale = params.data, params.scale
+    if partitioned.wanted(d.raw, scale):
+        report = partitioned.fix_partitioned(
+            d.raw, d.clean, d.target, d.task, d.columns, d.ranges, params.data_quality, scale.engine,
+            scale.partition_mb, scale.workers,
+        )
+    else:
+        from selfheal.pipeline.checks import infer_schema, read_csv_checked
+        from selfheal.pipeline.fixes import fix
+
+        raw = read_csv_checked(d.raw)
+        schema = infer_schema(raw, d.target, d.task, d.columns, d.ranges)
+        clean, report = fix(raw, schema, params.data_quality, source=d.raw)
+        if Path(d.clean).is_dir():  # a partitioned output of a larger earlier input
+            shutil.rmtree(d.clean)
+        atomic_write(d.clean, lambda tmp: clean.to_parquet(tmp, index=False))
     write_json(workspace.DATA_QUALITY, report)
     for line in summary_lines(report):
         print(line)

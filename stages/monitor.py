@@ -2,6 +2,7 @@
 
 Reads models/model.joblib (+ model.json) and models/reference.parquet; writes metrics/drift.json,
 monitoring/drift_report.html (Evidently) and metrics/plots/drift.csv, and prints a one-line verdict.
+Each side above scale.monitor_sample_rows is tested on a seeded sample of that size (drift.json's `sampled`).
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ def main() -> None:
         params.drift_detection.drift_threshold,
         reference_name=str(workspace.REFERENCE),
         current_name=data.current,
+        sample_rows=params.scale.monitor_sample_rows,
+        seed=params.scale.seed,
     )
     atomic.write_json(workspace.DRIFT, metrics)
     atomic.write_text(workspace.DRIFT_REPORT, html)

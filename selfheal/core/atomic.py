@@ -62,8 +62,13 @@ def read_json(path: str | Path, default: Any = None) -> Any:
 
 
 def md5_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """MD5 of a file's bytes: the same digest DVC records in dvc.lock for a single-file output."""
+    """MD5 of a file's bytes: the same digest DVC records in dvc.lock for a single-file output. A directory (the
+    partitioned parquet of a large fix_data run) hashes its files' bytes in name order."""
     digest = hashlib.md5()
+    if Path(path).is_dir():
+        for part in sorted(p for p in Path(path).rglob("*") if p.is_file()):
+            digest.update(md5_file(part, chunk).encode())
+        return digest.hexdigest()
     with open(path, "rb") as fh:
         while block := fh.read(chunk):
             digest.update(block)

@@ -89,6 +89,17 @@ class DriftParams(_Group):
     retraining_cooldown_hours: float = Field(24, ge=0)
 
 
+class ScaleParams(_Group):
+    """How fix_data and monitor handle data larger than memory (issue 14); the defaults change nothing for
+    data under partition_mb."""
+
+    engine: Literal["local", "dask"] = "local"  # dask: a LocalCluster, or $SELFHEAL_DASK_SCHEDULER
+    workers: int = Field(2, gt=0)  # LocalCluster workers (one thread each) for engine: dask
+    partition_mb: float = Field(64, gt=0)  # a CSV above this (or a directory/glob) is fixed in partitions
+    monitor_sample_rows: int = Field(100_000, gt=0)  # rows per side given to Evidently; seeded sample above it
+    seed: int = 42
+
+
 class ServiceRecoveryParams(_Group):
     auto_recovery_enabled: bool = True
     max_recovery_attempts: int = Field(3, gt=0)
@@ -123,6 +134,7 @@ class Params(_Group):
     train: TrainParams = Field(default_factory=TrainParams)
     model_validation: ModelValidationParams = Field(default_factory=ModelValidationParams)
     drift_detection: DriftParams = Field(default_factory=DriftParams)
+    scale: ScaleParams = Field(default_factory=ScaleParams)
     service_recovery: ServiceRecoveryParams = Field(default_factory=ServiceRecoveryParams)
     escalation: EscalationParams = Field(default_factory=EscalationParams)
 

@@ -10,6 +10,7 @@ import csv
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,10 +25,8 @@ _NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
 NUMERIC_SHARE = 0.95  # a column is numeric when this share of its non-placeholder values are numbers
 
 
-def read_csv_checked(path: str | Path) -> pd.DataFrame:
-    """Every column as text; a file that is absent, empty, header-only or not a CSV is a one-line DataError."""
-    import pyarrow.csv as pacsv
-
+def csv_header(path: str | Path) -> list[str]:
+    """The header of a CSV; a file that is absent, empty, binary or has one column is a one-line DataError."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
@@ -47,10 +46,17 @@ def read_csv_checked(path: str | Path) -> pd.DataFrame:
         raise DataError(f"{path}: duplicate column name(s) {', '.join(map(repr, dups))}")
     if len(header) < 2:
         raise DataError(f"{path}: not a CSV (found 1 column {header[0][:40]!r}; expected comma-separated columns)")
+    return header
+
+
+def read_csv_text(source: Any, header: list[str], name: str | Path, with_header: bool = True) -> pa.Table:
+    """Every column of a CSV (a path or a file object of rows) as arrow text; unreadable content is a DataError."""
+    import pyarrow.csv as pacsv
+
     try:
-        table = pacsv.read_csv(
-            path,
-            read_options=pacsv.ReadOptions(block_size=16 << 20),
+        return pacsv.read_csv(
+            source,
+            read_options=pacsv.ReadOptions(block_size=16 << 20, column_names=None if with_header else header),
             convert_options=pacsv.ConvertOptions(
                 column_types={name: pa.string() for name in header},
                 strings_can_be_null=False,
@@ -58,7 +64,12 @@ def read_csv_checked(path: str | Path) -> pd.DataFrame:
             ),
         )
     except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not a valid CSV ({str(exc).splitlines()[0]})") from None
+        raise DataError(f"{name}: not a valid CSV ({str(exc).splitlines()[0]})") from None
+
+
+def read_csv_checked(path: str | Path) -> pd.DataFrame:
+    """Every column as text; a file that is absent, empty, header-only or not a CSV is a one-line DataError."""
+    table = read_csv_text(path, csv_header(path), path)
     if table.num_rows == 0:
         raise DataError(f"{path}: header only, no data rows")
     return table.to_pandas()
@@ -97,11 +108,26 @@ class Parsed:
         return 0 if self.converted is None else int(self.converted.sum())
 
 
+def _cast_numbers(s: pa.ChunkedArray | pa.Array) -> np.ndarray | None:
+    """The column cast straight to float64 when every non-empty cell is a plain number (the common case, ~10x
+    cheaper than matching each cell); None when some cell needs the text repair below."""
+    try:
+        values = pc.cast(pc.if_else(pc.equal(s, ""), pa.scalar(None, pa.string()), s), pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    out = values.to_numpy(zero_copy_only=False)
+    # arrow also reads "nan", "inf" and "1e400", which the number pattern treats as text: leave those to it
+    return out if np.isfinite(out[~np.isnan(out)]).all() and not pc.any(pc.is_nan(values)).as_py() else None
+
+
 def parse_numbers(series: pd.Series) -> Parsed:
     """Numbers from a column, reading padded text (" 3.2 ") too; placeholders and garbage become NaN."""
     if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
         return Parsed(series.to_numpy(dtype="float64", na_value=np.nan))
     s = _text(series)
+    fast = _cast_numbers(s)
+    if fast is not None:
+        return Parsed(fast)
     plain = pc.match_substring_regex(s, _NUMBER)
     values = pc.cast(pc.if_else(plain, s, pa.scalar(None, pa.string())), pa.float64()).to_numpy(zero_copy_only=False)
     text = pc.invert(pc.or_(plain, pc.equal(s, "")))

@@ -89,19 +89,25 @@ def fix(df: pd.DataFrame, schema: Schema, dq: DataQualityParams, source: str = "
     # carried in the parquet file's metadata to train, which records these columns as nullable in model.json
     frame.attrs[HAD_MISSING] = [c for c in schema.features if cols[c].get("missing_filled") or frame[c].isna().any()]
     after = problems(frame, {}, schema)  # frame is typed already: no text left to count
-    report = {
+    return frame, fix_report(rows_in, len(frame), len(before), [p.message for p in after], dups, target_dropped, cols)
+
+
+def fix_report(
+    rows_in: int, rows_out: int, n_before: int, after: list[str], dups: int, target_dropped: int, cols: dict
+) -> dict:
+    """metrics/data_quality.json, from the in-memory fix or the partitioned one."""
+    return {
         "rows_in": rows_in,
-        "rows_out": len(frame),
-        "valid_before": not before,
+        "rows_out": rows_out,
+        "valid_before": not n_before,
         "valid_after": not after,
-        "problems_before": len(before),
+        "problems_before": n_before,
         "problems_after": len(after),
         "duplicates_removed": dups,
         "target_missing_dropped": target_dropped,
-        "open_problems": [p.message for p in after],
+        "open_problems": after,
         "columns": cols,
     }
-    return frame, report
 
 
 def summary_lines(report: dict) -> list[str]:

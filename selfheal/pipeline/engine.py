@@ -1,0 +1,125 @@
+"""Where partitioned work runs: `local` (this process, one partition at a time: flat memory) or `dask` (a real
+dask.distributed cluster: a LocalCluster by default, or the scheduler at $SELFHEAL_DASK_SCHEDULER).
+
+The input is one CSV (cut into byte ranges of about `partition_mb` at line boundaries, so a single large file
+spreads over workers too), a directory, or a glob of CSV/parquet partitions. s3:// paths are not read here yet:
+they come with the DVC remote support (the ecosystem issue). CSV byte ranges assume no quoted newlines, like
+the rest of the pipeline's CSV handling. Every partition is read as text, exactly as checks.read_csv_checked.
+"""
+
+from __future__ import annotations
+
+import glob
+import io
+import itertools
+import os
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pandas as pd
+
+from selfheal.core.errors import DataError
+
+SCHEDULER_ENV = "SELFHEAL_DASK_SCHEDULER"
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Part:
+    """One partition: a whole parquet file, or the rows of a CSV whose first byte lies in [start, end)."""
+
+    path: str
+    header: tuple[str, ...] = ()
+    start: int = 0
+    end: int = -1
+
+
+def _files(source: str) -> list[str]:
+    if source.startswith("s3://"):
+        raise DataError(f"{source}: s3:// inputs need the DVC remote support (not in this engine yet)")
+    path = Path(source)
+    if path.is_dir():
+        files = sorted(str(p) for p in path.iterdir() if p.suffix in (".csv", ".parquet"))
+    elif path.is_file():
+        files = [source]
+    else:
+        files = sorted(glob.glob(source))
+    if not files:
+        raise DataError(f"{source}: no CSV or parquet file found")
+    return files
+
+
+def partitions(source: str, partition_mb: float) -> list[Part]:
+    """The partitions of `source`, in file and row order (the order duplicates are counted in)."""
+    from selfheal.pipeline.checks import csv_header
+
+    parts = []
+    for path in _files(source):
+        if path.endswith(".parquet"):
+            parts.append(Part(path))
+            continue
+        header = tuple(csv_header(path))
+        with open(path, "rb") as fh:
+            fh.readline()
+            first, size = fh.tell(), os.path.getsize(path)
+        step = max(1, int(partition_mb * 1e6))
+        bounds = [*list(range(first, size, step)), size]
+        parts += [Part(path, header, a, b) for a, b in itertools.pairwise(bounds)]
+    return parts
+
+
+def _rows(part: Part) -> bytes:
+    with open(part.path, "rb") as fh:
+        fh.seek(part.start - 1)
+        fh.readline()  # to the first line that starts at or after `start`
+        pos = fh.tell()
+        if pos >= part.end:
+            return b""
+        data = fh.read(part.end - pos)
+        return data if data.endswith(b"\n") else data + fh.readline()
+
+
+def read_part(part: Part) -> pd.DataFrame:
+    """A partition's rows, every CSV column as text (parquet keeps its types; the checks read both)."""
+    from selfheal.pipeline.checks import read_csv_text, read_parquet_checked
+
+    if not part.header:
+        return read_parquet_checked(part.path, "a partition listed a moment ago")
+    data = _rows(part)
+    if not data.strip():
+        return pd.DataFrame({c: pd.Series([], dtype="str") for c in part.header})
+    return read_csv_text(io.BytesIO(data), list(part.header), part.path, with_header=False).to_pandas()
+
+
+Mapper = Callable[[Callable[[T], R], Sequence[T]], list[R]]
+
+
+def _local_map(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    return [fn(item) for item in items]
+
+
+@contextmanager
+def mapper(engine: str, workers: int = 2) -> Iterator[Mapper]:
+    """A `map(fn, items) -> results` (in item order) on the chosen engine, for the duration of the block."""
+    if engine == "local":
+        yield _local_map
+        return
+    from dask.distributed import Client, LocalCluster  # lazy: ~1 s and only for engine: dask
+
+    address = os.environ.get(SCHEDULER_ENV)
+    cluster = None if address else LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=":0")
+    client = Client(address or cluster)
+    try:
+
+        def run(fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+            return list(client.gather(client.map(fn, list(items), pure=False)))
+
+        yield run
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
