@@ -20,8 +20,11 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
-    """Call `write(tmp)` on a temporary file beside `path`, fsync it, then rename it over `path`."""
+def atomic_write(path: str | Path, write: Callable[[Path], object], mode: int | None = None) -> Path:
+    """Call `write(tmp)` on a temporary file beside `path`, fsync it, then rename it over `path`.
+
+    `mode` (e.g. 0o600 for files that may name private endpoints) replaces the umask-derived default.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -29,7 +32,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     tmp = Path(tmp_name)
     try:
         # mkstemp makes 0600 files; give the result the mode a plain open() would (0666 less the umask)
-        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.chmod(tmp, 0o666 & ~_UMASK if mode is None else mode)
         write(tmp)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
@@ -44,12 +47,12 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
-def write_text(path: str | Path, text: str) -> Path:
-    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+def write_text(path: str | Path, text: str, mode: int | None = None) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), mode)
 
 
-def write_json(path: str | Path, obj: Any) -> Path:
-    return write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+def write_json(path: str | Path, obj: Any, mode: int | None = None) -> Path:
+    return write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n", mode)
 
 
 def read_json(path: str | Path, default: Any = None) -> Any:

@@ -33,19 +33,21 @@ def read(path: str | Path, default: Any = None) -> Any:
     return _read(Path(path), default)
 
 
-def update(path: str | Path, change: Callable[[Any], Any], default: Any) -> Any:
-    """Read-modify-write a JSON log under its lock; the new content replaces the file atomically."""
+def update(path: str | Path, change: Callable[[Any], Any], default: Any, mode: int | None = None) -> Any:
+    """Read-modify-write a JSON log under its lock; the new content replaces the file atomically (`mode`: see
+    atomic.atomic_write)."""
     path = Path(path)
     with _lock(path):
         new = change(_read(path, default))
-        atomic.write_json(path, new)
+        atomic.write_json(path, new, mode)
         return new
 
 
-def append(path: str | Path, action: str, reason: str, success: bool, **details: Any) -> dict[str, Any]:
+def append(path: str | Path, action: str, reason: str, success: bool, *, mode: int | None = None,
+           **details: Any) -> dict[str, Any]:
     """Append one seed-format entry to a list-shaped log and return it."""
     entry = {"timestamp": now_iso(), "action": action, "reason": reason, "success": success, **details}
-    update(path, lambda entries: [*entries, entry], default=[])
+    update(path, lambda entries: [*entries, entry], default=[], mode=mode)
     return entry
 
 
