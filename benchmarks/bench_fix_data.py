@@ -36,7 +36,7 @@ def run() -> dict:
                   "synth": {"rows": ROWS, "current_rows": 10}}
         (work / workspace.PARAMS).write_text(yaml.safe_dump(params))
         started = time.perf_counter()
-        write_default_data(parse_params(params))
+        write_default_data(parse_params(params), anywhere=True)
         generate_s = time.perf_counter() - started
         stage = ["env", f"PYTHONPATH={sandbox.SOURCE}", *sandbox.stage_argv("fix_data")]
         cpu_before = _children_cpu()
