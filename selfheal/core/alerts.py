@@ -71,5 +71,5 @@ def raise_alert(kind: str, message: str, **details: Any) -> dict[str, Any]:
         if webhook.startswith("failed"):
             print(f"ALERT [{kind}]: webhook {webhook}", file=sys.stderr, flush=True)
     delivered = webhook is None or not webhook.startswith("failed")
-    return audit.append(workspace.ALERTS_LOG, "alert", message, delivered, mode=ALERTS_MODE, kind=kind, **details,
-                        webhook=webhook)
+    entry = audit.entry("alert", message, delivered, kind=kind, **details, webhook=webhook)
+    return audit.add(workspace.ALERTS_LOG, entry, mode=ALERTS_MODE)

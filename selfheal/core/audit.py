@@ -43,12 +43,20 @@ def update(path: str | Path, change: Callable[[Any], Any], default: Any, mode: i
         return new
 
 
-def append(path: str | Path, action: str, reason: str, success: bool, *, mode: int | None = None,
-           **details: Any) -> dict[str, Any]:
+def entry(action: str, reason: str, success: bool, **details: Any) -> dict[str, Any]:
+    """One seed-format entry, stamped now."""
+    return {"timestamp": now_iso(), "action": action, "reason": reason, "success": success, **details}
+
+
+def add(path: str | Path, new: dict[str, Any], mode: int | None = None) -> dict[str, Any]:
+    """Append `new` to a list-shaped log (`mode`: see atomic.atomic_write) and return it."""
+    update(path, lambda entries: [*entries, new], default=[], mode=mode)
+    return new
+
+
+def append(path: str | Path, action: str, reason: str, success: bool, **details: Any) -> dict[str, Any]:
     """Append one seed-format entry to a list-shaped log and return it."""
-    entry = {"timestamp": now_iso(), "action": action, "reason": reason, "success": success, **details}
-    update(path, lambda entries: [*entries, entry], default=[], mode=mode)
-    return entry
+    return add(path, entry(action, reason, success, **details))
 
 
 def entries(path: str | Path) -> list[dict[str, Any]]:

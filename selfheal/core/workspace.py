@@ -53,6 +53,10 @@ HEAL_HOLDER = STATE_DIR / "heal.holder.json"
 BACKUPS = STATE_DIR / "backups"
 PID_FILE = STATE_DIR / "service.pid"
 SERVICE_LOG = STATE_DIR / "service.log"
+# one restarter at a time: the running `recover --watch` (pid, create time, host) and the restart lock
+WATCHER = STATE_DIR / "watcher.json"
+RESTART_LOCK = STATE_DIR / "restart.lock"
+RESTART_HOLDER = STATE_DIR / "restart.holder.json"
 
 # `make report`
 REPORT = Path("report.md")

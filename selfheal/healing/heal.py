@@ -129,8 +129,12 @@ def execute(d: Decision, params: Params) -> Result:
             return Result(d, bool(entry and entry["success"]), (entry or {}).get("outcome", "not due"))
         if d.action == "recover":
             from selfheal.recovery.ladder import recover
+            from selfheal.recovery.turns import running_watcher
 
-            outcome = recover(params.service_recovery, "auto", url)
+            watcher = running_watcher()
+            if watcher is not None:  # two restarters would stop each other's fresh process
+                return Result(d, True, f"the watcher {watcher['pid']} recovers the service (not this heal)")
+            outcome = recover(params.service_recovery, "auto", url, actor="heal")
             return Result(d, outcome.success, outcome.detail)
         if d.action == "escalate":
             from selfheal.core.alerts import raise_alert
