@@ -1,10 +1,12 @@
 """The audit trail: the seed's log files, each valid JSON at every instant (atomic rewrite under a file lock).
 
-Entries follow the seed's format: timestamp, action, reason, success, plus action-specific details.
+Entries follow the seed's format: timestamp, action, reason, success, plus the host name and action-specific
+details.
 """
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -44,8 +46,9 @@ def update(path: str | Path, change: Callable[[Any], Any], default: Any, mode: i
 
 
 def entry(action: str, reason: str, success: bool, **details: Any) -> dict[str, Any]:
-    """One seed-format entry, stamped now."""
-    return {"timestamp": now_iso(), "action": action, "reason": reason, "success": success, **details}
+    """One seed-format entry, stamped now and with the host that acted (several runners may share a repo)."""
+    return {"timestamp": now_iso(), "action": action, "reason": reason, "success": success,
+            "host": socket.gethostname(), **details}
 
 
 def add(path: str | Path, new: dict[str, Any], mode: int | None = None) -> dict[str, Any]:

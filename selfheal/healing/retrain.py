@@ -136,8 +136,8 @@ def retrain(params: Any, *, drift_detected: bool = False, drift_score: float | N
         restore_stages(before, [s for s in undo if s in before], from_backup(backup_dir), cwd)
     success = outcome == "promoted"
     entry = {
-        "timestamp": now_iso(), "action": "forced_retrain" if force else "auto_retrain", "reason": verdict.reason,
-        "success": success, "outcome": outcome, "drift_score": score, "drift_detected_at": detected_at,
+        **audit.entry("forced_retrain" if force else "auto_retrain", verdict.reason, success),
+        "outcome": outcome, "drift_score": score, "drift_detected_at": detected_at,
         "started_at": started, "duration_s": round(time.perf_counter() - t0, 1), "rows_added": added,
         "version": version, "metric": validation.get("metric"), "metric_name": validation.get("metric_name"),
         "production": (workspace.read_production(cwd / workspace.PRODUCTION) or {}).get("version"),

@@ -127,7 +127,7 @@ def rollback(
         raise NothingToRestore("no earlier good model version to roll back to; nothing was changed")
     print(f"🔄 Rolling back to {target.name} ({target.alias or target.commit[:10]})")
     restore(target, cwd)
-    registry.assign_production(target, reason, cwd)
+    registry.assign_production(target, reason, cwd, registry.shared_remote(cwd))
     reloaded = reload(target.md5) if reload else False
     entry = audit.append(
         cwd / workspace.ROLLBACK_LOG, action, reason, True,
