@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from selfheal.core import atomic, audit, workspace
+from selfheal.core import atomic, audit, journal, workspace
 from selfheal.core.errors import SelfHealError
 from selfheal.versions import registry, vcs
 from selfheal.versions.checkout import Reload
@@ -103,6 +103,11 @@ def promote(*, reason: str = "passed validation", reload: Reload | None = None, 
     """
     cwd = Path(cwd)
     validation, md5 = passing_candidate(cwd)
+    with journal.intent("promote", cwd / workspace.HEAL_LOG, reason, md5=md5):
+        return _promote(cwd, validation, md5, reason, reload)
+
+
+def _promote(cwd: Path, validation: dict[str, Any], md5: str, reason: str, reload: Reload | None) -> dict:
     remote, shared = _remote(cwd), registry.shared_remote(cwd)
     if remote:
         vcs.dvc("push", "--quiet", cwd=cwd)
