@@ -85,6 +85,9 @@ def rollback(
     """
     started = time.perf_counter()
     cwd = Path(cwd)
+    shared = registry.shared_remote(cwd)
+    if shared:  # the versions and assignments other runners made
+        registry.sync(shared, cwd)
     known = registry.versions(cwd)
     model = cwd / workspace.MODEL
     bad_md5 = atomic.md5_file(model) if model.exists() else None
@@ -131,7 +134,7 @@ def rollback(
         journal.note(record, {str(cwd / workspace.MODEL): target.md5 or ""}, done)
         restore(target, cwd)
         atomic.pause_at("rollback:restored")
-        registry.assign_production(target, reason, cwd, registry.shared_remote(cwd))
+        registry.assign_production(target, reason, cwd, shared)
         reloaded = reload(target.md5) if reload else False
         entry = audit.append(cwd / workspace.ROLLBACK_LOG, action, reason, True, **done, service_reloaded=reloaded,
                              duration_s=round(time.perf_counter() - started, 3))
