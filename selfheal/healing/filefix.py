@@ -8,6 +8,7 @@ monitoring/data_fix_log.json. Inside the pipeline prefer `dvc repro`: it never r
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,8 @@ def fix_file(path: Path, params: Params) -> dict[str, Any]:
     schema = infer_schema(raw, d.target, d.task, d.columns, d.ranges)
     clean, report = fix(raw, schema, dq, source=str(path))
     n = changes(report) if dq.auto_fix_enabled else 0
-    with journal.intent("auto_fix_data", workspace.DATA_FIX_LOG, f"fix-data on {path}", data_path=str(path)):
+    changing = journal.intent("auto_fix_data", workspace.DATA_FIX_LOG, f"fix-data on {path}", data_path=str(path))
+    with changing if n else nullcontext():
         backup = None
         if n:
             backup = guard.backup([path], "fix-data")

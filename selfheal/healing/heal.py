@@ -167,7 +167,8 @@ def heal(params: Params, plan_only: bool = False) -> int:
         print(f"heal: {line}")
     decisions = plan(observe(params), params)
     results: list[Result] = []
-    acted = bool(settled.completed or settled.interrupted)  # a killed action's leftovers: not "healthy"
+    # a killed action's leftovers were logged and reported: not "healthy"; the steps below redo what is needed
+    acted = bool(settled.completed or settled.interrupted)
     for step in ISSUES:
         if acted:  # what an earlier step did (new data, new model) changes what this one sees
             decisions = plan(observe(params), params)
@@ -180,7 +181,7 @@ def heal(params: Params, plan_only: bool = False) -> int:
             acted = acted or d.acts
             print(f"heal: {d.step}: {'done' if result.ok else 'FAILED'}: {result.note}")
             results.append(result)
-    failed: list[Any] = [r for r in results if not r.ok] + settled.interrupted
+    failed = [r for r in results if not r.ok]
     if acted or failed:
         from selfheal.healing.status import write_status
 
