@@ -166,13 +166,19 @@ WaitOpt = Annotated[float, typer.Option("--wait", help="Seconds to wait for anot
 
 
 @contextmanager
-def _locked(action: str, params: Path, config: Path | None, wait: float) -> Iterator[Params]:
-    """The validated params, with the project's healing lock held for `action` (one actor at a time)."""
+def _locked(action: str, params: Path, config: Path | None, wait: float, settle: bool = True) -> Iterator[Params]:
+    """The validated params, with the project's healing lock held for `action` (one actor at a time); first
+    what killed actions left behind is completed or reported (heal does that itself, to weigh it)."""
     from selfheal.core.config import load_params
+    from selfheal.core.journal import settle as settle_journal
     from selfheal.healing.guard import exclusive
+    from selfheal.healing.heal import data_folders
 
     loaded = load_params(params, config)
     with exclusive(action, wait):
+        if settle:
+            for line in settle_journal(data_folders(loaded)).lines():
+                typer.echo(f"{action}: {line}")
         yield loaded
 
 
@@ -277,7 +283,7 @@ def heal(
 
     if plan:
         raise typer.Exit(run_heal(load_params(params, config), plan_only=True))
-    with _locked("heal", params, config, wait) as p:
+    with _locked("heal", params, config, wait, settle=False) as p:
         code = run_heal(p)
     raise typer.Exit(code)
 

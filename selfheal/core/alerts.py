@@ -4,6 +4,9 @@ Every alert is a seed-format entry in `monitoring/alerts.json` (timestamp, actio
 success = whether it was delivered everywhere it should go, plus `kind` and the caller's details), a line on
 stderr, and, when $SELFHEAL_ALERT_WEBHOOK is set, a JSON POST of the same entry to that URL (retried briefly).
 Delivery problems are recorded, never raised: an alert must not turn into a second failure.
+
+A webhook URL is a credential (user:password, a secret path, a token in the query), and CI uploads monitoring/:
+only its scheme and host are ever written or printed, and alerts.json is created readable by its owner only.
 """
 
 from __future__ import annotations
@@ -20,8 +23,22 @@ WEBHOOK_TIMEOUT_SECONDS = 5.0
 WEBHOOK_TRIES = 3
 
 
+ALERTS_MODE = 0o600
+
+
+def redact(url: str) -> str:
+    """scheme://host[:port] of a URL: no user, password, path, query or fragment."""
+    parts = urlsplit(url)
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    return f"{parts.scheme}://{parts.hostname}{port}" if parts.scheme and parts.hostname else "webhook"
+
+
 def _post(url: str, payload: dict[str, Any]) -> str:
-    """POST with retries; returns a short delivery note. The URL's path and query (often a secret) stay out."""
+    """POST with retries; returns a short delivery note naming only the redacted URL. Exception texts are left
+    out: requests puts the path and query in them."""
     import requests
     from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
@@ -32,11 +49,12 @@ def _post(url: str, payload: dict[str, Any]) -> str:
         resp.raise_for_status()
         return resp.status_code
 
-    host = urlsplit(url).netloc or "webhook"
+    host = redact(url)
     try:
         return f"delivered to {host} (HTTP {send()})"
     except requests.RequestException as exc:
-        return f"failed: {host}: {type(exc).__name__}: {str(exc).replace(url, host)[:200]}"
+        status = getattr(exc.response, "status_code", None)
+        return f"failed: {host}: {type(exc).__name__}" + (f" (HTTP {status})" if status else "")
 
 
 def raise_alert(kind: str, message: str, **details: Any) -> dict[str, Any]:
@@ -53,4 +71,5 @@ def raise_alert(kind: str, message: str, **details: Any) -> dict[str, Any]:
         if webhook.startswith("failed"):
             print(f"ALERT [{kind}]: webhook {webhook}", file=sys.stderr, flush=True)
     delivered = webhook is None or not webhook.startswith("failed")
-    return audit.append(workspace.ALERTS_LOG, "alert", message, delivered, kind=kind, **details, webhook=webhook)
+    entry = audit.entry("alert", message, delivered, kind=kind, **details, webhook=webhook)
+    return audit.add(workspace.ALERTS_LOG, entry, mode=ALERTS_MODE)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import tempfile
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -18,19 +20,25 @@ def _current_umask() -> int:
 
 
 _UMASK = _current_umask()
+TMP_SUFFIX = ".tmp"
+PAUSE_ENV = "SELFHEAL_PAUSE_AT"
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
-    """Call `write(tmp)` on a temporary file beside `path`, fsync it, then rename it over `path`."""
+def atomic_write(path: str | Path, write: Callable[[Path], object], mode: int | None = None) -> Path:
+    """Call `write(tmp)` on a temporary file beside `path`, fsync it, then rename it over `path`.
+
+    `mode` (e.g. 0o600 for files that may name private endpoints) replaces the umask-derived default.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=TMP_SUFFIX, dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         # mkstemp makes 0600 files; give the result the mode a plain open() would (0666 less the umask)
-        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.chmod(tmp, 0o666 & ~_UMASK if mode is None else mode)
         write(tmp)
+        pause_at(f"write:{path.name}")
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -40,16 +48,54 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     return path
 
 
+def pause_at(step: str) -> None:
+    """Crash tests only: when $SELFHEAL_PAUSE_AT names `step`, say so on stderr and wait to be killed there."""
+    if os.environ.get(PAUSE_ENV) == step:
+        print(f"paused at {step}", file=sys.stderr, flush=True)
+        time.sleep(3600)
+
+
+def sweep(folders: Iterable[str | Path], min_age_s: float = 3600.0) -> list[Path]:
+    """Remove the temporary files killed atomic writes left in `folders`; returns what was removed.
+
+    A temporary file names its writer's pid: one whose writer is gone is a leftover. One without a pid (or
+    whose pid is reused) goes only after `min_age_s`, so a write in progress is never swept away.
+    """
+    removed = []
+    for folder in map(Path, folders):
+        for tmp in folder.glob(f".*{TMP_SUFFIX}") if folder.is_dir() else ():
+            parts = tmp.name.rsplit(".", 3)  # .<name>.<pid>.<random>.tmp
+            pid = int(parts[1]) if len(parts) == 4 and parts[1].isdigit() else None
+            try:
+                old = time.time() - tmp.stat().st_mtime > min_age_s
+                if old or (pid is not None and pid != os.getpid() and not _running(pid)):
+                    tmp.unlink()
+                    removed.append(tmp)
+            except OSError:
+                continue
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def write_bytes(path: str | Path, data: bytes) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
-def write_text(path: str | Path, text: str) -> Path:
-    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+def write_text(path: str | Path, text: str, mode: int | None = None) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), mode)
 
 
-def write_json(path: str | Path, obj: Any) -> Path:
-    return write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+def write_json(path: str | Path, obj: Any, mode: int | None = None) -> Path:
+    return write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n", mode)
 
 
 def read_json(path: str | Path, default: Any = None) -> Any:

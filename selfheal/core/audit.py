@@ -1,10 +1,12 @@
 """The audit trail: the seed's log files, each valid JSON at every instant (atomic rewrite under a file lock).
 
-Entries follow the seed's format: timestamp, action, reason, success, plus action-specific details.
+Entries follow the seed's format: timestamp, action, reason, success, plus the host name and action-specific
+details.
 """
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,20 +35,31 @@ def read(path: str | Path, default: Any = None) -> Any:
     return _read(Path(path), default)
 
 
-def update(path: str | Path, change: Callable[[Any], Any], default: Any) -> Any:
-    """Read-modify-write a JSON log under its lock; the new content replaces the file atomically."""
+def update(path: str | Path, change: Callable[[Any], Any], default: Any, mode: int | None = None) -> Any:
+    """Read-modify-write a JSON log under its lock; the new content replaces the file atomically (`mode`: see
+    atomic.atomic_write)."""
     path = Path(path)
     with _lock(path):
         new = change(_read(path, default))
-        atomic.write_json(path, new)
+        atomic.write_json(path, new, mode)
         return new
+
+
+def entry(action: str, reason: str, success: bool, **details: Any) -> dict[str, Any]:
+    """One seed-format entry, stamped now and with the host that acted (several runners may share a repo)."""
+    return {"timestamp": now_iso(), "action": action, "reason": reason, "success": success,
+            "host": socket.gethostname(), **details}
+
+
+def add(path: str | Path, new: dict[str, Any], mode: int | None = None) -> dict[str, Any]:
+    """Append `new` to a list-shaped log (`mode`: see atomic.atomic_write) and return it."""
+    update(path, lambda entries: [*entries, new], default=[], mode=mode)
+    return new
 
 
 def append(path: str | Path, action: str, reason: str, success: bool, **details: Any) -> dict[str, Any]:
     """Append one seed-format entry to a list-shaped log and return it."""
-    entry = {"timestamp": now_iso(), "action": action, "reason": reason, "success": success, **details}
-    update(path, lambda entries: [*entries, entry], default=[])
-    return entry
+    return add(path, entry(action, reason, success, **details))
 
 
 def entries(path: str | Path) -> list[dict[str, Any]]:

@@ -153,6 +153,11 @@ def _explain(source: str, exc: ValidationError) -> ConfigError:
 
 
 def parse_params(raw: dict[str, Any], source: str = str(workspace.PARAMS)) -> Params:
+    """Validate a params mapping; groups (and keys) it leaves out take their defaults.
+
+    Lenient on purpose, for programmatic use (tests, benchmarks, a JSON overlay checked on its own). A params
+    *file* goes through load_params, which first insists that every group is there.
+    """
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:
@@ -170,14 +175,25 @@ def read_yaml(path: Path, missing: str = "not found") -> Any:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
+    """params.yaml's groups: every group of Params must be there (an empty or truncated file is an error)."""
     raw = read_yaml(path, "not found (run from the project root, or pass --params)")
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of groups at the top level")
+    missing = [group for group in Params.model_fields if group not in raw]
+    if missing:
+        what = "is empty" if not raw else f"has no group(s) {', '.join(missing)}"
+        raise ConfigError(f"{path} {what}; expected the groups {', '.join(Params.model_fields)} "
+                          f"(restore them with `git checkout -- {path}` or copy them from the project's params.yaml)")
     return raw
 
 
 def load_params(path: str | Path = workspace.PARAMS, healing_config: str | Path | None = None) -> Params:
-    """Load params.yaml; a seed-format JSON config, if given, overrides the self-healing groups."""
+    """Load params.yaml; a seed-format JSON config, if given, overrides the self-healing groups.
+
+    Strict like DVC, which refuses to run a stage whose params are missing from the file: a group left out is
+    an error, never silently filled with defaults (a defaulted cooldown or threshold would act on values nobody
+    chose). Keys left out inside a present group keep their defaults, as params.yaml's comments describe.
+    """
     raw = _read_yaml(Path(path))
     if healing_config is not None:
         overlay = load_healing_config(healing_config)

@@ -58,10 +58,21 @@ BACKUPS = STATE_DIR / "backups"
 PID_FILE = STATE_DIR / "service.pid"
 SERVICE_STOPPED = STATE_DIR / "service.stopped.json"  # a stop the operator asked for (SIGTERM/SIGINT)
 SERVICE_LOG = STATE_DIR / "service.log"
+# intents of rollback / promote / retrain / fix-data, recorded before they act (core/journal.py)
+JOURNAL = STATE_DIR / "journal.json"
+# one restarter at a time: the running `recover --watch` (pid, create time, host) and the restart lock
+WATCHER = STATE_DIR / "watcher.json"
+RESTART_LOCK = STATE_DIR / "restart.lock"
+RESTART_HOLDER = STATE_DIR / "restart.holder.json"
 
 # `make report`
 REPORT = Path("report.md")
 REPORT_ASSETS = Path("report")
+
+# the folders selfheal writes to (besides the data folders named in params): where a killed atomic write may
+# have left a temporary file behind
+WRITTEN_DIRS = tuple(sorted({str(p.parent) for p in (MODEL, HOLDOUT, DATA_QUALITY, PREDICTIONS_PLOT, DRIFT_REPORT,
+                                                     RETRAINING_LOG, JOURNAL)}))
 
 
 PROJECT_ID_ENV = "SELFHEAL_PROJECT_ID"

@@ -8,10 +8,11 @@ monitoring/data_fix_log.json. Inside the pipeline prefer `dvc repro`: it never r
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from selfheal.core import atomic, audit, workspace
+from selfheal.core import atomic, audit, journal, workspace
 from selfheal.core.config import Params
 from selfheal.healing import guard
 
@@ -44,24 +45,26 @@ def fix_file(path: Path, params: Params) -> dict[str, Any]:
     schema = infer_schema(raw, d.target, d.task, d.columns, d.ranges)
     clean, report = fix(raw, schema, dq, source=str(path))
     n = changes(report) if dq.auto_fix_enabled else 0
-    backup = None
-    if n:
-        backup = guard.backup([path], "fix-data")
-        atomic.atomic_write(path, lambda tmp: write_csv(clean, tmp))
-    lines = summary_lines(report)
-    for line in lines[:-1]:
-        print(f"✅ {line}")
-    print(("✅ " if report["valid_after"] else "❌ ") + lines[-1])
-    if not dq.auto_fix_enabled:
-        print("data_quality.auto_fix_enabled is false: the file was not changed")
-    elif backup:
-        print(f"Backup of the original in {backup}/")
-    else:
-        print(f"No issues to fix: {path} unchanged")
-    return audit.append(
-        workspace.DATA_FIX_LOG, "auto_fix_data", f"fix-data on {path}: {report['problems_before']} problem(s) found",
-        bool(report["valid_after"]), data_path=str(path), method="selfheal fix-data (in place)",
-        problems_before=report["problems_before"], problems_after=report["problems_after"],
-        rows_in=report["rows_in"], rows_out=report["rows_out"], changes=n, fixes=lines[:-1],
-        backup=str(backup) if backup else None, duration_s=round(time.perf_counter() - started, 2),
-    )
+    changing = journal.intent("auto_fix_data", workspace.DATA_FIX_LOG, f"fix-data on {path}", data_path=str(path))
+    with changing if n else nullcontext():
+        backup = None
+        if n:
+            backup = guard.backup([path], "fix-data")
+            atomic.atomic_write(path, lambda tmp: write_csv(clean, tmp))
+        lines = summary_lines(report)
+        for line in lines[:-1]:
+            print(f"✅ {line}")
+        print(("✅ " if report["valid_after"] else "❌ ") + lines[-1])
+        if not dq.auto_fix_enabled:
+            print("data_quality.auto_fix_enabled is false: the file was not changed")
+        elif backup:
+            print(f"Backup of the original in {backup}/")
+        else:
+            print(f"No issues to fix: {path} unchanged")
+        return audit.append(
+            workspace.DATA_FIX_LOG, "auto_fix_data", f"fix-data on {path}: {report['problems_before']} problem(s) found",
+            bool(report["valid_after"]), data_path=str(path), method="selfheal fix-data (in place)",
+            problems_before=report["problems_before"], problems_after=report["problems_after"],
+            rows_in=report["rows_in"], rows_out=report["rows_out"], changes=n, fixes=lines[:-1],
+            backup=str(backup) if backup else None, duration_s=round(time.perf_counter() - started, 2),
+        )

@@ -1,22 +1,18 @@
 """Guards around every healing action: one actor at a time (a lock), and a backup before data is changed.
 
-The lock is an OS file lock (filelock): the kernel drops it when its holder dies, so a killed heal never blocks
-the next one. A small JSON file beside it says who holds it, for a clear message to the one that waits.
+The lock is selfheal.core.locks' OS file lock: a killed heal never blocks the next one, and the one that waits
+is told who holds it.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from filelock import FileLock, Timeout
-
-from selfheal.core import atomic, workspace
-from selfheal.core.clock import now_iso
+from selfheal.core import atomic, locks, workspace
 from selfheal.core.errors import SelfHealError
 
 
@@ -29,32 +25,18 @@ class Busy(SelfHealError):
 @contextmanager
 def exclusive(what: str, wait: float = 0.0) -> Iterator[None]:
     """Hold the project's healing lock for `what`; wait up to `wait` seconds, then exit clearly."""
-    workspace.HEAL_LOCK.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(workspace.HEAL_LOCK))
+    acquired = False
     try:
-        lock.acquire(timeout=wait)
-    except Timeout:
-        holder = _holder()
+        with locks.hold(workspace.HEAL_LOCK, workspace.HEAL_HOLDER, what, wait):
+            acquired = True
+            yield
+    except locks.Held as exc:
+        if acquired:  # another lock, taken inside the action
+            raise
         raise Busy(
-            f"{workspace.HEAL_LOCK}: another selfheal action is running ({holder}); "
+            f"{workspace.HEAL_LOCK}: another selfheal action is running ({locks.describe(exc.holder)}); "
             f"nothing was changed - retry later or pass --wait SECONDS"
         ) from None
-    try:
-        atomic.write_json(workspace.HEAL_HOLDER, {"action": what, "pid": os.getpid(), "since": now_iso()})
-        yield
-    finally:
-        workspace.HEAL_HOLDER.unlink(missing_ok=True)
-        lock.release()
-
-
-def _holder() -> str:
-    try:
-        info = atomic.read_json(workspace.HEAL_HOLDER, {}) or {}
-    except ValueError:
-        info = {}
-    if not info:
-        return "holder unknown"
-    return f"{info.get('action')} by pid {info.get('pid')} since {info.get('since')}"
 
 
 def backup(paths: list[str | Path], label: str) -> Path:

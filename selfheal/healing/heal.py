@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from selfheal.core import atomic, audit, workspace
+from selfheal.core import atomic, audit, journal, workspace
 from selfheal.core.config import Params
 from selfheal.healing.policy import ISSUES, Decision, Observations, plan
 from selfheal.healing.retrain import last_retrain_time
@@ -130,8 +130,12 @@ def execute(d: Decision, params: Params) -> Result:
             return Result(d, bool(entry and entry["success"]), (entry or {}).get("outcome", "not due"))
         if d.action == "recover":
             from selfheal.recovery.ladder import recover
+            from selfheal.recovery.turns import running_watcher
 
-            outcome = recover(params.service_recovery, "auto", url)
+            watcher = running_watcher()
+            if watcher is not None:  # two restarters would stop each other's fresh process
+                return Result(d, True, f"the watcher {watcher['pid']} recovers the service (not this heal)")
+            outcome = recover(params.service_recovery, "auto", url, actor="heal")
             return Result(d, outcome.success, outcome.detail)
         if d.action == "escalate":
             from selfheal.core.alerts import raise_alert
@@ -147,16 +151,25 @@ def describe(decisions: list[Decision]) -> list[str]:
     return [f"  {i}. {d.step:<9} {d.action:<13} {d.reason}" for i, d in enumerate(decisions, 1)]
 
 
+def data_folders(params: Params) -> set[str]:
+    """The folders of the data files params names: selfheal writes there too (fix-data, retrain's fold)."""
+    return {str(Path(path).parent) for path in (params.data.raw, params.data.clean, params.data.current)}
+
+
 def heal(params: Params, plan_only: bool = False) -> int:
     """Run (or with `plan_only` only print) the healing decisions; 0 when nothing failed or was escalated."""
     started = time.perf_counter()
-    decisions = plan(observe(params), params)
     if plan_only:
         print("heal plan (nothing is changed; later steps are decided again after earlier ones act):")
-        print("\n".join(describe(decisions)))
+        print("\n".join(describe(plan(observe(params), params))))
         return 0
+    settled = journal.settle(data_folders(params))
+    for line in settled.lines():
+        print(f"heal: {line}")
+    decisions = plan(observe(params), params)
     results: list[Result] = []
-    acted = False
+    # a killed action's leftovers were logged and reported: not "healthy"; the steps below redo what is needed
+    acted = bool(settled.completed or settled.interrupted)
     for step in ISSUES:
         if acted:  # what an earlier step did (new data, new model) changes what this one sees
             decisions = plan(observe(params), params)
@@ -178,6 +191,7 @@ def heal(params: Params, plan_only: bool = False) -> int:
                                               r.decision.action != "skip") or "healthy",
             not failed, decisions=[{"step": r.decision.step, "action": r.decision.action, "reason": r.decision.reason,
                                     "ok": r.ok, "note": r.note} for r in results],
+            journal=settled.completed + settled.interrupted or None,
             duration_s=round(time.perf_counter() - started, 2),
         )
         write_status()

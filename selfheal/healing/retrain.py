@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from selfheal.core import audit, workspace
+from selfheal.core import audit, journal, workspace
 from selfheal.core.clock import now_iso, parse_time
 from selfheal.healing.policy import retrain_decision
 from selfheal.versions import vcs
@@ -110,40 +110,42 @@ def retrain(params: Any, *, drift_detected: bool = False, drift_score: float | N
     print(("✅ " if verdict.retrain else "ℹ️  ") + verdict.reason)
     if not verdict.retrain:
         return None
-    started, t0 = now_iso(), time.perf_counter()
-    raw = cwd / params.data.raw
-    tracked = [p for paths in vcs.git_tracked_outputs(cwd / workspace.DVC_YAML).values() for p in paths]
-    backup_dir = guard.backup([raw, cwd / workspace.DVC_LOCK, *(cwd / p for p in tracked)], "retrain")
-    before = vcs.read_lock(cwd / workspace.DVC_LOCK)
-    added = fold_current(raw, cwd / params.data.current, params.data.target)
-    _set_last(log, started)  # the cooldown starts now, even if this retrain is interrupted
-    print(f"🔄 Starting model retraining... ({added} rows of {params.data.current} folded into {params.data.raw})")
-    proc = vcs.dvc("repro", cwd=cwd, check=False)
-    validation = audit.read(cwd / workspace.VALIDATION, {}) or {}
-    outcome, version, undo = "failed", None, ["fix_data", "train", "validate", "monitor"]
-    if proc.returncode != 0:
-        print(f"❌ dvc repro failed:\n{(proc.stderr or proc.stdout).strip()[-2000:]}", file=sys.stderr)
-    elif validation.get("passed"):
-        version, outcome, undo = promote(reason=verdict.reason, reload=reloader(service_url), cwd=cwd)["version"], "promoted", []
-    else:
-        try:
-            entry = rollback(reload=reloader(service_url), cwd=cwd)
-            outcome, version, undo = "rolled_back", (entry or {}).get("version_restored"), ["fix_data", "monitor"]
-        except NothingToRestore:
-            outcome = "failed"
-    if undo:  # the data, its drift measurement (and without a rollback the model) back to before this retrain
-        guard.restore_backup(backup_dir, [raw])
-        restore_stages(before, [s for s in undo if s in before], from_backup(backup_dir), cwd)
-    success = outcome == "promoted"
-    entry = {
-        "timestamp": now_iso(), "action": "forced_retrain" if force else "auto_retrain", "reason": verdict.reason,
-        "success": success, "outcome": outcome, "drift_score": score, "drift_detected_at": detected_at,
-        "started_at": started, "duration_s": round(time.perf_counter() - t0, 1), "rows_added": added,
-        "version": version, "metric": validation.get("metric"), "metric_name": validation.get("metric_name"),
-        "production": (workspace.read_production(cwd / workspace.PRODUCTION) or {}).get("version"),
-        "backup": str(backup_dir),
-    }
-    _set_last(log, started, entry)
-    print("✅ Retraining completed successfully" if success else
-          f"⚠️  Retraining did not produce a better model ({outcome}); production is {entry['production']}")
-    return entry
+    action = "forced_retrain" if force else "auto_retrain"
+    with journal.intent(action, cwd / workspace.HEAL_LOG, verdict.reason, data_path=params.data.raw):
+        started, t0 = now_iso(), time.perf_counter()
+        raw = cwd / params.data.raw
+        tracked = [p for paths in vcs.git_tracked_outputs(cwd / workspace.DVC_YAML).values() for p in paths]
+        backup_dir = guard.backup([raw, cwd / workspace.DVC_LOCK, *(cwd / p for p in tracked)], "retrain")
+        before = vcs.read_lock(cwd / workspace.DVC_LOCK)
+        added = fold_current(raw, cwd / params.data.current, params.data.target)
+        _set_last(log, started)  # the cooldown starts now, even if this retrain is interrupted
+        print(f"🔄 Starting model retraining... ({added} rows of {params.data.current} folded into {params.data.raw})")
+        proc = vcs.dvc("repro", cwd=cwd, check=False)
+        validation = audit.read(cwd / workspace.VALIDATION, {}) or {}
+        outcome, version, undo = "failed", None, ["fix_data", "train", "validate", "monitor"]
+        if proc.returncode != 0:
+            print(f"❌ dvc repro failed:\n{(proc.stderr or proc.stdout).strip()[-2000:]}", file=sys.stderr)
+        elif validation.get("passed"):
+            version, outcome, undo = promote(reason=verdict.reason, reload=reloader(service_url), cwd=cwd)["version"], "promoted", []
+        else:
+            try:
+                entry = rollback(reload=reloader(service_url), cwd=cwd)
+                outcome, version, undo = "rolled_back", (entry or {}).get("version_restored"), ["fix_data", "monitor"]
+            except NothingToRestore:
+                outcome = "failed"
+        if undo:  # the data, its drift measurement (and without a rollback the model) back to before this retrain
+            guard.restore_backup(backup_dir, [raw])
+            restore_stages(before, [s for s in undo if s in before], from_backup(backup_dir), cwd)
+        success = outcome == "promoted"
+        entry = {
+            **audit.entry(action, verdict.reason, success),
+            "outcome": outcome, "drift_score": score, "drift_detected_at": detected_at,
+            "started_at": started, "duration_s": round(time.perf_counter() - t0, 1), "rows_added": added,
+            "version": version, "metric": validation.get("metric"), "metric_name": validation.get("metric_name"),
+            "production": (workspace.read_production(cwd / workspace.PRODUCTION) or {}).get("version"),
+            "backup": str(backup_dir),
+        }
+        _set_last(log, started, entry)
+        print("✅ Retraining completed successfully" if success else
+              f"⚠️  Retraining did not produce a better model ({outcome}); production is {entry['production']}")
+        return entry

@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 
 from selfheal.core.atomic import atomic_write
-from selfheal.core.config import Params
+from selfheal.core.config import DataParams, Params
+from selfheal.core.errors import DataError
 
 FEATURES = ["MedInc", "HouseAge", "AveRooms", "AveBedrms", "Population", "AveOccup", "Latitude", "Longitude"]
 TARGET = "MedHouseVal"
@@ -141,15 +142,18 @@ def _write_csv(path: Path, df: pd.DataFrame) -> None:
     atomic_write(path, lambda tmp: df.to_csv(tmp, index=False, lineterminator="\n"))
 
 
-def write_default_data(params: Params, force: bool = False) -> list[str]:
+def write_default_data(params: Params, force: bool = False, anywhere: bool = False) -> list[str]:
     """Write data.raw (faulted per params.synth) and data.current when absent (or `force`); say what happened.
 
-    Same params -> same bytes, so the hash dvc.lock pins is stable across machines.
+    Same params -> same bytes, so the hash dvc.lock pins is stable across machines. Only at the embedded default
+    paths (DataParams' defaults): a data.raw or data.current pointing elsewhere is the user's data, and a missing
+    one is a typo or a forgotten copy - made up rows there would be trained on. Such a file is an error naming it
+    and its params key, before anything is written; an existing one is never rewritten. `anywhere` lifts the
+    rule for a scratch directory (the benchmarks).
     """
     s, d = params.synth, params.data
-    lines = []
     jobs = {
-        Path(d.raw): lambda: inject_faults(
+        "raw": lambda: inject_faults(
             make_housing(s.rows, s.seed),
             missing=s.missing,
             outliers=s.outliers,
@@ -158,11 +162,19 @@ def write_default_data(params: Params, force: bool = False) -> list[str]:
             seed=s.seed,
             target=TARGET,
         ),
-        Path(d.current): lambda: make_current(s.current_rows, s.drift, s.seed),
+        "current": lambda: make_current(s.current_rows, s.drift, s.seed),
     }
-    for path, build in jobs.items():
-        if path.exists() and not force:
-            lines.append(f"{path} present, kept")
+    paths = {key: Path(getattr(d, key)) for key in jobs}
+    ours = {key: anywhere or str(path) == DataParams.model_fields[key].default for key, path in paths.items()}
+    for key, path in paths.items():
+        if not ours[key] and not path.exists():
+            raise DataError(f"{path}: not found (params data.{key}); selfheal writes synthetic data only at the "
+                            f"default {DataParams.model_fields[key].default} - fix the path or copy your file there")
+    lines = []
+    for key, build in jobs.items():
+        path = paths[key]
+        if path.exists() and not (force and ours[key]):
+            lines.append(f"{path} present, kept" + ("" if ours[key] else f" (your data.{key}: never rewritten)"))
             continue
         df = build()
         _write_csv(path, df)

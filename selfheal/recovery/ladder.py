@@ -6,22 +6,25 @@ cache (drop and reload the model), config (reload configuration, then the model)
 process), docker (restart the container), and auto, which escalates cache -> config -> process, starting
 where it can help (a dead or hung process cannot reload anything, so those go straight to process).
 At most max_recovery_attempts attempts with exponential backoff (tenacity); every attempt is an entry in
-monitoring/recovery_log.json; when all fail, an alert (selfheal.core.alerts) and a non-zero exit.
+monitoring/recovery_log.json naming who acted (actor watch / heal / recover, pid, host); when all fail, an
+alert (selfheal.core.alerts) and a non-zero exit. Recoveries take turns on the restart lock (recovery/turns.py).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Literal
 
 from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from selfheal.core import audit, clock, workspace
+from selfheal.core import audit, clock, locks, workspace
 from selfheal.core.alerts import raise_alert
 from selfheal.core.config import ServiceRecoveryParams
 from selfheal.recovery.restarts import AttemptFailed, CannotRecover, Standby, address, restart_docker, restart_process
+from selfheal.recovery.turns import who
 from selfheal.service import procs
 from selfheal.service.client import Health, check_health, request_reload
 
@@ -82,12 +85,18 @@ def recover(
     health: Health | None = None,
     sleep: Callable[[float], object] = time.sleep,
     say: Callable[[str], None] = print,
+    actor: str = "recover",
 ) -> Outcome:
-    """Bring the service back to healthy, or log why not and raise an alert. Already healthy: nothing to do."""
+    """Bring the service back to healthy, or log why not and raise an alert. Already healthy: nothing to do.
+
+    `actor` (watch, heal or recover) is logged with this pid and host. The attempts run under the restart lock;
+    when another restarter held it, or logged a recovery meanwhile, the health is checked again first.
+    """
     if method not in METHODS:
         raise ValueError(f"unknown recovery method {method!r}; expected one of {list(METHODS)}")
     url = service_url or sr.service_url
     started = time.monotonic()
+    logged = len(audit.entries(workspace.RECOVERY_LOG))
     health = health or check_health(url, sr.health_timeout_seconds)
     if health.healthy:
         say(f"Health check passed: {url} {health.detail}")
@@ -96,11 +105,42 @@ def recover(
     if stop is not None:
         say(f"Service {url}: {procs.stopped_note(stop)}")
         return Outcome(False, "stopped", procs.stopped_note(stop))
+    with ExitStack() as turn:
+        other = _take_turn(turn, actor, sr, say)
+        since = audit.entries(workspace.RECOVERY_LOG)[logged:]
+        other = other or next((e for e in reversed(since) if e.get("success")), None)
+        if other is not None:
+            health = check_health(url, sr.health_timeout_seconds)
+            if health.healthy:
+                note = f"recovered by {who(other)}, not by this {actor}: {health.detail}"
+                say(f"Service already recovered: {note}")
+                return Outcome(True, "healthy", note)
+        return _attempts(sr, method, url, health, standby, max_attempts, sleep, say, actor, started)
+
+
+def _take_turn(turn: ExitStack, actor: str, sr: ServiceRecoveryParams, say: Callable[[str], None]
+               ) -> dict | None:
+    """Enter the restart lock; returns the holder we waited for (None when it was free)."""
+    try:
+        turn.enter_context(locks.hold(workspace.RESTART_LOCK, workspace.RESTART_HOLDER, actor))
+        return None
+    except locks.Held as exc:
+        say(f"Another restarter is at work ({who(exc.holder)}); waiting for it")
+        wait = sr.startup_timeout_seconds * sr.max_recovery_attempts + sr.kill_grace_seconds
+        turn.enter_context(locks.hold(workspace.RESTART_LOCK, workspace.RESTART_HOLDER, actor, wait))
+        return exc.holder or {"actor": "another restarter"}
+
+
+def _attempts(sr: ServiceRecoveryParams, method: str, url: str, health: Health, standby: Standby | None,
+              max_attempts: int | None, sleep: Callable[[float], object], say: Callable[[str], None], actor: str,
+              started: float) -> Outcome:
+    """The ladder's attempts with backoff, each logged; an alert when all fail."""
     detected_at = clock.now_iso()
     state, limit = health.state, max_attempts or sr.max_recovery_attempts
     steps = ladder(method, state)
     say(f"Health check failed: {health.detail}")
     outcome = Outcome(False, state, health.detail)
+    by = locks.me(actor)
 
     def attempt(n: int) -> None:
         step = steps[min(n, len(steps)) - 1]
@@ -111,11 +151,11 @@ def recover(
         try:
             note = current.detail if current.healthy else _act(step, url, sr, current, standby)
         except (AttemptFailed, CannotRecover) as exc:
-            _log(url, state, health, step, n, limit, detected_at, False, None, str(exc))
+            _log(url, state, health, step, n, limit, detected_at, False, None, str(exc), by)
             say(f"Recovery attempt {n} failed: {exc}")
             raise
         seconds = round(time.monotonic() - started, 2)
-        _log(url, state, health, step, n, limit, detected_at, True, seconds, note)
+        _log(url, state, health, step, n, limit, detected_at, True, seconds, note, by)
         outcome.success, outcome.seconds_to_recover, outcome.detail = True, seconds, note
         say(f"Service recovered ({step}) in {seconds} s: {note}")
 
@@ -142,9 +182,9 @@ def recover(
 
 
 def _log(url: str, state: str, health: Health, step: str, n: int, limit: int, detected_at: str, ok: bool,
-         seconds: float | None, note: str) -> None:
+         seconds: float | None, note: str, by: dict) -> None:
     audit.append(
         workspace.RECOVERY_LOG, ACTION, f"health check: {health.detail}", ok,
         detected_at=detected_at, method=step, attempt=n, max_attempts=limit, service_url=url, state=state,
-        recovered_at=clock.now_iso() if ok else None, seconds_to_recover=seconds, details=note,
+        recovered_at=clock.now_iso() if ok else None, seconds_to_recover=seconds, details=note, **by,
     )

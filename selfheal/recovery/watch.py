@@ -19,7 +19,8 @@ from selfheal.core.alerts import raise_alert
 from selfheal.core.config import ServiceRecoveryParams
 from selfheal.core.errors import SelfHealError
 from selfheal.recovery.ladder import recover
-from selfheal.recovery.restarts import standby_for
+from selfheal.recovery.restarts import Standby, standby_for
+from selfheal.recovery.turns import registered_watcher
 from selfheal.service.client import check_health
 
 
@@ -37,41 +38,50 @@ def watch(
     url = service_url or sr.service_url
     interval = interval or sr.watch_interval_seconds
     stop = stop or threading.Event()
+    with registered_watcher(url):  # `selfheal heal` leaves the service to this watcher meanwhile
+        use_standby = sr.warm_standby and method in ("auto", "process") and not sr.start_command
+        standby = standby_for(url, sr) if use_standby else None
+        say(f"Watching {url} every {interval:g} s (method {method}, at most {sr.max_recovery_attempts} attempts "
+            f"per {sr.watch_window_minutes:g} min{', warm standby' if standby else ''})")
+        try:
+            code = _loop(sr, method, url, interval, stop, standby, say)
+        finally:
+            if standby is not None:
+                standby.close()
+    if code == 0:
+        say("Watch stopped")
+    return code
+
+
+def _loop(sr: ServiceRecoveryParams, method: str, url: str, interval: float, stop: threading.Event,
+          standby: Standby | None, say: Callable[[str], None]) -> int:
+    """Check, and recover within the sliding window's attempt budget; returns the exit code."""
     window = sr.watch_window_minutes * 60
     attempts: deque[float] = deque()
-    use_standby = sr.warm_standby and method in ("auto", "process") and not sr.start_command
-    standby = standby_for(url, sr) if use_standby else None
-    say(f"Watching {url} every {interval:g} s (method {method}, at most {sr.max_recovery_attempts} attempts "
-        f"per {sr.watch_window_minutes:g} min{', warm standby' if standby else ''})")
-    try:
-        while not stop.is_set():
-            if standby is not None:
-                standby.ensure()
-            health = check_health(url, sr.health_timeout_seconds)
-            if health.healthy:
-                stop.wait(interval)
-                continue
-            now = time.monotonic()
-            while attempts and now - attempts[0] > window:
-                attempts.popleft()
-            budget = sr.max_recovery_attempts - len(attempts)
-            if budget <= 0:
-                raise_alert(
-                    "service_restart_storm",
-                    f"{url}: {health.detail}; {len(attempts)} recovery attempts in the last "
-                    f"{sr.watch_window_minutes:g} min already: not restarting again, a person should look",
-                    service_url=url, attempts=len(attempts), window_minutes=sr.watch_window_minutes,
-                )
-                return 1
-            outcome = recover(sr, method, url, standby=standby, max_attempts=budget, health=health,
-                              sleep=stop.wait, say=say)
-            attempts.extend(outcome.attempt_times)
-            if not outcome.success:
-                return 1 if not stop.is_set() else 0
-    finally:
+    while not stop.is_set():
         if standby is not None:
-            standby.close()
-    say("Watch stopped")
+            standby.ensure()
+        health = check_health(url, sr.health_timeout_seconds)
+        if health.healthy:
+            stop.wait(interval)
+            continue
+        now = time.monotonic()
+        while attempts and now - attempts[0] > window:
+            attempts.popleft()
+        budget = sr.max_recovery_attempts - len(attempts)
+        if budget <= 0:
+            raise_alert(
+                "service_restart_storm",
+                f"{url}: {health.detail}; {len(attempts)} recovery attempts in the last "
+                f"{sr.watch_window_minutes:g} min already: not restarting again, a person should look",
+                service_url=url, attempts=len(attempts), window_minutes=sr.watch_window_minutes,
+            )
+            return 1
+        outcome = recover(sr, method, url, standby=standby, max_attempts=budget, health=health,
+                          sleep=stop.wait, say=say, actor="watch")
+        attempts.extend(outcome.attempt_times)
+        if not outcome.success:
+            return 1 if not stop.is_set() else 0
     return 0
 
 

@@ -8,11 +8,12 @@ validate) -> a git commit of exactly the pipeline's state -> the version tag and
 from __future__ import annotations
 
 import configparser
+import socket
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from selfheal.core import atomic, audit, workspace
+from selfheal.core import atomic, audit, journal, workspace
 from selfheal.core.errors import SelfHealError
 from selfheal.versions import registry, vcs
 from selfheal.versions.checkout import Reload
@@ -58,30 +59,26 @@ def _commit_paths(cwd: Path) -> list[str]:
     return [p for p in dict.fromkeys(paths) if (cwd / p).exists()]
 
 
-def promote(*, reason: str = "passed validation", reload: Reload | None = None, cwd: str | Path = ".") -> dict:
-    """Make the validated workspace model production; returns the audit entry."""
-    cwd = Path(cwd)
-    validation, md5 = passing_candidate(cwd)
-    known = registry.versions(cwd)
+def _meta(cwd: Path, validation: dict[str, Any], md5: str, known: list[registry.Version]) -> dict[str, Any]:
+    """The version's metadata: the registered one for these bytes, an interrupted promotion's, or new."""
     existing = registry.by_md5(md5, known)
     interrupted = workspace.read_production(cwd / workspace.PRODUCTION) or {}
     if existing:
-        name, meta = existing.name, existing.meta
-    elif interrupted.get("md5") == md5 and interrupted.get("version") == registry.next_version(known):
-        name, meta = interrupted["version"], interrupted  # finish an interrupted promotion as it began
-    else:
-        now = datetime.now(UTC).replace(microsecond=0)
-        name = registry.next_version(known)
-        model_meta = atomic.read_json(cwd / workspace.MODEL_META, {}) or {}
-        meta = {
-            "version": name, "alias": registry.alias_for(now), "promoted_at": now.isoformat(),
-            "metric_name": validation["metric_name"], "metric": validation["metric"],
-            "threshold": validation.get("threshold"), "md5": md5,
-            **{k: model_meta.get(k) for k in META_KEYS},
-        }
-    remote = _remote(cwd)
-    if remote:
-        vcs.dvc("push", "--quiet", cwd=cwd)
+        return existing.meta
+    if interrupted.get("md5") == md5 and interrupted.get("version") == registry.next_version(known):
+        return interrupted  # finish an interrupted promotion as it began
+    now = datetime.now(UTC).replace(microsecond=0)
+    model_meta = atomic.read_json(cwd / workspace.MODEL_META, {}) or {}
+    return {
+        "version": registry.next_version(known), "alias": registry.alias_for(now), "promoted_at": now.isoformat(),
+        "metric_name": validation["metric_name"], "metric": validation["metric"],
+        "threshold": validation.get("threshold"), "md5": md5, **{k: model_meta.get(k) for k in META_KEYS},
+        "host": socket.gethostname(),
+    }
+
+
+def _record(cwd: Path, meta: dict[str, Any], validation: dict[str, Any], reason: str) -> str:
+    """production.json, `dvc commit validate`, a git commit of the pipeline's state; returns the commit."""
     atomic.write_json(cwd / workspace.PRODUCTION, meta)
     prod_dep = vcs.hashes(vcs.read_lock(cwd / workspace.DVC_LOCK).get("validate", {}), "deps")
     if prod_dep.get(str(workspace.PRODUCTION)) != atomic.md5_file(cwd / workspace.PRODUCTION):
@@ -89,22 +86,59 @@ def promote(*, reason: str = "passed validation", reload: Reload | None = None, 
     paths = _commit_paths(cwd)
     vcs.git("add", "--", *paths, cwd=cwd)
     if vcs.git("diff", "--cached", "--name-only", "--", *paths, cwd=cwd).strip():
-        message = (f"Promote model {name} to production: {meta['metric_name']} {meta['metric']:.3f} "
+        message = (f"Promote model {meta['version']} to production: {meta['metric_name']} {meta['metric']:.3f} "
                    f"(threshold {validation.get('threshold')})\n\n{reason}")
         vcs.git("commit", "--quiet", "-m", message, "--", *paths, cwd=cwd)
     commit = vcs.head(cwd)
     if commit is None:
         raise SelfHealError("the repository has no commit to tag; commit the project first")
-    version = existing or registry.register(name, commit, meta, cwd)
-    registry.assign_production(version, reason, cwd)
+    return commit
+
+
+def promote(*, reason: str = "passed validation", reload: Reload | None = None, cwd: str | Path = ".") -> dict:
+    """Make the validated workspace model production; returns the audit entry.
+
+    With a git remote the version number is claimed there (registry.py): a runner that loses the number undoes
+    its promotion commit and records the next one, or stands down when the winner registered the same bytes.
+    """
+    cwd = Path(cwd)
+    validation, md5 = passing_candidate(cwd)
+    with journal.intent("promote", cwd / workspace.HEAL_LOG, reason, md5=md5):
+        return _promote(cwd, validation, md5, reason, reload)
+
+
+def _promote(cwd: Path, validation: dict[str, Any], md5: str, reason: str, reload: Reload | None) -> dict:
+    remote, shared = _remote(cwd), registry.shared_remote(cwd)
+    if remote:
+        vcs.dvc("push", "--quiet", cwd=cwd)
+    for _ in range(registry.CLAIM_TRIES):
+        if shared:
+            registry.sync(shared, cwd)
+        known = registry.versions(cwd)
+        existing = registry.by_md5(md5, known)
+        meta = _meta(cwd, validation, md5, known)
+        before = vcs.head(cwd)
+        commit = _record(cwd, meta, validation, reason)
+        version = existing or registry.register(meta["version"], commit, meta, cwd, shared)
+        if version is not None:
+            break
+        print(f"{registry.ARTIFACT}@{meta['version']} was just registered by another runner; taking the next number")
+        if before and commit != before:
+            vcs.git("reset", "--quiet", "--soft", before, cwd=cwd)  # the next try commits the next number
+    else:
+        raise SelfHealError(f"could not claim a version number on git remote {shared!r} "
+                            f"in {registry.CLAIM_TRIES} tries")
+    if existing and existing.meta.get("host") not in (None, socket.gethostname()):
+        print(f"{existing.tag} already holds these model bytes (registered on {existing.meta['host']}): standing down")
+    registry.assign_production(version, reason, cwd, shared)
     mlflow_version = registry.mlflow_alias(version, cwd)
     reloaded = reload(md5) if reload else False
+    name = version.name
     entry = audit.append(
         cwd / workspace.HEAL_LOG, "promote", reason, True, version=name, alias=meta.get("alias"), md5=md5,
         metric_name=meta["metric_name"], metric=meta["metric"], commit=version.commit,
-        pushed_to=remote, service_reloaded=reloaded, mlflow_version=mlflow_version,
+        pushed_to=remote, registry_remote=shared, service_reloaded=reloaded, mlflow_version=mlflow_version,
     )
     print(f"✅ Promoted {name} ({meta.get('alias')}) to production: {meta['metric_name']} {meta['metric']:.3f}, "
           f"md5 {md5}" + (f", pushed to DVC remote '{remote}'" if remote else ", no DVC remote configured"))
     return entry
-

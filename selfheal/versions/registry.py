@@ -4,12 +4,18 @@ A version is `model@vX.Y.Z` (an annotated tag on the promotion commit, whose dvc
 production assignments are `model#prod#N` tags, so `gto show` / `gto history` read this registry as well. The
 tags are written and read with plain git: `import gto` costs over a second and `selfheal versions` or a
 rollback must stay quick. The seed's timestamp names (`v20241120_150000`) are kept as each version's alias.
+
+With a git remote (`origin`, or the only remote), the remote is the registry two runners share: its tags are
+fetched first, and a version number or an assignment counter is claimed by pushing its tag. git never lets a
+push overwrite an existing tag, so of two runners claiming the same name exactly one wins; the other fetches
+and takes the next number, or stands down when the winner registered the same model bytes (promote.py).
 """
 
 from __future__ import annotations
 
 import json
 import re
+import socket
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -23,6 +29,7 @@ ARTIFACT = "model"
 STAGE = "prod"
 _SEMVER = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)$")
 _ASSIGN = re.compile(rf"^{ARTIFACT}#{STAGE}#(\d+)$")
+CLAIM_TRIES = 10  # claims lost in a row to other runners before giving up
 _FIELDS = ["%(refname:strip=2)", "%(objectname)", "%(*objectname)", "%(creatordate:iso-strict)", "%(contents)"]
 
 
@@ -138,27 +145,66 @@ def next_version(known: list[Version]) -> str:
     return f"v{major}.{minor}.{patch + 1}"
 
 
-def register(name: str, commit: str, meta: dict[str, Any], cwd: str | Path = ".") -> Version:
-    """Tag `commit` as version `name` (idempotent for the same commit)."""
+def shared_remote(cwd: str | Path = ".") -> str | None:
+    """The git remote holding the shared registry: `origin`, else the only remote; None without remotes."""
+    names = vcs.git("remote", cwd=cwd).split()
+    return "origin" if "origin" in names else (names[0] if len(names) == 1 else None)
+
+
+def sync(remote: str, cwd: str | Path = ".") -> None:
+    """Fetch the remote's version and assignment tags; the remote wins over a local tag of the same name (a
+    claim this runner lost, left by an interrupted promotion)."""
+    vcs.git("fetch", "--quiet", "--no-tags", remote, f"+refs/tags/{ARTIFACT}@*:refs/tags/{ARTIFACT}@*",
+            f"+refs/tags/{ARTIFACT}#{STAGE}#*:refs/tags/{ARTIFACT}#{STAGE}#*", cwd=cwd)
+
+
+def _claim(tag: str, message: str, commit: str, remote: str | None, cwd: str | Path) -> bool:
+    """Create `tag` on `commit` and, with a remote, push it: False when the remote already had the name (the
+    local tag is dropped and the remote's fetched); other push failures are errors."""
+    vcs.git("tag", "-a", tag, "-m", message, commit, cwd=cwd)
+    if remote is None:
+        return True
+    try:
+        vcs.git("push", "--quiet", remote, f"refs/tags/{tag}", cwd=cwd)
+        return True
+    except SelfHealError as exc:
+        vcs.git("tag", "-d", tag, cwd=cwd)
+        sync(remote, cwd)
+        if vcs.git("tag", "--list", tag, cwd=cwd).strip():
+            return False  # another runner claimed it first
+        raise SelfHealError(f"cannot claim {tag} on git remote {remote!r}: {exc}") from None
+
+
+def register(name: str, commit: str, meta: dict[str, Any], cwd: str | Path = ".",
+             remote: str | None = None) -> Version | None:
+    """Tag `commit` as version `name` (idempotent for the same commit); None when `remote` already has the
+    name on another commit (lost to another runner: fetched, so the caller can take the next number)."""
     existing = {v.name: v for v in versions(cwd)}
     if name in existing:
         if existing[name].commit != commit:
             raise SelfHealError(f"{ARTIFACT}@{name} already tags another commit ({existing[name].commit[:10]})")
         return existing[name]
     message = f"Registering artifact {ARTIFACT} version {name}\n\n{json.dumps(meta, indent=2, default=str)}"
-    vcs.git("tag", "-a", f"{ARTIFACT}@{name}", "-m", message, commit, cwd=cwd)
+    if not _claim(f"{ARTIFACT}@{name}", message, commit, remote, cwd):
+        return None
     return next(v for v in versions(cwd) if v.name == name)
 
 
-def assign_production(version: Version, reason: str, cwd: str | Path = ".") -> None:
-    """Record `version` entering production (a GTO stage assignment), unless it is already the latest one."""
-    history = assignments(cwd)
-    if history and history[-1].version == version.name:
-        return
-    counter = max((a.counter for a in history), default=0) + 1
-    meta = {"version": version.name, "reason": reason}
+def assign_production(version: Version, reason: str, cwd: str | Path = ".", remote: str | None = None) -> None:
+    """Record `version` entering production (a GTO stage assignment), unless it is already the latest one.
+
+    With `remote`, the counter is claimed there: a runner that loses it reads the remote's history again, and
+    stands down when the winner assigned the same version."""
+    meta = {"version": version.name, "reason": reason, "host": socket.gethostname()}
     message = f"Assigning stage {STAGE} to artifact {ARTIFACT} version {version.name}\n\n{json.dumps(meta, indent=2)}"
-    vcs.git("tag", "-a", f"{ARTIFACT}#{STAGE}#{counter}", "-m", message, version.commit, cwd=cwd)
+    for _ in range(CLAIM_TRIES):
+        history = assignments(cwd)
+        if history and history[-1].version == version.name:
+            return
+        counter = max((a.counter for a in history), default=0) + 1
+        if _claim(f"{ARTIFACT}#{STAGE}#{counter}", message, version.commit, remote, cwd):
+            return
+    raise SelfHealError(f"could not claim a production assignment on git remote {remote!r} in {CLAIM_TRIES} tries")
 
 
 def production(path: str | Path = workspace.PRODUCTION) -> dict[str, Any] | None:

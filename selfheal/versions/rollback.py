@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from selfheal.core import atomic, audit, workspace
+from selfheal.core import atomic, audit, journal, workspace
 from selfheal.core.errors import SelfHealError
 from selfheal.versions import registry, vcs
 from selfheal.versions.checkout import Reload, fetch_revision, from_revision, restore_stages
@@ -85,6 +85,9 @@ def rollback(
     """
     started = time.perf_counter()
     cwd = Path(cwd)
+    shared = registry.shared_remote(cwd)
+    if shared:  # the versions and assignments other runners made
+        registry.sync(shared, cwd)
     known = registry.versions(cwd)
     model = cwd / workspace.MODEL
     bad_md5 = atomic.md5_file(model) if model.exists() else None
@@ -126,15 +129,16 @@ def rollback(
                      restored_md5=None, message="no earlier good version")
         raise NothingToRestore("no earlier good model version to roll back to; nothing was changed")
     print(f"🔄 Rolling back to {target.name} ({target.alias or target.commit[:10]})")
-    restore(target, cwd)
-    registry.assign_production(target, reason, cwd)
-    mlflow_version = registry.mlflow_alias(target, cwd)
-    reloaded = reload(target.md5) if reload else False
-    entry = audit.append(
-        cwd / workspace.ROLLBACK_LOG, action, reason, True,
-        version_restored=target.name, version_alias=target.alias, restored_md5=target.md5, **details,
-        service_reloaded=reloaded, mlflow_version=mlflow_version, duration_s=round(time.perf_counter() - started, 3),
-    )
+    done = {"version_restored": target.name, "version_alias": target.alias, "restored_md5": target.md5, **details}
+    with journal.intent(action, cwd / workspace.ROLLBACK_LOG, reason, version=target.name) as record:
+        journal.note(record, {str(cwd / workspace.MODEL): target.md5 or ""}, done)
+        restore(target, cwd)
+        atomic.pause_at("rollback:restored")
+        registry.assign_production(target, reason, cwd, shared)
+        mlflow_version = registry.mlflow_alias(target, cwd)
+        reloaded = reload(target.md5) if reload else False
+        entry = audit.append(cwd / workspace.ROLLBACK_LOG, action, reason, True, **done, service_reloaded=reloaded,
+                             mlflow_version=mlflow_version, duration_s=round(time.perf_counter() - started, 3))
     print(f"✅ Successfully rolled back: {workspace.MODEL} is {target.name} (md5 {target.md5}, verified)")
     if details["failed_md5"] and details["failed_md5"] != target.md5:
         print(f"   the failed model {details['failed_version']} is kept in the DVC cache: {details['failed_cache']}")

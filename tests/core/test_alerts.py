@@ -78,3 +78,19 @@ def test_an_unreachable_webhook_is_recorded_not_raised(here: Path, monkeypatch: 
     entry = raise_alert("service_recovery_exhausted", "service down")
     assert entry["success"] is False and entry["webhook"].startswith("failed")
     assert alerts(here)[-1] == entry
+
+
+@pytest.mark.parametrize("reachable", [True, False])
+def test_a_webhook_with_credentials_is_logged_as_scheme_and_host_only(
+        here: Path, webhook: tuple[str, list[dict]], monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture, reachable: bool) -> None:
+    url, received = webhook
+    port = url.split(":")[2].split("/")[0] if reachable else str(free_port())
+    monkeypatch.setenv(WEBHOOK_ENV, f"http://alice:Pa55word@127.0.0.1:{port}/hooks/SECRET-PATH?token=TOKEN-abc#frag")
+    entry = raise_alert("service_recovery_exhausted", "service down")
+    logged, err = (here / "monitoring/alerts.json").read_text(), capsys.readouterr().err
+    assert (len(received) == 1) is reachable and entry["success"] is reachable
+    assert f"http://127.0.0.1:{port}" in entry["webhook"]
+    for secret in ("alice", "Pa55word", "SECRET-PATH", "TOKEN-abc", "frag"):
+        assert secret not in logged and secret not in err
+    assert (here / "monitoring/alerts.json").stat().st_mode & 0o777 == 0o600

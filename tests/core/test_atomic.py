@@ -36,3 +36,21 @@ def test_read_json_default_only_for_a_missing_file(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(ValueError):
         atomic.read_json(tmp_path / "bad.json", [])
+
+
+def test_sweep_removes_only_temp_files_whose_writer_is_gone(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    left = tmp_path / f".model.joblib.{dead.pid}.abc123.tmp"
+    mine = tmp_path / f".model.joblib.{os.getpid()}.def456.tmp"  # a write in progress
+    unknown = tmp_path / ".model.joblib.ghi789.tmp"  # an old-style name: only once it is old
+    keep = tmp_path / "model.joblib"
+    for path in (left, mine, unknown, keep):
+        path.write_text("x")
+    assert atomic.sweep([tmp_path, tmp_path / "absent"]) == [left]
+    assert mine.exists() and unknown.exists() and keep.exists()
+    assert set(atomic.sweep([tmp_path], min_age_s=-1)) == {mine, unknown} and keep.exists()  # past the age limit

@@ -67,3 +67,26 @@ def test_the_cli_answers_a_bad_params_file_with_one_line_and_exit_2(tmp_path: Pa
         "error: params.yaml: drift_detection.drift_treshold: unknown key (got 0.4)"
     ]
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ("", "params.yaml is empty; expected the groups data, synth,"),
+    (None, "params.yaml has no group(s) drift_detection; expected the groups"),
+])
+def test_an_empty_or_truncated_params_file_is_refused_as_dvc_refuses_it(project: Path, text: str | None,
+                                                                        says: str) -> None:
+    """A params.yaml without a group selfheal needs is an error, not defaults: a forced retrain would otherwise
+    fold data, retrain and start the 24 h cooldown on values nobody chose."""
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    del params["drift_detection"]
+    (project / "params.yaml").write_text(yaml.safe_dump(params) if text is None else text)
+    raw_before = (project / "data/raw/housing.csv").read_bytes()
+    selfheal = Path(sys.executable).parent / "selfheal"
+    proc = subprocess.run([str(selfheal), "retrain", "--force"], cwd=project, capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith(f"error: {says}")
+    assert not (project / ".github/triggers/retraining_log.json").exists()
+    assert (project / "data/raw/housing.csv").read_bytes() == raw_before
+    stage = subprocess.run([sys.executable, "-m", "stages.monitor"], cwd=project, capture_output=True, text=True)
+    assert stage.returncode == 2 and stage.stderr.strip().startswith(f"error: {says}")  # the DVC stages too

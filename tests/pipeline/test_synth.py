@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from selfheal.core.atomic import md5_file
 from selfheal.core.config import parse_params
 from selfheal.pipeline.checks import PLACEHOLDERS, parse_numbers
 from selfheal.pipeline.synth import COLUMNS, FEATURES, inject_faults, make_current, make_housing, write_default_data
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_housing_has_the_real_columns_and_ranges() -> None:
@@ -90,3 +97,34 @@ def test_write_default_data_is_deterministic_and_keeps_existing_files(tmp_path, 
     raw = pd.read_csv("data/raw/housing.csv", dtype=str, keep_default_na=False)
     assert list(raw.columns) == COLUMNS
     assert np.isin(raw.MedInc.str.strip().str.lower(), PLACEHOLDERS).sum() > 0
+
+
+def _synth(cwd: Path, *args: str, **data: str) -> subprocess.CompletedProcess:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["data"].update(data)
+    params["synth"].update(rows=300, current_rows=50)
+    (cwd / "params.yaml").write_text(yaml.safe_dump(params))
+    return subprocess.run([str(Path(sys.executable).parent / "selfheal"), "synth", *args], cwd=cwd,
+                          capture_output=True, text=True)
+
+
+def test_synth_never_invents_data_at_a_users_path(tmp_path: Path) -> None:
+    """`make run` with a typo in data.raw: a one-line error naming the file and the key, nothing written."""
+    proc = _synth(tmp_path, **{"raw": "data/raw/housng.csv"})
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: data/raw/housng.csv: not found (params data.raw); selfheal writes synthetic data only at the "
+        "default data/raw/housing.csv - fix the path or copy your file there"]
+    assert not (tmp_path / "data").exists()  # neither the typo path nor data.current was written
+    proc = _synth(tmp_path, **{"current": "batches/today.csv"})
+    assert proc.returncode == 2 and "(params data.current)" in proc.stderr and not (tmp_path / "data").exists()
+
+
+def test_synth_force_rewrites_only_the_default_files(tmp_path: Path) -> None:
+    mine = tmp_path / "mine.csv"
+    mine.write_text("a,b\n1,2\n")
+    proc = _synth(tmp_path, "--force", raw="mine.csv")
+    assert proc.returncode == 0, proc.stderr
+    assert mine.read_text() == "a,b\n1,2\n"
+    assert "mine.csv present, kept (your data.raw: never rewritten)" in proc.stdout
+    assert (tmp_path / "data/current/housing.csv").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -200,3 +201,62 @@ def test_watch_keeps_the_service_up_and_stops_on_a_restart_storm(workdir: Path, 
     spares = [p for p in psutil.process_iter(["cmdline", "cwd"]) if p.pid != (serving or {}).get("pid")
               and "--standby" in (p.info["cmdline"] or []) and p.info["cwd"] == str(project.resolve())]
     assert spares == []
+
+
+@pytest.mark.timeout(600)
+def test_one_restarter_at_a_time_and_the_log_says_who(workdir: Path, models: dict[str, Path],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A watcher runs; the service crashes and `selfheal recover` runs by hand during the watcher's (cold, no
+    standby) restart: exactly one of them restarts, the other says who did. Then heal finds the service down
+    and leaves it to the watcher instead of starting a second process."""
+    from selfheal.core.config import load_params
+    from selfheal.healing.heal import execute
+    from selfheal.healing.policy import Decision
+
+    sr = {**FAST, "watch_interval_seconds": 0.2, "health_timeout_seconds": 5.0, "warm_standby": False,
+          "max_recovery_attempts": 5}
+    project = make_project(workdir, models["a"], sr)
+    url = url_of(free_port())
+    selfheal = Path(sys.executable).parent / "selfheal"
+    watcher = subprocess.Popen([str(selfheal), "recover", "--watch", "--service-url", url], cwd=project,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+    def wait_entries(count: int) -> list[dict]:
+        deadline = time.monotonic() + 120
+        while len(log(project)) < count or not check_health(url).healthy:
+            assert watcher.poll() is None and time.monotonic() < deadline, log(project)
+            time.sleep(0.1)
+        return log(project)
+
+    try:
+        (first,) = wait_entries(1)
+        marker = json.loads((project / workspace.WATCHER).read_text())
+        assert marker["pid"] == watcher.pid
+        assert (first["actor"], first["pid"], first["host"]) == ("watch", watcher.pid, socket.gethostname())
+
+        os.kill(service_pid(project), signal.SIGKILL)
+        while check_health(url).state != "down":
+            time.sleep(0.05)
+        by_hand = run_cli(project, "recover", "--service-url", url)
+        assert by_hand.returncode == 0, by_hand.stdout + by_hand.stderr
+        entries = wait_entries(2)
+        time.sleep(1)  # a second restarter would have logged by now
+        assert len(log(project)) == 2, log(project)
+        restarted = entries[1]
+        assert restarted["success"] and restarted["actor"] in ("watch", "recover")
+        if restarted["actor"] == "watch":  # the usual order: the watcher saw the crash first
+            assert "Service already recovered: recovered by watch pid" in by_hand.stdout, by_hand.stdout
+
+        monkeypatch.chdir(project)
+        serving = service_pid(project)
+        os.kill(serving, signal.SIGKILL)
+        result = execute(Decision("service", "recover", "service down"), load_params(project / "params.yaml"))
+        assert result.ok and result.note == f"the watcher {watcher.pid} recovers the service (not this heal)"
+        entries = wait_entries(3)
+        assert [e["actor"] for e in entries[2:]] == ["watch"] and service_pid(project) != serving
+    finally:
+        if watcher.poll() is None:
+            watcher.send_signal(signal.SIGTERM)
+            watcher.communicate(timeout=60)
+    assert watcher.returncode == 0 and not (project / workspace.WATCHER).exists()
+    assert all(e["actor"] != "heal" for e in log(project))

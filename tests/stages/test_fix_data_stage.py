@@ -19,7 +19,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_stage(cwd: Path, params: dict) -> subprocess.CompletedProcess:
-    (cwd / "params.yaml").write_text(yaml.safe_dump(params))
+    """The stage on the shipped params.yaml with `params`' groups replacing its own (every group must be there)."""
+    shipped = yaml.safe_load((ROOT / "params.yaml").read_text())
+    (cwd / "params.yaml").write_text(yaml.safe_dump({**shipped, **params}))
     return sandbox.run_stage("fix_data", cwd)
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -12,7 +14,7 @@ from selfheal.core import workspace
 from selfheal.core.errors import SelfHealError
 from selfheal.versions import registry, vcs
 from selfheal.versions.promote import promote
-from tests.heal_support import model_md5, read, run, selfheal
+from tests.heal_support import env, model_md5, read, run, selfheal, set_max_iter
 
 
 @pytest.fixture()
@@ -135,3 +137,74 @@ def test_versions_command_marks_production(two_versions: Path, workdir) -> None:
     assert len(out) == 2 and out[0].startswith("  v0.0.1") and out[1].startswith("* v0.0.2")
     rows = json.loads(selfheal("versions", "--json", cwd=repo).stdout)
     assert [r["production"] for r in rows] == [False, True] and rows[1]["metric_name"] == "r2"
+
+
+def _runners(base: Path, root: Path) -> tuple[Path, Path, Path]:
+    """A bare git remote of `base` and two clones of it (workspaces with the same candidate), like two CI runners."""
+    bare = root / "registry.git"
+    run(["git", "clone", "--quiet", "--bare", str(base), str(bare)], root)
+    clones = []
+    for name in ("a", "b"):
+        clone = shutil.copytree(base, root / name, symlinks=True)
+        run(["git", "remote", "add", "origin", str(bare)], clone)
+        clones.append(clone)
+    return bare, clones[0], clones[1]
+
+
+def _remote_tags(bare: Path, pattern: str) -> dict[str, str]:
+    """{tag: its metadata's md5 or version} as the shared remote holds them."""
+    out = run(["git", "for-each-ref", "--format=%(refname:strip=2)%00%(contents)%01", f"refs/tags/{pattern}"],
+              bare).stdout
+    tags = {}
+    for record in filter(str.strip, out.split("\x01")):
+        name, _, message = record.partition("\x00")
+        meta = json.loads(message[message.find("{"):message.rfind("}") + 1])
+        tags[name.strip()] = meta.get("md5") or meta.get("version")
+    return tags
+
+
+def _promote_at_once(*repos: Path) -> list[subprocess.CompletedProcess]:
+    procs = [subprocess.Popen(["selfheal", "promote"], cwd=r, env=env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for r in repos]
+    return [subprocess.CompletedProcess(p.args, p.wait(timeout=300), *p.communicate()) for p in procs]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("same_model", [True, False])
+def test_two_runners_promoting_at_once_get_one_version_per_model(built_project: Path, tmp_path: Path,
+                                                                 same_model: bool) -> None:
+    """Two clones of one remote promote at the same moment: one v0.0.N per model, no duplicate assignment."""
+    bare, a, b = _runners(built_project, tmp_path)
+    if not same_model:
+        set_max_iter(b, 120)
+        run(["dvc", "repro", "validate"], b)
+    models = {model_md5(a), model_md5(b)}
+    for done in _promote_at_once(a, b):
+        assert done.returncode == 0, done.stdout + done.stderr
+    versions = _remote_tags(bare, "model@*")
+    assert sorted(versions.values()) == sorted(models)  # exactly one version per model's bytes
+    assert sorted(versions) == [f"model@v0.0.{n}" for n in range(1, len(models) + 1)]
+    assigned = _remote_tags(bare, "model#prod#*")
+    assert sorted(assigned) == [f"model#prod#{n}" for n in range(1, len(models) + 1)]
+    assert len(set(assigned.values())) == len(assigned)  # never the same version assigned twice
+    for clone in (a, b):  # each runner's production record names the version the remote holds for its bytes
+        prod = read(clone, "models/production.json")
+        assert versions[f"model@{prod['version']}"] == prod["md5"] == model_md5(clone)
+        (entry,) = read(clone, "monitoring/heal_log.json")
+        assert entry["host"] == socket.gethostname() and entry["registry_remote"] == "origin"
+
+
+def test_a_version_number_taken_on_the_remote_is_not_claimed_twice(repo: Path, tmp_path: Path) -> None:
+    """Runner b has not seen a's v0.0.1 yet: its claim of the same number fails, and it now knows a's tag."""
+    bare = tmp_path / "remote.git"
+    vcs.git("clone", "--quiet", "--bare", str(repo), str(bare))
+    vcs.git("remote", "add", "origin", str(bare))
+    c1, c2, _ = commits()
+    other = tmp_path / "other"
+    vcs.git("clone", "--quiet", str(bare), str(other))
+    assert registry.register("v0.0.1", c1, {"md5": "a" * 32}, other, remote="origin") is not None
+    assert registry.register("v0.0.1", c2, {"md5": "b" * 32}, remote="origin") is None
+    (seen,) = registry.versions()
+    assert (seen.name, seen.commit, seen.md5) == ("v0.0.1", c1, "a" * 32)
+    assert registry.register(registry.next_version([seen]), c2, {"md5": "b" * 32}, remote="origin") is not None
+    assert _remote_tags(bare, "model@*") == {"model@v0.0.1": "a" * 32, "model@v0.0.2": "b" * 32}
