@@ -37,7 +37,7 @@ def main() -> None:
         reference_name=str(workspace.REFERENCE),
         current_name=data.current,
     )
-    atomic.write_json(workspace.DRIFT, metrics)
+    atomic.write_json(workspace.DRIFT, {**metrics, "model_md5": model.md5})  # heal: which model it describes
     atomic.write_text(workspace.DRIFT_REPORT, html)
     plot = pd.DataFrame(
         [(name, col["drift_score"], col["drifted"]) for name, col in metrics["columns"].items()],

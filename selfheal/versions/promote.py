@@ -14,14 +14,17 @@ from typing import Any
 
 from selfheal.core import atomic, audit, workspace
 from selfheal.core.errors import SelfHealError
+from selfheal.pipeline.evaluation import input_schema
 from selfheal.versions import registry, vcs
 from selfheal.versions.checkout import Reload
 
 META_KEYS = ["task", "target", "model", "params", "data_md5", "trained_at", "n_train", "n_holdout"]
 
 
-def passing_candidate(cwd: Path) -> tuple[dict[str, Any], str]:
-    """(validation, model md5) when the workspace model passed validation and dvc.lock pins it; else an error."""
+def passing_candidate(cwd: Path, accept_schema_change: bool = False) -> tuple[dict[str, Any], str]:
+    """(validation, model md5) when the workspace model passed validation and dvc.lock pins it; else an error.
+    `accept_schema_change`: a person's decision to promote a model that failed only because its input columns
+    differ from production's (its clients will need the new schema)."""
     validation = atomic.read_json(cwd / workspace.VALIDATION)
     if validation is None:
         raise SelfHealError(f"{workspace.VALIDATION}: not found; run `dvc repro` first")
@@ -31,7 +34,13 @@ def passing_candidate(cwd: Path) -> tuple[dict[str, Any], str]:
     if validation.get("model_md5") != md5:
         raise SelfHealError(f"{workspace.VALIDATION} describes model {validation.get('model_md5')}, but {workspace.MODEL} "
                             f"is {md5}; run `dvc repro` so the model is validated")
-    if not validation.get("passed"):
+    changes = validation.get("schema_changes") or []
+    if not validation.get("passed") and changes and validation.get("passed_except_schema"):
+        if not accept_schema_change:
+            raise SelfHealError(f"{workspace.MODEL} passed validation, but its input schema differs from production "
+                                f"{validation.get('production_version')}: {'; '.join(changes)}; clients of the service "
+                                "would need the new schema: `selfheal promote --accept-schema-change` promotes it")
+    elif not validation.get("passed"):
         raise SelfHealError(f"{workspace.MODEL} failed validation ({'; '.join(validation.get('reasons', []))}); "
                             "only a model that passed can be promoted")
     pinned = vcs.hashes(vcs.read_lock(cwd / workspace.DVC_LOCK).get("train", {})).get(str(workspace.MODEL))
@@ -58,10 +67,14 @@ def _commit_paths(cwd: Path) -> list[str]:
     return [p for p in dict.fromkeys(paths) if (cwd / p).exists()]
 
 
-def promote(*, reason: str = "passed validation", reload: Reload | None = None, cwd: str | Path = ".") -> dict:
-    """Make the validated workspace model production; returns the audit entry."""
+def promote(*, reason: str = "passed validation", reload: Reload | None = None, cwd: str | Path = ".",
+            accept_schema_change: bool = False) -> dict:
+    """Make the validated workspace model production; returns the audit entry. With `accept_schema_change` a
+    model whose inputs differ from production's may be promoted; it is validated again against its own record,
+    so metrics/validation.json passes and the next heal sees a consistent production."""
     cwd = Path(cwd)
-    validation, md5 = passing_candidate(cwd)
+    validation, md5 = passing_candidate(cwd, accept_schema_change)
+    accepted = [] if validation.get("passed") else validation["schema_changes"]
     known = registry.versions(cwd)
     existing = registry.by_md5(md5, known)
     interrupted = workspace.read_production(cwd / workspace.PRODUCTION) or {}
@@ -78,13 +91,16 @@ def promote(*, reason: str = "passed validation", reload: Reload | None = None, 
             "metric_name": validation["metric_name"], "metric": validation["metric"],
             "threshold": validation.get("threshold"), "md5": md5,
             **{k: model_meta.get(k) for k in META_KEYS},
+            "features": input_schema(model_meta.get("features") or []),
         }
     remote = _remote(cwd)
     if remote:
         vcs.dvc("push", "--quiet", cwd=cwd)
     atomic.write_json(cwd / workspace.PRODUCTION, meta)
     prod_dep = vcs.hashes(vcs.read_lock(cwd / workspace.DVC_LOCK).get("validate", {}), "deps")
-    if prod_dep.get(str(workspace.PRODUCTION)) != atomic.md5_file(cwd / workspace.PRODUCTION):
+    if accepted:
+        vcs.dvc("repro", "--single-item", "--force", "--quiet", "validate", cwd=cwd)
+    elif prod_dep.get(str(workspace.PRODUCTION)) != atomic.md5_file(cwd / workspace.PRODUCTION):
         vcs.dvc("commit", "--force", "--quiet", "validate", cwd=cwd)
     paths = _commit_paths(cwd)
     vcs.git("add", "--", *paths, cwd=cwd)
@@ -101,7 +117,7 @@ def promote(*, reason: str = "passed validation", reload: Reload | None = None, 
     entry = audit.append(
         cwd / workspace.HEAL_LOG, "promote", reason, True, version=name, alias=meta.get("alias"), md5=md5,
         metric_name=meta["metric_name"], metric=meta["metric"], commit=version.commit,
-        pushed_to=remote, service_reloaded=reloaded,
+        pushed_to=remote, service_reloaded=reloaded, **({"accepted_schema_change": accepted} if accepted else {}),
     )
     print(f"✅ Promoted {name} ({meta.get('alias')}) to production: {meta['metric_name']} {meta['metric']:.3f}, "
           f"md5 {md5}" + (f", pushed to DVC remote '{remote}'" if remote else ", no DVC remote configured"))
