@@ -260,3 +260,46 @@ def test_escalation_defaults_are_the_seeds_numbers() -> None:
     assert load_params(Path(__file__).resolve().parents[2] / "params.yaml").escalation == esc  # listed there too
     assert (esc.window_hours, esc.max_same_issue, esc.max_auto_rollbacks, esc.drift_retrains, esc.drift_window_days) == (
         24, 3, 2, 3, 7)
+
+
+# --- monitoring must describe the model that serves (issue 10) ---
+
+NEW = {**PASSED, "model_md5": "n" * 32}
+
+
+@pytest.mark.parametrize(("drift", "drift_md5", "why"), [
+    (None, None, "missing or unreadable"), (NO_DRIFT, "o" * 32, "describes model oooooooooooo, not the current model")])
+def test_missing_or_stale_monitoring_is_repaired_never_healthy(drift, drift_md5, why: str) -> None:
+    obs = replace(HEALTHY, drift=drift, drift_model_md5=drift_md5, drift_path="metrics/drift.json")
+    decisions = {d.step: d for d in plan(obs, params())}
+    assert decisions["monitor"].action == "run_monitor" and why in decisions["monitor"].reason
+    assert decisions["monitor"].reason.startswith("metrics/drift.json ")
+    assert decisions["retrain"].action == "skip"  # a stale report is no reason to retrain (or not to)
+
+
+def test_no_promotion_while_monitoring_is_stale() -> None:
+    d = {d.step: d for d in plan(replace(HEALTHY, validation=NEW, model_md5="n" * 32), params())}
+    assert d["monitor"].action == "run_monitor"
+    assert d["gate"].action == "report" and "not promoted until drift is measured" in d["gate"].reason
+
+
+def test_monitoring_waits_for_the_gate_to_replace_a_bad_or_foreign_model() -> None:
+    failed = replace(HEALTHY, validation=FAILED, model_md5="c" * 32)
+    assert actions(failed)["monitor"] == "skip" and actions(failed)["gate"] == "rollback"
+    assert actions(replace(HEALTHY, model_md5=None, drift=None))["monitor"] == "skip"
+    assert actions(replace(HEALTHY, raw_changed=True, drift=None))["monitor"] == "skip"  # dvc repro measures it
+
+
+# --- a model whose inputs changed is a person's decision (issue 10) ---
+
+def test_schema_change_escalates_instead_of_promoting_or_rolling_back() -> None:
+    changed = {**NEW, "passed": False, "passed_except_schema": True,
+               "schema_changes": ["column 'HouseAge' was numeric, now categorical"]}
+    d = {d.step: d for d in plan(replace(HEALTHY, validation=changed, model_md5="n" * 32), params())}
+    assert d["gate"].action == "escalate"
+    assert "column 'HouseAge' was numeric, now categorical" in d["gate"].reason
+    assert "selfheal promote --accept-schema-change" in d["gate"].reason
+    # a schema change on a model that also fails on quality is rolled back as any failed model
+    bad = {**changed, "passed_except_schema": False, "failures": ["r2 0.500 below threshold 0.700"]}
+    d = {d.step: d for d in plan(replace(HEALTHY, validation=bad, model_md5="n" * 32), params())}
+    assert d["gate"].action == "rollback" and "r2 0.500 below threshold 0.700" in d["gate"].reason
