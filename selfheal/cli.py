@@ -226,13 +226,18 @@ def versions(as_json: Annotated[bool, typer.Option("--json", help="Print JSON")]
 
 
 @app.command()
-def promote(wait: WaitOpt = 0.0, params: ParamsOpt = workspace.PARAMS, config: ConfigOpt = None) -> None:
+def promote(
+    wait: WaitOpt = 0.0, params: ParamsOpt = workspace.PARAMS, config: ConfigOpt = None,
+    accept_schema_change: Annotated[bool, typer.Option(
+        "--accept-schema-change", help="Promote a model whose input columns or types differ from production's")] = False,
+) -> None:
     """Promote the validated workspace model: push to the DVC remote, commit, tag the version, set production."""
     from selfheal.service.client import reloader
     from selfheal.versions.promote import promote as run_promote
 
+    reason = "promoted by `selfheal promote`" + (" --accept-schema-change" if accept_schema_change else "")
     with _locked("promote", params, config, wait) as p:
-        run_promote(reason="promoted by `selfheal promote`", reload=reloader(p.service_recovery.service_url))
+        run_promote(reason=reason, reload=reloader(p.service_recovery.service_url), accept_schema_change=accept_schema_change)
 
 
 @app.command()

@@ -42,7 +42,7 @@ def main() -> None:
         sample_rows=params.scale.monitor_sample_rows,
         seed=params.scale.seed,
     )
-    atomic.write_json(workspace.DRIFT, metrics)
+    atomic.write_json(workspace.DRIFT, {**metrics, "model_md5": model.md5})  # heal: which model it describes
     atomic.write_text(workspace.DRIFT_REPORT, html)
     plot = pd.DataFrame(
         [(name, col["drift_score"], col["drifted"]) for name, col in metrics["columns"].items()],

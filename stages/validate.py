@@ -15,7 +15,7 @@ def main() -> None:
     from selfheal.core.errors import DataError, SelfHealError
     from selfheal.pipeline import artifact, tracking
     from selfheal.pipeline.checks import read_parquet_checked
-    from selfheal.pipeline.evaluation import plot_frames, score, verdict
+    from selfheal.pipeline.evaluation import against_baseline, plot_frames, score, verdict
     from selfheal.pipeline.training import predict
 
     params = load_params()
@@ -34,12 +34,14 @@ def main() -> None:
     y_true = holdout[target]
     y_pred = predict(model.pipeline, holdout[model.feature_names])
     scores = score(task, y_true, y_pred)
-    result = verdict(task, scores, mv.min_accuracy_threshold, mv.max_relative_drop, workspace.read_production())
+    checks, baseline = against_baseline(task, y_true, y_pred, mv.min_baseline_gain)
+    result = verdict(task, scores, mv.min_accuracy_threshold, mv.max_relative_drop, workspace.read_production(),
+                     checks, model.features)
     n = scores.pop("n")
     tracking.log_holdout(model.meta.get("mlflow_run_id"), scores, result["passed"])
     atomic.write_json(
         workspace.VALIDATION,
-        {"task": task, **result, **scores, "n_holdout": n, "model_md5": model.md5},
+        {"task": task, **result, **scores, **baseline, "n_holdout": n, "model_md5": model.md5},
     )
     predictions, residuals = plot_frames(task, y_true, y_pred)
     for path, frame in ((workspace.PREDICTIONS_PLOT, predictions), (workspace.RESIDUALS_PLOT, residuals)):

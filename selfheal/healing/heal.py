@@ -55,6 +55,7 @@ def observe(params: Params, cwd: Path = Path(".")) -> Observations:
     production = workspace.read_production(cwd / workspace.PRODUCTION)
     known = registry.versions(cwd)
     history = registry.assignments(cwd) if production else []
+    drift = _json(cwd / workspace.DRIFT)
     return Observations(
         now=datetime.now(UTC),
         pipeline_ran=ran,
@@ -67,7 +68,10 @@ def observe(params: Params, cwd: Path = Path(".")) -> Observations:
         production=production,
         registered_md5s=frozenset(v.md5 for v in known if v.md5),
         production_tagged=not production or bool(history and history[-1].version == production["version"]),
-        drift=_json(cwd / workspace.DRIFT),
+        drift=drift,
+        drift_path=str(workspace.DRIFT),
+        # a report from before drift.json named its model: the model the monitor stage last read (dvc.lock)
+        drift_model_md5=(drift or {}).get("model_md5") or vcs.hashes(lock.get("monitor", {}), "deps").get(str(workspace.MODEL)),
         last_retrain=last_retrain_time(cwd / workspace.RETRAINING_LOG),
         service=_service(params),
         logs={issue: audit.entries(cwd / path) for issue, path in LOGS.items()},
@@ -114,6 +118,11 @@ def execute(d: Decision, params: Params) -> Result:
         if d.action == "run_pipeline":
             ok, note = _run_pipeline(params, d.reason)
             return Result(d, ok, note)
+        if d.action == "run_monitor":
+            proc = vcs.dvc("repro", "--single-item", "--force", "monitor", check=False)
+            if proc.returncode:
+                return Result(d, False, "monitor stage failed: " + " ".join((proc.stderr or proc.stdout).split()[-40:]))
+            return Result(d, True, "drift measured for the current model")
         if d.action == "promote":
             from selfheal.versions.promote import promote
 
@@ -170,7 +179,9 @@ def heal(params: Params, plan_only: bool = False) -> int:
     results: list[Result] = []
     # a killed action's leftovers were logged and reported: not "healthy"; the steps below redo what is needed
     acted = bool(settled.completed or settled.interrupted)
-    for step in ISSUES:
+    steps = list(ISSUES)
+    while steps:
+        step = steps.pop(0)
         if acted:  # what an earlier step did (new data, new model) changes what this one sees
             decisions = plan(observe(params), params)
         for d in (x for x in decisions if x.step == step):
@@ -182,6 +193,8 @@ def heal(params: Params, plan_only: bool = False) -> int:
             acted = acted or d.acts
             print(f"heal: {d.step}: {'done' if result.ok else 'FAILED'}: {result.note}")
             results.append(result)
+            if d.step == "gate" and d.acts and steps[:1] != ["monitor"]:  # the model changed: measure drift for the one now serving
+                steps.insert(0, "monitor")
     failed = [r for r in results if not r.ok]
     if acted or failed:
         from selfheal.healing.status import write_status

@@ -1,6 +1,9 @@
 """The heal policy: observations in, ordered decisions out, each with its reason. Pure: no I/O, no clock.
 
-Order is the seed's: fix data -> gate the model (promote or roll back) -> retrain on drift -> recover the service.
+Order is the seed's: fix data -> gate the model (promote or roll back) -> retrain on drift -> recover the service,
+with one step of ours before the gate: monitoring must describe the model that serves. A missing, unreadable or
+stale drift report (one that describes another model) is a problem to repair (`dvc repro` of the monitor stage),
+never "healthy", and no model is promoted while its drift is unmeasured.
 The gate first checks that the workspace model is one the pipeline made or registered: a corrupted, replaced or
 deleted model file is restored from production, never retrained from (its validation describes other bytes).
 Escalation (the seed's "when to intervene manually", thresholds in params.yaml `escalation`) is read from the
@@ -18,7 +21,8 @@ from typing import Any
 from selfheal.core.clock import parse_time
 from selfheal.core.config import Params
 
-ISSUES = {"fix_data": "data_quality", "gate": "model", "retrain": "drift", "service": "service"}
+ISSUES = {"fix_data": "data_quality", "monitor": "monitoring", "gate": "model", "retrain": "drift",
+          "service": "service"}
 PASSIVE = {"skip", "report", "escalate"}
 # actions that only put back a model already proven good: never blocked by escalation
 RESTORES = {"rollback", "restore"}
@@ -39,7 +43,9 @@ class Observations:
     production: dict[str, Any] | None = None
     registered_md5s: frozenset[str] = frozenset()
     production_tagged: bool = True  # the newest production assignment tag names production's version
-    drift: dict[str, Any] | None = None
+    drift: dict[str, Any] | None = None  # metrics/drift.json; None when missing or unreadable
+    drift_path: str = "the drift report"  # workspace.DRIFT, for messages
+    drift_model_md5: str | None = None  # the model the drift report describes
     last_retrain: datetime | None = None
     service: dict[str, Any] | None = None  # None: no service was started here; else {"state", "detail"}
     # state: a client.Health state, or "stopped" (by the operator, on purpose)
@@ -49,7 +55,7 @@ class Observations:
 @dataclass(frozen=True)
 class Decision:
     step: str
-    action: str  # skip | report | escalate | run_pipeline | promote | rollback | restore | retrain | recover
+    action: str  # skip | report | escalate | run_pipeline | run_monitor | promote | rollback | restore | retrain | recover
     reason: str
 
     @property
@@ -133,6 +139,31 @@ def _foreign_model(obs: Observations) -> str | None:
             "version: corrupted or replaced")
 
 
+def _stale_monitoring(obs: Observations) -> str | None:
+    """What is wrong with monitoring for the workspace model (None: its drift is measured)."""
+    if obs.drift is None:
+        return f"{obs.drift_path} is missing or unreadable: drift was never measured for this model"
+    if obs.drift_model_md5 != obs.model_md5:
+        return (f"{obs.drift_path} describes model {str(obs.drift_model_md5)[:12]}, not the current model "
+                f"{str(obs.model_md5)[:12]}: stale")
+    return None
+
+
+def _monitor(obs: Observations, params: Params) -> Decision:
+    """Measure drift for the model that serves or is about to (not for a model the gate will replace)."""
+    if not obs.pipeline_ran or obs.raw_changed:
+        return Decision("monitor", "skip", "the pipeline has to run first (it measures drift too)")
+    if _foreign_model(obs):
+        return Decision("monitor", "skip", "the gate restores the model first")
+    v = obs.validation or {}
+    if v.get("model_md5") == obs.model_md5 and not v.get("passed") and obs.model_md5 != (obs.production or {}).get("md5"):
+        return Decision("monitor", "skip", "the workspace model failed validation: the gate decides on it first")
+    stale = _stale_monitoring(obs)
+    if stale:
+        return Decision("monitor", "run_monitor", f"{stale}: the monitor stage measures it")
+    return Decision("monitor", "skip", f"drift measured for the current model ({str(obs.model_md5)[:12]})")
+
+
 def _restore(obs: Observations, params: Params, wrong: str) -> Decision:
     prod = obs.production
     if prod is None:
@@ -165,8 +196,20 @@ def _gate(obs: Observations, params: Params) -> Decision:
         if candidate == prod_md5 and candidate in obs.registered_md5s and obs.production_tagged:
             return Decision("gate", "skip", f"production {prod_name} is the validated model ({score})")
         why = "finish an interrupted promotion" if candidate == prod_md5 else "promote it to production"
-        return Decision("gate", "promote", f"model {str(candidate)[:12]} passed validation ({score}): {why}")
-    failed = f"model {str(candidate)[:12]} failed validation ({score})"
+        passed = f"model {str(candidate)[:12]} passed validation ({score})"
+        stale = _stale_monitoring(obs)
+        if stale:
+            return Decision("gate", "report", f"{passed}, but monitoring is not current ({stale}): not promoted "
+                                              "until drift is measured for it")
+        return Decision("gate", "promote", f"{passed}: {why}")
+    changes = v.get("schema_changes") or []
+    if changes and v.get("passed_except_schema") and candidate == obs.model_md5 and candidate != prod_md5:
+        return Decision("gate", "escalate", f"model {str(candidate)[:12]} passed validation ({score}) but its input "
+                                            f"schema differs from production {prod_name}: {'; '.join(changes)}; "
+                                            "not promoted automatically: `selfheal promote --accept-schema-change` "
+                                            "promotes it, `selfheal rollback` keeps production")
+    failures = "".join(f"; {r}" for r in v.get("failures") or [])
+    failed = f"model {str(candidate)[:12]} failed validation ({score}{failures})"
     if candidate == prod_md5:
         return Decision("gate", "escalate", f"production {prod_name} itself fails validation now ({score}); "
                                             "no better version to restore automatically")
@@ -223,6 +266,9 @@ def _retrain(obs: Observations, params: Params) -> Decision:
     d, dd = obs.drift, params.drift_detection
     if d is None:
         return Decision("retrain", "skip", "no drift report yet")
+    stale = obs.pipeline_ran and _stale_monitoring(obs)
+    if stale:
+        return Decision("retrain", "skip", f"no current drift measurement ({stale})")
     measured = float(d.get("threshold", dd.drift_threshold))
     verdict = retrain_decision(
         drift_detected=bool(d.get("drift_detected")), drift_score=float(d.get("drift_score") or 0.0),
@@ -254,7 +300,7 @@ def plan(obs: Observations, params: Params) -> list[Decision]:
     """One decision per step, in order; an escalated issue's action becomes an `escalate` decision."""
     blocked = escalations(obs, params)
     out = []
-    for decide in (_fix_data, _gate, _retrain, _service):
+    for decide in (_fix_data, _monitor, _gate, _retrain, _service):
         d = decide(obs, params)
         rule = blocked.get(d.issue) or (blocked.get("model") if d.action in PRODUCES_CANDIDATE else None)
         if d.action in RESTORES and rule:

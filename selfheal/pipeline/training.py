@@ -94,8 +94,8 @@ def _estimator(task: str, tp: TrainParams) -> Any:
     regression = task == "regression"
     if tp.model == "hist_gradient_boosting":
         cls = ensemble.HistGradientBoostingRegressor if regression else ensemble.HistGradientBoostingClassifier
-        # no early stopping: max_iter means what params.yaml says, whatever the data size
-        return cls(**tp.hist_gradient_boosting.model_dump(), early_stopping=False, random_state=tp.seed)
+        # early stopping only as params.yaml says (sklearn's "auto" would switch it on by data size)
+        return cls(**tp.hist_gradient_boosting.model_dump(), random_state=tp.seed)
     if tp.model == "random_forest":
         cls = ensemble.RandomForestRegressor if regression else ensemble.RandomForestClassifier
         return cls(**tp.random_forest.model_dump(), n_jobs=-1, random_state=tp.seed)

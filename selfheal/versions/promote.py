@@ -15,14 +15,17 @@ from typing import Any
 
 from selfheal.core import atomic, audit, journal, workspace
 from selfheal.core.errors import SelfHealError
+from selfheal.pipeline.evaluation import input_schema
 from selfheal.versions import registry, vcs
 from selfheal.versions.checkout import Reload
 
 META_KEYS = ["task", "target", "model", "params", "data_md5", "trained_at", "n_train", "n_holdout"]
 
 
-def passing_candidate(cwd: Path) -> tuple[dict[str, Any], str]:
-    """(validation, model md5) when the workspace model passed validation and dvc.lock pins it; else an error."""
+def passing_candidate(cwd: Path, accept_schema_change: bool = False) -> tuple[dict[str, Any], str]:
+    """(validation, model md5) when the workspace model passed validation and dvc.lock pins it; else an error.
+    `accept_schema_change`: a person's decision to promote a model that failed only because its input columns
+    differ from production's (its clients will need the new schema)."""
     validation = atomic.read_json(cwd / workspace.VALIDATION)
     if validation is None:
         raise SelfHealError(f"{workspace.VALIDATION}: not found; run `dvc repro` first")
@@ -32,7 +35,13 @@ def passing_candidate(cwd: Path) -> tuple[dict[str, Any], str]:
     if validation.get("model_md5") != md5:
         raise SelfHealError(f"{workspace.VALIDATION} describes model {validation.get('model_md5')}, but {workspace.MODEL} "
                             f"is {md5}; run `dvc repro` so the model is validated")
-    if not validation.get("passed"):
+    changes = validation.get("schema_changes") or []
+    if not validation.get("passed") and changes and validation.get("passed_except_schema"):
+        if not accept_schema_change:
+            raise SelfHealError(f"{workspace.MODEL} passed validation, but its input schema differs from production "
+                                f"{validation.get('production_version')}: {'; '.join(changes)}; clients of the service "
+                                "would need the new schema: `selfheal promote --accept-schema-change` promotes it")
+    elif not validation.get("passed"):
         raise SelfHealError(f"{workspace.MODEL} failed validation ({'; '.join(validation.get('reasons', []))}); "
                             "only a model that passed can be promoted")
     pinned = vcs.hashes(vcs.read_lock(cwd / workspace.DVC_LOCK).get("train", {})).get(str(workspace.MODEL))
@@ -73,15 +82,18 @@ def _meta(cwd: Path, validation: dict[str, Any], md5: str, known: list[registry.
         "version": registry.next_version(known), "alias": registry.alias_for(now), "promoted_at": now.isoformat(),
         "metric_name": validation["metric_name"], "metric": validation["metric"],
         "threshold": validation.get("threshold"), "md5": md5, **{k: model_meta.get(k) for k in META_KEYS},
-        "host": socket.gethostname(),
+        "features": input_schema(model_meta.get("features") or []), "host": socket.gethostname(),
     }
 
 
-def _record(cwd: Path, meta: dict[str, Any], validation: dict[str, Any], reason: str) -> str:
-    """production.json, `dvc commit validate`, a git commit of the pipeline's state; returns the commit."""
+def _record(cwd: Path, meta: dict[str, Any], validation: dict[str, Any], reason: str, revalidate: bool) -> str:
+    """production.json, `dvc commit validate` (or, for an accepted schema change, validate again against the
+    new record), a git commit of the pipeline's state; returns the commit."""
     atomic.write_json(cwd / workspace.PRODUCTION, meta)
     prod_dep = vcs.hashes(vcs.read_lock(cwd / workspace.DVC_LOCK).get("validate", {}), "deps")
-    if prod_dep.get(str(workspace.PRODUCTION)) != atomic.md5_file(cwd / workspace.PRODUCTION):
+    if revalidate:
+        vcs.dvc("repro", "--single-item", "--force", "--quiet", "validate", cwd=cwd)
+    elif prod_dep.get(str(workspace.PRODUCTION)) != atomic.md5_file(cwd / workspace.PRODUCTION):
         vcs.dvc("commit", "--force", "--quiet", "validate", cwd=cwd)
     paths = _commit_paths(cwd)
     vcs.git("add", "--", *paths, cwd=cwd)
@@ -95,19 +107,24 @@ def _record(cwd: Path, meta: dict[str, Any], validation: dict[str, Any], reason:
     return commit
 
 
-def promote(*, reason: str = "passed validation", reload: Reload | None = None, cwd: str | Path = ".") -> dict:
+def promote(*, reason: str = "passed validation", reload: Reload | None = None, cwd: str | Path = ".",
+            accept_schema_change: bool = False) -> dict:
     """Make the validated workspace model production; returns the audit entry.
 
     With a git remote the version number is claimed there (registry.py): a runner that loses the number undoes
     its promotion commit and records the next one, or stands down when the winner registered the same bytes.
+    With `accept_schema_change` a model whose inputs differ from production's may be promoted; it is validated
+    again against its own record, so metrics/validation.json passes and the next heal sees a consistent production.
     """
     cwd = Path(cwd)
-    validation, md5 = passing_candidate(cwd)
+    validation, md5 = passing_candidate(cwd, accept_schema_change)
+    accepted = [] if validation.get("passed") else validation["schema_changes"]
     with journal.intent("promote", cwd / workspace.HEAL_LOG, reason, md5=md5):
-        return _promote(cwd, validation, md5, reason, reload)
+        return _promote(cwd, validation, md5, reason, reload, accepted)
 
 
-def _promote(cwd: Path, validation: dict[str, Any], md5: str, reason: str, reload: Reload | None) -> dict:
+def _promote(cwd: Path, validation: dict[str, Any], md5: str, reason: str, reload: Reload | None,
+             accepted: list[str]) -> dict:
     remote, shared = _remote(cwd), registry.shared_remote(cwd)
     if remote:
         vcs.dvc("push", "--quiet", cwd=cwd)
@@ -118,7 +135,7 @@ def _promote(cwd: Path, validation: dict[str, Any], md5: str, reason: str, reloa
         existing = registry.by_md5(md5, known)
         meta = _meta(cwd, validation, md5, known)
         before = vcs.head(cwd)
-        commit = _record(cwd, meta, validation, reason)
+        commit = _record(cwd, meta, validation, reason, revalidate=bool(accepted))
         version = existing or registry.register(meta["version"], commit, meta, cwd, shared)
         if version is not None:
             break
@@ -138,6 +155,7 @@ def _promote(cwd: Path, validation: dict[str, Any], md5: str, reason: str, reloa
         cwd / workspace.HEAL_LOG, "promote", reason, True, version=name, alias=meta.get("alias"), md5=md5,
         metric_name=meta["metric_name"], metric=meta["metric"], commit=version.commit,
         pushed_to=remote, registry_remote=shared, service_reloaded=reloaded, mlflow_version=mlflow_version,
+        **({"accepted_schema_change": accepted} if accepted else {}),
     )
     print(f"✅ Promoted {name} ({meta.get('alias')}) to production: {meta['metric_name']} {meta['metric']:.3f}, "
           f"md5 {md5}" + (f", pushed to DVC remote '{remote}'" if remote else ", no DVC remote configured"))

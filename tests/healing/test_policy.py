@@ -27,7 +27,7 @@ def params(**groups):
 
 HEALTHY = Observations(
     now=NOW, data_quality=DQ_OK, model_path=str(workspace.MODEL), model_md5="p" * 32, trained_md5="p" * 32, validation=PASSED, production=PROD,
-    registered_md5s=frozenset({"p" * 32}), drift=NO_DRIFT,
+    registered_md5s=frozenset({"p" * 32}), drift=NO_DRIFT, drift_model_md5="p" * 32,
 )
 
 
@@ -46,15 +46,16 @@ def ago(**delta) -> str:
 def test_healthy_pipeline_needs_nothing_and_says_why() -> None:
     decisions = plan(HEALTHY, params())
     assert [(d.step, d.action) for d in decisions] == [
-        ("fix_data", "skip"), ("gate", "skip"), ("retrain", "skip"), ("service", "skip")]
+        ("fix_data", "skip"), ("monitor", "skip"), ("gate", "skip"), ("retrain", "skip"), ("service", "skip")]
     assert all(d.reason for d in decisions)
-    assert "v0.0.2" in decisions[1].reason
+    assert "v0.0.2" in decisions[2].reason
 
 
-def test_order_is_fix_gate_retrain_service() -> None:
+def test_order_is_fix_monitor_gate_retrain_service() -> None:
     obs = replace(HEALTHY, raw_changed=True, validation=FAILED, drift=DRIFT, service={"state": "down", "detail": "x"})
-    assert [d.step for d in plan(obs, params())] == ["fix_data", "gate", "retrain", "service"]
-    assert actions(obs) == {"fix_data": "run_pipeline", "gate": "rollback", "retrain": "retrain", "service": "recover"}
+    assert [d.step for d in plan(obs, params())] == ["fix_data", "monitor", "gate", "retrain", "service"]
+    assert actions(obs) == {"fix_data": "run_pipeline", "monitor": "skip", "gate": "rollback", "retrain": "retrain",
+                            "service": "recover"}
 
 
 @pytest.mark.parametrize("ran,changed", [(False, False), (True, True)])
@@ -77,7 +78,7 @@ def test_fix_that_did_not_resolve_escalates() -> None:
 
 def test_passing_new_candidate_is_promoted() -> None:
     new = {**PASSED, "model_md5": "n" * 32}
-    assert actions(replace(HEALTHY, validation=new, model_md5="n" * 32))["gate"] == "promote"
+    assert actions(replace(HEALTHY, validation=new, model_md5="n" * 32, drift_model_md5="n" * 32))["gate"] == "promote"
 
 
 def test_first_model_is_promoted_when_nothing_is_in_production() -> None:
@@ -92,19 +93,19 @@ def test_interrupted_promotion_is_finished() -> None:
 
 def test_stale_validation_is_reported_not_acted_on() -> None:
     # `dvc repro train` without validate: dvc.lock pins the new model, validation.json still describes the old one
-    d = plan(replace(HEALTHY, model_md5="x" * 32, trained_md5="x" * 32), params())[1]
+    d = plan(replace(HEALTHY, model_md5="x" * 32, trained_md5="x" * 32), params())[2]
     assert d.action == "report" and "dvc repro" in d.reason
 
 
 @pytest.mark.parametrize("validation", [PASSED, FAILED])
 def test_corrupted_model_is_restored_from_production_not_retrained(validation: dict) -> None:
-    d = plan(replace(HEALTHY, model_md5="x" * 32, validation=validation), params())[1]
+    d = plan(replace(HEALTHY, model_md5="x" * 32, validation=validation), params())[2]
     assert d.action == "restore" and d.acts
     assert "x" * 32 in d.reason and "p" * 32 in d.reason and "production v0.0.2" in d.reason
 
 
 def test_missing_model_is_restored_from_production() -> None:
-    d = plan(replace(HEALTHY, model_md5=None), params())[1]
+    d = plan(replace(HEALTHY, model_md5=None), params())[2]
     assert d.action == "restore" and "models/model.joblib is missing" in d.reason and "p" * 32 in d.reason
 
 
@@ -114,44 +115,45 @@ def test_a_registered_model_is_not_foreign() -> None:
 
 
 def test_foreign_model_without_production_escalates_and_disabled_rollback_reports() -> None:
-    d = plan(replace(HEALTHY, model_md5="x" * 32, production=None, registered_md5s=frozenset()), params())[1]
+    d = plan(replace(HEALTHY, model_md5="x" * 32, production=None, registered_md5s=frozenset()), params())[2]
     assert d.action == "escalate" and "nothing to restore" in d.reason and "x" * 32 in d.reason
     p = params(model_validation={"auto_rollback_enabled": False})
-    d = plan(replace(HEALTHY, model_md5=None), p)[1]
+    d = plan(replace(HEALTHY, model_md5=None), p)[2]
     assert d.action == "report" and "selfheal rollback --version v0.0.2" in d.reason
 
 
 def test_missing_model_before_the_first_run_is_just_not_built_yet() -> None:
     obs = replace(HEALTHY, pipeline_ran=False, model_md5=None, trained_md5=None, validation=None, production=None,
                   registered_md5s=frozenset())
-    assert actions(obs) == {"fix_data": "run_pipeline", "gate": "skip", "retrain": "skip", "service": "skip"}
+    assert actions(obs) == {"fix_data": "run_pipeline", "monitor": "skip", "gate": "skip", "retrain": "skip",
+                            "service": "skip"}
 
 
 def test_failed_candidate_is_rolled_back_to_production() -> None:
-    d = plan(replace(HEALTHY, validation=FAILED, model_md5="c" * 32), params())[1]
+    d = plan(replace(HEALTHY, validation=FAILED, model_md5="c" * 32), params())[2]
     assert d.action == "rollback" and "v0.0.2" in d.reason and "0.600" in d.reason
 
 
 def test_rollback_disabled_reports() -> None:
     p = params(model_validation={"auto_rollback_enabled": False})
-    d = plan(replace(HEALTHY, validation=FAILED), p)[1]
+    d = plan(replace(HEALTHY, validation=FAILED), p)[2]
     assert d.action == "report" and "selfheal rollback" in d.reason
 
 
 def test_failed_candidate_without_any_version_escalates() -> None:
-    d = plan(replace(HEALTHY, validation=FAILED, production=None), params())[1]
+    d = plan(replace(HEALTHY, validation=FAILED, production=None), params())[2]
     assert d.action == "escalate" and "nothing to roll back to" in d.reason
 
 
 def test_production_itself_failing_escalates() -> None:
-    d = plan(replace(HEALTHY, validation={**FAILED, "model_md5": PROD["md5"]}), params())[1]
+    d = plan(replace(HEALTHY, validation={**FAILED, "model_md5": PROD["md5"]}), params())[2]
     assert d.action == "escalate" and "itself fails" in d.reason
 
 
 def test_drift_triggers_retrain_once_then_cooldown() -> None:
     obs = replace(HEALTHY, drift=DRIFT)
     assert actions(obs)["retrain"] == "retrain"
-    cooling = plan(replace(obs, last_retrain=NOW - timedelta(hours=2)), params())[2]
+    cooling = plan(replace(obs, last_retrain=NOW - timedelta(hours=2)), params())[3]
     assert cooling.action == "skip" and "cooldown" in cooling.reason
     assert actions(replace(obs, last_retrain=NOW - timedelta(hours=25)))["retrain"] == "retrain"
 
@@ -159,19 +161,19 @@ def test_drift_triggers_retrain_once_then_cooldown() -> None:
 def test_drift_below_threshold_and_disabled_retrain() -> None:
     assert actions(replace(HEALTHY, drift={"drift_detected": False, "drift_score": 0.3}))["retrain"] == "skip"
     p = params(drift_detection={"auto_retrain_enabled": False})
-    assert plan(replace(HEALTHY, drift=DRIFT), p)[2].action == "report"
+    assert plan(replace(HEALTHY, drift=DRIFT), p)[3].action == "report"
 
 
 def test_drift_is_judged_once_by_the_monitor() -> None:
     """A threshold changed in params after the monitor ran neither triggers nor blocks a retrain by itself: the
     monitor's verdict stands, and the reason says which threshold it applied and how to apply the new one."""
     measured = {"drift_detected": False, "drift_score": 0.125, "threshold": 0.5}
-    d = plan(replace(HEALTHY, drift=measured), params(drift_detection={"drift_threshold": 0.1}))[2]
+    d = plan(replace(HEALTHY, drift=measured), params(drift_detection={"drift_threshold": 0.1}))[3]
     assert d.action == "skip" and "no drift detected (score 0.12, threshold 0.50)" in d.reason
     assert "drift_threshold 0.1" in d.reason and "dvc repro monitor" in d.reason
     assert "below threshold 0.10" not in d.reason
     detected = {**measured, "drift_detected": True, "drift_score": 0.6}
-    assert plan(replace(HEALTHY, drift=detected), params(drift_detection={"drift_threshold": 0.9}))[2].action == "retrain"
+    assert plan(replace(HEALTHY, drift=detected), params(drift_detection={"drift_threshold": 0.9}))[3].action == "retrain"
 
 
 def test_service_down_is_recovered_unless_disabled_or_never_started() -> None:
@@ -180,7 +182,7 @@ def test_service_down_is_recovered_unless_disabled_or_never_started() -> None:
     assert actions(replace(HEALTHY, service={"state": "healthy", "detail": "ok"}))["service"] == "skip"
     assert actions(replace(HEALTHY, service=None))["service"] == "skip"
     p = params(service_recovery={"auto_recovery_enabled": False})
-    assert plan(replace(HEALTHY, service=down), p)[3].action == "report"
+    assert plan(replace(HEALTHY, service=down), p)[4].action == "report"
 
 
 def test_another_projects_service_is_reported_and_an_operator_stop_is_left_alone() -> None:
@@ -227,7 +229,7 @@ def test_repeated_rollbacks_still_roll_back_but_escalate_and_stop_new_candidates
 def test_constant_drift_escalates_after_three_retrains() -> None:
     retrains = [{"timestamp": ago(days=d), "action": "auto_retrain", "success": True} for d in (1, 2, 3)]
     obs = replace(HEALTHY, drift=DRIFT, logs={"drift": retrains})
-    d = plan(obs, params())[2]
+    d = plan(obs, params())[3]
     assert d.action == "escalate" and "still detected after 3 retrains" in d.reason
     assert "drift" not in escalations(replace(obs, drift=NO_DRIFT), params())
 
@@ -236,7 +238,7 @@ def test_recovery_exhausted_escalates_until_a_success() -> None:
     failed = [{"timestamp": ago(minutes=m), "success": False, "attempt": n, "detected_at": ago(minutes=10)}
               for n, m in ((1, 9), (2, 8), (3, 7))]
     down = replace(HEALTHY, service={"state": "down", "detail": "refused"})
-    assert plan(replace(down, logs={"service": failed}), params())[3].action == "escalate"
+    assert plan(replace(down, logs={"service": failed}), params())[4].action == "escalate"
     recovered = [*failed, {"timestamp": ago(minutes=1), "success": True, "detected_at": ago(minutes=2)}]
     assert actions(replace(down, logs={"service": recovered}))["service"] == "recover"
     assert actions(replace(down, logs={"service": failed[:2]}))["service"] == "recover"
@@ -267,3 +269,46 @@ def test_escalation_defaults_are_the_seeds_numbers() -> None:
     assert load_params(Path(__file__).resolve().parents[2] / "params.yaml").escalation == esc  # listed there too
     assert (esc.window_hours, esc.max_same_issue, esc.max_auto_rollbacks, esc.drift_retrains, esc.drift_window_days) == (
         24, 3, 2, 3, 7)
+
+
+# --- monitoring must describe the model that serves (issue 10) ---
+
+NEW = {**PASSED, "model_md5": "n" * 32}
+
+
+@pytest.mark.parametrize(("drift", "drift_md5", "why"), [
+    (None, None, "missing or unreadable"), (NO_DRIFT, "o" * 32, "describes model oooooooooooo, not the current model")])
+def test_missing_or_stale_monitoring_is_repaired_never_healthy(drift, drift_md5, why: str) -> None:
+    obs = replace(HEALTHY, drift=drift, drift_model_md5=drift_md5, drift_path="metrics/drift.json")
+    decisions = {d.step: d for d in plan(obs, params())}
+    assert decisions["monitor"].action == "run_monitor" and why in decisions["monitor"].reason
+    assert decisions["monitor"].reason.startswith("metrics/drift.json ")
+    assert decisions["retrain"].action == "skip"  # a stale report is no reason to retrain (or not to)
+
+
+def test_no_promotion_while_monitoring_is_stale() -> None:
+    d = {d.step: d for d in plan(replace(HEALTHY, validation=NEW, model_md5="n" * 32), params())}
+    assert d["monitor"].action == "run_monitor"
+    assert d["gate"].action == "report" and "not promoted until drift is measured" in d["gate"].reason
+
+
+def test_monitoring_waits_for_the_gate_to_replace_a_bad_or_foreign_model() -> None:
+    failed = replace(HEALTHY, validation=FAILED, model_md5="c" * 32)
+    assert actions(failed)["monitor"] == "skip" and actions(failed)["gate"] == "rollback"
+    assert actions(replace(HEALTHY, model_md5=None, drift=None))["monitor"] == "skip"
+    assert actions(replace(HEALTHY, raw_changed=True, drift=None))["monitor"] == "skip"  # dvc repro measures it
+
+
+# --- a model whose inputs changed is a person's decision (issue 10) ---
+
+def test_schema_change_escalates_instead_of_promoting_or_rolling_back() -> None:
+    changed = {**NEW, "passed": False, "passed_except_schema": True,
+               "schema_changes": ["column 'HouseAge' was numeric, now categorical"]}
+    d = {d.step: d for d in plan(replace(HEALTHY, validation=changed, model_md5="n" * 32), params())}
+    assert d["gate"].action == "escalate"
+    assert "column 'HouseAge' was numeric, now categorical" in d["gate"].reason
+    assert "selfheal promote --accept-schema-change" in d["gate"].reason
+    # a schema change on a model that also fails on quality is rolled back as any failed model
+    bad = {**changed, "passed_except_schema": False, "failures": ["r2 0.500 below threshold 0.700"]}
+    d = {d.step: d for d in plan(replace(HEALTHY, validation=bad, model_md5="n" * 32), params())}
+    assert d["gate"].action == "rollback" and "r2 0.500 below threshold 0.700" in d["gate"].reason

@@ -6,15 +6,17 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
 from selfheal.core import workspace
 from selfheal.core.config import parse_params
+from selfheal.core.errors import ConfigError
 from selfheal.ops.sandbox import run_stage
 from selfheal.pipeline import artifact
-from selfheal.pipeline.evaluation import plot_frames, score, verdict
+from selfheal.pipeline.evaluation import against_baseline, input_schema, plot_frames, schema_changes, score, verdict
 from selfheal.pipeline.synth import TARGET, make_housing
 from selfheal.pipeline.training import train
 
@@ -116,3 +118,101 @@ def test_validate_stage_records_a_failed_verdict_and_exits_zero(tmp_path: Path) 
     assert list(predictions.columns) == ["actual", "predicted"] and len(predictions) == 200
     assert list(residuals.columns) == ["predicted", "residual"] and len(residuals) == 200
     assert predictions["actual"].tolist() == pytest.approx(holdout[TARGET].tolist(), abs=1e-5)
+
+
+# --- the trivial-baseline checks (issue 10): a model must learn something ---
+
+def _failures(checks: list) -> list[str]:
+    return [reason for ok, reason in checks if not ok]
+
+
+def test_constant_target_fails_even_with_a_perfect_r2() -> None:
+    y = [2.5] * 50
+    s = score("regression", y, y)
+    assert s["r2"] == 1.0  # what let the degenerate model through
+    checks, fields = against_baseline("regression", y, y, 0.1)
+    v = verdict("regression", s, 0.70, 0.05, PROD_V3, checks)
+    assert v["passed"] is False
+    assert v["failures"] == ["the target has no variance on the holdout (every value 2.5): nothing to learn"]
+    assert fields["baseline_gain"] is None
+
+
+def test_near_constant_predictions_fail() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.normal(2.0, 1.0, 400)
+    flat = y.mean() + 0.001 * (y - y.mean())  # perfectly correlated, but it hardly moves
+    failures = _failures(against_baseline("regression", y, flat, 0.1)[0])
+    assert any(f.startswith("the model predictions are (near) constant") for f in failures)
+
+
+def test_regression_must_beat_the_mean_by_the_margin() -> None:
+    rng = np.random.default_rng(1)
+    y = rng.normal(2.0, 1.0, 1000)
+    weak = y.mean() + 0.1 * (y - y.mean()) + rng.normal(0, 0.35, 1000)  # removes about 7% of the error
+    checks, fields = against_baseline("regression", y, weak, 0.1)
+    (failure,) = _failures(checks)
+    assert failure.startswith("does not beat the trivial baseline, the holdout mean") and "min 10%" in failure
+    assert fields["baseline_gain"] < 0.1
+    good = y + rng.normal(0, 0.3, 1000)
+    checks, fields = against_baseline("regression", y, good, 0.1)
+    assert _failures(checks) == [] and fields["baseline_gain"] == pytest.approx(0.91, abs=0.02)
+    assert checks[-1][1].startswith("beats the trivial baseline, the holdout mean")
+
+
+def test_classification_single_predicted_class_or_no_better_than_the_majority_fails() -> None:
+    y = ["a"] * 80 + ["b"] * 20
+    failures = _failures(against_baseline("classification", y, ["a"] * 100, 0.1)[0])
+    assert failures[0] == "the model predicts a single class ('a') for every holdout row"
+    assert "the majority class 'a' (80.0% of the holdout)" in failures[1]
+    # 80% accurate without being constant: no better than always saying 'a'
+    mixed = ["a"] * 70 + ["b"] * 10 + ["a"] * 10 + ["b"] * 10
+    (failure,) = _failures(against_baseline("classification", y, mixed, 0.1)[0])
+    assert failure.startswith("does not beat the trivial baseline, the majority class 'a'")
+    checks, fields = against_baseline("classification", y, ["a"] * 78 + ["b"] * 2 + ["b"] * 20, 0.1)
+    assert _failures(checks) == [] and fields["baseline_metric"] == 0.8 and fields["baseline_gain"] == 0.9
+
+
+def test_single_class_target_fails() -> None:
+    (failure,) = _failures(against_baseline("classification", ["x"] * 10, ["x"] * 10, 0.1)[0])
+    assert failure == "the target has a single class on the holdout ('x'): nothing to learn"
+
+
+def test_min_baseline_gain_is_a_validated_param() -> None:
+    assert parse_params({}).model_validation.min_baseline_gain == 0.1
+    assert yaml.safe_load((ROOT / "params.yaml").read_text())["model_validation"]["min_baseline_gain"] == 0.1
+    with pytest.raises(ConfigError, match="min_baseline_gain"):
+        parse_params({"model_validation": {"min_baseline_gain": 2}})
+
+
+# --- the input schema versus production's (issue 10) ---
+
+FEATURES = [{"name": "a", "kind": "numeric"}, {"name": "b", "kind": "numeric"}, {"name": "c", "kind": "categorical",
+                                                                                 "categories": ["x", "y"]}]
+
+
+def test_schema_changes_name_each_difference() -> None:
+    prod = {**PROD_V3, "features": input_schema(FEATURES)}
+    assert "categories" not in prod["features"][2]  # categories may grow: not part of the schema
+    assert schema_changes(FEATURES, prod) == []
+    new = [{"name": "a", "kind": "categorical", "categories": ["1"]}, {"name": "bb", "kind": "numeric"}, FEATURES[2]]
+    assert schema_changes(new, prod) == [
+        "column 'a' was numeric, now categorical", "column(s) ['b'] no longer taken", "new column(s) ['bb']"]
+
+
+def test_schema_change_fails_the_gate_but_says_the_model_is_otherwise_good() -> None:
+    prod = {**PROD_V3, "features": input_schema(FEATURES)}
+    new = [{**FEATURES[0], "kind": "categorical"}, *FEATURES[1:]]
+    v = verdict("regression", {"r2": 0.82}, 0.70, 0.05, prod, [], new)
+    assert v["passed"] is False and v["passed_except_schema"] is True
+    assert v["schema_changes"] == ["column 'a' was numeric, now categorical"]
+    (failure,) = v["failures"]
+    assert failure.startswith("input schema differs from production v3: column 'a' was numeric, now categorical")
+    assert "--accept-schema-change" in failure
+    same = verdict("regression", {"r2": 0.82}, 0.70, 0.05, prod, [], FEATURES)
+    assert same["passed"] is True and same["reasons"][-1] == "input columns and types match production v3"
+
+
+def test_production_recorded_before_the_schema_is_not_compared() -> None:
+    v = verdict("regression", {"r2": 0.82}, 0.70, 0.05, PROD_V3, [], FEATURES)
+    assert v["passed"] is True and v["schema_changes"] == []
+    assert v["reasons"][-1] == "production v3 records no input schema: not compared"

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from selfheal.core.config import parse_params
-from selfheal.core.errors import DataError
+from selfheal.core.errors import ConfigError, DataError
 from selfheal.ops.sandbox import run_stage
 from selfheal.pipeline.evaluation import score
 from selfheal.pipeline.synth import TARGET, make_housing
@@ -90,6 +90,21 @@ def test_same_seed_same_model_other_seed_other_split(housing: pd.DataFrame, trai
     other = parse_params({"data": {"target": TARGET}, "train": {"seed": 7}})
     _, _, _, other_holdout = train(housing, other)
     assert not other_holdout.equals(first_holdout)
+
+
+def test_boosting_takes_l2_and_early_stopping_from_params(housing: pd.DataFrame, trained: dict) -> None:
+    """Issue 10: unregularised boosting for a fixed 200 rounds overfit a rare class on real multiclass data; L2
+    (default 1.0) and early stopping are params, and reach the estimator as written."""
+    default = trained["hist_gradient_boosting"][0].named_steps["model"]
+    assert (default.l2_regularization, default.early_stopping, default.n_iter_) == (1.0, False, 200)
+    hgb = {"max_iter": 500, "early_stopping": True, "n_iter_no_change": 3, "validation_fraction": 0.2,
+           "l2_regularization": 0.5}
+    pipe, meta, _, _ = train(housing, params(train={"hist_gradient_boosting": hgb}))
+    model = pipe.named_steps["model"]
+    assert (model.early_stopping, model.validation_fraction, model.l2_regularization) == (True, 0.2, 0.5)
+    assert model.n_iter_ < 500 and meta["params"]["early_stopping"] is True
+    with pytest.raises(ConfigError, match="n_iter_no_change"):
+        params(train={"hist_gradient_boosting": {"n_iter_no_change": 0}})
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from selfheal.core import workspace
+from selfheal.core.atomic import md5_file
 from selfheal.core.config import load_params
 from selfheal.ops.sandbox import run_stage
 from selfheal.pipeline.artifact import save_model
@@ -48,6 +49,8 @@ def test_drifted_dirty_batch_writes_metrics_report_and_plot(workdir: Path) -> No
 
     metrics = json.loads((workdir / "metrics/drift.json").read_text())
     assert metrics["drift_detected"] is True and metrics["drift_score"] == 0.75 == metrics["share_of_drifted_columns"]
+    # which model the report describes: heal measures drift again when the model changed (issue 10)
+    assert metrics["model_md5"] == md5_file(workdir / "models/model.joblib")
     assert (metrics["number_of_drifted_columns"], metrics["number_of_columns"], metrics["threshold"]) == (6, 8, 0.5)
     assert metrics["prediction_drifted"] is True and metrics["target_drifted"] is False
     assert sorted(name for name, col in metrics["columns"].items() if not col["drifted"]) == ["Latitude", "Longitude"]

@@ -109,6 +109,7 @@ def test_promotion_registers_commits_pushes_and_leaves_dvc_clean(built_project: 
     prod = read(repo, "models/production.json")
     assert entry["version"] == prod["version"] == "v0.0.1" and prod["md5"] == md5
     assert {"metric_name", "metric", "alias", "promoted_at", "params", "data_md5", "model"} <= set(prod)
+    assert prod["features"][0] == {"name": "MedInc", "kind": "numeric"}  # the input schema the next model must keep
     (v1,) = registry.versions()
     assert v1.commit == vcs.head() and v1.md5 == md5 and v1.meta["data_md5"] == prod["data_md5"]
     assert vcs.git("log", "-1", "--format=%s").startswith("Promote model v0.0.1 to production: r2 ")

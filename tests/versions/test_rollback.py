@@ -43,10 +43,10 @@ def test_auto_rollback_restores_production_byte_identical(bad_candidate: Path, w
     assert entry["failed_md5"] == failed and entry["failed_version"] == f"candidate-{failed[:12]}"
     assert (repo / entry["failed_cache"]).is_file()  # the failed candidate is kept, and named
     assert audit.entries(workspace.ROLLBACK_LOG) == [entry]
-    # dvc status is honest: the params still ask for the failed model, and drift was measured on no model yet
+    # dvc status is honest: the params still ask for the failed model (the monitor last measured v0.0.2: current)
     status = json.loads(run(["dvc", "status", "--json"], repo).stdout)
-    assert set(status) == {"train", "monitor"}, status
-    assert "params.yaml" in json.dumps(status["train"]) and "models/model.joblib" in json.dumps(status["monitor"])
+    assert set(status) == {"train"}, status
+    assert "params.yaml" in json.dumps(status["train"])
     assert rollback() is None  # validation now passes: nothing more to do
 
 
