@@ -16,7 +16,7 @@ from typing import Any
 from selfheal.core import atomic, audit, workspace
 from selfheal.core.config import Params
 from selfheal.healing.policy import ISSUES, Decision, Observations, plan
-from selfheal.healing.retrain import last_retrain_time
+from selfheal.healing.retrain import batch_trained_by, last_retrain_time
 from selfheal.versions import registry, vcs
 
 STAGES = ("fix_data", "train", "validate", "monitor")
@@ -54,6 +54,7 @@ def observe(params: Params, cwd: Path = Path(".")) -> Observations:
     production = workspace.read_production(cwd / workspace.PRODUCTION)
     known = registry.versions(cwd)
     history = registry.assignments(cwd) if production else []
+    drift = _json(cwd / workspace.DRIFT)
     return Observations(
         now=datetime.now(UTC),
         pipeline_ran=ran,
@@ -66,8 +67,10 @@ def observe(params: Params, cwd: Path = Path(".")) -> Observations:
         production=production,
         registered_md5s=frozenset(v.md5 for v in known if v.md5),
         production_tagged=not production or bool(history and history[-1].version == production["version"]),
-        drift=_json(cwd / workspace.DRIFT),
+        drift=drift,
         last_retrain=last_retrain_time(cwd / workspace.RETRAINING_LOG),
+        batch_trained_by=batch_trained_by(cwd / params.data.current, cwd / workspace.RETRAINING_LOG)
+        if (drift or {}).get("drift_detected") else None,
         service=_service(params),
         logs={issue: audit.entries(cwd / path) for issue, path in LOGS.items()},
     )

@@ -258,3 +258,12 @@ def test_escalation_defaults_are_the_seeds_numbers() -> None:
     assert load_params(Path(__file__).resolve().parents[2] / "params.yaml").escalation == esc  # listed there too
     assert (esc.window_hours, esc.max_same_issue, esc.max_auto_rollbacks, esc.drift_retrains, esc.drift_window_days) == (
         24, 3, 2, 3, 7)
+
+
+def test_drift_after_retraining_on_this_very_batch_is_explained_not_retrained_again() -> None:
+    """Issue 10.9: the reference now mixes old data and the batch; another retrain would fold nothing new."""
+    obs = replace(HEALTHY, drift=DRIFT, last_retrain=NOW - timedelta(hours=30))
+    assert actions(obs)["retrain"] == "retrain"
+    (d,) = [d for d in plan(replace(obs, batch_trained_by="v0.0.3"), params()) if d.step == "retrain"]
+    assert d.action == "report" and "v0.0.3 was already trained on this batch" in d.reason
+    assert "mixes the old training data with this batch" in d.reason
