@@ -62,13 +62,26 @@ def batch_trained_by(current: Path, log: Path = workspace.RETRAINING_LOG) -> str
     return None
 
 
-def _row_keys(frame: pd.DataFrame, numeric: list[str]) -> np.ndarray:
-    """A 64-bit key per row by value: numbers rounded to 1e-9, so 41, 41.0 and 41.0000000001 are one value."""
+def _known_rows(new: pd.DataFrame, old: pd.DataFrame, numeric: list[str]) -> np.ndarray:
+    """Which rows of `new` `old` already holds, by value: equal categories and numbers equal to 1e-9 (relative),
+    so 41, 41.0 and a float written with 12 digits are one value. A hash of the numbers rounded to 6 decimals
+    finds the candidate row; the full values confirm it."""
+    import numpy as np
     import pandas as pd
 
-    frame = frame.copy()
-    frame[numeric] = frame[numeric].round(9)
-    return pd.util.hash_pandas_object(frame, index=False).to_numpy()
+    def keys(frame: pd.DataFrame) -> pd.Index:
+        return pd.Index(pd.util.hash_pandas_object(frame.round({c: 6 for c in numeric}), index=False))
+
+    old_keys = keys(old)
+    first = pd.Series(np.arange(len(old)), index=old_keys)
+    first = first[~old_keys.duplicated()]
+    pos = first.reindex(keys(new)).to_numpy()
+    found = ~np.isnan(pos)
+    if found.any() and numeric:
+        a = new.loc[found, numeric].to_numpy(dtype="float64")
+        b = old[numeric].to_numpy(dtype="float64")[pos[found].astype(int)]
+        found[found] = np.isclose(a, b, rtol=1e-9, atol=0, equal_nan=True).all(axis=1)
+    return found
 
 
 def fold_current(raw: Path, current: Path, target: str, columns: dict[str, str] | None = None) -> int:
@@ -77,9 +90,6 @@ def fold_current(raw: Path, current: Path, target: str, columns: dict[str, str] 
     Rows are compared by value as fix_data reads them (numbers parsed, padding and placeholders normalised), so a
     raw file rewritten by `selfheal fix-data` (41 -> 41.0) does not get the batch's copies of its rows again.
     """
-    import numpy as np
-    import pandas as pd
-
     from selfheal.core import atomic
     from selfheal.core.errors import DataError
     from selfheal.pipeline.checks import infer_schema, read_csv_checked, typed
@@ -94,9 +104,8 @@ def fold_current(raw: Path, current: Path, target: str, columns: dict[str, str] 
     schema = infer_schema(old, target, overrides=columns)
     numeric = [c for c, kind in schema.columns.items() if kind == "numeric"]
     (old_typed, _), (new_typed, _) = typed(old, schema), typed(new, schema)
-    keys = _row_keys(new_typed, numeric)
-    fresh = new_typed[target].notna().to_numpy() & ~np.isin(keys, _row_keys(old_typed, numeric))
-    fresh &= ~pd.Series(keys).duplicated().to_numpy()
+    fresh = new_typed[target].notna().to_numpy() & ~_known_rows(new_typed, old_typed, numeric)
+    fresh &= ~new_typed.round({c: 9 for c in numeric}).duplicated().to_numpy()
     rows = new[fresh]
     if rows.empty:
         return 0
@@ -164,11 +173,11 @@ def retrain(params: Any, *, drift_detected: bool = False, drift_score: float | N
     }
     try:
         entry["rows_added"] = added = fold_current(raw, current, params.data.target, params.data.columns)
-        trained_on = vcs.hashes(before.get("fix_data", {}), "deps").get(params.data.raw)
-        if added == 0 and trained_on == atomic.md5_file(raw):
+        if added == 0 and _trained_as_is(cwd):
             entry["outcome"] = "nothing_new"
             print(f"ℹ️  Nothing new to train on: every labelled row of {params.data.current} is already in "
-                  f"{params.data.raw} and the current model was trained on it, so retraining would only repeat it. "
+                  f"{params.data.raw}, and the model was trained on exactly this data and params, so retraining "
+                  "would only repeat it. "
                   + _persisting(batch_trained_by(current, log)))
         else:
             print(f"🔄 Starting model retraining... ({added} rows of {params.data.current} folded into "
@@ -188,6 +197,17 @@ def retrain(params: Any, *, drift_detected: bool = False, drift_score: float | N
               f"{entry['production']}" + ("" if entry["outcome"] == "rolled_back" else
                                           "; the cooldown was not started, so the next retrain may try again"))
     return entry
+
+
+def _trained_as_is(cwd: Path) -> bool:
+    """The model is up to date with the data, params and code (`dvc status train` has nothing to say)."""
+    import json
+
+    proc = vcs.dvc("status", "--json", "train", cwd=cwd, check=False)
+    try:
+        return proc.returncode == 0 and json.loads(proc.stdout or "{}") == {}
+    except ValueError:
+        return False
 
 
 def _persisting(version: str | None) -> str:
