@@ -64,13 +64,18 @@ def batch_trained_by(current: Path, log: Path = workspace.RETRAINING_LOG) -> str
 
 def _known_rows(new: pd.DataFrame, old: pd.DataFrame, numeric: list[str]) -> np.ndarray:
     """Which rows of `new` `old` already holds, by value: equal categories and numbers equal to 1e-9 (relative),
-    so 41, 41.0 and a float written with 12 digits are one value. A hash of the numbers rounded to 6 decimals
-    finds the candidate row; the full values confirm it."""
+    so 41, 41.0 and a float written with 12 digits are one value. A hash of the numbers rounded to 7 significant
+    digits finds the candidate row; the full values confirm it."""
     import numpy as np
     import pandas as pd
 
     def keys(frame: pd.DataFrame) -> pd.Index:
-        return pd.Index(pd.util.hash_pandas_object(frame.round({c: 6 for c in numeric}), index=False))
+        coarse = frame.copy()
+        for col in numeric:
+            x = coarse[col].to_numpy(dtype="float64")
+            scale = 10.0 ** (6 - np.floor(np.log10(np.where(np.abs(x) > 0, np.abs(x), 1.0))))
+            coarse[col] = np.round(x * scale) / scale
+        return pd.Index(pd.util.hash_pandas_object(coarse, index=False))
 
     old_keys = keys(old)
     first = pd.Series(np.arange(len(old)), index=old_keys)
