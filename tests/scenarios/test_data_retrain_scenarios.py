@@ -25,7 +25,7 @@ from selfheal.pipeline.synth import inject_faults, make_current, make_housing
 from selfheal.versions import registry
 from tests.heal_support import model_md5, read, run, selfheal
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # two dvc repro runs each, on shared cores
 ROWS = 3000  # tests/conftest.py SMALL_SYNTH
 RAW, CURRENT = Path("data/raw/housing.csv"), Path("data/current/housing.csv")
 
@@ -70,7 +70,7 @@ def test_retrain_after_fix_data_folds_only_rows_the_raw_file_lacks(promoted: Pat
     copies = fixed.sample(300, random_state=1)  # rows the raw file holds, written with 12 significant digits
     pd.concat([make_current(800, 1.0, 42), copies]).to_csv(repo / CURRENT, index=False, float_format="%.12g")
 
-    selfheal("heal", cwd=repo, check=False)  # the fixed raw file's model, then drift -> retrain
+    selfheal("retrain", "--drift-detected", cwd=repo)  # one dvc repro: the fixed raw file plus the new rows
     (entry,) = retrain_log(repo)["history"]
     assert entry["rows_added"] == 800 and entry["outcome"] == "promoted"
     assert len(pd.read_csv(repo / RAW)) == len(fixed) + 800
