@@ -1,6 +1,7 @@
 """DVC stage `monitor`: data and prediction drift of data.current against the training reference.
 
-Reads models/model.joblib (+ model.json) and models/reference.parquet; writes metrics/drift.json,
+Reads models/model.joblib (+ model.json), models/reference.parquet and the fences fix_data capped the training
+data at (metrics/data_quality.json: the batch is capped the same way before it is compared); writes metrics/drift.json,
 monitoring/drift_report.html (Evidently) and metrics/plots/drift.csv, and prints a one-line verdict.
 Each side above scale.monitor_sample_rows is tested on a seeded sample of that size (drift.json's `sampled`).
 """
@@ -18,7 +19,7 @@ def main() -> None:
     from selfheal.core.config import load_params
     from selfheal.pipeline.artifact import load_model
     from selfheal.pipeline.checks import read_csv_checked, read_parquet_checked
-    from selfheal.pipeline.drift import coerce_features, detect_drift, predict_batch, summary
+    from selfheal.pipeline.drift import cap_like_training, coerce_features, detect_drift, predict_batch, summary
     from selfheal.pipeline.training import PREDICTION
 
     params = load_params()
@@ -28,6 +29,7 @@ def main() -> None:
     hint = (f"; set data.current in {workspace.PARAMS} to a batch with the columns of the training data "
             f"(data.raw: {data.raw}), e.g. a sample of it")
     current = coerce_features(read_csv_checked(data.current), model.features, data.current, hint)
+    current = cap_like_training(current, model.features, atomic.read_json(workspace.DATA_QUALITY))
     current[PREDICTION] = predict_batch(model.pipeline, current, model.features, data.current)
 
     metrics, html = detect_drift(

@@ -16,7 +16,7 @@ from typing import Any
 from selfheal.core import atomic, audit, journal, workspace
 from selfheal.core.config import Params
 from selfheal.healing.policy import ISSUES, Decision, Observations, plan
-from selfheal.healing.retrain import last_retrain_time
+from selfheal.healing.retrain import batch_trained_by, last_retrain_time
 from selfheal.versions import registry, vcs
 
 STAGES = ("fix_data", "train", "validate", "monitor")
@@ -73,6 +73,8 @@ def observe(params: Params, cwd: Path = Path(".")) -> Observations:
         # a report from before drift.json named its model: the model the monitor stage last read (dvc.lock)
         drift_model_md5=(drift or {}).get("model_md5") or vcs.hashes(lock.get("monitor", {}), "deps").get(str(workspace.MODEL)),
         last_retrain=last_retrain_time(cwd / workspace.RETRAINING_LOG),
+        batch_trained_by=batch_trained_by(cwd / params.data.current, cwd / workspace.RETRAINING_LOG)
+        if (drift or {}).get("drift_detected") else None,
         service=_service(params),
         logs={issue: audit.entries(cwd / path) for issue, path in LOGS.items()},
     )

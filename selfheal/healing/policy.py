@@ -47,6 +47,7 @@ class Observations:
     drift_path: str = "the drift report"  # workspace.DRIFT, for messages
     drift_model_md5: str | None = None  # the model the drift report describes
     last_retrain: datetime | None = None
+    batch_trained_by: str | None = None  # the version a retrain already trained on this very current batch
     service: dict[str, Any] | None = None  # None: no service was started here; else {"state", "detail"}
     # state: a client.Health state, or "stopped" (by the operator, on purpose)
     logs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # issue -> its audit entries
@@ -276,6 +277,11 @@ def _retrain(obs: Observations, params: Params) -> Decision:
         cooldown_hours=dd.retraining_cooldown_hours, enabled=dd.auto_retrain_enabled,
     )
     reason = verdict.reason
+    if verdict.retrain and obs.batch_trained_by:
+        return Decision("retrain", "report", f"{reason}, but {obs.batch_trained_by} was already trained on this batch "
+                        f"({params.data.current}): retraining would fold nothing new. The drift reference now mixes "
+                        "the old training data with this batch, so the batch still differs from most of it; a new "
+                        "batch is measured afresh, and a person decides whether this one is the new normal")
     if measured != dd.drift_threshold:
         reason += f" (params now say drift_threshold {dd.drift_threshold:g}: `dvc repro monitor` applies it)"
     if verdict.retrain:

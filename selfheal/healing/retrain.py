@@ -14,12 +14,16 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from selfheal.core import audit, journal, workspace
 from selfheal.core.clock import now_iso, parse_time
 from selfheal.healing.policy import retrain_decision
 from selfheal.versions import vcs
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
 
 
 def read_log(log: Path = workspace.RETRAINING_LOG) -> dict[str, Any]:
@@ -33,19 +37,66 @@ def last_retrain_time(log: Path = workspace.RETRAINING_LOG) -> datetime | None:
     return parse_time(value) if value else None
 
 
-def _set_last(log: Path, when: str, entry: dict[str, Any] | None = None) -> None:
+def _record(log: Path, entry: dict[str, Any], completed: bool) -> None:
+    """Append `entry` to the history; only a completed attempt (its model promoted or rolled back) starts the
+    cooldown, so a failed or empty one never blocks the next retrain."""
     def change(data: Any) -> dict[str, Any]:
         data = data if isinstance(data, dict) else {"history": list(data or [])}
-        return {**data, "last_retrain_time": when, "history": [*data.get("history", []), *([entry] if entry else [])]}
+        last = entry["started_at"] if completed else data.get("last_retrain_time")
+        return {**data, "last_retrain_time": last, "history": [*data.get("history", []), entry]}
 
     audit.update(log, change, default={})
 
 
-def fold_current(raw: Path, current: Path, target: str) -> int:
-    """Append the current batch's labelled rows that raw lacks to `raw` (atomically); returns rows added."""
+def batch_trained_by(current: Path, log: Path = workspace.RETRAINING_LOG) -> str | None:
+    """The version a completed retrain trained on exactly this batch (same md5), or None. Retraining on it
+    again would fold nothing new."""
+    from selfheal.core import atomic
+
+    if not current.is_file():
+        return None
+    md5 = atomic.md5_file(current)
+    for entry in reversed(read_log(log).get("history") or []):
+        if entry.get("current_md5") == md5 and entry.get("outcome") == "promoted":
+            return str(entry.get("version"))
+    return None
+
+
+def _known_rows(new: pd.DataFrame, old: pd.DataFrame, numeric: list[str]) -> np.ndarray:
+    """Which rows of `new` `old` already holds, by value: equal categories and numbers equal to 1e-9 (relative),
+    so 41, 41.0 and a float written with 12 digits are one value. A hash of each number's top 20 mantissa bits
+    (about 6 digits) finds the candidate row, the full values confirm it. A binary grid, because a decimal one
+    splits the data's own rounded values (1.2582895 next to 1.25828949999) into neighbouring cells."""
+    import numpy as np
+    import pandas as pd
+
+    def keys(frame: pd.DataFrame) -> pd.Index:
+        coarse = frame.copy()
+        for col in numeric:
+            coarse[col] = coarse[col].to_numpy(dtype="float64").view(np.int64) >> 32
+        return pd.Index(pd.util.hash_pandas_object(coarse, index=False))
+
+    old_keys = keys(old)
+    first = pd.Series(np.arange(len(old)), index=old_keys)
+    first = first[~old_keys.duplicated()]
+    pos = first.reindex(keys(new)).to_numpy()
+    found = ~np.isnan(pos)
+    if found.any() and numeric:
+        a = new.loc[found, numeric].to_numpy(dtype="float64")
+        b = old[numeric].to_numpy(dtype="float64")[pos[found].astype(int)]
+        found[found] = np.isclose(a, b, rtol=1e-9, atol=0, equal_nan=True).all(axis=1)
+    return found
+
+
+def fold_current(raw: Path, current: Path, target: str, columns: dict[str, str] | None = None) -> int:
+    """Append the current batch's labelled rows that raw lacks to `raw` (atomically); returns rows added.
+
+    Rows are compared by value as fix_data reads them (numbers parsed, padding and placeholders normalised), so a
+    raw file rewritten by `selfheal fix-data` (41 -> 41.0) does not get the batch's copies of its rows again.
+    """
     from selfheal.core import atomic
     from selfheal.core.errors import DataError
-    from selfheal.pipeline.checks import read_csv_checked
+    from selfheal.pipeline.checks import infer_schema, read_csv_checked, typed
 
     old, new = read_csv_checked(raw), read_csv_checked(current)
     if target not in new.columns:
@@ -54,9 +105,12 @@ def fold_current(raw: Path, current: Path, target: str) -> int:
     if missing:
         raise DataError(f"{current}: column(s) {missing} of {raw} missing; cannot fold the batch into training data")
     new = new[list(old.columns)]
-    new = new[new[target].str.strip() != ""]
-    seen = set(old.itertuples(index=False, name=None))
-    rows = new[[r not in seen for r in new.itertuples(index=False, name=None)]].drop_duplicates()
+    schema = infer_schema(old, target, overrides=columns)
+    numeric = [c for c, kind in schema.columns.items() if kind == "numeric"]
+    (old_typed, _), (new_typed, _) = typed(old, schema), typed(new, schema)
+    fresh = new_typed[target].notna().to_numpy() & ~_known_rows(new_typed, old_typed, numeric)
+    fresh &= ~new_typed.round({c: 9 for c in numeric}).duplicated().to_numpy()
+    rows = new[fresh]
     if rows.empty:
         return 0
     head = raw.read_bytes()
@@ -91,12 +145,12 @@ def retrain(params: Any, *, drift_detected: bool = False, drift_score: float | N
     """Decide, and when the decision is to retrain: fold, `dvc repro`, then promote or roll back + undo.
 
     Returns the retraining-log entry, or None when no retrain was due. Never leaves a worse model in production.
+    Only a completed attempt (promoted or rolled back) starts the cooldown; an attempt that folds nothing new
+    into data the pipeline already trained on does nothing and says so.
     """
+    from selfheal.core import atomic
+    from selfheal.core.errors import SelfHealError
     from selfheal.healing import guard
-    from selfheal.service.client import reloader
-    from selfheal.versions.checkout import from_backup, restore_stages
-    from selfheal.versions.promote import promote
-    from selfheal.versions.rollback import NothingToRestore, rollback
 
     dd, log = params.drift_detection, cwd / workspace.RETRAINING_LOG
     detected, score, threshold, detected_at = _drift_input(drift_detected, drift_score, dd.drift_threshold,
@@ -110,42 +164,96 @@ def retrain(params: Any, *, drift_detected: bool = False, drift_score: float | N
     print(("✅ " if verdict.retrain else "ℹ️  ") + verdict.reason)
     if not verdict.retrain:
         return None
+    started, t0 = now_iso(), time.perf_counter()
+    raw, current = cwd / params.data.raw, cwd / params.data.current
+    tracked = [p for paths in vcs.git_tracked_outputs(cwd / workspace.DVC_YAML).values() for p in paths]
+    backup_dir = guard.backup([raw, cwd / workspace.DVC_LOCK, *(cwd / p for p in tracked)], "retrain")
+    before = vcs.read_lock(cwd / workspace.DVC_LOCK)
     action = "forced_retrain" if force else "auto_retrain"
+    entry: dict[str, Any] = {
+        **audit.entry(action, verdict.reason, False), "outcome": "failed", "drift_score": score, "drift_detected_at": detected_at,
+        "started_at": started, "duration_s": None, "rows_added": 0, "current_md5": atomic.md5_file(current)
+        if current.is_file() else None, "version": None, "metric": None, "metric_name": None,
+    }
     with journal.intent(action, cwd / workspace.HEAL_LOG, verdict.reason, data_path=params.data.raw):
-        started, t0 = now_iso(), time.perf_counter()
-        raw = cwd / params.data.raw
-        tracked = [p for paths in vcs.git_tracked_outputs(cwd / workspace.DVC_YAML).values() for p in paths]
-        backup_dir = guard.backup([raw, cwd / workspace.DVC_LOCK, *(cwd / p for p in tracked)], "retrain")
-        before = vcs.read_lock(cwd / workspace.DVC_LOCK)
-        added = fold_current(raw, cwd / params.data.current, params.data.target)
-        _set_last(log, started)  # the cooldown starts now, even if this retrain is interrupted
-        print(f"🔄 Starting model retraining... ({added} rows of {params.data.current} folded into {params.data.raw})")
-        proc = vcs.dvc("repro", cwd=cwd, check=False)
-        validation = audit.read(cwd / workspace.VALIDATION, {}) or {}
-        outcome, version, undo = "failed", None, ["fix_data", "train", "validate", "monitor"]
+        try:
+            entry["rows_added"] = added = fold_current(raw, current, params.data.target, params.data.columns)
+            if added == 0 and _trained_as_is(cwd):
+                entry["outcome"] = "nothing_new"
+                print(f"ℹ️  Nothing new to train on: every labelled row of {params.data.current} is already in "
+                      f"{params.data.raw}, and the model was trained on exactly this data and params, so "
+                      "retraining would only repeat it. " + _persisting(batch_trained_by(current, log)))
+            else:
+                print(f"🔄 Starting model retraining... ({added} rows of {params.data.current} folded into "
+                      f"{params.data.raw})")
+                entry |= _repro_and_gate(verdict.reason, before, backup_dir, raw, service_url, cwd)
+        except SelfHealError as exc:
+            entry["error"] = str(exc)
+            print(f"❌ Retraining failed: {exc}", file=sys.stderr)
+        entry |= {"timestamp": now_iso(), "success": entry["outcome"] == "promoted",
+                  "duration_s": round(time.perf_counter() - t0, 1), "backup": str(backup_dir),
+                  "production": (workspace.read_production(cwd / workspace.PRODUCTION) or {}).get("version")}
+        _record(log, entry, completed=entry["outcome"] in ("promoted", "rolled_back"))
+        if entry["success"]:
+            print("✅ Retraining completed successfully")
+        elif entry["outcome"] != "nothing_new":
+            print(f"⚠️  Retraining did not produce a better model ({entry['outcome']}); production is "
+                  f"{entry['production']}" + ("" if entry["outcome"] == "rolled_back" else
+                                              "; the cooldown was not started, so the next retrain may try again"))
+        return entry
+
+
+def _trained_as_is(cwd: Path) -> bool:
+    """The model is up to date with the data, params and code (`dvc status train` has nothing to say)."""
+    import json
+
+    proc = vcs.dvc("status", "--json", "train", cwd=cwd, check=False)
+    try:
+        return proc.returncode == 0 and json.loads(proc.stdout or "{}") == {}
+    except ValueError:
+        return False
+
+
+def _persisting(version: str | None) -> str:
+    """Why drift can persist after a retrain on the drifted batch, instead of retraining again."""
+    if version is None:
+        return "A new batch in data.current is measured afresh."
+    return (f"The drift persists after {version} was trained on this batch: the drift reference is now a sample "
+            "of the old training data and this batch together, so the batch still differs from most of it. "
+            "A new batch is measured afresh; a person decides whether this batch is the new normal.")
+
+
+def _repro_and_gate(reason: str, before: dict[str, Any], backup_dir: Path, raw: Path, service_url: str | None,
+                    cwd: Path) -> dict[str, Any]:
+    """`dvc repro`, then promote a passing model on valid data, else roll back to production and undo the fold.
+    Returns the entry's outcome fields; raises SelfHealError (after undoing what it can) when that fails."""
+    from selfheal.core.errors import SelfHealError
+    from selfheal.healing import guard
+    from selfheal.service.client import reloader
+    from selfheal.versions.checkout import from_backup, restore_stages
+    from selfheal.versions.promote import promote
+    from selfheal.versions.rollback import rollback
+
+    proc = vcs.dvc("repro", cwd=cwd, check=False)
+    validation = audit.read(cwd / workspace.VALIDATION, {}) or {}
+    quality = audit.read(cwd / workspace.DATA_QUALITY, {}) or {}
+    out: dict[str, Any] = {"metric": validation.get("metric"), "metric_name": validation.get("metric_name")}
+    undo: list[str] | None = ["fix_data", "train", "validate", "monitor"]
+    try:
         if proc.returncode != 0:
-            print(f"❌ dvc repro failed:\n{(proc.stderr or proc.stdout).strip()[-2000:]}", file=sys.stderr)
+            raise SelfHealError(f"dvc repro failed: {(proc.stderr or proc.stdout).strip()[-2000:]}")
+        if quality.get("valid_after") is False:
+            out["note"] = f"data still invalid after fix_data: {'; '.join(quality.get('open_problems') or [])}"
+            print(f"❌ {out['note']}: the new model is not promoted", file=sys.stderr)
         elif validation.get("passed"):
-            version, outcome, undo = promote(reason=verdict.reason, reload=reloader(service_url), cwd=cwd)["version"], "promoted", []
-        else:
-            try:
-                entry = rollback(reload=reloader(service_url), cwd=cwd)
-                outcome, version, undo = "rolled_back", (entry or {}).get("version_restored"), ["fix_data", "monitor"]
-            except NothingToRestore:
-                outcome = "failed"
-        if undo:  # the data, its drift measurement (and without a rollback the model) back to before this retrain
+            out |= {"outcome": "promoted",
+                    "version": promote(reason=reason, reload=reloader(service_url), cwd=cwd)["version"]}
+            undo = None
+            return out
+        entry = rollback(reason=out.get("note"), reload=reloader(service_url), cwd=cwd)
+        undo = ["fix_data", "monitor"]
+        return out | {"outcome": "rolled_back", "version": (entry or {}).get("version_restored")}
+    finally:  # unless promoted: the data, its drift measurement (and without a rollback the model) as before
+        if undo:
             guard.restore_backup(backup_dir, [raw])
             restore_stages(before, [s for s in undo if s in before], from_backup(backup_dir), cwd)
-        success = outcome == "promoted"
-        entry = {
-            **audit.entry(action, verdict.reason, success),
-            "outcome": outcome, "drift_score": score, "drift_detected_at": detected_at,
-            "started_at": started, "duration_s": round(time.perf_counter() - t0, 1), "rows_added": added,
-            "version": version, "metric": validation.get("metric"), "metric_name": validation.get("metric_name"),
-            "production": (workspace.read_production(cwd / workspace.PRODUCTION) or {}).get("version"),
-            "backup": str(backup_dir),
-        }
-        _set_last(log, started, entry)
-        print("✅ Retraining completed successfully" if success else
-              f"⚠️  Retraining did not produce a better model ({outcome}); production is {entry['production']}")
-        return entry

@@ -97,11 +97,12 @@ def _text(series: pd.Series) -> pa.ChunkedArray:
 @dataclass
 class Parsed:
     """A column read as numbers. `text` cells were not plain numbers; `converted` marks those that parsed once
-    stripped of spaces (None when no cell needed it)."""
+    stripped of spaces (None when no cell needed it); `nonfinite` numbers (1e309 overflows to inf) are missing."""
 
     values: np.ndarray
     text: int = 0
     converted: np.ndarray | None = None
+    nonfinite: int = 0
 
     @property
     def n_converted(self) -> int:
@@ -120,8 +121,22 @@ def _cast_numbers(s: pa.ChunkedArray | pa.Array) -> np.ndarray | None:
     return out if np.isfinite(out[~np.isnan(out)]).all() and not pc.any(pc.is_nan(values)).as_py() else None
 
 
+def _finite(parsed: Parsed) -> Parsed:
+    """inf and -inf (1e309 in a CSV) as missing: no model can fit or predict them."""
+    inf = np.isinf(parsed.values)
+    if inf.any():
+        parsed.values = parsed.values if parsed.values.flags.writeable else parsed.values.copy()
+        parsed.values[inf] = np.nan
+        parsed.nonfinite = int(inf.sum())
+    return parsed
+
+
 def parse_numbers(series: pd.Series) -> Parsed:
-    """Numbers from a column, reading padded text (" 3.2 ") too; placeholders and garbage become NaN."""
+    """Numbers from a column, reading padded text (" 3.2 ") too; placeholders, garbage and inf become NaN."""
+    return _finite(_parse_numbers(series))
+
+
+def _parse_numbers(series: pd.Series) -> Parsed:
     if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
         return Parsed(series.to_numpy(dtype="float64", na_value=np.nan))
     s = _text(series)
@@ -202,8 +217,8 @@ class Problem:
     """One finding of `validate`; a fatal one means the data cannot be fixed."""
 
     column: str | None
-    kind: str  # target_missing | target_not_numeric | no_rows | empty_column | dtype_mismatch | missing |
-    #            out_of_range | duplicates
+    kind: str  # target_missing | target_not_numeric | no_rows | empty_column | dtype_mismatch | non_finite |
+    #            missing | out_of_range | duplicates
     count: int
     message: str
     fatal: bool = False
@@ -256,6 +271,9 @@ def problems(frame: pd.DataFrame, parsed: dict[str, Parsed], schema: Schema) -> 
         if col in parsed and parsed[col].text:
             n = parsed[col].text
             found.append(Problem(col, "dtype_mismatch", n, f"{col}: {n} text value(s) in a numeric column"))
+        if col in parsed and parsed[col].nonfinite:
+            n = parsed[col].nonfinite
+            found.append(Problem(col, "non_finite", n, f"{col}: {n} non-finite value(s) (inf or beyond float range)"))
         if n_missing:
             found.append(Problem(col, "missing", n_missing, f"{col}: {n_missing} missing value(s)"))
         if col in schema.ranges:

@@ -14,7 +14,8 @@ no drift at all). `drift_score` is that share, the number the seed's `--drift-sc
 The current batch may hold the same dirty cells as raw data. Columns are read the way fix_data reads them
 (selfheal.pipeline.checks: padded numbers parse, placeholders such as "N/A" and other text in numeric columns become
 missing); missing cells are left out of every test, by Evidently, and rows with a missing feature get no
-prediction (they are not imputed).
+prediction (they are not imputed). Outliers are capped at the training data's own fences (`cap_like_training`),
+so the batch is compared with the reference like with like.
 """
 
 from __future__ import annotations
@@ -63,6 +64,20 @@ def coerce_features(frame: pd.DataFrame, features: list[dict[str, Any]], source:
     out = frame.copy()
     for f in features:
         out[f["name"]] = _CONVERT[f["kind"]](out[f["name"]])
+    return out
+
+
+def cap_like_training(frame: pd.DataFrame, features: list[dict[str, Any]], quality: dict[str, Any] | None
+                      ) -> pd.DataFrame:
+    """The batch's numeric features capped at the fences fix_data capped the training data at (the `lower` and
+    `upper` per column of metrics/data_quality.json). The reference is capped training data: compared raw, the
+    batch's outliers alone read as drift, even for a random sample of the training data itself."""
+    recorded = (quality or {}).get("columns") or {}
+    out = frame.copy()
+    for f in features:
+        fences = recorded.get(f["name"]) or {}
+        if f["kind"] == "numeric" and "lower" in fences and "upper" in fences:
+            out[f["name"]] = out[f["name"]].clip(fences["lower"], fences["upper"])
     return out
 
 

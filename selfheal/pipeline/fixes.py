@@ -13,6 +13,7 @@ from selfheal.core.errors import DataError
 from selfheal.pipeline.checks import Schema, duplicated_rows, fatal_shape, out_of_range, problems, typed
 
 HAD_MISSING = "selfheal_had_missing"  # DataFrame.attrs key: the features that had missing values before fixing
+MAX_CAP_PASSES = 10  # capping converges in one or two passes; the bound only guards against pathological data
 
 
 def _iqr_fences(values: pd.Series, k: float) -> tuple[float, float] | None:
@@ -23,13 +24,64 @@ def _iqr_fences(values: pd.Series, k: float) -> tuple[float, float] | None:
     return float(q1 - k * (q3 - q1)), float(q3 + k * (q3 - q1))
 
 
+def _fill(frame: pd.DataFrame, schema: Schema, cols: dict[str, dict]) -> None:
+    """Missing features -> median (numeric) / mode (categorical), in place. Filling first means the fences are
+    measured on the data as it leaves: a second run on the output then sees the same quartiles."""
+    for col in schema.features:
+        info, values = cols[col], frame[col]
+        n = int(values.isna().sum())
+        info["missing_filled"] = n
+        if n:
+            fill = values.median() if info["kind"] == "numeric" else values.mode().iloc[0]
+            info["fill_value"] = float(fill) if info["kind"] == "numeric" else str(fill)
+            frame[col] = values.fillna(fill)
+
+
+def _cap_until_stable(frame: pd.DataFrame, schema: Schema, dq: DataQualityParams, cols: dict[str, dict],
+                      dups: int) -> tuple[pd.DataFrame, int]:
+    """Cap numeric features at their IQR fences, then drop the rows capping made identical; repeat until a pass
+    changes nothing, so the output is a fixed point: `fix` on its own output caps nothing and drops nothing.
+
+    Capping leaves the quartiles where they were, so the second pass usually only confirms; it moves only when
+    rows were dropped. Each cell is counted once however many passes touch it.
+    """
+    numeric = [c for c in schema.features if cols[c]["kind"] == "numeric"]
+    capped = {col: np.zeros(len(frame), dtype=bool) for col in numeric}
+    rows = np.arange(len(frame))  # each row's position in the frame the first pass saw
+    for _ in range(MAX_CAP_PASSES):
+        changed = False
+        for col in numeric:
+            values = frame[col]
+            fences = _iqr_fences(values, dq.outlier_threshold_iqr)
+            if fences:
+                cols[col].update(lower=round(fences[0], 6), upper=round(fences[1], 6))
+                out = ((values < fences[0]) | (values > fences[1])).to_numpy()
+                if out.any():
+                    capped[col][rows[out]] = True
+                    frame[col] = values.clip(*fences)
+                    changed = True
+        if dq.drop_duplicates:
+            dup = duplicated_rows(frame)
+            if dup.any():
+                dups += int(dup.sum())
+                frame, rows = frame[~dup], rows[~dup]
+                changed = True
+        if not changed:
+            break
+    for col in numeric:
+        cols[col]["outliers_capped"] = int(capped[col].sum())
+    return frame, dups
+
+
 def fix(df: pd.DataFrame, schema: Schema, dq: DataQualityParams, source: str = "data") -> tuple[pd.DataFrame, dict]:
     """Apply the enabled fixes; returns the typed frame and a report (metrics/data_quality.json).
 
-    Order: numbers written as text are converted (fix_dtypes; when off they count as missing, never guessed),
-    out-of-range values (data.ranges) become missing, rows without a target are dropped (a label cannot be
-    filled), duplicates are dropped, outliers in numeric features are capped at the IQR fences, then missing
-    features are filled (median / mode). The target is never filled or capped.
+    Order (it converges: run on its own output, `fix` changes nothing): numbers written as text are converted
+    (fix_dtypes; when off they count as missing, never guessed), non-finite numbers (1e309, inf) and out-of-range
+    values (data.ranges) become missing, rows without a target are dropped (a label cannot be filled),
+    duplicates are dropped, missing features are filled (median / mode), then outliers in numeric features are
+    capped at the IQR fences of that data and the rows capping made identical are dropped (see
+    `_cap_until_stable`). The target is never filled or capped.
     With auto_fix_enabled=false nothing is changed: the data is only typed (text in a numeric column counts
     as missing) and written, and `valid_after` says whether it is still invalid.
     Data that cannot be fixed (no target column, an entirely empty column, no rows) raises DataError.
@@ -49,7 +101,7 @@ def fix(df: pd.DataFrame, schema: Schema, dq: DataQualityParams, source: str = "
         if kind == "numeric":
             p = parsed[col]
             converted = p.n_converted if auto and dq.fix_dtypes else 0
-            info.update(dtype_mismatches=p.text, converted=converted)
+            info.update(dtype_mismatches=p.text, converted=converted, non_finite=p.nonfinite)
             if p.converted is not None and not converted:
                 frame.loc[p.converted, col] = np.nan  # numbers written as text are only read when fix_dtypes
         info["missing"] = int(frame[col].isna().sum())
@@ -59,7 +111,8 @@ def fix(df: pd.DataFrame, schema: Schema, dq: DataQualityParams, source: str = "
             if auto:
                 frame.loc[bad, col] = np.nan
 
-    rows_in, target_dropped, dups = len(frame), 0, 0
+    rows_in = len(frame)
+    target_dropped = dups = 0
     if auto:
         # a copy of a row shares its target, so both masks can be taken on the whole frame
         keep = frame[schema.target].notna().to_numpy().copy()
@@ -70,21 +123,10 @@ def fix(df: pd.DataFrame, schema: Schema, dq: DataQualityParams, source: str = "
             keep &= ~dup
         if not keep.all():
             frame = frame[keep]
-    for col in schema.features:
-        info, values = cols[col], frame[col]
-        if auto and dq.cap_outliers and info["kind"] == "numeric":
-            fences = _iqr_fences(values, dq.outlier_threshold_iqr)
-            if fences:
-                info.update(outliers_capped=int(((values < fences[0]) | (values > fences[1])).sum()))
-                info.update(lower=round(fences[0], 6), upper=round(fences[1], 6))
-                values = frame[col] = values.clip(*fences)
-        if auto and dq.fix_missing_values:
-            n = int(values.isna().sum())
-            info["missing_filled"] = n
-            if n:
-                fill = values.median() if info["kind"] == "numeric" else values.mode().iloc[0]
-                info["fill_value"] = float(fill) if info["kind"] == "numeric" else str(fill)
-                frame[col] = values.fillna(fill)
+        if dq.fix_missing_values:
+            _fill(frame, schema, cols)
+        if dq.cap_outliers:
+            frame, dups = _cap_until_stable(frame, schema, dq, cols, dups)
     frame = frame.reset_index(drop=True)
     # carried in the parquet file's metadata to train, which records these columns as nullable in model.json
     frame.attrs[HAD_MISSING] = [c for c in schema.features if cols[c].get("missing_filled") or frame[c].isna().any()]
@@ -120,6 +162,8 @@ def summary_lines(report: dict) -> list[str]:
             lines.append(f"Converted {c['converted']} text values in {col} to numbers{more}")
         elif unreadable:
             lines.append(f"Treated {unreadable} non-numeric values in {col} as missing")
+        if c.get("non_finite"):
+            lines.append(f"Treated {c['non_finite']} non-finite values (inf, 1e309) in {col} as missing")
         if c.get("out_of_range"):
             lines.append(f"Treated {c['out_of_range']} out-of-range values in {col} as missing")
     if report["target_missing_dropped"]:

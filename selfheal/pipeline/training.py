@@ -175,6 +175,9 @@ def _check(df: pd.DataFrame, target: str, task: str) -> None:
             f"target column {target!r}: task is regression but dtype is {df[target].dtype} "
             "(set data.task: classification for labels)"
         )
+    infinite = int(np.isinf(df[target].to_numpy(dtype="float64")).sum()) if task == "regression" else 0
+    if infinite:
+        raise DataError(f"target column {target!r}: {infinite} non-finite value(s) (inf); fix_data drops such rows")
     if task == "classification" and df[target].nunique() < 2:
         raise DataError(f"target column {target!r}: classification needs at least 2 classes")
     if len(df) < 10:

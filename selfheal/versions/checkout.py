@@ -2,7 +2,8 @@
 
 This is `dvc checkout` for chosen stages of another revision, done directly so a rollback takes well under a
 second: each output comes from the DVC cache (or, for `cache: false` outputs, from git or a backup), its md5 is
-checked against the lock before it replaces anything, and every file is swapped in atomically. A missing cache
+checked against the lock before it replaces anything, and every file is swapped in atomically. An uncached
+report (monitoring/drift_report.html) with no copy anywhere is left as it is, never a reason to fail. A missing cache
 object is fetched from the DVC remote first. The stages' lock entries are merged into the workspace dvc.lock,
 so a later `dvc status` compares the workspace with exactly what was restored.
 """
@@ -84,9 +85,16 @@ def restore_stages(
         raise SelfHealError(f"the recorded dvc.lock has no stage(s) {missing}; nothing was changed")
     fetcher: list[Fetch | None] = [fetch]
     staged: dict[str, tuple[bytes, str]] = {}
+    reports = _uncached_reports(cwd)
     for stage in stages:
         for path, md5 in vcs.hashes(lock[stage]).items():
-            staged[path] = (_verified(path, md5, source, cwd, fetcher), md5)
+            try:
+                staged[path] = (_verified(path, md5, source, cwd, fetcher), md5)
+            except SelfHealError:
+                if path not in reports:
+                    raise
+                print(f"ℹ️  {path}: no copy with the recorded md5 (an uncached report, e.g. removed by `dvc exp "
+                      f"apply`); left as it is - `dvc repro {stage}` rewrites it")
     order = sorted(staged, key=lambda p: (p == last, p.endswith(".joblib")))  # the model late, `last` last
     for path in order[:-1] if last in staged else order:
         atomic.write_bytes(cwd / path, staged[path][0])
@@ -96,6 +104,14 @@ def restore_stages(
     if last in staged:
         atomic.write_bytes(cwd / last, staged[last][0])
     return {path: md5 for path, (_, md5) in staged.items()}
+
+
+def _uncached_reports(cwd: Path) -> set[str]:
+    """Outputs declared `cache: false` that are neither metrics nor plots (the drift report): kept by no cache
+    and no commit, so a missing copy must never block a restore; `dvc status` then shows the stage to rerun."""
+    if not (cwd / workspace.DVC_YAML).is_file():
+        return set()
+    return {p for paths in vcs.git_tracked_outputs(cwd / workspace.DVC_YAML, ("outs",)).values() for p in paths}
 
 
 def _merge_lock(path: Path, entries: dict[str, Any]) -> None:

@@ -30,17 +30,36 @@ class NothingToRestore(SelfHealError):
 
 
 def choose_target(bad_md5: str | None, known: list[Version], history: list[registry.Assignment],
-                  production: dict[str, Any] | None) -> Version | None:
+                  production: dict[str, Any] | None, rejected: frozenset[str] | set[str] = frozenset()
+                  ) -> Version | None:
     """The last good production version that is not the bad model: production itself when the bad model is a
-    new candidate, else the version production held before (walking the assignment history back)."""
+    new candidate, else the version production held before (walking the assignment history back). A version an
+    earlier rollback `rejected` is never chosen: two rollbacks in a row must not bring it back."""
     by_name = {v.name: v for v in known}
     names = [production["version"]] if production else []
     names += [a.version for a in reversed(history)] + [v.name for v in reversed(known)]
     for name in names:
         v = by_name.get(name)
-        if v and v.md5 != bad_md5:
+        if v and v.md5 != bad_md5 and v.name not in rejected:
             return v
     return None
+
+
+def rejected_versions(cwd: str | Path = ".") -> set[str]:
+    """Versions an automatic rollback took out of production (`rejected_version` in the rollback log) that no
+    person has brought back since: a manual `selfheal rollback --version` to it, or a promotion of it, clears it."""
+    cwd = Path(cwd)
+    events = [(str(e.get("timestamp")), e.get("rejected_version"), e.get("version_restored"))
+              for e in audit.entries(cwd / workspace.ROLLBACK_LOG) if e.get("success")]
+    events += [(str(e.get("timestamp")), None, e.get("version"))
+               for e in audit.entries(cwd / workspace.HEAL_LOG) if e.get("action") == "promote"]
+    rejected: set[str] = set()
+    for _, bad, restored in sorted(events, key=lambda e: e[0]):
+        if bad:
+            rejected.add(bad)
+        if restored and restored != bad:
+            rejected.discard(restored)
+    return rejected
 
 
 def failure_reason(validation: dict[str, Any]) -> str:
@@ -92,6 +111,7 @@ def rollback(
     model = cwd / workspace.MODEL
     bad_md5 = atomic.md5_file(model) if model.exists() else None
     target: Version | None
+    rejected: set[str] = set()
     if version is not None:
         action, target = "manual_rollback", registry.find(version, known)
         reason = f"Manual rollback to {target.name} requested"
@@ -116,7 +136,9 @@ def rollback(
                 return None
             bad_md5 = validation.get("model_md5") or bad_md5
             reason = failure_reason(validation)
-        target = choose_target(bad_md5, known, registry.assignments(cwd), workspace.read_production(cwd / workspace.PRODUCTION))
+        rejected = rejected_versions(cwd)
+        target = choose_target(bad_md5, known, registry.assignments(cwd),
+                               workspace.read_production(cwd / workspace.PRODUCTION), rejected)
     failed = registry.by_md5(bad_md5, known)
     details = {
         "failed_version": failed.name if failed else (f"candidate-{bad_md5[:12]}" if bad_md5 else None),
@@ -127,9 +149,14 @@ def rollback(
     if target is None:
         audit.append(cwd / workspace.ROLLBACK_LOG, action, reason, False, version_restored=None, **details,
                      restored_md5=None, message="no earlier good version")
-        raise NothingToRestore("no earlier good model version to roll back to; nothing was changed")
+        held_back = sorted(rejected - {details["failed_version"]}) if version is None else []
+        hint = (f" ({', '.join(held_back)} rejected by an earlier rollback; `selfheal rollback --version "
+                f"{held_back[-1]}` restores it)" if held_back else "")
+        raise NothingToRestore(f"no earlier good model version to roll back to{hint}; nothing was changed")
     print(f"🔄 Rolling back to {target.name} ({target.alias or target.commit[:10]})")
-    done = {"version_restored": target.name, "version_alias": target.alias, "restored_md5": target.md5, **details}
+    rejects = failed.name if failed and action == "auto_rollback" and failed.name != target.name else None
+    done = {"version_restored": target.name, "version_alias": target.alias, "restored_md5": target.md5, **details,
+            "rejected_version": rejects}
     with journal.intent(action, cwd / workspace.ROLLBACK_LOG, reason, version=target.name) as record:
         journal.note(record, {str(cwd / workspace.MODEL): target.md5 or ""}, done)
         restore(target, cwd)

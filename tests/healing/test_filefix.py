@@ -94,3 +94,16 @@ def test_cli_exit_codes_and_one_line_errors(dirty: Path) -> None:
     assert "Data valid" in ok.stdout
     missing = subprocess.run([*cmd, "--data-path", "nope.csv"], capture_output=True, text=True, env=env)
     assert missing.returncode == 2 and missing.stderr.strip() == "error: nope.csv: file not found"
+
+
+def test_a_second_fix_data_is_a_no_op_and_says_so(dirty: Path, capsys: pytest.CaptureFixture) -> None:
+    """Issue 10.5: fix-data on its own output changes nothing (it used to cap more cells every run)."""
+    inject_faults(make_housing(3000, 3), missing=0.05, outliers=0.01, duplicates=0.01, dtype_errors=0.01,
+                  seed=3).to_csv(dirty, index=False)
+    first = fix_file(dirty, parse_params({}))
+    fixed = dirty.read_bytes()
+    capsys.readouterr()
+    second = fix_file(dirty, parse_params({}))
+    assert first["changes"] > 0 and second["changes"] == 0 and second["success"] and second["backup"] is None
+    assert dirty.read_bytes() == fixed
+    assert f"No issues to fix: {dirty} unchanged" in capsys.readouterr().out

@@ -312,3 +312,12 @@ def test_schema_change_escalates_instead_of_promoting_or_rolling_back() -> None:
     bad = {**changed, "passed_except_schema": False, "failures": ["r2 0.500 below threshold 0.700"]}
     d = {d.step: d for d in plan(replace(HEALTHY, validation=bad, model_md5="n" * 32), params())}
     assert d["gate"].action == "rollback" and "r2 0.500 below threshold 0.700" in d["gate"].reason
+
+
+def test_drift_after_retraining_on_this_very_batch_is_explained_not_retrained_again() -> None:
+    """Issue 10.9: the reference now mixes old data and the batch; another retrain would fold nothing new."""
+    obs = replace(HEALTHY, drift=DRIFT, last_retrain=NOW - timedelta(hours=30))
+    assert actions(obs)["retrain"] == "retrain"
+    (d,) = [d for d in plan(replace(obs, batch_trained_by="v0.0.3"), params()) if d.step == "retrain"]
+    assert d.action == "report" and "v0.0.3 was already trained on this batch" in d.reason
+    assert "mixes the old training data with this batch" in d.reason

@@ -183,3 +183,46 @@ def test_unfixable_data_names_the_source(tmp_path) -> None:
         fix(df, infer_schema(df, "y"), DQ, source="raw.csv")
     with pytest.raises(DataError, match=r"^raw\.csv: target column 'price' not found"):
         fix(df, infer_schema(df, "price"), DQ, source="raw.csv")
+
+
+def test_fixing_its_own_output_changes_nothing(tmp_path) -> None:
+    """Issue 10.5: the second run used to cap more cells (the fences moved once gaps were filled)."""
+    dirty = inject_faults(make_housing(2000, seed=5), missing=0.03, outliers=0.01, duplicates=0.01,
+                          dtype_errors=0.01, seed=5)
+    once, first = run(tmp_path, dirty)
+    assert first["valid_after"] and sum(c.get("outliers_capped", 0) for c in first["columns"].values()) > 0
+    twice, second = run(tmp_path, once)
+    pd.testing.assert_frame_equal(twice, once)
+    assert second["valid_before"] and second["problems_before"] == 0 and second["duplicates_removed"] == 0
+    assert not any(c.get(k) for c in second["columns"].values() for k in ("outliers_capped", "missing_filled"))
+
+
+def test_rows_made_identical_by_capping_are_dropped(tmp_path, clean) -> None:
+    """Issue 10.5: two rows that differ only in an outlier become one row once capped; the output stays valid."""
+    dirty = clean.copy()
+    dirty.loc[N] = dirty.loc[7]
+    dirty.loc[7, "Population"], dirty.loc[N, "Population"] = 1e7, 2e7
+    out, report = run(tmp_path, dirty)
+    assert report["valid_after"] and report["duplicates_removed"] == 1 and len(out) == N
+    assert report["columns"]["Population"]["outliers_capped"] >= 2
+    assert not out.duplicated().any()
+
+
+@pytest.mark.parametrize("cell", ["1e309", "-1e309", "inf", "-inf", "nan", "Infinity"])
+def test_a_non_finite_target_drops_the_row(tmp_path, clean, cell: str) -> None:
+    """Issue 10.6: 1e309 used to pass as valid data and crash train."""
+    dirty = clean.astype({"MedHouseVal": object})
+    dirty.loc[[4, 9], "MedHouseVal"] = cell
+    out, report = run(tmp_path, dirty)
+    assert report["valid_after"] and report["target_missing_dropped"] == 2 and len(out) == N - 2
+    assert np.isfinite(out["MedHouseVal"]).all()
+    assert "Dropped 2 rows without a target value" in summary_lines(report)
+
+
+def test_a_non_finite_feature_is_missing_then_filled(tmp_path, clean) -> None:
+    dirty = clean.astype({"HouseAge": object})
+    dirty.loc[3, "HouseAge"] = "1e309"
+    out, report = run(tmp_path, dirty, NO_CAP)
+    assert not report["valid_before"] and report["valid_after"] and report["columns"]["HouseAge"]["non_finite"] == 1
+    assert out.loc[3, "HouseAge"] == report["columns"]["HouseAge"]["fill_value"]
+    assert "Treated 1 non-finite values (inf, 1e309) in HouseAge as missing" in summary_lines(report)

@@ -161,6 +161,7 @@ def test_text_column_declared_numeric_is_a_clear_error() -> None:
         (pd.DataFrame({"a": range(20), TARGET: ["x"] * 19 + ["z"]}), "classification", r"class\(es\) \['z'\]"),
         (pd.DataFrame({"a": range(20), PREDICTION: range(20), TARGET: range(20)}), "regression", "reserved"),
         (pd.DataFrame({"a": range(5), TARGET: range(5)}), "regression", "only 5 rows"),
+        (pd.DataFrame({"a": range(20), TARGET: [1.0] * 19 + [np.inf]}), "regression", r"1 non-finite value\(s\)"),
     ],
 )
 def test_unusable_data_is_named_not_a_traceback(frame: pd.DataFrame, task: str, message: str) -> None:

@@ -92,10 +92,11 @@ def test_3_drift_retrains_once_respects_the_cooldown_and_never_keeps_a_worse_mod
     assert "in cooldown until" in again.stdout and len(read(repo, str(workspace.RETRAINING_LOG))["history"]) == 1
     assert "retrain   skip" in selfheal("heal", "--plan", cwd=repo).stdout
 
-    forced = selfheal("retrain", "--drift-detected", "--drift-score", "0.85", "--force", cwd=repo)
-    assert "--force: cooldown skipped" in forced.stdout
+    forced = selfheal("retrain", "--drift-detected", "--drift-score", "0.85", "--force", cwd=repo, check=False)
+    assert "--force: cooldown skipped" in forced.stdout and "Nothing new to train on" in forced.stdout
     history = read(repo, str(workspace.RETRAINING_LOG))["history"]
     assert len(history) == 2 and history[1]["action"] == "forced_retrain" and history[1]["rows_added"] == 0
+    assert forced.returncode == 1 and history[1]["outcome"] == "nothing_new"  # the batch is in already
 
     production = read(repo, "models/production.json")
     raw, drift = md5_file(repo / "data/raw/housing.csv"), (repo / "metrics/drift.json").read_bytes()

@@ -79,3 +79,20 @@ def test_unfixable_input_is_one_error_line_and_exit_2(tmp_path, content, params,
     if "unknown column" not in problem:
         assert line.startswith("error: in.csv: ")
     assert not (tmp_path / "data" / "clean").exists()
+
+
+def test_an_infinite_target_is_dropped_and_train_runs(tmp_path, monkeypatch) -> None:
+    """Issue 10.6: `1e309` in the target was "Data valid"; train then failed with a traceback."""
+    monkeypatch.chdir(tmp_path)
+    params = {"synth": {"rows": 600, "current_rows": 10}, "train": {"model": "linear"}}
+    write_default_data(parse_params(params))
+    lines = Path("data/raw/housing.csv").read_text().splitlines()
+    lines[3] = lines[3].rsplit(",", 1)[0] + ",1e309"
+    Path("data/raw/housing.csv").write_text("\n".join(lines) + "\n")
+    result = run_stage(tmp_path, params)
+    assert result.returncode == 0, result.stderr
+    assert "Treated 1 non-finite values (inf, 1e309) in MedHouseVal as missing" in result.stdout
+    assert json.loads(Path("metrics/data_quality.json").read_text())["target_missing_dropped"] == 1
+    trained = sandbox.run_stage("train", tmp_path, SELFHEAL_MLFLOW="0")
+    assert trained.returncode == 0, trained.stderr
+    assert Path("models/model.joblib").is_file()

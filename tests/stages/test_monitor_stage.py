@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import random
 import subprocess
 from pathlib import Path
 
@@ -75,3 +76,29 @@ def test_batch_missing_a_feature_is_one_line_error_exit_2(workdir: Path) -> None
     assert "set data.current in params.yaml to a batch with the columns of the training data" in proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert not (workdir / "metrics/drift.json").exists()
+
+
+@pytest.mark.parametrize("outliers", [0.002, 0.01], ids=["default-data", "more-outliers"])
+def test_a_sample_of_the_training_data_is_not_drift(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    outliers: float) -> None:
+    """Issue 10.7: the reference is capped training data, the batch raw; a random sample of the raw training data
+    used to show drift (4 of 8 columns on the default data)."""
+    import yaml
+
+    from selfheal.pipeline.synth import write_default_data
+
+    doc = yaml.safe_load((ROOT / "params.yaml").read_text())
+    doc["synth"]["outliers"], doc["train"]["model"] = outliers, "linear"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(doc))
+    monkeypatch.chdir(tmp_path)
+    write_default_data(load_params(tmp_path / "params.yaml"))
+    raw = tmp_path / "data/raw/housing.csv"
+    lines = raw.read_text().splitlines()
+    sample = random.Random(1).sample(lines[1:], 5000)
+    (tmp_path / CURRENT).write_text("\n".join([lines[0], *sample]) + "\n")
+    for stage in ("fix_data", "train", "monitor"):
+        proc = run_stage(stage, tmp_path, SELFHEAL_MLFLOW="0")
+        assert proc.returncode == 0, proc.stderr
+    metrics = json.loads((tmp_path / "metrics/drift.json").read_text())
+    assert [name for name, col in metrics["columns"].items() if col["drifted"]] == []
+    assert metrics["drift_detected"] is False and metrics["prediction_drifted"] is False

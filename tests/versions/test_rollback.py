@@ -111,3 +111,27 @@ def test_choose_target_walks_production_history() -> None:
     assert choose_target("candidate", vs, hist, prod).name == "v0.0.2"  # a new candidate: back to production
     assert choose_target("m2", vs, hist, prod).name == "v0.0.3"  # production itself is bad: the one before it
     assert choose_target("m1", vs[:1], [], {"version": "v0.0.1"}) is None
+
+
+def test_seed_flags_do_not_ping_pong_to_the_version_just_rejected(two_versions: Path, workdir) -> None:
+    """Issue 10.11: a second `--current-metric 0.60` used to restore v0.0.2, the version the first one rejected."""
+    repo = workdir(two_versions)
+    v1, v2 = (registry.find(n, registry.versions()) for n in ("v0.0.1", "v0.0.2"))
+    first = rollback(current_metric=0.65, threshold=0.70)
+    assert first["version_restored"] == "v0.0.1" and first["rejected_version"] == "v0.0.2"
+    proc = selfheal("rollback", "--current-metric", "0.60", "--threshold", "0.70", cwd=repo, check=False)
+    assert proc.returncode == 1 and "v0.0.2 rejected by an earlier rollback" in proc.stderr
+    assert model_md5(repo) == v1.md5 and read(repo, "models/production.json")["version"] == "v0.0.1"
+    # a person brings v0.0.2 back by name: from then on it is a rollback target again
+    rollback(version="v0.0.2")
+    assert rollback(current_metric=0.60, threshold=0.70)["version_restored"] == "v0.0.1"
+    assert rollback(version="v0.0.2")["version_restored"] == "v0.0.2" and model_md5(repo) == v2.md5
+
+
+def test_choose_target_skips_rejected_versions() -> None:
+    from selfheal.versions.registry import Assignment, Version
+
+    vs = [Version(f"v0.0.{i}", f"c{i}", "", {"md5": f"m{i}"}) for i in (1, 2, 3)]
+    hist = [Assignment(n, v, "", "") for n, v in enumerate(["v0.0.1", "v0.0.2", "v0.0.3"], 1)]
+    assert choose_target("m3", vs, hist, {"version": "v0.0.3"}, {"v0.0.2"}).name == "v0.0.1"
+    assert choose_target("m1", vs, hist, {"version": "v0.0.1"}, {"v0.0.2", "v0.0.3"}) is None
