@@ -15,6 +15,7 @@ from selfheal.core.errors import SelfHealError, fail
 
 if TYPE_CHECKING:
     from selfheal.core.config import Params
+    from selfheal.core.project import Project
 
 app = typer.Typer(
     help="selfheal: a DVC pipeline that fixes bad data, refuses bad models, retrains on drift and keeps its service up.",
@@ -165,6 +166,40 @@ ConfigOpt = Annotated[
 WaitOpt = Annotated[float, typer.Option("--wait", help="Seconds to wait for another running heal/rollback/retrain")]
 
 
+def _configured() -> Project | None:
+    """The project's selfheal.yaml when it guards a foreign DVC pipeline (kind dvc); None for our own pipeline."""
+    from selfheal.core.project import find
+
+    return find()
+
+
+@contextmanager
+def _guarding(action: str, wait: float) -> Iterator[Project | None]:
+    """A configured project with the healing lock held for `action`, or None (our own pipeline: no lock taken)."""
+    project = _configured()
+    if project is None:
+        yield None
+        return
+    from selfheal.healing.guard import exclusive
+
+    with exclusive(action, wait):
+        yield project
+
+
+@app.command()
+def init(
+    force: Annotated[bool, typer.Option(help="Overwrite an existing selfheal.yaml")] = False,
+    artifact: Annotated[str | None, typer.Option(help="Model artifact to guard when dvc.yaml declares several")] = None,
+    interactive: Annotated[bool, typer.Option(help="Ask for the gate metric, direction, bound and stage")] = False,
+) -> None:
+    """Discover this DVC project's model artifact, stages, metrics and GTO tags; write selfheal.yaml."""
+    from selfheal.ops.init import init as run_init
+
+    ask = (lambda question, default: typer.prompt(question, default=default, show_default=True)) if interactive else None
+    for line in run_init(Path("."), force=force, artifact=artifact, ask=ask):
+        typer.echo(line)
+
+
 @contextmanager
 def _locked(action: str, params: Path, config: Path | None, wait: float) -> Iterator[Params]:
     """The validated params, with the project's healing lock held for `action` (one actor at a time)."""
@@ -189,6 +224,13 @@ def rollback(
     from selfheal.service.client import reloader
     from selfheal.versions.rollback import rollback as run_rollback
 
+    with _guarding("rollback", wait) as project:
+        if project is not None:
+            from selfheal.healing.guarded import reloader as project_reloader
+            from selfheal.versions.configured import rollback as guarded_rollback
+
+            guarded_rollback(project, version=version, reload=project_reloader(project))
+            return
     with _locked("rollback", params, config, wait) as p:
         if current_metric is not None and threshold is None:
             threshold = p.model_validation.min_accuracy_threshold
@@ -203,6 +245,18 @@ def versions(as_json: Annotated[bool, typer.Option("--json", help="Print JSON")]
 
     from selfheal.versions import registry
 
+    project = _configured()
+    if project is not None:
+        from selfheal.versions.configured import rows as configured_rows
+
+        table = configured_rows(project)
+        if as_json:
+            typer.echo(json.dumps(table, indent=2))
+        for r in [] if as_json else table:
+            metric = f"{r['metric']:.4f}" if isinstance(r["metric"], (int, float)) else "-"
+            typer.echo(f"{'*' if r['production'] else ' '} {r['tag']:<32} {r['created_at']:<26} {metric:<8} "
+                       f"{(r['md5'] or '-')[:12]}" + (f"  <- {project.gate.stage}" if r["production"] else ""))
+        return
     prod = workspace.read_production() or {}
     rows: list[dict[str, Any]] = [{"version": v.name, "alias": v.alias, "promoted_at": v.meta.get("promoted_at") or v.created_at,
              "metric_name": v.meta.get("metric_name"), "metric": v.meta.get("metric"), "md5": v.md5,
@@ -225,6 +279,13 @@ def promote(wait: WaitOpt = 0.0, params: ParamsOpt = workspace.PARAMS, config: C
     from selfheal.service.client import reloader
     from selfheal.versions.promote import promote as run_promote
 
+    with _guarding("promote", wait) as project:
+        if project is not None:
+            from selfheal.healing.guarded import reloader as project_reloader
+            from selfheal.versions.configured import promote as guarded_promote
+
+            guarded_promote(project, reason="promoted by `selfheal promote`", reload=project_reloader(project))
+            return
     with _locked("promote", params, config, wait) as p:
         run_promote(reason="promoted by `selfheal promote`", reload=reloader(p.service_recovery.service_url))
 
@@ -241,6 +302,14 @@ def retrain(
     """Retrain on drift (cooldown permitting): fold the current batch in, dvc repro, then promote or roll back."""
     from selfheal.healing.retrain import retrain as run_retrain
 
+    with _guarding("retrain", wait) as project:
+        if project is not None:
+            from selfheal.healing.guarded import retrain as guarded_retrain
+
+            done = guarded_retrain(project, force=force)
+            if done is not None and not done["success"]:
+                raise typer.Exit(1)
+            return
     with _locked("retrain", params, config, wait) as p:
         entry = run_retrain(p, drift_detected=drift_detected, drift_score=drift_score,
                             force=force, service_url=p.service_recovery.service_url)
@@ -275,6 +344,14 @@ def heal(
     from selfheal.core.config import load_params
     from selfheal.healing.heal import heal as run_heal
 
+    project = _configured()
+    if project is not None:
+        from selfheal.healing.guarded import heal as guarded_heal
+
+        if plan:
+            raise typer.Exit(guarded_heal(project, plan_only=True))
+        with _guarding("heal", wait) as locked:
+            raise typer.Exit(guarded_heal(locked or project))
     if plan:
         raise typer.Exit(run_heal(load_params(params, config), plan_only=True))
     with _locked("heal", params, config, wait) as p:
@@ -289,6 +366,15 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] =
 
     from selfheal.healing.status import lines, write_status
 
+    project = _configured()
+    if project is not None:
+        from selfheal.healing.guarded import STATUS
+        from selfheal.healing.guarded import status as guarded_status
+
+        found = guarded_status(project)
+        typer.echo(json.dumps(found, indent=2) if as_json else
+                   "\n".join([*lines(found), f"(written to {project.record(STATUS)})"]))
+        return
     metrics = write_status()
     typer.echo(json.dumps(metrics, indent=2) if as_json else "\n".join([*lines(metrics), f"(written to {workspace.SELF_HEALING})"]))
 
