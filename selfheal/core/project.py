@@ -54,12 +54,7 @@ class ReproSection(_Section):
 
 
 class DataSection(_Section):
-    deps: list[str] = Field(default_factory=list)  # CSV or parquet files a new candidate is made from
-    fix: bool = True
-    fix_dtypes: bool = True
-    fix_missing_values: bool = True
-    cap_outliers: bool = True
-    drop_duplicates: bool = True
+    deps: list[str] = Field(default_factory=list)  # data files a new candidate is made from (a change: repro)
 
 
 class DriftSection(_Section):

@@ -142,6 +142,11 @@ def dvc_yaml(model: str) -> dict:
     }
 
 
+def store(project: Path) -> Path:
+    """The project's DVC remote: a folder beside it."""
+    return project.parent / f"{project.name}-dvcstore"
+
+
 def create(dest: Path, *, metric: str = "max", model_dir: bool = False, rows: int = 600, remote: bool = True) -> Path:
     """Write, `dvc repro`, commit and register v1.0.0 in prod with the gto CLI: the project a user brings."""
     model = "model" if model_dir else "model.pkl"
@@ -160,7 +165,8 @@ def create(dest: Path, *, metric: str = "max", model_dir: bool = False, rows: in
     sandbox.run(["dvc", "init", "-q"], dest)
     sandbox.run(["dvc", "config", "core.analytics", "false"], dest)
     if remote:
-        sandbox.run(["dvc", "remote", "add", "-d", "store", str(dest.parent / f"{dest.name}-dvcstore")], dest)
+        # relative (dvc stores it relative to .dvc/): a copy of the project beside a copy of its store works
+        sandbox.run(["dvc", "remote", "add", "-d", "store", f"../{store(dest).name}"], dest)
     sandbox.run(["dvc", "add", "-q", "data/data.tsv"], dest)
     sandbox.run(["dvc", "repro", "-q"], dest)
     sandbox.commit(dest, "example pipeline, first model")

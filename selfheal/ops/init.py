@@ -153,7 +153,7 @@ def render(project: Project) -> str:
     return HEADER + body.replace("  bound: null\n", "  bound: null  # choose: the value the metric must meet\n")
 
 
-def report(found: Found, project: Project) -> list[str]:
+def report(found: Found, project: Project, cwd: Path) -> list[str]:
     gate = project.gate
     lines = [
         f"found model artifact {found.artifact} at {found.path}"
@@ -174,7 +174,9 @@ def report(found: Found, project: Project) -> list[str]:
         todo.append(f"gate.stage: no {gate.stage!r} assignment yet; the first candidate that passes becomes it")
     todo.append(f"the gate key and direction: {gate.key} ({gate.direction}) was guessed")
     lines += [f"still to choose: {t}" for t in todo]
-    lines.append(f"add {project.records}/ to .gitignore: selfheal keeps its records there")
+    ignore = cwd / ".gitignore"
+    if f"{project.records}/" not in (ignore.read_text(encoding="utf-8") if ignore.exists() else "").split():
+        lines.append(f"add {project.records}/ to .gitignore: selfheal keeps its records there")
     return lines
 
 
@@ -187,4 +189,4 @@ def init(cwd: Path = Path("."), *, force: bool = False, artifact: str | None = N
     found = discover(cwd, artifact)
     project = build(found, ask)
     atomic.write_text(target, render(project))
-    return [*report(found, project), f"wrote {PROJECT_FILE}"]
+    return [*report(found, project, cwd), f"wrote {PROJECT_FILE}"]

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from selfheal.core import atomic, audit, workspace
+from selfheal.core import audit, workspace
 from selfheal.core.errors import SelfHealError
 from selfheal.core.project import Project, dig, parse_metrics
 from selfheal.versions import registry, vcs
@@ -204,8 +204,9 @@ def rollback(project: Project, *, version: str | None = None, reason: str | None
     reloaded = reload(ident) if reload else False
     entry = audit.append(log, action, reason, True, version_restored=target.name, tag=target.tag,
                          restored_md5=ident, failed_md5=bad, assigned=assigned, service_reloaded=reloaded,
-                         restored=sorted(expected), duration_s=round(time.perf_counter() - started, 3))
-    print(f"✅ Rolled back: {', '.join(sorted(expected))} are {target.tag} (md5-verified)")
+                         restored=sorted({p for s in project.model.stages for p in vcs.hashes(reg.lock(target)[s])}),
+                         duration_s=round(time.perf_counter() - started, 3))
+    print(f"✅ Rolled back: {', '.join(entry['restored'])} are {target.tag}'s (md5-verified)")
     return entry
 
 
@@ -214,5 +215,5 @@ def rows(project: Project, cwd: Path = Path(".")) -> list[dict[str, Any]]:
     reg = Registry(project, cwd)
     prod = reg.production()
     return [{"version": v.name, "tag": v.tag, "created_at": v.meta.get("promoted_at") or v.created_at,
-             "metric_name": project.gate.key, "metric": v.meta.get("metric"), "md5": reg.identity(v),
+             "metric_name": project.gate.key, "metric": reg.metric(v), "md5": reg.identity(v),
              "production": prod is not None and v.name == prod.name} for v in reg.known]
