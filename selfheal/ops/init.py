@@ -97,8 +97,8 @@ def discover(cwd: Path, artifact: str | None = None) -> Found:
         raise InitError(f"no numeric metric found (metrics files: {what}): declare a JSON/YAML metrics file under "
                         "`metrics:` in dvc.yaml and run `dvc repro` so it exists, then `selfheal init` again")
     metrics_file = next(iter(metrics))
-    keys = list(metrics[metrics_file])
-    key = next((k for k in keys if "test" in k.split(".")), keys[0])
+    names = list(metrics[metrics_file])
+    key = next((k for k in names if "test" in k.split(".")), names[0])
     version_stages = [producer]
     evaluator = next((s for s, st in stages.items() if _produces(st, metrics_file)), None)
     if evaluator and evaluator not in version_stages:

@@ -182,6 +182,7 @@ def rollback(project: Project, *, version: str | None = None, reason: str | None
     lock = vcs.read_lock(cwd / workspace.DVC_LOCK)
     bad = identity(model_hashes(lock, project))
     log = cwd / project.record(ROLLBACK_LOG)
+    target: Version | None
     if version is not None:
         action, target = "manual_rollback", registry.find(version, reg.known)
         reason = reason or f"Manual rollback to {target.tag} requested"
