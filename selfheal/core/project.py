@@ -57,22 +57,13 @@ class DataSection(_Section):
     deps: list[str] = Field(default_factory=list)  # data files a new candidate is made from (a change: repro)
 
 
-class DriftSection(_Section):
-    reference: str
-    current: str
-    threshold: float = Field(0.5, ge=0, le=1)
-
-
 class RetrainSection(_Section):
-    command: str | None = None  # default: the repro section
-    fold: str | None = None  # a data file new rows are appended to before the repro (from drift.current)
+    command: str | None = None  # a shell command that folds new data in and retrains (default: the repro section)
     cooldown_hours: float = Field(24, ge=0)
 
 
 class ServiceSection(_Section):
-    url: str | None = None  # health at {url}/health
-    reload: str | None = None  # URL POSTed after production changed (promote, rollback)
-    start_command: str | None = None
+    reload: str  # URL POSTed after production changed (promote, rollback), so a running service swaps models
 
 
 class Project(_Section):
@@ -81,7 +72,6 @@ class Project(_Section):
     gate: GateSection
     repro: ReproSection = Field(default_factory=ReproSection)
     data: DataSection | None = None
-    drift: DriftSection | None = None
     retrain: RetrainSection = Field(default_factory=RetrainSection)
     service: ServiceSection | None = None
     records: str = str(RECORDS)

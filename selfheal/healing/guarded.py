@@ -110,9 +110,9 @@ def _repro(project: Project, cwd: Path, reason: str) -> tuple[bool, str]:
 
 def reloader(project: Project) -> Any:
     """POST service.reload (when configured) once production's bytes changed; a failure is noted, not raised."""
-    url = project.service.reload if project.service else None
-    if not url:
+    if project.service is None:
         return None
+    url = project.service.reload
 
     def post(_md5: str | None) -> bool | str:
         import urllib.request

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import yaml
@@ -89,6 +92,9 @@ def test_a_failing_candidate_is_rolled_back_byte_identical_and_heal_writes_only_
         "text-classification#prod#1", "text-classification@v1.0.0"]
     log = json.loads((repo / ".selfheal/rollback_log.json").read_text())
     assert log[-1]["version_restored"] == "v1.0.0" and log[-1]["restored"] == ["eval", "model.pkl"]
+    status = json.loads(selfheal("status", "--json", cwd=repo).stdout)
+    assert status["issues_handled"]["rollback"] == {"fixed": 1, "total": 1}
+    assert (repo / ".selfheal/status.json").exists() and not (repo / "metrics").exists()
     assert "changed outs" not in sandbox.run(["dvc", "status", "train", "evaluate"], repo).stdout
 
 
@@ -130,3 +136,38 @@ def test_a_directory_model_with_an_error_to_minimise(example_min_dir: Path, copy
     selfheal("heal", cwd=repo)
     assert snapshot(repo, "model", "eval") == production
     assert "heal: healthy" in selfheal("heal", cwd=repo).stdout
+
+
+class _Reloads(BaseHTTPRequestHandler):
+    """A prediction service's reload endpoint: counts the POSTs it gets."""
+
+    posts: ClassVar[list[str]] = []
+
+    def do_POST(self) -> None:
+        _Reloads.posts.append(self.path)
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_retrain_makes_a_candidate_gates_it_reloads_the_service_and_keeps_its_cooldown(
+        example: Path, copy_of: Callable[[Path], Path]) -> None:
+    repo = copy_of(example)
+    selfheal("init", cwd=repo)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Reloads)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    config = yaml.safe_load((repo / "selfheal.yaml").read_text())
+    config["retrain"] = {"command": "python -c \"import yaml; p = yaml.safe_load(open('params.yaml')); "
+                         "p['train']['n_est'] = 40; yaml.safe_dump(p, open('params.yaml', 'w'))\" && dvc repro -q",
+                         "cooldown_hours": 24}
+    config["service"] = {"reload": f"http://127.0.0.1:{server.server_port}/reload"}
+    (repo / "selfheal.yaml").write_text(yaml.safe_dump(config))
+    try:
+        assert "retrain: promoted" in selfheal("retrain", cwd=repo).stdout
+    finally:
+        server.shutdown()
+    assert "v1.0.1" in gto("show", "text-classification#prod", "--plain", cwd=repo)
+    assert _Reloads.posts == ["/reload"]
+    assert "cooldown" in selfheal("retrain", cwd=repo).stdout
