@@ -1,5 +1,6 @@
 """ops: what people and CI read - GitHub Actions outputs and summaries, the Markdown report and its plots, the
-DVC experiment grid, and throwaway sandbox copies of the project (tests, benchmarks).
+DVC experiment grid, `selfheal init` (selfheal.yaml for a foreign DVC project), and throwaway projects for tests
+and benchmarks (sandbox copies of ours; foreign: one shaped like example-get-started).
 
 May import: every layer below it. Only the CLI imports ops.
 """
