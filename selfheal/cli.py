@@ -27,6 +27,18 @@ app = typer.Typer(
 ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to read")]
 
 
+def _own_params(path: Path, config: Path | None = None) -> Params:
+    """params.yaml of selfheal's own pipeline; a clear error in a project guarded through selfheal.yaml, whose
+    params.yaml belongs to that project and is never parsed."""
+    from selfheal.core.config import load_params
+    from selfheal.core.project import find
+
+    if find() is not None:
+        raise SelfHealError("this command works on selfheal's own pipeline; this project is guarded through "
+                            "selfheal.yaml (heal, promote, rollback, versions, retrain, status: see docs/guarding.md)")
+    return load_params(path, config)
+
+
 @app.callback()
 def _root() -> None:
     """Keep `selfheal <command>` a command group even while only one command is registered."""
@@ -38,10 +50,9 @@ def synth(
     force: Annotated[bool, typer.Option(help="Rewrite the files even when present")] = False,
 ) -> None:
     """Write the embedded default data (data.raw and data.current) from the synth params; skipped when present."""
-    from selfheal.core.config import load_params
     from selfheal.pipeline.synth import write_default_data
 
-    for line in write_default_data(load_params(params), force=force):
+    for line in write_default_data(_own_params(params), force=force):
         typer.echo(line)
 
 
@@ -130,6 +141,7 @@ def serve(
     """
     from selfheal.service.server import main as serve_main
 
+    _own_params(params)
     raise typer.Exit(serve_main(["--host", host, "--port", str(port), "--model", str(model), "--params", str(params)]))
 
 
@@ -144,13 +156,12 @@ def recover(
     config: Annotated[Path | None, typer.Option(help="Seed-format self_healing_config.json overriding params")] = None,
 ) -> None:
     """Check the service's health and recover it if needed; exit 1 (and an alert) when every attempt fails."""
-    from selfheal.core.config import load_params
     from selfheal.recovery.ladder import METHODS
     from selfheal.recovery.ladder import recover as run_recover
 
     if method not in METHODS:
         raise SelfHealError(f"--method {method!r}: expected one of {', '.join(METHODS)}")
-    sr = load_params(params, config).service_recovery
+    sr = _own_params(params, config).service_recovery
     if container:
         sr = sr.model_copy(update={"docker_container": container})
     if watch:
@@ -203,10 +214,9 @@ def init(
 @contextmanager
 def _locked(action: str, params: Path, config: Path | None, wait: float) -> Iterator[Params]:
     """The validated params, with the project's healing lock held for `action` (one actor at a time)."""
-    from selfheal.core.config import load_params
     from selfheal.healing.guard import exclusive
 
-    loaded = load_params(params, config)
+    loaded = _own_params(params, config)
     with exclusive(action, wait):
         yield loaded
 
@@ -226,6 +236,9 @@ def rollback(
 
     with _guarding("rollback", wait) as project:
         if project is not None:
+            if current_metric is not None:
+                raise SelfHealError("--current-metric applies to selfheal's own pipeline; a guarded project's "
+                                    "gate reads its metrics file (selfheal.yaml gate:)")
             from selfheal.healing.guarded import reloader as project_reloader
             from selfheal.versions.configured import rollback as guarded_rollback
 

@@ -76,3 +76,13 @@ def test_init_refuses_a_repo_it_cannot_guard_and_says_what_to_add(tmp_path: Path
     proc = subprocess.run(["selfheal", "init"], cwd=repo, capture_output=True, text=True)
     assert proc.returncode == 1 and proc.stderr.startswith(f"error: {says}")
     assert len(proc.stderr.strip().splitlines()) == 1 and not (repo / "selfheal.yaml").exists()
+
+
+def test_a_guarded_projects_params_yaml_is_never_parsed(tmp_path: Path) -> None:
+    repo = _repo(tmp_path / "repo", {"artifacts": MODEL, "stages": TRAIN}, {"acc": 0.9})
+    (repo / "params.yaml").write_text(yaml.safe_dump({"train": {"n_est": 50}, "prepare": {"split": 0.2}}))
+    assert subprocess.run(["selfheal", "init"], cwd=repo, capture_output=True).returncode == 0
+    plan = subprocess.run(["selfheal", "heal", "--plan"], cwd=repo, capture_output=True, text=True)
+    assert plan.returncode == 0 and "dvc.lock has no stage(s) ['train']; run `dvc repro` first" in plan.stdout
+    other = subprocess.run(["selfheal", "fix-data"], cwd=repo, capture_output=True, text=True)
+    assert other.returncode == 2 and "guarded through selfheal.yaml" in other.stderr and "unknown key" not in other.stderr
