@@ -86,3 +86,15 @@ def test_a_guarded_projects_params_yaml_is_never_parsed(tmp_path: Path) -> None:
     assert plan.returncode == 0 and "dvc.lock has no stage(s) ['train']; run `dvc repro` first" in plan.stdout
     other = subprocess.run(["selfheal", "fix-data"], cwd=repo, capture_output=True, text=True)
     assert other.returncode == 2 and "guarded through selfheal.yaml" in other.stderr and "unknown key" not in other.stderr
+
+
+def test_init_asks_only_when_interactive_and_keeps_the_answers(tmp_path: Path) -> None:
+    repo = _repo(tmp_path / "repo", {"artifacts": MODEL, "stages": TRAIN}, {"loss": 0.3, "acc": 0.9})
+    quiet = subprocess.run(["selfheal", "init"], cwd=repo, capture_output=True, text=True, input="")
+    assert quiet.returncode == 0 and "still to choose: gate.bound" in quiet.stdout
+    assert yaml.safe_load((repo / "selfheal.yaml").read_text())["gate"]["direction"] == "min"  # guessed from `loss`
+    asked = subprocess.run(["selfheal", "init", "--interactive", "--force"], cwd=repo, capture_output=True, text=True,
+                           input="metrics.json:acc\nmax\n0.8\nprod\n")
+    assert asked.returncode == 0, asked.stderr
+    gate = yaml.safe_load((repo / "selfheal.yaml").read_text())["gate"]
+    assert (gate["key"], gate["direction"], gate["bound"], gate["stage"]) == ("acc", "max", 0.8, "prod")
