@@ -133,7 +133,9 @@ def act(project: Project, step: Step, cwd: Path = Path(".")) -> tuple[bool, str]
         if step.action == "promote":
             return True, configured.promote(project, reason=step.reason, reload=reloader(project), cwd=cwd)["tag"]
         if step.action in ("rollback", "restore"):
-            entry = configured.rollback(project, reason=step.reason, reload=reloader(project), cwd=cwd)
+            prod = configured.Registry(project, cwd).production() if step.action == "restore" else None
+            entry = configured.rollback(project, version=prod.name if prod else None, reason=step.reason,
+                                        reload=reloader(project), cwd=cwd)
             return True, entry["tag"]
     except SelfHealError as exc:
         return False, str(exc)

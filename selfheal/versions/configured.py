@@ -183,8 +183,9 @@ def rollback(project: Project, *, version: str | None = None, reason: str | None
     bad = identity(model_hashes(lock, project))
     log = cwd / project.record(ROLLBACK_LOG)
     target: Version | None
-    if version is not None:
-        action, target = "manual_rollback", registry.find(version, reg.known)
+    if version is not None:  # named by a person, or by heal restoring production's own bytes (with a reason)
+        action = "manual_rollback" if reason is None else "auto_rollback"
+        target = registry.find(version, reg.known)
         reason = reason or f"Manual rollback to {target.tag} requested"
     else:
         action, target = "auto_rollback", reg.target(bad)

@@ -62,8 +62,13 @@ def test_init_writes_a_config_that_guards_the_project_unchanged(example: Path, c
     assert config["gate"]["metrics"] == "eval/metrics.json" and config["gate"]["key"] == "avg_prec.test"
     assert config["gate"]["direction"] == "max" and config["records"] == ".selfheal"
     assert "found GTO versions: v1.0.0; stages: prod" in out and "still to choose: gate.bound" in out
+    production = snapshot(repo, "model.pkl", "eval")
     healed = selfheal("heal", cwd=repo)
     assert "heal: healthy" in healed.stdout
+    (repo / "model.pkl").write_bytes(b"overwritten by hand")  # production's own file damaged: restored
+    assert "restore" in selfheal("heal", cwd=repo).stdout
+    assert snapshot(repo, "model.pkl", "eval") == production
+    assert "heal: healthy" in selfheal("heal", cwd=repo).stdout
     versions = selfheal("versions", cwd=repo).stdout
     assert "text-classification@v1.0.0" in versions and "<- prod" in versions
     again = selfheal("init", cwd=repo, check=False)
