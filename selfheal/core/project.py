@@ -17,7 +17,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from selfheal.core import atomic
 from selfheal.core.config import _explain, read_yaml
 from selfheal.core.errors import ConfigError, SelfHealError
 
@@ -149,11 +148,3 @@ def numeric_keys(doc: Any, prefix: str = "") -> dict[str, float]:
     elif isinstance(doc, (int, float)) and not isinstance(doc, bool):
         out[prefix.rstrip(".")] = float(doc)
     return out
-
-
-def write(project: Project, path: str | Path = PROJECT_FILE) -> None:
-    """selfheal.yaml as `init` writes it: sections in a fixed order, unset optional sections left out."""
-    import yaml
-
-    doc = project.model_dump(exclude_none=True, exclude_defaults=False)
-    atomic.write_text(path, yaml.safe_dump(doc, sort_keys=False, default_flow_style=False))
