@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from selfheal.core.errors import ConfigError
 from selfheal.versions import registry, rollback
 
 ROOT = Path(__file__).resolve().parents[2]
+SELFHEAL = [str(Path(sys.executable).parent / "selfheal")]  # this venv's command, whatever PATH says
 
 
 def test_our_pipeline_selfheal_yaml_names_what_the_pipeline_hard_codes() -> None:
@@ -73,7 +75,7 @@ MODEL = {"clf": {"path": "model.pkl", "type": "model"}}
 def test_init_refuses_a_repo_it_cannot_guard_and_says_what_to_add(tmp_path: Path, dvc_yaml: dict | None,
                                                                     metrics: dict | None, says: str) -> None:
     repo = _repo(tmp_path / "repo", dvc_yaml, metrics)
-    proc = subprocess.run(["selfheal", "init"], cwd=repo, capture_output=True, text=True)
+    proc = subprocess.run([*SELFHEAL, "init"], cwd=repo, capture_output=True, text=True)
     assert proc.returncode == 1 and proc.stderr.startswith(f"error: {says}")
     assert len(proc.stderr.strip().splitlines()) == 1 and not (repo / "selfheal.yaml").exists()
 
@@ -81,19 +83,19 @@ def test_init_refuses_a_repo_it_cannot_guard_and_says_what_to_add(tmp_path: Path
 def test_a_guarded_projects_params_yaml_is_never_parsed(tmp_path: Path) -> None:
     repo = _repo(tmp_path / "repo", {"artifacts": MODEL, "stages": TRAIN}, {"acc": 0.9})
     (repo / "params.yaml").write_text(yaml.safe_dump({"train": {"n_est": 50}, "prepare": {"split": 0.2}}))
-    assert subprocess.run(["selfheal", "init"], cwd=repo, capture_output=True).returncode == 0
-    plan = subprocess.run(["selfheal", "heal", "--plan"], cwd=repo, capture_output=True, text=True)
+    assert subprocess.run([*SELFHEAL, "init"], cwd=repo, capture_output=True).returncode == 0
+    plan = subprocess.run([*SELFHEAL, "heal", "--plan"], cwd=repo, capture_output=True, text=True)
     assert plan.returncode == 0 and "dvc.lock has no stage(s) ['train']; run `dvc repro` first" in plan.stdout
-    other = subprocess.run(["selfheal", "fix-data"], cwd=repo, capture_output=True, text=True)
+    other = subprocess.run([*SELFHEAL, "fix-data"], cwd=repo, capture_output=True, text=True)
     assert other.returncode == 2 and "guarded through selfheal.yaml" in other.stderr and "unknown key" not in other.stderr
 
 
 def test_init_asks_only_when_interactive_and_keeps_the_answers(tmp_path: Path) -> None:
     repo = _repo(tmp_path / "repo", {"artifacts": MODEL, "stages": TRAIN}, {"loss": 0.3, "acc": 0.9})
-    quiet = subprocess.run(["selfheal", "init"], cwd=repo, capture_output=True, text=True, input="")
+    quiet = subprocess.run([*SELFHEAL, "init"], cwd=repo, capture_output=True, text=True, input="")
     assert quiet.returncode == 0 and "still to choose: gate.bound" in quiet.stdout
     assert yaml.safe_load((repo / "selfheal.yaml").read_text())["gate"]["direction"] == "min"  # guessed from `loss`
-    asked = subprocess.run(["selfheal", "init", "--interactive", "--force"], cwd=repo, capture_output=True, text=True,
+    asked = subprocess.run([*SELFHEAL, "init", "--interactive", "--force"], cwd=repo, capture_output=True, text=True,
                            input="metrics.json:acc\nmax\n0.8\nprod\n")
     assert asked.returncode == 0, asked.stderr
     gate = yaml.safe_load((repo / "selfheal.yaml").read_text())["gate"]
