@@ -15,6 +15,7 @@ from selfheal.core.errors import SelfHealError, fail
 
 if TYPE_CHECKING:
     from selfheal.core.config import Params
+    from selfheal.core.project import Project
 
 app = typer.Typer(
     help="selfheal: a DVC pipeline that fixes bad data, refuses bad models, retrains on drift and keeps its service up.",
@@ -24,6 +25,18 @@ app = typer.Typer(
 )
 
 ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to read")]
+
+
+def _own_params(path: Path, config: Path | None = None) -> Params:
+    """params.yaml of selfheal's own pipeline; a clear error in a project guarded through selfheal.yaml, whose
+    params.yaml belongs to that project and is never parsed."""
+    from selfheal.core.config import load_params
+    from selfheal.core.project import find
+
+    if find() is not None:
+        raise SelfHealError("this command works on selfheal's own pipeline; this project is guarded through "
+                            "selfheal.yaml (heal, promote, rollback, versions, retrain, status: see docs/guarding.md)")
+    return load_params(path, config)
 
 
 @app.callback()
@@ -37,10 +50,9 @@ def synth(
     force: Annotated[bool, typer.Option(help="Rewrite the files even when present")] = False,
 ) -> None:
     """Write the embedded default data (data.raw and data.current) from the synth params; skipped when present."""
-    from selfheal.core.config import load_params
     from selfheal.pipeline.synth import write_default_data
 
-    for line in write_default_data(load_params(params), force=force):
+    for line in write_default_data(_own_params(params), force=force):
         typer.echo(line)
 
 
@@ -129,6 +141,7 @@ def serve(
     """
     from selfheal.service.server import main as serve_main
 
+    _own_params(params)
     raise typer.Exit(serve_main(["--host", host, "--port", str(port), "--model", str(model), "--params", str(params)]))
 
 
@@ -143,13 +156,12 @@ def recover(
     config: Annotated[Path | None, typer.Option(help="Seed-format self_healing_config.json overriding params")] = None,
 ) -> None:
     """Check the service's health and recover it if needed; exit 1 (and an alert) when every attempt fails."""
-    from selfheal.core.config import load_params
     from selfheal.recovery.ladder import METHODS
     from selfheal.recovery.ladder import recover as run_recover
 
     if method not in METHODS:
         raise SelfHealError(f"--method {method!r}: expected one of {', '.join(METHODS)}")
-    sr = load_params(params, config).service_recovery
+    sr = _own_params(params, config).service_recovery
     if container:
         sr = sr.model_copy(update={"docker_container": container})
     if watch:
@@ -165,16 +177,49 @@ ConfigOpt = Annotated[
 WaitOpt = Annotated[float, typer.Option("--wait", help="Seconds to wait for another running heal/rollback/retrain")]
 
 
+def _configured() -> Project | None:
+    """The project's selfheal.yaml when it guards a foreign DVC pipeline (kind dvc); None for our own pipeline."""
+    from selfheal.core.project import find
+
+    return find()
+
+
+@contextmanager
+def _guarding(action: str, wait: float) -> Iterator[Project | None]:
+    """A configured project with the healing lock held for `action`, or None (our own pipeline: no lock taken)."""
+    project = _configured()
+    if project is None:
+        yield None
+        return
+    from selfheal.healing.guard import exclusive
+
+    with exclusive(action, wait):
+        yield project
+
+
+@app.command()
+def init(
+    force: Annotated[bool, typer.Option(help="Overwrite an existing selfheal.yaml")] = False,
+    artifact: Annotated[str | None, typer.Option(help="Model artifact to guard when dvc.yaml declares several")] = None,
+    interactive: Annotated[bool, typer.Option(help="Ask for the gate metric, direction, bound and stage")] = False,
+) -> None:
+    """Discover this DVC project's model artifact, stages, metrics and GTO tags; write selfheal.yaml."""
+    from selfheal.ops.init import init as run_init
+
+    ask = (lambda question, default: typer.prompt(question, default=default, show_default=True)) if interactive else None
+    for line in run_init(Path("."), force=force, artifact=artifact, ask=ask):
+        typer.echo(line)
+
+
 @contextmanager
 def _locked(action: str, params: Path, config: Path | None, wait: float, settle: bool = True) -> Iterator[Params]:
     """The validated params, with the project's healing lock held for `action` (one actor at a time); first
     what killed actions left behind is completed or reported (heal does that itself, to weigh it)."""
-    from selfheal.core.config import load_params
     from selfheal.core.journal import settle as settle_journal
     from selfheal.healing.guard import exclusive
     from selfheal.healing.heal import data_folders
 
-    loaded = load_params(params, config)
+    loaded = _own_params(params, config)
     with exclusive(action, wait):
         if settle:
             for line in settle_journal(data_folders(loaded)).lines():
@@ -195,6 +240,16 @@ def rollback(
     from selfheal.service.client import reloader
     from selfheal.versions.rollback import rollback as run_rollback
 
+    with _guarding("rollback", wait) as project:
+        if project is not None:
+            if current_metric is not None:
+                raise SelfHealError("--current-metric applies to selfheal's own pipeline; a guarded project's "
+                                    "gate reads its metrics file (selfheal.yaml gate:)")
+            from selfheal.healing.guarded import reloader as project_reloader
+            from selfheal.versions.configured import rollback as guarded_rollback
+
+            guarded_rollback(project, version=version, reload=project_reloader(project))
+            return
     with _locked("rollback", params, config, wait) as p:
         if current_metric is not None and threshold is None:
             threshold = p.model_validation.min_accuracy_threshold
@@ -209,6 +264,18 @@ def versions(as_json: Annotated[bool, typer.Option("--json", help="Print JSON")]
 
     from selfheal.versions import registry
 
+    project = _configured()
+    if project is not None:
+        from selfheal.versions.configured import rows as configured_rows
+
+        table = configured_rows(project)
+        if as_json:
+            typer.echo(json.dumps(table, indent=2))
+        for r in [] if as_json else table:
+            metric = f"{r['metric']:.4f}" if isinstance(r["metric"], (int, float)) else "-"
+            typer.echo(f"{'*' if r['production'] else ' '} {r['tag']:<32} {r['created_at']:<26} {metric:<8} "
+                       f"{(r['md5'] or '-')[:12]}" + (f"  <- {project.gate.stage}" if r["production"] else ""))
+        return
     prod = workspace.read_production() or {}
     rows: list[dict[str, Any]] = [{"version": v.name, "alias": v.alias, "promoted_at": v.meta.get("promoted_at") or v.created_at,
              "metric_name": v.meta.get("metric_name"), "metric": v.meta.get("metric"), "md5": v.md5,
@@ -236,6 +303,13 @@ def promote(
     from selfheal.versions.promote import promote as run_promote
 
     reason = "promoted by `selfheal promote`" + (" --accept-schema-change" if accept_schema_change else "")
+    with _guarding("promote", wait) as project:
+        if project is not None:
+            from selfheal.healing.guarded import reloader as project_reloader
+            from selfheal.versions.configured import promote as guarded_promote
+
+            guarded_promote(project, reason=reason, reload=project_reloader(project))
+            return
     with _locked("promote", params, config, wait) as p:
         run_promote(reason=reason, reload=reloader(p.service_recovery.service_url), accept_schema_change=accept_schema_change)
 
@@ -252,6 +326,14 @@ def retrain(
     """Retrain on drift (cooldown permitting): fold the current batch in, dvc repro, then promote or roll back."""
     from selfheal.healing.retrain import retrain as run_retrain
 
+    with _guarding("retrain", wait) as project:
+        if project is not None:
+            from selfheal.healing.guarded import retrain as guarded_retrain
+
+            done = guarded_retrain(project, force=force)
+            if done is not None and not done["success"]:
+                raise typer.Exit(1)
+            return
     with _locked("retrain", params, config, wait) as p:
         entry = run_retrain(p, drift_detected=drift_detected, drift_score=drift_score,
                             force=force, service_url=p.service_recovery.service_url)
@@ -286,6 +368,14 @@ def heal(
     from selfheal.core.config import load_params
     from selfheal.healing.heal import heal as run_heal
 
+    project = _configured()
+    if project is not None:
+        from selfheal.healing.guarded import heal as guarded_heal
+
+        if plan:
+            raise typer.Exit(guarded_heal(project, plan_only=True))
+        with _guarding("heal", wait) as locked:
+            raise typer.Exit(guarded_heal(locked or project))
     if plan:
         raise typer.Exit(run_heal(load_params(params, config), plan_only=True))
     with _locked("heal", params, config, wait, settle=False) as p:
@@ -300,6 +390,15 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] =
 
     from selfheal.healing.status import lines, write_status
 
+    project = _configured()
+    if project is not None:
+        from selfheal.healing.guarded import STATUS
+        from selfheal.healing.guarded import status as guarded_status
+
+        found = guarded_status(project)
+        typer.echo(json.dumps(found, indent=2) if as_json else
+                   "\n".join([*lines(found), f"(written to {project.record(STATUS)})"]))
+        return
     metrics = write_status()
     typer.echo(json.dumps(metrics, indent=2) if as_json else "\n".join([*lines(metrics), f"(written to {workspace.SELF_HEALING})"]))
 

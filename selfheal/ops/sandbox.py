@@ -21,6 +21,7 @@ from selfheal.service import procs
 PROJECT_FILES = [
     str(workspace.DVC_YAML),
     str(workspace.PARAMS),
+    "selfheal.yaml",
     "stages",
     "selfheal",
     "config",

@@ -2,8 +2,10 @@
 
 This is `dvc checkout` for chosen stages of another revision, done directly so a rollback takes well under a
 second: each output comes from the DVC cache (or, for `cache: false` outputs, from git or a backup), its md5 is
-checked against the lock before it replaces anything, and every file is swapped in atomically. An uncached
-report (monitoring/drift_report.html) with no copy anywhere is left as it is, never a reason to fail. A missing cache
+checked against the lock before it replaces anything, and every file is swapped in atomically. A directory
+output (a `.dir` hash) is restored from its manifest in the cache: every listed file md5-verified, files the
+version did not have removed. An uncached report (monitoring/drift_report.html) with no copy anywhere is left
+as it is, never a reason to fail. A missing cache
 object is fetched from the DVC remote first. The stages' lock entries are merged into the workspace dvc.lock,
 so a later `dvc status` compares the workspace with exactly what was restored.
 """
@@ -11,6 +13,7 @@ so a later `dvc status` compares the workspace with exactly what was restored.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -47,13 +50,12 @@ def fetch_revision(commit: str, cwd: str | Path = ".") -> None:
 
 
 def _verified(path: str, md5: str, source: Source, cwd: Path, fetch: list[Fetch | None]) -> bytes:
-    """The output's bytes from the cache, else `source`, else the remote; always checked against `md5`."""
-    if md5.endswith(".dir"):
-        raise SelfHealError(f"{path}: directory outputs cannot be restored file by file; use `dvc checkout`")
+    """The output's bytes from the cache, else `source`, else the remote; always checked against `md5` (a `.dir`
+    manifest against its hash without the suffix)."""
     for _ in range(2):
         cached = vcs.cache_path(md5, cwd)
         data = cached.read_bytes() if cached.is_file() else source(path)
-        if data is not None and hashlib.md5(data).hexdigest() == md5:
+        if data is not None and hashlib.md5(data).hexdigest() == md5.removesuffix(".dir"):
             return data
         if fetch[0] is None:
             break
@@ -86,8 +88,13 @@ def restore_stages(
     fetcher: list[Fetch | None] = [fetch]
     staged: dict[str, tuple[bytes, str]] = {}
     reports = _uncached_reports(cwd)
+    dirs: dict[str, str] = {}
     for stage in stages:
         for path, md5 in vcs.hashes(lock[stage]).items():
+            if md5.endswith(".dir"):
+                dirs[path] = md5
+                staged.update(_directory(path, md5, cwd, fetcher))
+                continue
             try:
                 staged[path] = (_verified(path, md5, source, cwd, fetcher), md5)
             except SelfHealError:
@@ -96,14 +103,77 @@ def restore_stages(
                 print(f"ℹ️  {path}: no copy with the recorded md5 (an uncached report, e.g. removed by `dvc exp "
                       f"apply`); left as it is - `dvc repro {stage}` rewrites it")
     order = sorted(staged, key=lambda p: (p == last, p.endswith(".joblib")))  # the model late, `last` last
+    for directory in dirs:
+        if (cwd / directory).is_file():
+            (cwd / directory).unlink()  # the version has a directory where the workspace has a file
     for path in order[:-1] if last in staged else order:
+        _clear_way(cwd, path)
         atomic.write_bytes(cwd / path, staged[path][0])
+    for directory in dirs:
+        _prune(cwd / directory, {cwd / p for p in staged})
     _merge_lock(cwd / workspace.DVC_LOCK, {s: lock[s] for s in stages})
     for path, data in (extra or {}).items():
         atomic.write_bytes(cwd / path, data)
     if last in staged:
         atomic.write_bytes(cwd / last, staged[last][0])
-    return {path: md5 for path, (_, md5) in staged.items()}
+    return {**{path: md5 for path, (_, md5) in staged.items()}, **dirs}
+
+
+def _manifest(path: str, md5: str, cwd: Path, fetch: list[Fetch | None]) -> list[dict[str, str]]:
+    """A directory output's file list [{relpath, md5}] from its verified `.dir` object."""
+    entries = json.loads(_verified(path, md5, lambda _: None, cwd, fetch))
+    if not isinstance(entries, list):
+        raise SelfHealError(f"{path}: the cache object {md5} is not a DVC directory manifest")
+    return entries
+
+
+def _directory(path: str, md5: str, cwd: Path, fetch: list[Fetch | None]) -> dict[str, tuple[bytes, str]]:
+    """Every file of a directory output, verified: {path/relpath: (bytes, md5)}."""
+    out = {}
+    for entry in _manifest(path, md5, cwd, fetch):
+        file = f"{path}/{entry['relpath']}"
+        out[file] = (_verified(file, entry["md5"], lambda _: None, cwd, fetch), entry["md5"])
+    return out
+
+
+def _clear_way(cwd: Path, path: str) -> None:
+    """Remove a directory standing where the version has a file (a model that was a directory, or the reverse)."""
+    target = cwd / path
+    if target.is_dir() and not target.is_symlink():
+        import shutil
+
+        shutil.rmtree(target)
+    for parent in Path(path).parents:
+        if parent != Path(".") and (cwd / parent).is_file():
+            (cwd / parent).unlink()
+
+
+def _prune(directory: Path, keep: set[Path]) -> None:
+    """Remove files (then empty folders) under a restored directory that its version did not have."""
+    for file in sorted(directory.rglob("*"), reverse=True):
+        if file.is_file() and file not in keep:
+            file.unlink()
+        elif file.is_dir() and not any(file.iterdir()):
+            file.rmdir()
+
+
+def read_output(lock: dict[str, Any], path: str, source: Source, cwd: str | Path = ".", fetch: Fetch | None = None
+                ) -> bytes | None:
+    """One file as a revision's dvc.lock recorded it, verified - also a file inside a directory output (a metrics
+    JSON in `eval/`); None when no output of the lock holds `path`."""
+    cwd = Path(cwd)
+    fetcher: list[Fetch | None] = [fetch]
+    for entry in lock.values():
+        for out, md5 in vcs.hashes(entry).items():
+            if out == path and not md5.endswith(".dir"):
+                return _verified(path, md5, source, cwd, fetcher)
+            if md5.endswith(".dir") and Path(out) in Path(path).parents:
+                rel = Path(path).relative_to(out).as_posix()
+                for item in _manifest(out, md5, cwd, fetcher):
+                    if item["relpath"] == rel:
+                        return _verified(path, item["md5"], source, cwd, fetcher)
+                return None
+    return None
 
 
 def _uncached_reports(cwd: Path) -> set[str]:

@@ -1,6 +1,6 @@
 """Registered model versions: GTO-format git tags whose message carries the version's metadata.
 
-A version is `model@vX.Y.Z` (an annotated tag on the promotion commit, whose dvc.lock pins the model's hash);
+A version is `<artifact>@vX.Y.Z` (`model@vX.Y.Z` for our pipeline; a configured project names its own artifact) (an annotated tag on the promotion commit, whose dvc.lock pins the model's hash);
 production assignments are `model#prod#N` tags, so `gto show` / `gto history` read this registry as well. The
 tags are written and read with plain git: `import gto` costs over a second and `selfheal versions` or a
 rollback must stay quick. The seed's timestamp names (`v20241120_150000`) are kept as each version's alias.
@@ -28,7 +28,6 @@ from selfheal.versions import vcs
 ARTIFACT = "model"
 STAGE = "prod"
 _SEMVER = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)$")
-_ASSIGN = re.compile(rf"^{ARTIFACT}#{STAGE}#(\d+)$")
 CLAIM_TRIES = 10  # claims lost in a row to other runners before giving up
 _FIELDS = ["%(refname:strip=2)", "%(objectname)", "%(*objectname)", "%(creatordate:iso-strict)", "%(contents)"]
 
@@ -39,10 +38,11 @@ class Version:
     commit: str
     created_at: str
     meta: dict[str, Any] = field(default_factory=dict)
+    artifact: str = ARTIFACT
 
     @property
     def tag(self) -> str:
-        return f"{ARTIFACT}@{self.name}"
+        return f"{self.artifact}@{self.name}"
 
     @property
     def md5(self) -> str | None:
@@ -99,24 +99,25 @@ def _tags(pattern: str, cwd: str | Path) -> list[tuple[str, str, str, dict[str, 
     return rows
 
 
-def versions(cwd: str | Path = ".") -> list[Version]:
-    """Every registered version, oldest first (semver order)."""
+def versions(cwd: str | Path = ".", artifact: str = ARTIFACT) -> list[Version]:
+    """Every registered version of `artifact`, oldest first (semver order); tags made by GTO itself included."""
     found = [
-        Version(name.split("@", 1)[1], commit, created, meta)
-        for name, commit, created, meta in _tags(f"{ARTIFACT}@*", cwd)
+        Version(name.split("@", 1)[1], commit, created, meta, artifact)
+        for name, commit, created, meta in _tags(f"{artifact}@*", cwd)
         if semver(name.split("@", 1)[1])
     ]
     return sorted(found, key=lambda v: v.key)
 
 
-def assignments(cwd: str | Path = ".") -> list[Assignment]:
-    """Production assignments, oldest first; each names the version it put into production."""
+def assignments(cwd: str | Path = ".", artifact: str = ARTIFACT, stage: str = STAGE) -> list[Assignment]:
+    """Production (`stage`) assignments, oldest first; each names the version it put into production."""
     by_commit: dict[str, list[Version]] = {}
-    for v in versions(cwd):
+    for v in versions(cwd, artifact):
         by_commit.setdefault(v.commit, []).append(v)
     out = []
-    for name, commit, created, meta in _tags(f"{ARTIFACT}#{STAGE}#*", cwd):
-        match = _ASSIGN.match(name)
+    pattern = re.compile(rf"^{re.escape(artifact)}#{re.escape(stage)}#(\d+)$")
+    for name, commit, created, meta in _tags(f"{artifact}#{stage}#*", cwd):
+        match = pattern.match(name)
         if match:
             on_commit = by_commit.get(commit) or []
             version = meta.get("version") or (on_commit[-1].name if on_commit else "?")
@@ -126,7 +127,7 @@ def assignments(cwd: str | Path = ".") -> list[Assignment]:
 
 def find(ref: str, known: list[Version]) -> Version:
     """A version by name (v0.0.3 or 0.0.3), tag (model@v0.0.3), seed alias (v20241120_150000) or md5 prefix."""
-    ref = ref.strip().removeprefix(f"{ARTIFACT}@")
+    ref = ref.strip().removeprefix(f"{known[0].artifact if known else ARTIFACT}@")
     wanted = semver(ref)
     for v in known:
         if (wanted and v.key == wanted) or ref == v.alias or (len(ref) >= 7 and (v.md5 or "").startswith(ref)):
@@ -151,11 +152,11 @@ def shared_remote(cwd: str | Path = ".") -> str | None:
     return "origin" if "origin" in names else (names[0] if len(names) == 1 else None)
 
 
-def sync(remote: str, cwd: str | Path = ".") -> None:
+def sync(remote: str, cwd: str | Path = ".", artifact: str = ARTIFACT, stage: str = STAGE) -> None:
     """Fetch the remote's version and assignment tags; the remote wins over a local tag of the same name (a
     claim this runner lost, left by an interrupted promotion)."""
-    vcs.git("fetch", "--quiet", "--no-tags", remote, f"+refs/tags/{ARTIFACT}@*:refs/tags/{ARTIFACT}@*",
-            f"+refs/tags/{ARTIFACT}#{STAGE}#*:refs/tags/{ARTIFACT}#{STAGE}#*", cwd=cwd)
+    vcs.git("fetch", "--quiet", "--no-tags", remote, f"+refs/tags/{artifact}@*:refs/tags/{artifact}@*",
+            f"+refs/tags/{artifact}#{stage}#*:refs/tags/{artifact}#{stage}#*", cwd=cwd)
 
 
 def _claim(tag: str, message: str, commit: str, remote: str | None, cwd: str | Path) -> bool:
@@ -169,41 +170,44 @@ def _claim(tag: str, message: str, commit: str, remote: str | None, cwd: str | P
         return True
     except SelfHealError as exc:
         vcs.git("tag", "-d", tag, cwd=cwd)
-        sync(remote, cwd)
+        vcs.git("fetch", "--quiet", "--no-tags", remote, f"+refs/tags/{tag}:refs/tags/{tag}", cwd=cwd, check=False)
         if vcs.git("tag", "--list", tag, cwd=cwd).strip():
             return False  # another runner claimed it first
         raise SelfHealError(f"cannot claim {tag} on git remote {remote!r}: {exc}") from None
 
 
 def register(name: str, commit: str, meta: dict[str, Any], cwd: str | Path = ".",
-             remote: str | None = None) -> Version | None:
-    """Tag `commit` as version `name` (idempotent for the same commit); None when `remote` already has the
-    name on another commit (lost to another runner: fetched, so the caller can take the next number)."""
-    existing = {v.name: v for v in versions(cwd)}
+             remote: str | None = None, artifact: str = ARTIFACT) -> Version | None:
+    """Tag `commit` as version `name` of `artifact` (idempotent for the same commit); None when `remote` already
+    has the name on another commit (lost to another runner: fetched, so the caller can take the next number)."""
+    existing = {v.name: v for v in versions(cwd, artifact)}
     if name in existing:
         if existing[name].commit != commit:
-            raise SelfHealError(f"{ARTIFACT}@{name} already tags another commit ({existing[name].commit[:10]})")
+            raise SelfHealError(f"{artifact}@{name} already tags another commit ({existing[name].commit[:10]})")
         return existing[name]
-    message = f"Registering artifact {ARTIFACT} version {name}\n\n{json.dumps(meta, indent=2, default=str)}"
-    if not _claim(f"{ARTIFACT}@{name}", message, commit, remote, cwd):
+    message = f"Registering artifact {artifact} version {name}\n\n{json.dumps(meta, indent=2, default=str)}"
+    if not _claim(f"{artifact}@{name}", message, commit, remote, cwd):
         return None
-    return next(v for v in versions(cwd) if v.name == name)
+    return next(v for v in versions(cwd, artifact) if v.name == name)
 
 
-def assign_production(version: Version, reason: str, cwd: str | Path = ".", remote: str | None = None) -> None:
-    """Record `version` entering production (a GTO stage assignment), unless it is already the latest one.
+def assign_production(version: Version, reason: str, cwd: str | Path = ".", remote: str | None = None,
+                      stage: str = STAGE) -> bool:
+    """Record `version` entering production (a GTO `stage` assignment), unless it is already the latest one;
+    True when a new assignment tag was written.
 
     With `remote`, the counter is claimed there: a runner that loses it reads the remote's history again, and
     stands down when the winner assigned the same version."""
     meta = {"version": version.name, "reason": reason, "host": socket.gethostname()}
-    message = f"Assigning stage {STAGE} to artifact {ARTIFACT} version {version.name}\n\n{json.dumps(meta, indent=2)}"
+    message = (f"Assigning stage {stage} to artifact {version.artifact} version {version.name}\n\n"
+               f"{json.dumps(meta, indent=2)}")
     for _ in range(CLAIM_TRIES):
-        history = assignments(cwd)
+        history = assignments(cwd, version.artifact, stage)
         if history and history[-1].version == version.name:
-            return
+            return False
         counter = max((a.counter for a in history), default=0) + 1
-        if _claim(f"{ARTIFACT}#{STAGE}#{counter}", message, version.commit, remote, cwd):
-            return
+        if _claim(f"{version.artifact}#{stage}#{counter}", message, version.commit, remote, cwd):
+            return True
     raise SelfHealError(f"could not claim a production assignment on git remote {remote!r} in {CLAIM_TRIES} tries")
 
 

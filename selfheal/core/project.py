@@ -1,0 +1,150 @@
+"""selfheal.yaml: what selfheal guards in a DVC project it did not write, validated with one-line errors.
+
+A foreign project's params.yaml is never parsed: this file names the model artifact (GTO name, its outputs,
+the stages restored together as one version), the gate (a metrics file, a dotted key, max or min, an absolute
+bound, the largest relative change versus production), how a candidate is made, and where selfheal keeps its
+own records (`.selfheal/` by default, never the project's folders). `selfheal init` writes it.
+
+`kind: selfheal` marks this repository's own pipeline: its knobs stay in params.yaml (the seed's keys) and its
+selfheal.yaml only names, for the same tools, what the built-in pipeline hard-codes (a test keeps them in step).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from selfheal.core.config import _explain, read_yaml
+from selfheal.core.errors import ConfigError, SelfHealError
+
+PROJECT_FILE = Path("selfheal.yaml")
+RECORDS = Path(".selfheal")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class ModelSection(_Section):
+    artifact: str = Field(min_length=1, pattern=r"^[a-z0-9][a-z0-9._-]*$")  # GTO's artifact name rule
+    outs: list[str] = Field(min_length=1)  # files or directories, as dvc.yaml names them
+    stages: list[str] = Field(min_length=1)  # restored together: the version is their dvc.lock entries
+
+
+class GateSection(_Section):
+    metrics: str  # a JSON (or YAML) metrics file
+    key: str = Field(min_length=1)  # dotted path into it: avg_prec.test
+    direction: Literal["max", "min"] = "max"
+    bound: float | None = None  # max: metric >= bound; min: metric <= bound
+    max_relative_change: float = Field(0.05, ge=0)  # how much worse than production, as a share of it
+    stage: str = "prod"  # the GTO stage that means production
+
+
+class ReproSection(_Section):
+    target: str | None = None  # `dvc repro <target>` (all stages when empty)
+    command: str | None = None  # or any shell command that produces a candidate
+
+    def argv(self) -> list[str] | None:
+        """The `dvc repro` arguments, or None when `command` (a shell line) is configured instead."""
+        return None if self.command else ["repro", *([self.target] if self.target else [])]
+
+
+class DataSection(_Section):
+    deps: list[str] = Field(default_factory=list)  # data files a new candidate is made from (a change: repro)
+
+
+class RetrainSection(_Section):
+    command: str | None = None  # a shell command that folds new data in and retrains (default: the repro section)
+    cooldown_hours: float = Field(24, ge=0)
+
+
+class ServiceSection(_Section):
+    reload: str  # URL POSTed after production changed (promote, rollback), so a running service swaps models
+
+
+class Project(_Section):
+    kind: Literal["dvc", "selfheal"] = "dvc"
+    model: ModelSection
+    gate: GateSection
+    repro: ReproSection = Field(default_factory=ReproSection)
+    data: DataSection | None = None
+    retrain: RetrainSection = Field(default_factory=RetrainSection)
+    service: ServiceSection | None = None
+    records: str = str(RECORDS)
+
+    @model_validator(mode="after")
+    def _records_are_selfheal_own(self) -> Project:
+        if self.kind == "dvc" and any(Path(self.records) == Path(o) or Path(o) in Path(self.records).parents
+                                      for o in self.model.outs):
+            raise ValueError(f"records: {self.records!r} lies inside a model output; use .selfheal")
+        return self
+
+    @property
+    def records_dir(self) -> Path:
+        return Path(self.records)
+
+    def record(self, name: str) -> Path:
+        """A file of selfheal's own (a log, the status) inside the records directory."""
+        return self.records_dir / name
+
+
+def parse(raw: Any, source: str = str(PROJECT_FILE)) -> Project:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping with model:, gate: and optional repro:, data:, ... keys")
+    try:
+        return Project.model_validate(raw)
+    except ValidationError as exc:
+        raise _explain(source, exc) from None
+
+
+def load(path: str | Path = PROJECT_FILE) -> Project:
+    path = Path(path)
+    return parse(read_yaml(path, "not found; run `selfheal init` in the project root"), str(path))
+
+
+def find(root: str | Path = ".") -> Project | None:
+    """The project's configuration when it is a configured foreign project (kind dvc); None for our own
+    pipeline (no selfheal.yaml, or kind selfheal), whose commands read params.yaml as before."""
+    path = Path(root) / PROJECT_FILE
+    if not path.exists():
+        return None
+    project = load(path)
+    return project if project.kind == "dvc" else None
+
+
+def dig(doc: Any, key: str, source: str) -> float:
+    """The number at a dotted key (`avg_prec.test`) of a parsed metrics document."""
+    value = doc
+    for part in key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            raise SelfHealError(f"{source}: no key {key!r} (missing {part!r})")
+        value = value[part]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SelfHealError(f"{source}: {key} is {value!r}, expected a number")
+    return float(value)
+
+
+def parse_metrics(data: bytes, source: str) -> Any:
+    """A metrics file's content (JSON, or YAML for .yaml/.yml)."""
+    try:
+        if source.endswith((".yaml", ".yml")):
+            import yaml
+
+            return yaml.safe_load(data)
+        return json.loads(data)
+    except ValueError as exc:
+        raise SelfHealError(f"{source}: not valid metrics ({exc})") from None
+
+
+def numeric_keys(doc: Any, prefix: str = "") -> dict[str, float]:
+    """Every numeric leaf of a metrics document by dotted key: {"avg_prec.test": 0.9, ...}."""
+    out: dict[str, float] = {}
+    if isinstance(doc, dict):
+        for k, v in doc.items():
+            out.update(numeric_keys(v, f"{prefix}{k}."))
+    elif isinstance(doc, (int, float)) and not isinstance(doc, bool):
+        out[prefix.rstrip(".")] = float(doc)
+    return out

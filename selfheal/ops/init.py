@@ -1,0 +1,192 @@
+"""`selfheal init`: find what a DVC project already declares and write the selfheal.yaml that guards it.
+
+Discovered: dvc.yaml `artifacts:` of type model and their paths, the stages that produce them, the declared
+metrics files (top-level and per stage) and their numeric keys, the existing GTO versions and stages. What
+cannot be discovered (the bound a metric must meet) is printed as a choice left to the user; nothing is asked
+unless `interactive`. An existing selfheal.yaml is never overwritten without `force`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from selfheal.core import atomic, workspace
+from selfheal.core.errors import SelfHealError
+from selfheal.core.project import PROJECT_FILE, RECORDS, Project, numeric_keys, parse, parse_metrics
+from selfheal.versions import registry, vcs
+
+Ask = Callable[[str, str], str]  # (question, default) -> answer
+_MINIMISE = re.compile(r"loss|err|rmse|mse|mae|mape|perplexity|latency", re.IGNORECASE)
+_DATA = (".csv", ".parquet", ".tsv")
+
+
+class InitError(SelfHealError):
+    exit_code = 1
+
+
+@dataclass
+class Found:
+    artifact: str
+    path: str
+    artifacts: list[str]
+    stages: list[str]
+    metrics: dict[str, dict[str, float]]  # file -> {dotted key: value}
+    key: str
+    metrics_file: str
+    versions: list[str] = field(default_factory=list)
+    gto_stages: list[str] = field(default_factory=list)
+    data: list[str] = field(default_factory=list)
+
+
+def _paths(items: list[Any] | None) -> list[str]:
+    """Paths of a dvc.yaml outs/metrics/plots list (plain strings or {path: options})."""
+    return [str(next(iter(i))) if isinstance(i, dict) else str(i) for i in items or []]
+
+
+def _produces(stage: dict[str, Any], path: str) -> bool:
+    outs = _paths(stage.get("outs")) + _paths(stage.get("metrics")) + _paths(stage.get("plots"))
+    return any(path == o or Path(o) in Path(path).parents for o in outs)
+
+
+def _stages(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    stages = doc.get("stages") or {}
+    if any("foreach" in s or "matrix" in s for s in stages.values() if isinstance(s, dict)):
+        raise InitError("dvc.yaml uses foreach/matrix stages; write selfheal.yaml by hand (see docs/guarding.md)")
+    return {name: s for name, s in stages.items() if isinstance(s, dict)}
+
+
+def discover(cwd: Path, artifact: str | None = None) -> Found:
+    """Everything init can learn from dvc.yaml, the workspace metrics and the git tags; errors say what to add."""
+    if not (cwd / ".dvc").is_dir() or not (cwd / workspace.DVC_YAML).is_file():
+        raise InitError("no DVC pipeline here (.dvc/ and dvc.yaml are needed): run `dvc init` and declare your "
+                        "stages in dvc.yaml, then `selfheal init` again")
+    doc = yaml.safe_load((cwd / workspace.DVC_YAML).read_text(encoding="utf-8")) or {}
+    models = {name: a for name, a in (doc.get("artifacts") or {}).items()
+              if isinstance(a, dict) and a.get("type") == "model" and a.get("path")}
+    if not models:
+        raise InitError("dvc.yaml has no artifact of type model: add `artifacts: {<name>: {path: <model file or "
+                        "directory>, type: model}}` to dvc.yaml, then `selfheal init` again")
+    if artifact is not None and artifact not in models:
+        raise InitError(f"dvc.yaml has no model artifact {artifact!r}; model artifacts: {', '.join(models)}")
+    name = artifact or next(iter(models))
+    path = str(models[name]["path"]).rstrip("/")
+    stages = _stages(doc)
+    producer = next((s for s, st in stages.items() if _produces(st, path)), None)
+    if producer is None:
+        raise InitError(f"dvc.yaml: no stage has {path} (artifact {name}) in its outs; selfheal restores stage "
+                        "outputs, so declare it as an output of the stage that trains it")
+    declared = _paths(doc.get("metrics")) + [m for st in stages.values() for m in _paths(st.get("metrics"))]
+    metrics: dict[str, dict[str, float]] = {}
+    for file in dict.fromkeys(declared):
+        target = cwd / file
+        if target.is_file():
+            try:
+                keys = numeric_keys(parse_metrics(target.read_bytes(), file))
+            except SelfHealError:
+                continue
+            if keys:
+                metrics[file] = keys
+    if not metrics:
+        what = ", ".join(declared) if declared else "none declared"
+        raise InitError(f"no numeric metric found (metrics files: {what}): declare a JSON/YAML metrics file under "
+                        "`metrics:` in dvc.yaml and run `dvc repro` so it exists, then `selfheal init` again")
+    metrics_file = next(iter(metrics))
+    names = list(metrics[metrics_file])
+    key = next((k for k in names if "test" in k.split(".")), names[0])
+    version_stages = [producer]
+    evaluator = next((s for s, st in stages.items() if _produces(st, metrics_file)), None)
+    if evaluator and evaluator not in version_stages:
+        version_stages.append(evaluator)
+    known = registry.versions(cwd, name)
+    gto_stages = sorted({t.split("#")[1] for t in vcs.git("tag", "--list", f"{name}#*", cwd=cwd).split()
+                         if t.count("#") == 2})
+    made = {o for st in stages.values() for o in _paths(st.get("outs"))}
+    data = [d for st in stages.values() for d in st.get("deps") or []
+            if isinstance(d, str) and d.endswith(_DATA) and d not in made]
+    return Found(name, path, list(models), version_stages, metrics, key, metrics_file,
+                 [v.name for v in known], gto_stages, list(dict.fromkeys(data)))
+
+
+def build(found: Found, ask: Ask | None = None) -> Project:
+    """The configuration from what was found (and, with `ask`, the user's answers)."""
+    key, metrics_file = found.key, found.metrics_file
+    if ask is not None:
+        choices = [f"{f}:{k}" for f, keys in found.metrics.items() for k in keys]
+        answer = ask(f"gate metric ({', '.join(choices)})", f"{metrics_file}:{key}")
+        metrics_file, _, key = answer.rpartition(":") if ":" in answer else (metrics_file, "", answer)
+    direction = "min" if _MINIMISE.search(key) else "max"
+    bound: float | None = None
+    stage = "prod"
+    if ask is not None:
+        direction = ask("direction (max or min)", direction)
+        text = ask("absolute bound (empty: none)", "")
+        bound = float(text) if text.strip() else None
+        stage = ask("GTO stage that means production", stage)
+    raw: dict[str, Any] = {
+        "kind": "dvc",
+        "model": {"artifact": found.artifact, "outs": [found.path], "stages": found.stages},
+        "gate": {"metrics": metrics_file, "key": key, "direction": direction, "bound": bound,
+                 "max_relative_change": 0.05, "stage": stage},
+        "repro": {"target": found.stages[-1]},
+        "records": str(RECORDS),
+    }
+    if found.data:
+        raw["data"] = {"deps": found.data}
+    return parse(raw, "selfheal init")
+
+
+HEADER = """# selfheal.yaml: what `selfheal heal` guards in this DVC project (docs/guarding.md lists every key).
+# Written by `selfheal init`; edit freely. selfheal never reads this project's params.yaml.
+"""
+
+
+def render(project: Project) -> str:
+    doc = project.model_dump(exclude_none=True)
+    doc["gate"].setdefault("bound", None)  # shown, so the choice left to the user is visible
+    body = yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
+    return HEADER + body.replace("  bound: null\n", "  bound: null  # choose: the value the metric must meet\n")
+
+
+def report(found: Found, project: Project, cwd: Path) -> list[str]:
+    gate = project.gate
+    lines = [
+        f"found model artifact {found.artifact} at {found.path}"
+        + (f" (others: {', '.join(a for a in found.artifacts if a != found.artifact)}; pick with --artifact)"
+           if len(found.artifacts) > 1 else ""),
+        f"found version stages {', '.join(found.stages)} (restored together on rollback)",
+        *(f"found metrics {f}: {', '.join(f'{k}={v:.4g}' for k, v in keys.items())}" for f, keys in found.metrics.items()),
+        f"found GTO versions: {', '.join(found.versions) or 'none'}; stages: {', '.join(found.gto_stages) or 'none'}",
+        f"gate: {gate.metrics} {gate.key}, {gate.direction}imise, at most {gate.max_relative_change:.0%} worse than "
+        f"stage {gate.stage}",
+    ]
+    if found.data:
+        lines.append(f"found data deps {', '.join(found.data)} (a change makes heal reproduce a candidate)")
+    todo = []
+    if gate.bound is None:
+        todo.append("gate.bound (the absolute value the metric must meet; none set)")
+    if gate.stage not in found.gto_stages:
+        todo.append(f"gate.stage: no {gate.stage!r} assignment yet; the first candidate that passes becomes it")
+    todo.append(f"the gate key and direction: {gate.key} ({gate.direction}) was guessed")
+    lines += [f"still to choose: {t}" for t in todo]
+    ignore = cwd / ".gitignore"
+    if f"{project.records}/" not in (ignore.read_text(encoding="utf-8") if ignore.exists() else "").split():
+        lines.append(f"add {project.records}/ to .gitignore: selfheal keeps its records there")
+    return lines
+
+
+def init(cwd: Path = Path("."), *, force: bool = False, artifact: str | None = None,
+         ask: Ask | None = None) -> list[str]:
+    """Discover, write selfheal.yaml, and return the lines to print."""
+    target = cwd / PROJECT_FILE
+    if target.exists() and not force:
+        raise InitError(f"{PROJECT_FILE} exists; pass --force to overwrite it")
+    found = discover(cwd, artifact)
+    project = build(found, ask)
+    atomic.write_text(target, render(project))
+    return [*report(found, project, cwd), f"wrote {PROJECT_FILE}"]

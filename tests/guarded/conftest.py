@@ -1,0 +1,49 @@
+"""Foreign projects shaped like iterative/example-get-started (selfheal.ops.foreign), built once per run."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from selfheal.ops import foreign
+from tests.heal_support import _shared
+
+
+def _build(**variant: object) -> Callable[[Path], None]:
+    def build(dest: Path) -> None:
+        foreign.create(dest / "proj", **variant)  # type: ignore[arg-type]
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def example(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """model.pkl, eval/ with avg_prec.test (max), v1.0.0 registered and in prod by the gto CLI."""
+    return _shared(tmp_path_factory, worker_id, "foreign-example", _build()) / "proj"
+
+
+@pytest.fixture(scope="session")
+def example_min_dir(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """The same pipeline with a model directory (model/) and an error to minimise (error.test)."""
+    return _shared(tmp_path_factory, worker_id, "foreign-min-dir", _build(metric="min", model_dir=True)) / "proj"
+
+
+@pytest.fixture()
+def copy_of(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[Path], Path]:
+    """`copy_of(project)`: a private copy of a shared foreign project and its DVC remote; cwd is set to it."""
+    from selfheal.ops import sandbox
+
+    for key, value in sandbox.env().items():
+        monkeypatch.setenv(key, value)
+
+    def make(source: Path) -> Path:
+        repo = tmp_path / source.name
+        shutil.copytree(source, repo, symlinks=True)
+        shutil.copytree(foreign.store(source), foreign.store(repo), symlinks=True)
+        monkeypatch.chdir(repo)
+        return repo
+
+    return make
