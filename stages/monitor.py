@@ -1,7 +1,8 @@
 """DVC stage `monitor`: data and prediction drift of data.current against the training reference.
 
-Reads models/model.joblib (+ model.json) and models/reference.parquet; writes metrics/drift.json,
-monitoring/drift_report.html (Evidently) and metrics/plots/drift.csv, and prints a one-line verdict.
+Reads models/model.joblib (+ model.json) and models/reference.parquet; writes the drift record (per column) and
+its declared metrics, monitoring/drift_report.html (Evidently) and metrics/plots/drift.csv, and prints a one-line
+verdict.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ def main() -> None:
 
     from selfheal.core import atomic
     from selfheal.core.config import load_params
+    from selfheal.pipeline import metrics as declared
     from selfheal.pipeline.artifact import load_model
     from selfheal.pipeline.checks import read_csv_checked, read_parquet_checked
     from selfheal.pipeline.drift import coerce_features, detect_drift, predict_batch, summary
@@ -37,7 +39,7 @@ def main() -> None:
         reference_name=str(workspace.REFERENCE),
         current_name=data.current,
     )
-    atomic.write_json(workspace.DRIFT, metrics)
+    metrics = declared.write(workspace.DRIFT, workspace.DRIFT_METRICS, metrics, declared.DRIFT)
     atomic.write_text(workspace.DRIFT_REPORT, html)
     plot = pd.DataFrame(
         [(name, col["drift_score"], col["drifted"]) for name, col in metrics["columns"].items()],

@@ -13,7 +13,7 @@ def main() -> None:
     from selfheal.core import atomic
     from selfheal.core.config import load_params
     from selfheal.core.errors import DataError, SelfHealError
-    from selfheal.pipeline import artifact
+    from selfheal.pipeline import artifact, metrics
     from selfheal.pipeline.checks import read_parquet_checked
     from selfheal.pipeline.evaluation import plot_frames, score, verdict
     from selfheal.pipeline.training import predict
@@ -36,10 +36,8 @@ def main() -> None:
     scores = score(task, y_true, y_pred)
     result = verdict(task, scores, mv.min_accuracy_threshold, mv.max_relative_drop, workspace.read_production())
     n = scores.pop("n")
-    atomic.write_json(
-        workspace.VALIDATION,
-        {"task": task, **result, **scores, "n_holdout": n, "model_md5": model.md5},
-    )
+    record = {"task": task, **result, **scores, "n_holdout": n, "model_md5": model.md5}
+    metrics.write(workspace.VALIDATION, workspace.VALIDATION_METRICS, record, metrics.VALIDATION)
     predictions, residuals = plot_frames(task, y_true, y_pred)
     for path, frame in ((workspace.PREDICTIONS_PLOT, predictions), (workspace.RESIDUALS_PLOT, residuals)):
         atomic.atomic_write(path, partial(frame.to_csv, index=False))

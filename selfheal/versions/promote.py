@@ -7,7 +7,6 @@ validate) -> a git commit of exactly the pipeline's state -> the version tag and
 
 from __future__ import annotations
 
-import configparser
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from selfheal.core.errors import SelfHealError
 from selfheal.versions import registry, vcs
 from selfheal.versions.checkout import Reload
 
-META_KEYS = ["task", "target", "model", "params", "data_md5", "trained_at", "n_train", "n_holdout"]
+META_KEYS = ["task", "target", "model", "params", "data_md5", "n_train", "n_holdout"]
 
 
 def passing_candidate(cwd: Path) -> tuple[dict[str, Any], str]:
@@ -38,12 +37,6 @@ def passing_candidate(cwd: Path) -> tuple[dict[str, Any], str]:
     if pinned != md5:
         raise SelfHealError(f"dvc.lock does not pin {workspace.MODEL} (md5 {md5}); run `dvc repro` first")
     return validation, md5
-
-
-def _remote(cwd: Path) -> str | None:
-    parser = configparser.ConfigParser(strict=False, interpolation=None)
-    parser.read([cwd / ".dvc/config", cwd / ".dvc/config.local"])
-    return parser.get("core", "remote", fallback=None)
 
 
 def _commit_paths(cwd: Path) -> list[str]:
@@ -79,7 +72,7 @@ def promote(*, reason: str = "passed validation", reload: Reload | None = None, 
             "threshold": validation.get("threshold"), "md5": md5,
             **{k: model_meta.get(k) for k in META_KEYS},
         }
-    remote = _remote(cwd)
+    remote = vcs.default_remote(cwd)
     if remote:
         vcs.dvc("push", "--quiet", cwd=cwd)
     atomic.write_json(cwd / workspace.PRODUCTION, meta)

@@ -17,7 +17,7 @@ from typing import Any
 from selfheal.core import atomic, audit, workspace
 from selfheal.core.errors import SelfHealError
 from selfheal.versions import registry, vcs
-from selfheal.versions.checkout import Reload, fetch_revision, from_revision, restore_stages
+from selfheal.versions.checkout import Reload, fetch_revision, from_revision, push_object, restore_stages
 from selfheal.versions.registry import Version
 
 STAGES = ["train", "validate"]
@@ -95,7 +95,7 @@ def rollback(
     else:
         action = "auto_rollback"
         if reason is not None:
-            _keep(model, bad_md5, cwd)
+            pass  # the workspace model file itself is bad: it is kept below like a failed candidate
         elif current_metric is not None:
             if threshold is None:
                 raise SelfHealError("--current-metric needs --threshold (or min_accuracy_threshold in params.yaml)")
@@ -118,7 +118,7 @@ def rollback(
     details = {
         "failed_version": failed.name if failed else (f"candidate-{bad_md5[:12]}" if bad_md5 else None),
         "failed_md5": bad_md5,
-        "failed_cache": _shown(vcs.cache_path(bad_md5, cwd), cwd) if bad_md5 else None,
+        **(keep_failed(model, bad_md5, cwd) if bad_md5 else {"failed_cache": None, "failed_remote": None}),
     }
     print(f"⚠️  {reason}" if action == "auto_rollback" else reason)
     if target is None:
@@ -136,16 +136,36 @@ def rollback(
     )
     print(f"✅ Successfully rolled back: {workspace.MODEL} is {target.name} (md5 {target.md5}, verified)")
     if details["failed_md5"] and details["failed_md5"] != target.md5:
-        print(f"   the failed model {details['failed_version']} is kept in the DVC cache: {details['failed_cache']}")
+        print(f"   {kept_line(details)}")
     return entry
 
 
-def _keep(model: Path, md5: str | None, cwd: Path) -> None:
-    """Put a model file the pipeline did not make into the DVC cache before it is replaced, so it can be examined
-    (its cache path is logged, as for a failed candidate)."""
-    cached = vcs.cache_path(md5, cwd) if md5 else None
-    if cached is not None and not cached.exists():
+def keep_failed(model: Path, md5: str, cwd: Path) -> dict[str, str | None]:
+    """Keep the failed model's bytes where the rollback says they are: in the DVC cache (copied from the workspace
+    file if the cache lacks them, e.g. a file the pipeline did not make, or a cleared cache) and on the default
+    DVC remote when one is configured. Returns {failed_cache, failed_remote}: each None where it is not."""
+    cached = vcs.cache_path(md5, cwd)
+    if not cached.is_file() and model.is_file() and atomic.md5_file(model) == md5:
         atomic.write_bytes(cached, model.read_bytes())
+    if not cached.is_file():
+        return {"failed_cache": None, "failed_remote": None}
+    remote = vcs.default_remote(cwd)
+    if remote:
+        try:
+            push_object(md5, remote, cwd)
+        except SelfHealError as exc:
+            print(f"   ⚠️  {exc}")
+            remote = None
+    return {"failed_cache": _shown(cached, cwd), "failed_remote": remote}
+
+
+def kept_line(details: dict[str, Any]) -> str:
+    """Where the failed model's bytes are, as the rollback made sure (see keep_failed)."""
+    name, cache, remote = details["failed_version"], details.get("failed_cache"), details.get("failed_remote")
+    if not cache:
+        return f"the failed model {name} (md5 {details['failed_md5']}) was in neither the workspace nor the DVC cache"
+    return f"the failed model {name} is kept in the DVC cache: {cache}" + (
+        f" (and pushed to DVC remote '{remote}')" if remote else "")
 
 
 def _shown(path: Path, cwd: Path) -> str:

@@ -49,7 +49,7 @@ def test_1_dirty_data_is_healed_and_the_pipeline_passes(promoted: Path, workdir)
                      "text values in"):
         assert expected in lines, lines
     assert "✅ Removed 30 duplicate rows" in proc.stdout
-    assert read(repo, "metrics/data_quality.json")["valid_after"] is True
+    assert read(repo, "metrics/records/data_quality.json")["valid_after"] is True
     assert read(repo, "metrics/validation.json")["passed"] is True
     assert read(repo, "models/production.json")["version"] == "v0.0.2"  # the healed data's model, promoted
     assert md5_file(repo / "data/raw/housing.csv") == raw_md5  # the pipeline never rewrites its input

@@ -46,7 +46,7 @@ def test_drifted_dirty_batch_writes_metrics_report_and_plot(workdir: Path) -> No
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "monitor: drift detected: 6/8 columns drifted (0.75 >= 0.50); prediction drift: yes"
 
-    metrics = json.loads((workdir / "metrics/drift.json").read_text())
+    metrics = json.loads((workdir / "metrics/records/drift.json").read_text())
     assert metrics["drift_detected"] is True and metrics["drift_score"] == 0.75 == metrics["share_of_drifted_columns"]
     assert (metrics["number_of_drifted_columns"], metrics["number_of_columns"], metrics["threshold"]) == (6, 8, 0.5)
     assert metrics["prediction_drifted"] is True and metrics["target_drifted"] is False
@@ -70,4 +70,4 @@ def test_batch_missing_a_feature_is_one_line_error_exit_2(workdir: Path) -> None
     assert proc.returncode == 2
     assert proc.stderr.startswith(f"error: {CURRENT}: missing feature column(s) ['MedInc'] that the model needs")
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
-    assert not (workdir / "metrics/drift.json").exists()
+    assert not (workdir / "metrics/drift.json").exists() and not (workdir / "metrics/records/drift.json").exists()

@@ -34,7 +34,7 @@ def test_auto_rollback_restores_production_byte_identical(bad_candidate: Path, w
     failed = model_md5(repo)
     entry = rollback()
     assert (repo / "models/model.joblib").read_bytes() == version_bytes(repo, "v0.0.2")
-    for rel in ("metrics/validation.json", "metrics/train.json", "models/model.json", "models/production.json",
+    for rel in ("metrics/validation.json", "metrics/records/validation.json", "metrics/train.json", "models/model.json", "models/production.json",
                 "models/reference.parquet", "data/split/holdout.parquet"):
         assert (repo / rel).read_bytes() == version_bytes(repo, "v0.0.2", rel), rel
     assert entry["action"] == "auto_rollback" and entry["success"] is True
