@@ -36,12 +36,19 @@ def synth(
     params: ParamsOpt = workspace.PARAMS,
     force: Annotated[bool, typer.Option(help="Rewrite the files even when present")] = False,
 ) -> None:
-    """Write the embedded default data (data.raw and data.current) from the synth params; skipped when present."""
+    """Write the embedded default data (data.raw and data.current) from the synth params; skipped when present.
+    What it writes is versioned with DVC (`dvc add`): the same bytes as the committed .dvc files on a fresh clone."""
     from selfheal.core.config import load_params
     from selfheal.pipeline.synth import write_default_data
+    from selfheal.versions import vcs
 
-    for line in write_default_data(load_params(params), force=force):
+    loaded = load_params(params)
+    written = [p for p in (loaded.data.raw, loaded.data.current) if force or not Path(p).exists()]
+    for line in write_default_data(loaded, force=force):
         typer.echo(line)
+    if written and Path(".dvc").is_dir():
+        vcs.dvc("add", "--quiet", *written)
+        typer.echo(f"versioned with DVC: {', '.join(f'{p}.dvc' for p in written)}")
 
 
 @app.command()

@@ -42,7 +42,7 @@ DRIFT = RECORDS / "drift.json"
 PREDICTIONS_PLOT = Path("metrics/plots/predictions.csv")
 RESIDUALS_PLOT = Path("metrics/plots/residuals.csv")
 DRIFT_PLOT = Path("metrics/plots/drift.csv")
-DRIFT_REPORT = Path("monitoring/drift_report.html")
+DRIFT_REPORT = Path("monitoring/drift_report.html")  # written by monitor, not a DVC output: its HTML has random ids
 SELF_HEALING = Path("metrics/self_healing.json")  # `selfheal status`
 BENCH = Path("metrics/bench.json")  # `make bench`
 

@@ -3,7 +3,8 @@
 How the current batch reaches the training data (documented in the README): its rows that carry the target are
 appended to data.raw, skipping rows the raw file already holds (so folding the same batch twice adds nothing),
 after a backup in .selfheal/backups. Then `dvc repro` fixes, trains and validates, and the model gate decides:
-a better model is promoted; a worse one is rolled back to production and the fold is undone (raw data, the
+a better model is promoted (its commit holds the raw data's .dvc file: `dvc repro` versioned the folded data);
+a worse one is rolled back to production and the fold is undone (raw data and its .dvc file, the
 fix_data and monitor stages and their outputs restored, so the drift stays visible), so a failed retrain leaves
 the workspace as it found it.
 """
@@ -112,8 +113,9 @@ def retrain(params: Any, *, drift_detected: bool = False, drift_score: float | N
         return None
     started, t0 = now_iso(), time.perf_counter()
     raw = cwd / params.data.raw
+    raw_dvc = raw.with_name(f"{raw.name}.dvc")  # `dvc repro` versions the folded data in it
     tracked = [p for paths in vcs.git_tracked_outputs(cwd / workspace.DVC_YAML).values() for p in paths]
-    backup_dir = guard.backup([raw, cwd / workspace.DVC_LOCK, *(cwd / p for p in tracked)], "retrain")
+    backup_dir = guard.backup([raw, raw_dvc, cwd / workspace.DVC_LOCK, *(cwd / p for p in tracked)], "retrain")
     before = vcs.read_lock(cwd / workspace.DVC_LOCK)
     added = fold_current(raw, cwd / params.data.current, params.data.target)
     _set_last(log, started)  # the cooldown starts now, even if this retrain is interrupted
@@ -132,7 +134,7 @@ def retrain(params: Any, *, drift_detected: bool = False, drift_score: float | N
         except NothingToRestore:
             outcome = "failed"
     if undo:  # the data, its drift measurement (and without a rollback the model) back to before this retrain
-        guard.restore_backup(backup_dir, [raw])
+        guard.restore_backup(backup_dir, [raw, raw_dvc])
         restore_stages(before, [s for s in undo if s in before], from_backup(backup_dir), cwd)
     success = outcome == "promoted"
     entry = {

@@ -40,13 +40,17 @@ def passing_candidate(cwd: Path) -> tuple[dict[str, Any], str]:
 
 
 def _commit_paths(cwd: Path) -> list[str]:
-    """What a version's commit holds: dvc.lock, params, production record, metrics and plots, DVC's .gitignores."""
+    """What a version's commit holds: dvc.lock, params, production record, records, metrics and plots, DVC's
+    .gitignores, and the .dvc files of the input data (the data it was trained on, as `dvc repro` versioned it)."""
+    from selfheal.core.config import load_params
+
     lock = vcs.read_lock(cwd / workspace.DVC_LOCK)
     dvc_yaml = cwd / workspace.DVC_YAML
-    not_cached = {p for paths in vcs.git_tracked_outputs(dvc_yaml).values() for p in paths}
-    in_git = {p for paths in vcs.git_tracked_outputs(dvc_yaml, ("metrics", "plots")).values() for p in paths}
-    cached = {p for entry in lock.values() for p in vcs.hashes(entry)} - not_cached
+    in_git = {p for paths in vcs.git_tracked_outputs(dvc_yaml).values() for p in paths}
+    cached = {p for entry in lock.values() for p in vcs.hashes(entry)} - in_git
+    data = load_params(cwd / workspace.PARAMS).data
     paths = [str(workspace.DVC_LOCK), str(workspace.PARAMS), str(workspace.PRODUCTION), *sorted(in_git)]
+    paths += [f"{data.raw}.dvc", f"{data.current}.dvc"]
     paths += sorted({str(Path(p).parent / ".gitignore") for p in cached})
     return [p for p in dict.fromkeys(paths) if (cwd / p).exists()]
 
