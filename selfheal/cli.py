@@ -239,7 +239,7 @@ def promote(wait: WaitOpt = 0.0, params: ParamsOpt = workspace.PARAMS, config: C
 @app.command()
 def retrain(
     drift_detected: Annotated[bool, typer.Option("--drift-detected", help="Drift was detected (seed flag; without a score: above the threshold)")] = False,
-    drift_score: Annotated[float | None, typer.Option(help="Drift score (seed flag); default: metrics/drift.json")] = None,
+    drift_score: Annotated[float | None, typer.Option(help="Drift score (seed flag); default: metrics/records/drift.json")] = None,
     force: Annotated[bool, typer.Option(help="Skip the retraining cooldown")] = False,
     params: ParamsOpt = workspace.PARAMS,
     config: ConfigOpt = None,

@@ -69,7 +69,7 @@ def fold_current(raw: Path, current: Path, target: str) -> int:
 def _drift_input(drift_detected: bool, drift_score: float | None, threshold: float, drift_file: Path
                  ) -> tuple[bool, float, float, str]:
     """(detected, score, threshold, detected_at): the seed's flags when given, else the monitor's verdict in
-    metrics/drift.json (with the threshold it applied, and the file's write time). Never re-judged here."""
+    metrics/records/drift.json (with the threshold it applied, and the file's write time). Never re-judged here."""
     from selfheal.core import atomic
     from selfheal.core.errors import SelfHealError
 

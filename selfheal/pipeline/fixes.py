@@ -22,7 +22,7 @@ def _iqr_fences(values: pd.Series, k: float) -> tuple[float, float] | None:
 
 
 def fix(df: pd.DataFrame, schema: Schema, dq: DataQualityParams, source: str = "data") -> tuple[pd.DataFrame, dict]:
-    """Apply the enabled fixes; returns the typed frame and a report (metrics/data_quality.json).
+    """Apply the enabled fixes; returns the typed frame and a report (metrics/records/data_quality.json).
 
     Order: numbers written as text are converted (fix_dtypes; when off they count as missing, never guessed),
     out-of-range values (data.ranges) become missing, rows without a target are dropped (a label cannot be

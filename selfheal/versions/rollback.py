@@ -1,11 +1,11 @@
 """Roll production back to a registered version: a checkout of that revision's model and its metrics.
 
 What is restored: the `train` and `validate` stages of the version's dvc.lock (model.joblib, model.json, the
-drift reference, the holdout, metrics/train.json, metrics/validation.json and its plots) and its
+drift reference, the holdout, metrics/train.json, the verdict metrics/records/validation.json and its plots) and its
 models/production.json - each file's bytes verified against the md5 that revision recorded. Nothing is retrained.
 What is not: the data stages (fix_data, monitor) keep describing your current inputs, and params.yaml stays
 yours, so `dvc status` afterwards says honestly where the workspace differs from the restored version.
-The failed candidate stays in the DVC cache; the rollback log names it with both hashes.
+The failed candidate is kept in the DVC cache (and pushed to the default remote); the rollback log names it.
 """
 
 from __future__ import annotations
