@@ -8,6 +8,7 @@ import re
 import shutil
 from pathlib import Path
 
+import pytest
 import yaml
 
 from selfheal.core import workspace
@@ -16,6 +17,8 @@ from selfheal.core.config import load_params
 from selfheal.pipeline.synth import write_default_data
 from tests.conftest import ROOT, run
 from tests.readme_dvc import block_with, dvc_blocks, run_block
+
+pytestmark = pytest.mark.slow
 
 MAX_COLUMNS = 20  # a `dvc exp show --md` table that fits a pull-request comment
 
@@ -34,8 +37,9 @@ def test_every_readme_dvc_block_activates_the_venv_first() -> None:
         assert not re.search(r"\.venv/bin/dvc", block), block
 
 
+@pytest.mark.timeout(900)  # an experiment, then four more dvc commands: minutes on a loaded 2-core machine
 def test_readme_compare_commands_run_as_written_and_fit_a_pr_comment(project: Path) -> None:
-    proc = run_block(block_with("dvc exp run"), project)
+    proc = run_block(block_with("dvc exp run"), project, SELFHEAL_MLFLOW="0")  # MLflow has its own tests
     assert "Running stage 'train'" in proc.stdout and "No module named" not in proc.stderr
     assert (project / "dvc_plots/index.html").is_file()
     table = proc.stdout[proc.stdout.index("| Experiment"):]
