@@ -94,16 +94,15 @@ def rollback(
         reason = f"Manual rollback to {target.name} requested"
     else:
         action = "auto_rollback"
-        if reason is not None:
-            pass  # the workspace model file itself is bad: it is kept below like a failed candidate
-        elif current_metric is not None:
+        # a given `reason`: the workspace model file itself is bad; it is kept below like a failed candidate
+        if reason is None and current_metric is not None:
             if threshold is None:
                 raise SelfHealError("--current-metric needs --threshold (or min_accuracy_threshold in params.yaml)")
             if current_metric >= threshold:
                 print(f"Model metric {current_metric:.3f} meets threshold {threshold:.2f}: no rollback needed")
                 return None
             reason = f"Model accuracy {current_metric:.2f} below threshold {threshold:.2f}"
-        else:
+        elif reason is None:
             validation = atomic.read_json(cwd / workspace.VALIDATION)
             if validation is None:
                 raise SelfHealError(f"{workspace.VALIDATION}: not found; run `dvc repro` first (or pass --version)")
