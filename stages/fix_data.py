@@ -1,4 +1,5 @@
-"""DVC stage fix_data: data.raw (never modified) -> data.clean (parquet) + metrics/data_quality.json.
+"""DVC stage fix_data: data.raw (never modified) -> data.clean (parquet) + the data quality report (its record and
+its declared metrics).
 
 Data above scale.partition_mb (or a directory/glob of parts, or engine: dask) is fixed partition by partition
 (selfheal.pipeline.partitioned) and data.clean becomes a directory of parquet parts; smaller data is fixed in
@@ -15,9 +16,9 @@ from selfheal.core.errors import run_main
 
 
 def main() -> int:
-    from selfheal.core.atomic import atomic_write, write_json
+    from selfheal.core.atomic import atomic_write
     from selfheal.core.config import load_params
-    from selfheal.pipeline import partitioned
+    from selfheal.pipeline import metrics, partitioned
     from selfheal.pipeline.fixes import summary_lines
 
     params = load_params()
@@ -37,7 +38,7 @@ def main() -> int:
         if Path(d.clean).is_dir():  # a partitioned output of a larger earlier input
             shutil.rmtree(d.clean)
         atomic_write(d.clean, lambda tmp: clean.to_parquet(tmp, index=False))
-    write_json(workspace.DATA_QUALITY, report)
+    report = metrics.write(workspace.DATA_QUALITY, workspace.DATA_QUALITY_METRICS, report, metrics.DATA_QUALITY)
     for line in summary_lines(report):
         print(line)
     return 0

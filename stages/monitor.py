@@ -1,9 +1,10 @@
 """DVC stage `monitor`: data and prediction drift of data.current against the training reference.
 
 Reads models/model.joblib (+ model.json), models/reference.parquet and the fences fix_data capped the training
-data at (metrics/data_quality.json: the batch is capped the same way before it is compared); writes metrics/drift.json,
-monitoring/drift_report.html (Evidently) and metrics/plots/drift.csv, and prints a one-line verdict.
-Each side above scale.monitor_sample_rows is tested on a seeded sample of that size (drift.json's `sampled`).
+data at (the data quality record: the batch is capped the same way before it is compared); writes the drift
+record (per column, and which model it describes) and its declared metrics, monitoring/drift_report.html
+(Evidently) and metrics/plots/drift.csv, and prints a one-line verdict. Each side above
+scale.monitor_sample_rows is tested on a seeded sample of that size (the record's `sampled`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ def main() -> None:
 
     from selfheal.core import atomic
     from selfheal.core.config import load_params
+    from selfheal.pipeline import metrics as declared
     from selfheal.pipeline.artifact import load_model
     from selfheal.pipeline.checks import read_csv_checked, read_parquet_checked
     from selfheal.pipeline.drift import cap_like_training, coerce_features, detect_drift, predict_batch, summary
@@ -44,7 +46,8 @@ def main() -> None:
         sample_rows=params.scale.monitor_sample_rows,
         seed=params.scale.seed,
     )
-    atomic.write_json(workspace.DRIFT, {**metrics, "model_md5": model.md5})  # heal: which model it describes
+    metrics = declared.write(workspace.DRIFT, workspace.DRIFT_METRICS, {**metrics, "model_md5": model.md5},
+                             declared.DRIFT)  # heal: which model the measurement describes
     atomic.write_text(workspace.DRIFT_REPORT, html)
     plot = pd.DataFrame(
         [(name, col["drift_score"], col["drifted"]) for name, col in metrics["columns"].items()],

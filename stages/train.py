@@ -1,5 +1,6 @@
 """DVC stage `train`: fit the model in params.train on data.clean; save the model, the drift reference and the
-holdout; log the run to MLflow (SELFHEAL_MLFLOW=0 skips it)."""
+holdout; log the run to MLflow (SELFHEAL_MLFLOW=0 skips it). What it writes is the same bytes for the same data and
+params (no timings, timestamps or run ids): a fresh `make run` leaves git clean."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from selfheal.core.errors import run_main
 def main() -> None:
     from selfheal.core import atomic
     from selfheal.core.config import load_params
-    from selfheal.pipeline import artifact, tracking
+    from selfheal.pipeline import artifact, metrics, tracking
     from selfheal.pipeline.checks import read_parquet_checked
     from selfheal.pipeline.training import train
 
@@ -22,23 +23,19 @@ def main() -> None:
     df = read_parquet_checked(clean, "the fix_data stage writes it; run `dvc repro fix_data` first")
 
     pipeline, meta, reference, holdout = train(df, params, data_md5=atomic.md5_file(clean))
-    metrics = {
-        "model": meta["model"],
-        "metric_name": meta["metric_name"],
-        "train_score": meta["train_score"],
-        "n_train": meta["n_train"],
-        "n_holdout": meta["n_holdout"],
-        "fit_seconds": meta["fit_seconds"],
-    }
+    fit_seconds = meta.pop("fit_seconds")  # a timing: MLflow keeps it, tracked files do not (they would differ every run)
+    meta = metrics.rounded(meta)
     names = [f["name"] for f in meta["features"]]
-    run_id = tracking.log_training(pipeline, meta, metrics, sample=reference[names].head(100))
-    md5 = artifact.save_model(pipeline, {**meta, "mlflow_run_id": run_id}, workspace.MODEL)
+    run_id = tracking.log_training(pipeline, meta, {**metrics.flat(meta, metrics.TRAIN), "fit_seconds": fit_seconds},
+                                   sample=reference[names].head(100))
+    md5 = artifact.save_model(pipeline, meta, workspace.MODEL)
+    tracking.tag_model(run_id, md5)
     for path, frame in ((workspace.REFERENCE, reference), (workspace.HOLDOUT, holdout)):
         atomic.atomic_write(path, partial(frame.to_parquet, index=False))
-    atomic.write_json(workspace.TRAIN_METRICS, metrics)
+    atomic.write_json(workspace.TRAIN_METRICS, metrics.flat(meta, metrics.TRAIN))
     print(
         f"train: {meta['model']} on {meta['n_train']} rows, train {meta['metric_name']} {meta['train_score']:.3f} "
-        f"(fit {meta['fit_seconds']:.1f} s), model md5 {md5[:12]}, "
+        f"(fit {fit_seconds:.1f} s), model md5 {md5[:12]}, "
         + (f"mlflow run {run_id}" if run_id else f"mlflow skipped ({tracking.SWITCH}=0)")
     )
 

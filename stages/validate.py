@@ -13,7 +13,7 @@ def main() -> None:
     from selfheal.core import atomic
     from selfheal.core.config import load_params
     from selfheal.core.errors import DataError, SelfHealError
-    from selfheal.pipeline import artifact, tracking
+    from selfheal.pipeline import artifact, metrics, tracking
     from selfheal.pipeline.checks import read_parquet_checked
     from selfheal.pipeline.evaluation import against_baseline, plot_frames, score, verdict
     from selfheal.pipeline.training import predict
@@ -38,11 +38,9 @@ def main() -> None:
     result = verdict(task, scores, mv.min_accuracy_threshold, mv.max_relative_drop, workspace.read_production(),
                      checks, model.features)
     n = scores.pop("n")
-    tracking.log_holdout(model.meta.get("mlflow_run_id"), scores, result["passed"])
-    atomic.write_json(
-        workspace.VALIDATION,
-        {"task": task, **result, **scores, **baseline, "n_holdout": n, "model_md5": model.md5},
-    )
+    tracking.log_holdout(tracking.run_for_model(model.md5), scores, result["passed"])
+    record = {"task": task, **result, **scores, **baseline, "n_holdout": n, "model_md5": model.md5}
+    metrics.write(workspace.VALIDATION, workspace.VALIDATION_METRICS, record, metrics.VALIDATION)
     predictions, residuals = plot_frames(task, y_true, y_pred)
     for path, frame in ((workspace.PREDICTIONS_PLOT, predictions), (workspace.RESIDUALS_PLOT, residuals)):
         atomic.atomic_write(path, partial(frame.to_csv, index=False))

@@ -28,15 +28,23 @@ REFERENCE = Path("models/reference.parquet")
 HOLDOUT = Path("data/split/holdout.parquet")
 PRODUCTION = Path("models/production.json")
 
-# metrics and plot data declared in dvc.yaml (committed to git), and the drift report
-DATA_QUALITY = Path("metrics/data_quality.json")
+# the metrics declared in dvc.yaml (committed to git): flat, numeric and few, so `dvc metrics show` and
+# `dvc exp show` stay readable; floats rounded, so a seeded run writes the same bytes
+DATA_QUALITY_METRICS = Path("metrics/data_quality.json")
 TRAIN_METRICS = Path("metrics/train.json")
-VALIDATION = Path("metrics/validation.json")
-DRIFT = Path("metrics/drift.json")
+VALIDATION_METRICS = Path("metrics/validation.json")
+DRIFT_METRICS = Path("metrics/drift.json")
+METRICS = (DATA_QUALITY_METRICS, TRAIN_METRICS, VALIDATION_METRICS, DRIFT_METRICS)
+# each stage's full record (plain `cache: false` outputs, committed to git): what selfheal reads. The data
+# quality report per column, the gate's verdict with its reasons and model md5, the drift per column.
+RECORDS = Path("metrics/records")
+DATA_QUALITY = RECORDS / "data_quality.json"
+VALIDATION = RECORDS / "validation.json"
+DRIFT = RECORDS / "drift.json"
 PREDICTIONS_PLOT = Path("metrics/plots/predictions.csv")
 RESIDUALS_PLOT = Path("metrics/plots/residuals.csv")
 DRIFT_PLOT = Path("metrics/plots/drift.csv")
-DRIFT_REPORT = Path("monitoring/drift_report.html")
+DRIFT_REPORT = Path("monitoring/drift_report.html")  # written by monitor, not a DVC output: its HTML has random ids
 SELF_HEALING = Path("metrics/self_healing.json")  # `selfheal status`
 BENCH = Path("metrics/bench.json")  # `make bench`
 DRILL = Path("metrics/drill.json")  # `selfheal drill`: the scorecard's data ...
@@ -68,6 +76,12 @@ RESTART_HOLDER = STATE_DIR / "restart.holder.json"
 # `make report`
 REPORT = Path("report.md")
 REPORT_ASSETS = Path("report")
+DVC_PLOTS = Path("dvc_plots")  # `dvc plots show` / `dvc plots diff` write here by default (gitignored)
+
+# DVC: the default remote (local-only, gitignored: a fresh clone cannot pull from it; set DVC_REMOTE_URL or
+# `dvc remote add -d` for a shared one) and the raw data DVC versions beside the pipeline (`dvc add`)
+DEFAULT_REMOTE = Path(".dvcstore")
+REMOTE_URL_ENV = "DVC_REMOTE_URL"
 
 # the folders selfheal writes to (besides the data folders named in params): where a killed atomic write may
 # have left a temporary file behind

@@ -3,7 +3,8 @@
 How the current batch reaches the training data (documented in the README): its rows that carry the target are
 appended to data.raw, skipping rows the raw file already holds (so folding the same batch twice adds nothing),
 after a backup in .selfheal/backups. Then `dvc repro` fixes, trains and validates, and the model gate decides:
-a better model is promoted; a worse one is rolled back to production and the fold is undone (raw data, the
+a better model is promoted (its commit holds the raw data's .dvc file: `dvc repro` versioned the folded data);
+a worse one is rolled back to production and the fold is undone (raw data and its .dvc file, the
 fix_data and monitor stages and their outputs restored, so the drift stays visible), so a failed retrain leaves
 the workspace as it found it.
 """
@@ -122,7 +123,7 @@ def fold_current(raw: Path, current: Path, target: str, columns: dict[str, str] 
 def _drift_input(drift_detected: bool, drift_score: float | None, threshold: float, drift_file: Path
                  ) -> tuple[bool, float, float, str]:
     """(detected, score, threshold, detected_at): the seed's flags when given, else the monitor's verdict in
-    metrics/drift.json (with the threshold it applied, and the file's write time). Never re-judged here."""
+    metrics/records/drift.json (with the threshold it applied, and the file's write time). Never re-judged here."""
     from selfheal.core import atomic
     from selfheal.core.errors import SelfHealError
 
@@ -166,8 +167,9 @@ def retrain(params: Any, *, drift_detected: bool = False, drift_score: float | N
         return None
     started, t0 = now_iso(), time.perf_counter()
     raw, current = cwd / params.data.raw, cwd / params.data.current
+    raw_dvc = raw.with_name(f"{raw.name}.dvc")  # `dvc repro` versions the folded data in it
     tracked = [p for paths in vcs.git_tracked_outputs(cwd / workspace.DVC_YAML).values() for p in paths]
-    backup_dir = guard.backup([raw, cwd / workspace.DVC_LOCK, *(cwd / p for p in tracked)], "retrain")
+    backup_dir = guard.backup([raw, raw_dvc, cwd / workspace.DVC_LOCK, *(cwd / p for p in tracked)], "retrain")
     before = vcs.read_lock(cwd / workspace.DVC_LOCK)
     action = "forced_retrain" if force else "auto_retrain"
     entry: dict[str, Any] = {
@@ -255,5 +257,5 @@ def _repro_and_gate(reason: str, before: dict[str, Any], backup_dir: Path, raw: 
         return out | {"outcome": "rolled_back", "version": (entry or {}).get("version_restored")}
     finally:  # unless promoted: the data, its drift measurement (and without a rollback the model) as before
         if undo:
-            guard.restore_backup(backup_dir, [raw])
+            guard.restore_backup(backup_dir, [raw, raw.with_name(f"{raw.name}.dvc")])
             restore_stages(before, [s for s in undo if s in before], from_backup(backup_dir), cwd)

@@ -4,7 +4,7 @@
   retrains, service incidents), with the per-area counts;
 - rollback_frequency: automatic and manual rollbacks in the last 7 and 30 days, and per week;
 - mean_time_to_recovery_s: service incidents (detection -> healthy) and rollbacks (decision -> verified model);
-- drift_response_time_s: drift detected (metrics/drift.json written) -> retraining finished;
+- drift_response_time_s: drift detected (metrics/records/drift.json written) -> retraining finished;
 - service_uptime_pct: over the last 7 days, the time not inside a recovery incident.
 """
 

@@ -87,7 +87,7 @@ def job_summary(base_rev: str) -> str:
             f"| validation gate | {report.cell(gate)} |\n| drift | {report.cell(drift)} |",
             "### Self-healing actions",
             report.actions_table(actions),
-            f"Verdict: {report.verdict(validation, report.json_at(base, report.VALIDATION), actions, base.label)}",
+            f"Verdict: {report.verdict(validation, report.record_at(base, report.VALIDATION), actions, base.label)}",
         ]
     ) + "\n"
 

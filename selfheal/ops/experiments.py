@@ -20,18 +20,20 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from selfheal.core import workspace
+import yaml
+
+from selfheal.core import atomic, workspace
 from selfheal.core.config import load_params, parse_params, read_yaml
 from selfheal.core.errors import ConfigError, SelfHealError
 from selfheal.versions import vcs
 
 GRID_FILE = workspace.EXP_GRID
-METRICS_FILE = str(workspace.VALIDATION)
+METRICS_FILE = str(workspace.VALIDATION_METRICS)
 SORT_BY = f"{METRICS_FILE}:metric"  # r2 or accuracy: higher is better for both
 # the table: params and metrics that differ, the gate always, State (a failed experiment shows the metrics of
-# the workspace it was queued from); not file hashes, timings or per-column drift
+# the workspace it was queued from); not file hashes or drift (the current batch is not what an experiment varies)
 KEEP = r"^(metric|passed)$"
-DROP = r"Created$|Executor$|.*/|^(model|model_md5|fit_seconds|.*drift.*|.*stattest.*)$"
+DROP = r"Created$|Executor$|.*/|.*drift.*"
 _QUEUED = re.compile(r"Queued experiment '([^']+)'")
 
 
@@ -192,7 +194,50 @@ def best() -> str:
 
 
 def apply(name: str | None) -> str:
-    """`dvc exp apply` the named experiment (or the best one) to the workspace; returns its name."""
+    """`dvc exp apply` the named experiment (or the best one) to the workspace; returns its name.
+
+    DVC writes the experiment's whole params.yaml, re-serialised (`""` becomes `''`, comments and workspace edits
+    are lost); params.yaml is then put back as it was with only the params the experiment set changed.
+    """
     name = name or best()
+    before = workspace.PARAMS.read_text(encoding="utf-8")
+    committed = vcs.git("show", f"HEAD:{workspace.PARAMS}", check=False)
     _dvc(["exp", "apply", name])
+    if committed:
+        changed = _changed(yaml.safe_load(committed) or {}, read_yaml(workspace.PARAMS))
+        atomic.write_text(workspace.PARAMS, _set_values(before, changed))
     return name
+
+
+def _changed(base: dict[str, Any], new: dict[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+    """{key path: new value} of the leaves that differ between two params trees."""
+    out: dict[tuple[str, ...], Any] = {}
+    for key, value in new.items():
+        old = base.get(key) if isinstance(base, dict) else None
+        if isinstance(value, dict) and isinstance(old, dict):
+            out.update(_changed(old, value, (*prefix, key)))
+        elif value != old or key not in base:
+            out[(*prefix, key)] = value
+    return out
+
+
+def _set_values(text: str, changed: dict[tuple[str, ...], Any]) -> str:
+    """`text` (a params.yaml) with the `changed` leaves set, everything else (quotes, comments) kept as written."""
+    if not changed:
+        return text
+    import io
+
+    from ruamel.yaml import YAML
+
+    rt = YAML()
+    rt.preserve_quotes = True
+    rt.width = 4096
+    doc = rt.load(text)
+    for path, value in changed.items():
+        node = doc
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+    buf = io.StringIO()
+    rt.dump(doc, buf)
+    return buf.getvalue()

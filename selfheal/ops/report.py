@@ -4,7 +4,7 @@ It holds what a reviewer of a pull request asks: which params changed and what t
 tables are DVC's own `dvc params diff --md` / `dvc metrics diff --md`), the holdout and drift plots as PNGs
 referenced by relative path (so `cml comment create` uploads them), the drift summary, every self-healing action
 logged since the base revision was committed, and a one-line verdict. Base-side files are read from git
-(metrics and plot data are `cache: false`, so git holds them): no `dvc pull` of the base is needed.
+(records, metrics and plot data are `cache: false`, so git holds them): no `dvc pull` of the base is needed.
 selfheal.ops.ci renders the short form used as the GitHub Actions job summary.
 """
 
@@ -26,8 +26,10 @@ VALIDATION = str(workspace.VALIDATION)
 DRIFT = str(workspace.DRIFT)
 PREDICTIONS_PLOT = str(workspace.PREDICTIONS_PLOT)
 DRIFT_PLOT = str(workspace.DRIFT_PLOT)
-# the drift metrics have their own section; a per-column diff of them would drown the metrics table
-DIFF_METRICS = [str(p) for p in (workspace.VALIDATION, workspace.TRAIN_METRICS, workspace.DATA_QUALITY)]
+# the declared (flat) metrics; drift has its own section
+DIFF_METRICS = [str(p) for p in (workspace.VALIDATION_METRICS, workspace.TRAIN_METRICS, workspace.DATA_QUALITY_METRICS)]
+# where a base revision older than the records kept the same information (its metrics file held the full record)
+_BEFORE_RECORDS = {VALIDATION: str(workspace.VALIDATION_METRICS), DRIFT: str(workspace.DRIFT_METRICS)}
 LOGS = {
     "data fix": workspace.DATA_FIX_LOG,
     "rollback": workspace.ROLLBACK_LOG,
@@ -87,6 +89,12 @@ def json_at(base: Base, path: str) -> Any:
         return json.loads(text) if text else None
     except ValueError:
         return None
+
+
+def record_at(base: Base, path: str) -> Any:
+    """A stage's record at the base revision; for a revision from before metrics/records/, its metrics file."""
+    found = json_at(base, path)
+    return found if found is not None or path not in _BEFORE_RECORDS else json_at(base, _BEFORE_RECORDS[path])
 
 
 class _Dvc:
@@ -239,7 +247,7 @@ def _plots(base: Base, assets: Path, out: Path, task: str) -> list[str]:
 def build_report(base_rev: str = "main", out: Path = workspace.REPORT, assets: Path = workspace.REPORT_ASSETS) -> Path:
     """Write the full report (and its images under `assets`) and return its path."""
     base = resolve_base(base_rev)
-    current_val, base_val = atomic.read_json(VALIDATION), json_at(base, VALIDATION)
+    current_val, base_val = atomic.read_json(VALIDATION), record_at(base, VALIDATION)
     actions = healing_actions(base)
     targets = [t for t in DIFF_METRICS if Path(t).exists()]
     interactive = assets / "dvc_plots"
@@ -263,7 +271,7 @@ def build_report(base_rev: str = "main", out: Path = workspace.REPORT, assets: P
             *images,
             f"Interactive versions (`dvc plots diff`): `{_link(interactive / 'index.html', out)}`.",
             "## Drift",
-            drift_section(atomic.read_json(DRIFT), json_at(base, DRIFT)),
+            drift_section(atomic.read_json(DRIFT), record_at(base, DRIFT)),
             f"## Self-healing actions since `{base.label}` ({base.time:%Y-%m-%d %H:%M:%S} UTC)",
             actions_table(actions),
         ]

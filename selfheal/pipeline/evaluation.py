@@ -1,7 +1,7 @@
 """Score a model on the holdout and decide whether it may serve: the model gate's verdict, with its reasons.
 
 The verdict only records; acting on it (promote, roll back) is `selfheal heal`'s job. Every check appears in
-`reasons`, passed or not, so metrics/validation.json explains itself.
+`reasons`, passed or not, so metrics/records/validation.json explains itself.
 """
 
 from __future__ import annotations

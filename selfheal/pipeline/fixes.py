@@ -74,7 +74,7 @@ def _cap_until_stable(frame: pd.DataFrame, schema: Schema, dq: DataQualityParams
 
 
 def fix(df: pd.DataFrame, schema: Schema, dq: DataQualityParams, source: str = "data") -> tuple[pd.DataFrame, dict]:
-    """Apply the enabled fixes; returns the typed frame and a report (metrics/data_quality.json).
+    """Apply the enabled fixes; returns the typed frame and a report (metrics/records/data_quality.json).
 
     Order (it converges: run on its own output, `fix` changes nothing): numbers written as text are converted
     (fix_dtypes; when off they count as missing, never guessed), non-finite numbers (1e309, inf) and out-of-range

@@ -170,6 +170,40 @@ def _client(uri: str) -> Any:
     return MlflowClient(tracking_uri=uri)
 
 
+MODEL_TAG = "selfheal.model_md5"  # links a run to the model bytes it made (tracked files hold no run id)
+
+
+def tag_model(run_id: str | None, md5: str) -> None:
+    """Record on the run which model bytes it made: how validate, promote and rollback find it again."""
+    if not enabled() or not run_id:
+        return
+    uri = tracking_uri()
+    try:
+        _client(uri).set_tag(run_id, MODEL_TAG, md5)
+    except Exception as exc:
+        raise _store_error(uri, exc) from None
+
+
+def run_for_model(md5: str | None, root: Path = Path(".")) -> str | None:
+    """The latest run that made these model bytes, or None (tracking off, no store, or trained without it)."""
+    if not enabled() or not md5 or _no_store(root):
+        return None
+    uri = tracking_uri(root)
+    try:
+        import mlflow
+
+        client = _client(uri)
+        mlflow.set_tracking_uri(uri)
+        experiment = mlflow.get_experiment_by_name(EXPERIMENT)
+        if experiment is None:
+            return None
+        runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{MODEL_TAG}` = '{md5}'",
+                                  order_by=["attributes.start_time DESC"], max_results=1)
+    except Exception as exc:
+        raise _store_error(uri, exc) from None
+    return runs[0].info.run_id if runs else None
+
+
 def log_holdout(run_id: str | None, scores: dict[str, Any], passed: bool) -> bool:
     """Add the holdout scores (`holdout_r2`, ...) and the gate's verdict to the run that trained the model.
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -217,7 +216,6 @@ def train(
         "model": tp.model,
         "params": {**getattr(tp, tp.model).model_dump(), "seed": tp.seed, "test_size": tp.test_size},
         "features": features,
-        "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "data_md5": data_md5,
         "n_train": len(train_df),
         "n_holdout": len(holdout_df),

@@ -49,6 +49,28 @@ def fetch_revision(commit: str, cwd: str | Path = ".") -> None:
         raise SelfHealError(f"dvc fetch of revision {commit[:10]} failed: {type(exc).__name__}: {exc}") from None
 
 
+def push_object(md5: str, remote: str, cwd: str | Path = ".") -> None:
+    """Upload one cache object (say a failed candidate no dvc.lock pins any more) to the named DVC remote.
+
+    A local remote (the default .dvcstore) is a plain copy in DVC's layout: importing dvc costs a second."""
+    local = vcs.local_remote_dir(remote, cwd)
+    if local is not None:
+        target = vcs.object_path(local, md5)
+        if not target.is_file():
+            atomic.write_bytes(target, vcs.cache_path(md5, cwd).read_bytes())
+        return
+    from dvc.repo import Repo
+    from dvc_data.hashfile.hash_info import HashInfo
+
+    try:
+        with Repo(str(cwd)) as repo:
+            result = repo.cloud.push([HashInfo("md5", md5)], remote=remote)
+    except Exception as exc:
+        raise SelfHealError(f"dvc push of {md5} to remote '{remote}' failed: {type(exc).__name__}: {exc}") from None
+    if result.failed:
+        raise SelfHealError(f"dvc push of {md5} to remote '{remote}' failed")
+
+
 def _verified(path: str, md5: str, source: Source, cwd: Path, fetch: list[Fetch | None]) -> bytes:
     """The output's bytes from the cache, else `source`, else the remote; always checked against `md5` (a `.dir`
     manifest against its hash without the suffix)."""

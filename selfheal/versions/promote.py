@@ -7,7 +7,6 @@ validate) -> a git commit of exactly the pipeline's state -> the version tag and
 
 from __future__ import annotations
 
-import configparser
 import socket
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +18,7 @@ from selfheal.pipeline.evaluation import input_schema
 from selfheal.versions import registry, vcs
 from selfheal.versions.checkout import Reload
 
-META_KEYS = ["task", "target", "model", "params", "data_md5", "trained_at", "n_train", "n_holdout"]
+META_KEYS = ["task", "target", "model", "params", "data_md5", "n_train", "n_holdout"]
 
 
 def passing_candidate(cwd: Path, accept_schema_change: bool = False) -> tuple[dict[str, Any], str]:
@@ -50,20 +49,18 @@ def passing_candidate(cwd: Path, accept_schema_change: bool = False) -> tuple[di
     return validation, md5
 
 
-def _remote(cwd: Path) -> str | None:
-    parser = configparser.ConfigParser(strict=False, interpolation=None)
-    parser.read([cwd / ".dvc/config", cwd / ".dvc/config.local"])
-    return parser.get("core", "remote", fallback=None)
-
-
 def _commit_paths(cwd: Path) -> list[str]:
-    """What a version's commit holds: dvc.lock, params, production record, metrics and plots, DVC's .gitignores."""
+    """What a version's commit holds: dvc.lock, params, production record, records, metrics and plots, DVC's
+    .gitignores, and the .dvc files of the input data (the data it was trained on, as `dvc repro` versioned it)."""
+    from selfheal.core.config import load_params
+
     lock = vcs.read_lock(cwd / workspace.DVC_LOCK)
     dvc_yaml = cwd / workspace.DVC_YAML
-    not_cached = {p for paths in vcs.git_tracked_outputs(dvc_yaml).values() for p in paths}
-    in_git = {p for paths in vcs.git_tracked_outputs(dvc_yaml, ("metrics", "plots")).values() for p in paths}
-    cached = {p for entry in lock.values() for p in vcs.hashes(entry)} - not_cached
+    in_git = {p for paths in vcs.git_tracked_outputs(dvc_yaml).values() for p in paths}
+    cached = {p for entry in lock.values() for p in vcs.hashes(entry)} - in_git
+    data = load_params(cwd / workspace.PARAMS).data
     paths = [str(workspace.DVC_LOCK), str(workspace.PARAMS), str(workspace.PRODUCTION), *sorted(in_git)]
+    paths += [f"{data.raw}.dvc", f"{data.current}.dvc"]
     paths += sorted({str(Path(p).parent / ".gitignore") for p in cached})
     return [p for p in dict.fromkeys(paths) if (cwd / p).exists()]
 
@@ -125,7 +122,7 @@ def promote(*, reason: str = "passed validation", reload: Reload | None = None, 
 
 def _promote(cwd: Path, validation: dict[str, Any], md5: str, reason: str, reload: Reload | None,
              accepted: list[str]) -> dict:
-    remote, shared = _remote(cwd), registry.shared_remote(cwd)
+    remote, shared = vcs.default_remote(cwd), registry.shared_remote(cwd)
     if remote:
         vcs.dvc("push", "--quiet", cwd=cwd)
     for _ in range(registry.CLAIM_TRIES):

@@ -221,15 +221,14 @@ def production(path: str | Path = workspace.PRODUCTION) -> dict[str, Any] | None
 
 
 def mlflow_alias(version: Version, cwd: str | Path = ".") -> str | None:
-    """Move MLflow's `prod` alias to the model now in production (its run id is in models/model.json), so the
-    MLflow UI agrees with GTO. Returns the MLflow version number, or None when there is nothing to move. A
-    store failure is a warning: production has already changed, and the next promote or rollback fixes it."""
+    """Move MLflow's `prod` alias to the model now in production (the run tagged with its md5), so the MLflow
+    UI agrees with GTO. Returns the MLflow version number, or None when there is nothing to move. A store
+    failure is a warning: production has already changed, and the next promote or rollback fixes it."""
     from selfheal.pipeline import tracking
 
     cwd = Path(cwd)
-    meta = atomic.read_json(cwd / workspace.MODEL_META, {}) or {}
     try:
-        return tracking.set_production_alias(meta.get("mlflow_run_id"), version.name, cwd)
+        return tracking.set_production_alias(tracking.run_for_model(version.md5, cwd), version.name, cwd)
     except SelfHealError as exc:
         print(f"⚠️  MLflow alias '{tracking.PROD_ALIAS}' not moved to {version.name}: {exc}")
         return None

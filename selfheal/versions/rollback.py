@@ -1,11 +1,11 @@
 """Roll production back to a registered version: a checkout of that revision's model and its metrics.
 
 What is restored: the `train` and `validate` stages of the version's dvc.lock (model.joblib, model.json, the
-drift reference, the holdout, metrics/train.json, metrics/validation.json and its plots) and its
+drift reference, the holdout, metrics/train.json, the verdict metrics/records/validation.json and its plots) and its
 models/production.json - each file's bytes verified against the md5 that revision recorded. Nothing is retrained.
 What is not: the data stages (fix_data, monitor) keep describing your current inputs, and params.yaml stays
 yours, so `dvc status` afterwards says honestly where the workspace differs from the restored version.
-The failed candidate stays in the DVC cache; the rollback log names it with both hashes.
+The failed candidate is kept in the DVC cache (and pushed to the default remote); the rollback log names it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 from selfheal.core import atomic, audit, journal, workspace
 from selfheal.core.errors import SelfHealError
 from selfheal.versions import registry, vcs
-from selfheal.versions.checkout import Reload, fetch_revision, from_revision, restore_stages
+from selfheal.versions.checkout import Reload, fetch_revision, from_revision, push_object, restore_stages
 from selfheal.versions.registry import Version
 
 STAGES = ["train", "validate"]
@@ -117,16 +117,15 @@ def rollback(
         reason = f"Manual rollback to {target.name} requested"
     else:
         action = "auto_rollback"
-        if reason is not None:
-            _keep(model, bad_md5, cwd)
-        elif current_metric is not None:
+        # a given `reason`: the workspace model file itself is bad; it is kept below like a failed candidate
+        if reason is None and current_metric is not None:
             if threshold is None:
                 raise SelfHealError("--current-metric needs --threshold (or min_accuracy_threshold in params.yaml)")
             if current_metric >= threshold:
                 print(f"Model metric {current_metric:.3f} meets threshold {threshold:.2f}: no rollback needed")
                 return None
             reason = f"Model accuracy {current_metric:.2f} below threshold {threshold:.2f}"
-        else:
+        elif reason is None:
             validation = atomic.read_json(cwd / workspace.VALIDATION)
             if validation is None:
                 raise SelfHealError(f"{workspace.VALIDATION}: not found; run `dvc repro` first (or pass --version)")
@@ -143,7 +142,7 @@ def rollback(
     details = {
         "failed_version": failed.name if failed else (f"candidate-{bad_md5[:12]}" if bad_md5 else None),
         "failed_md5": bad_md5,
-        "failed_cache": _shown(vcs.cache_path(bad_md5, cwd), cwd) if bad_md5 else None,
+        **(keep_failed(model, bad_md5, cwd) if bad_md5 else {"failed_cache": None, "failed_remote": None}),
     }
     print(f"⚠️  {reason}" if action == "auto_rollback" else reason)
     if target is None:
@@ -168,16 +167,36 @@ def rollback(
                              mlflow_version=mlflow_version, duration_s=round(time.perf_counter() - started, 3))
     print(f"✅ Successfully rolled back: {workspace.MODEL} is {target.name} (md5 {target.md5}, verified)")
     if details["failed_md5"] and details["failed_md5"] != target.md5:
-        print(f"   the failed model {details['failed_version']} is kept in the DVC cache: {details['failed_cache']}")
+        print(f"   {kept_line(details)}")
     return entry
 
 
-def _keep(model: Path, md5: str | None, cwd: Path) -> None:
-    """Put a model file the pipeline did not make into the DVC cache before it is replaced, so it can be examined
-    (its cache path is logged, as for a failed candidate)."""
-    cached = vcs.cache_path(md5, cwd) if md5 else None
-    if cached is not None and not cached.exists():
+def keep_failed(model: Path, md5: str, cwd: Path) -> dict[str, str | None]:
+    """Keep the failed model's bytes where the rollback says they are: in the DVC cache (copied from the workspace
+    file if the cache lacks them, e.g. a file the pipeline did not make, or a cleared cache) and on the default
+    DVC remote when one is configured. Returns {failed_cache, failed_remote}: each None where it is not."""
+    cached = vcs.cache_path(md5, cwd)
+    if not cached.is_file() and model.is_file() and atomic.md5_file(model) == md5:
         atomic.write_bytes(cached, model.read_bytes())
+    if not cached.is_file():
+        return {"failed_cache": None, "failed_remote": None}
+    remote = vcs.default_remote(cwd)
+    if remote:
+        try:
+            push_object(md5, remote, cwd)
+        except SelfHealError as exc:
+            print(f"   ⚠️  {exc}")
+            remote = None
+    return {"failed_cache": _shown(cached, cwd), "failed_remote": remote}
+
+
+def kept_line(details: dict[str, Any]) -> str:
+    """Where the failed model's bytes are, as the rollback made sure (see keep_failed)."""
+    name, cache, remote = details["failed_version"], details.get("failed_cache"), details.get("failed_remote")
+    if not cache:
+        return f"the failed model {name} (md5 {details['failed_md5']}) was in neither the workspace nor the DVC cache"
+    return f"the failed model {name} is kept in the DVC cache: {cache}" + (
+        f" (and pushed to DVC remote '{remote}')" if remote else "")
 
 
 def _shown(path: Path, cwd: Path) -> str:

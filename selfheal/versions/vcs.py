@@ -100,15 +100,39 @@ def git_tracked_outputs(dvc_yaml: str | Path = workspace.DVC_YAML, kinds: tuple[
     return out
 
 
+def _dvc_config(root: Path) -> configparser.ConfigParser:
+    """.dvc/config with .dvc/config.local over it, as DVC reads them (read directly: importing dvc costs ~1 s)."""
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.read([root / ".dvc/config", root / ".dvc/config.local"])
+    return parser
+
+
+def default_remote(root: str | Path = ".") -> str | None:
+    """The name of the default DVC remote (`core.remote`), None without one."""
+    return _dvc_config(Path(root)).get("core", "remote", fallback=None)
+
+
 def cache_dir(root: str | Path = ".") -> Path:
     """The DVC cache directory (`cache.dir` in .dvc/config or config.local, default .dvc/cache)."""
     root = Path(root)
-    parser = configparser.ConfigParser(strict=False, interpolation=None)
-    parser.read([root / ".dvc/config", root / ".dvc/config.local"])
-    configured = parser.get("cache", "dir", fallback=None)
+    configured = _dvc_config(root).get("cache", "dir", fallback=None)
     return (root / ".dvc" / configured).resolve() if configured else root / ".dvc/cache"
 
 
 def cache_path(md5: str, root: str | Path = ".") -> Path:
     """Where DVC 3 keeps a file's bytes: <cache>/files/md5/ab/cdef..."""
-    return cache_dir(root) / "files" / "md5" / md5[:2] / md5[2:]
+    return object_path(cache_dir(root), md5)
+
+
+def object_path(store: Path, md5: str) -> Path:
+    """A file's place in a DVC 3 object store (the cache, or a local remote): <store>/files/md5/ab/cdef..."""
+    return store / "files" / "md5" / md5[:2] / md5[2:]
+
+
+def local_remote_dir(name: str, root: str | Path = ".") -> Path | None:
+    """The directory of remote `name` when it is a local path (DVC resolves a relative URL against .dvc/)."""
+    root = Path(root)
+    url = _dvc_config(root).get(f'remote "{name}"', "url", fallback=None)
+    if not url or "://" in url:
+        return None
+    return (root / ".dvc" / url).resolve()

@@ -212,7 +212,8 @@ def test_heal_killed_during_a_promotion_is_finished_by_the_next_heal(built_proje
         assert read(repo, "models/production.json")["version"] == "v0.0.1"
         assert registry.assignments(repo)[-1].version == "v0.0.1"
         assert json.loads(run(["dvc", "status", "--json"], repo).stdout) == {}, n
-        committed = ["dvc.lock", "params.yaml", "models/production.json", "metrics/validation.json"]
+        committed = ["dvc.lock", "params.yaml", "models/production.json", "metrics/validation.json",
+                     "metrics/records/validation.json"]
         assert vcs.git("status", "--porcelain", "--", *committed, cwd=repo) == "", n
         all_logs_valid(repo)
 

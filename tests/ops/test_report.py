@@ -112,7 +112,7 @@ ROLLBACK = {
         (_val(0.65, passed=False), _val(0.75), [], "**worse**: fails the validation gate: r2 0.650"),
         (_val(0.75), _val(0.75), [ROLLBACK], "**rolled back** to v0.0.2: Model accuracy 0.65 below threshold 0.70"),
         (_val(0.75), _val(0.75), [{**ROLLBACK, "success": False}], "**unchanged**: r2 0.7500 vs 0.7500 at main (+0.0000)"),
-        (None, _val(0.75), [], "**unknown**: no metrics/validation.json in the workspace (run `dvc repro`)"),
+        (None, _val(0.75), [], "**unknown**: no metrics/records/validation.json in the workspace (run `dvc repro`)"),
     ],
 )
 def test_verdict(current, base, actions, expected) -> None:

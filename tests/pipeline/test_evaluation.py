@@ -106,7 +106,7 @@ def test_validate_stage_records_a_failed_verdict_and_exits_zero(tmp_path: Path) 
 
     proc = run_stage("validate", tmp_path)
     assert proc.returncode == 0, proc.stderr
-    result = json.loads((tmp_path / "metrics/validation.json").read_text())
+    result = json.loads((tmp_path / "metrics/records/validation.json").read_text())
     assert result["passed"] is False and result["task"] == "regression" and result["metric_name"] == "r2"
     assert result["metric"] == result["r2"] > 0.6 and result["rmse"] > 0 and result["mae"] > 0
     assert result["n_holdout"] == 200 and result["model_md5"] == md5

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from selfheal.core import audit, workspace
 from selfheal.core.atomic import atomic_write, md5_file
@@ -49,7 +50,7 @@ def test_1_dirty_data_is_healed_and_the_pipeline_passes(promoted: Path, workdir)
                      "text values in"):
         assert expected in lines, lines
     assert "✅ Removed 30 duplicate rows" in proc.stdout
-    assert read(repo, "metrics/data_quality.json")["valid_after"] is True
+    assert read(repo, "metrics/records/data_quality.json")["valid_after"] is True
     assert read(repo, "metrics/validation.json")["passed"] is True
     assert read(repo, "models/production.json")["version"] == "v0.0.2"  # the healed data's model, promoted
     assert md5_file(repo / "data/raw/housing.csv") == raw_md5  # the pipeline never rewrites its input
@@ -87,6 +88,10 @@ def test_3_drift_retrains_once_respects_the_cooldown_and_never_keeps_a_worse_mod
     assert first["action"] == "auto_retrain" and first["outcome"] == "promoted" and first["rows_added"] == 800
     assert log["last_retrain_time"] == first["started_at"] and first["version"] == "v0.0.2"
     assert md5_file(repo / "data/raw/housing.csv") != raw_before  # the batch was folded into the training data
+    # ... and versioned: the promotion's commit pins the folded raw data, and the DVC cache holds it
+    versioned = yaml.safe_load(run(["git", "show", "model@v0.0.2:data/raw/housing.csv.dvc"], repo).stdout)
+    assert versioned["outs"][0]["md5"] == md5_file(repo / "data/raw/housing.csv")
+    assert vcs.cache_path(versioned["outs"][0]["md5"], repo).is_file()
 
     again = selfheal("retrain", "--drift-detected", "--drift-score", "0.85", cwd=repo)  # inside the cooldown
     assert "in cooldown until" in again.stdout and len(read(repo, str(workspace.RETRAINING_LOG))["history"]) == 1
@@ -105,6 +110,7 @@ def test_3_drift_retrains_once_respects_the_cooldown_and_never_keeps_a_worse_mod
     assert worse.returncode == 1 and "Rolling back to v0.0.2" in worse.stdout
     assert read(repo, "models/production.json") == production and model_md5(repo) == production["md5"]
     assert md5_file(repo / "data/raw/housing.csv") == raw and (repo / "metrics/drift.json").read_bytes() == drift
+    assert yaml.safe_load((repo / "data/raw/housing.csv.dvc").read_text()) == versioned  # the fold undone, its .dvc too
     last = read(repo, str(workspace.RETRAINING_LOG))["history"][-1]
     assert last["outcome"] == "rolled_back" and last["success"] is False and last["production"] == "v0.0.2"
     status = json.loads(run(["dvc", "status", "--json"], repo).stdout)

@@ -34,7 +34,7 @@ def test_default_data_is_fixed_and_the_raw_file_left_alone(tmp_path, monkeypatch
     assert result.returncode == 0, result.stderr
     assert md5_file("data/raw/housing.csv") == before
     clean = pd.read_parquet("data/clean/housing.parquet")
-    report = json.loads(Path("metrics/data_quality.json").read_text())
+    report = json.loads(Path("metrics/records/data_quality.json").read_text())
     assert len(clean) == report["rows_out"] == 1500 and not clean.isna().any().any()
     assert report["rows_in"] == 1508 and report["duplicates_removed"] == 8
     assert not report["valid_before"] and report["valid_after"]

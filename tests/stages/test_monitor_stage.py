@@ -48,7 +48,7 @@ def test_drifted_dirty_batch_writes_metrics_report_and_plot(workdir: Path) -> No
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "monitor: drift detected: 6/8 columns drifted (0.75 >= 0.50); prediction drift: yes"
 
-    metrics = json.loads((workdir / "metrics/drift.json").read_text())
+    metrics = json.loads((workdir / "metrics/records/drift.json").read_text())
     assert metrics["drift_detected"] is True and metrics["drift_score"] == 0.75 == metrics["share_of_drifted_columns"]
     # which model the report describes: heal measures drift again when the model changed (issue 10)
     assert metrics["model_md5"] == md5_file(workdir / "models/model.joblib")
@@ -75,7 +75,7 @@ def test_batch_missing_a_feature_is_one_line_error_exit_2(workdir: Path) -> None
     assert proc.stderr.startswith(f"error: {CURRENT}: missing feature column(s) ['MedInc'] that the model needs")
     assert "set data.current in params.yaml to a batch with the columns of the training data" in proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
-    assert not (workdir / "metrics/drift.json").exists()
+    assert not (workdir / "metrics/drift.json").exists() and not (workdir / "metrics/records/drift.json").exists()
 
 
 @pytest.mark.parametrize("outliers", [0.002, 0.01], ids=["default-data", "more-outliers"])
@@ -99,6 +99,6 @@ def test_a_sample_of_the_training_data_is_not_drift(tmp_path: Path, monkeypatch:
     for stage in ("fix_data", "train", "monitor"):
         proc = run_stage(stage, tmp_path, SELFHEAL_MLFLOW="0")
         assert proc.returncode == 0, proc.stderr
-    metrics = json.loads((tmp_path / "metrics/drift.json").read_text())
+    metrics = json.loads((tmp_path / workspace.DRIFT).read_text())
     assert [name for name, col in metrics["columns"].items() if col["drifted"]] == []
     assert metrics["drift_detected"] is False and metrics["prediction_drifted"] is False

@@ -25,15 +25,18 @@ def test_fresh_repro_runs_every_stage_and_writes_outputs(built_project: Path) ->
         "metrics/data_quality.json",
         "metrics/validation.json",
         "metrics/drift.json",
+        "metrics/records/data_quality.json",
+        "metrics/records/validation.json",
+        "metrics/records/drift.json",
         "monitoring/drift_report.html",
         "metrics/plots/predictions.csv",
     ]:
         assert (built_project / out).exists(), out
     lock = yaml.safe_load((built_project / "dvc.lock").read_text())
     assert sorted(lock["stages"]) == sorted(STAGES)
-    quality = json.loads((built_project / "metrics/data_quality.json").read_text())
+    quality = json.loads((built_project / "metrics/records/data_quality.json").read_text())
     assert quality["valid_after"] is True
-    validation = json.loads((built_project / "metrics/validation.json").read_text())
+    validation = json.loads((built_project / "metrics/records/validation.json").read_text())
     assert validation["metric_name"] == "r2" and validation["passed"] is True, validation
     # the raw file is an input only: dvc.lock pins its hash, the stage never rewrites it
     raw_md5 = next(d["md5"] for d in lock["stages"]["fix_data"]["deps"] if d["path"] == "data/raw/housing.csv")
@@ -125,12 +128,16 @@ def test_dvc_yaml_declares_the_workspace_contracts_outputs() -> None:
     }
     w = workspace
     expected = {
-        "fix_data": {"${data.clean}", str(w.DATA_QUALITY)},
+        "fix_data": {"${data.clean}", str(w.DATA_QUALITY), str(w.DATA_QUALITY_METRICS)},
         "train": {str(p) for p in (w.MODEL, w.MODEL_META, w.REFERENCE, w.HOLDOUT, w.TRAIN_METRICS)},
-        "validate": {str(p) for p in (w.VALIDATION, w.PREDICTIONS_PLOT, w.RESIDUALS_PLOT)},
-        "monitor": {str(p) for p in (w.DRIFT, w.DRIFT_REPORT, w.DRIFT_PLOT)},
+        "validate": {str(p) for p in (w.VALIDATION, w.VALIDATION_METRICS, w.PREDICTIONS_PLOT, w.RESIDUALS_PLOT)},
+        "monitor": {str(p) for p in (w.DRIFT, w.DRIFT_METRICS, w.DRIFT_PLOT)},  # not the HTML report: random ids
     }
     assert declared == expected
+    metrics = {next(iter(o)) for spec in stages.values() for o in spec.get("metrics") or []}
+    assert metrics == {str(p) for p in w.METRICS}  # the records are plain outputs, not metrics
+    model = yaml.safe_load((ROOT / "dvc.yaml").read_text())["artifacts"]["model"]
+    assert (model["path"], model["type"]) == (str(w.MODEL), "model")
     for stage, spec in stages.items():
         assert spec["cmd"] == f"python -m stages.{stage}"
         assert {f"stages/{stage}.py", "selfheal/core", "selfheal/pipeline"} <= set(spec["deps"])

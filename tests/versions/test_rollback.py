@@ -34,14 +34,16 @@ def test_auto_rollback_restores_production_byte_identical(bad_candidate: Path, w
     failed = model_md5(repo)
     entry = rollback()
     assert (repo / "models/model.joblib").read_bytes() == version_bytes(repo, "v0.0.2")
-    for rel in ("metrics/validation.json", "metrics/train.json", "models/model.json", "models/production.json",
-                "models/reference.parquet", "data/split/holdout.parquet"):
+    for rel in ("metrics/validation.json", "metrics/records/validation.json", "metrics/train.json", "models/model.json",
+                "models/production.json", "models/reference.parquet", "data/split/holdout.parquet"):
         assert (repo / rel).read_bytes() == version_bytes(repo, "v0.0.2", rel), rel
     assert entry["action"] == "auto_rollback" and entry["success"] is True
     assert entry["reason"].startswith("Model r2 ") and "below threshold 0.70" in entry["reason"]
     assert entry["version_restored"] == "v0.0.2" and entry["restored_md5"] == model_md5(repo)
     assert entry["failed_md5"] == failed and entry["failed_version"] == f"candidate-{failed[:12]}"
     assert (repo / entry["failed_cache"]).is_file()  # the failed candidate is kept, and named
+    assert entry["failed_remote"] == "local"  # ... and pushed to the default remote: it outlives a cleared cache
+    assert (repo / ".dvcstore/files/md5" / failed[:2] / failed[2:]).read_bytes() == (repo / entry["failed_cache"]).read_bytes()
     assert audit.entries(workspace.ROLLBACK_LOG) == [entry]
     # dvc status is honest: the params still ask for the failed model (the monitor last measured v0.0.2: current)
     status = json.loads(run(["dvc", "status", "--json"], repo).stdout)

@@ -1,0 +1,112 @@
+"""The DVC remote as a real, shared one: an S3-compatible server (moto_server from the lock file) started on a
+loopback port. The README's remote commands as written, promote pushes, the cache is cleared, and the rollback
+restores production from the remote and keeps the failed model where it says. Marked `remote`: not in
+`make test`; `make test-remote` (and CI) run it."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from selfheal.core import audit, workspace
+from selfheal.core.atomic import md5_file
+from tests.heal_support import model_md5, read, run, selfheal, set_max_iter
+from tests.readme_dvc import block_with, run_block
+
+pytestmark = [pytest.mark.remote, pytest.mark.slow]
+
+BUCKET = "selfheal"
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture()
+def s3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """A moto S3 server with one bucket; the environment a user of the README would export."""
+    port = _free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    log = open(tmp_path / "moto.log", "w")  # noqa: SIM115 - closed below, after the server stops
+    server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                requests.get(endpoint, timeout=10)
+                break
+            except requests.RequestException:  # not listening yet, or still loading (slow first answer)
+                assert server.poll() is None and time.monotonic() < deadline, (tmp_path / "moto.log").read_text()
+                time.sleep(0.2)
+        env = {**CREDENTIALS, "DVC_REMOTE_URL": f"s3://{BUCKET}/store", "DVC_REMOTE_ENDPOINT": endpoint}
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        _client(endpoint).create_bucket(Bucket=BUCKET)
+        yield env
+    finally:
+        server.terminate()
+        server.wait(10)
+        log.close()
+
+
+def _client(endpoint: str) -> Any:
+    import boto3
+
+    return boto3.client("s3", endpoint_url=endpoint, **{k.lower(): v for k, v in CREDENTIALS.items()
+                                                         if k != "AWS_DEFAULT_REGION"}, region_name="us-east-1")
+
+
+def _keys(env: dict[str, str]) -> set[str]:
+    listed = _client(env["DVC_REMOTE_ENDPOINT"]).list_objects_v2(Bucket=BUCKET)
+    return {o["Key"] for o in listed.get("Contents", [])}
+
+
+def _key(md5: str) -> str:
+    return f"store/files/md5/{md5[:2]}/{md5[2:]}"
+
+
+@pytest.mark.timeout(900)  # three pipeline runs and S3 transfers: minutes on a loaded 2-core machine
+def test_rollback_restores_production_from_the_s3_remote_after_the_cache_is_cleared(
+    built_project: Path, tmp_path: Path, s3: dict[str, str]
+) -> None:
+    repo = tmp_path / "project"
+    shutil.copytree(built_project, repo, symlinks=True)
+    run_block(block_with("dvc remote add"), repo, **s3)  # the README's commands: the remote, then `dvc push`
+    raw_md5 = md5_file(repo / "data/raw/housing.csv")
+    assert _key(raw_md5) in _keys(s3)  # the raw data's version is on the remote too
+
+    promoted = selfheal("promote", cwd=repo).stdout
+    assert "pushed to DVC remote 'shared'" in promoted
+    production = read(repo, str(workspace.PRODUCTION))
+    assert _key(production["md5"]) in _keys(s3)
+
+    set_max_iter(repo, 1)  # a much worse candidate
+    run(["dvc", "repro", "validate"], repo)
+    candidate = model_md5(repo)
+    assert read(repo, str(workspace.VALIDATION))["passed"] is False and candidate != production["md5"]
+    shutil.rmtree(repo / ".dvc/cache")  # nothing local: only the S3 remote has production's bytes
+    assert not (repo / ".dvcstore").exists()
+
+    out = selfheal("rollback", cwd=repo).stdout
+    assert model_md5(repo) == production["md5"]
+    kept = re.search(r"the failed model (\S+) is kept in the DVC cache: (\S+) \(and pushed to DVC remote 'shared'\)",
+                     out)
+    assert kept, out
+    assert md5_file(repo / kept.group(2)) == candidate  # the message is true: the bytes are there...
+    assert _key(candidate) in _keys(s3)  # ... and on the remote, so they survive the next cleared cache
+    entry = audit.entries(repo / workspace.ROLLBACK_LOG)[-1]
+    assert entry["failed_remote"] == "shared" and entry["failed_md5"] == candidate
