@@ -295,8 +295,9 @@ def _service(obs: Observations, params: Params) -> Decision:
         return Decision("service", "skip", "no service was started in this project")
     if s.get("state") in ("healthy", "stopped"):
         return Decision("service", "skip", f"service {s.get('detail')}")
-    if s.get("state") == "foreign":  # another project's service on our URL: nothing of ours to recover
-        return Decision("service", "report", str(s.get("detail")))
+    if s.get("state") == "foreign":  # another project's service holds our URL: ours cannot serve, a person decides
+        return Decision("service", "escalate", f"{s.get('detail')}: this project's service cannot serve there; stop "
+                                               "the other service or set service_recovery.service_url to a free port")
     if not params.service_recovery.auto_recovery_enabled:
         return Decision("service", "report", f"{s.get('detail')}; service_recovery.auto_recovery_enabled is false")
     return Decision("service", "recover", str(s.get("detail")))

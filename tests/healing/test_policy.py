@@ -185,12 +185,12 @@ def test_service_down_is_recovered_unless_disabled_or_never_started() -> None:
     assert plan(replace(HEALTHY, service=down), p)[4].action == "report"
 
 
-def test_another_projects_service_is_reported_and_an_operator_stop_is_left_alone() -> None:
+def test_another_projects_service_is_escalated_and_an_operator_stop_is_left_alone() -> None:
     foreign = {"state": "foreign", "detail": "http://127.0.0.1:8000 answers as another project's service"}
-    d = plan(replace(HEALTHY, service=foreign), params())[3]
-    assert d.action == "report" and "another project's service" in d.reason
+    d = {d.step: d for d in plan(replace(HEALTHY, service=foreign), params())}["service"]
+    assert d.action == "escalate" and "another project's service" in d.reason and "service_url" in d.reason
     stopped = {"state": "stopped", "detail": "stopped by the operator (SIGTERM to pid 7 at t)"}
-    d = plan(replace(HEALTHY, service=stopped), params())[3]
+    d = {d.step: d for d in plan(replace(HEALTHY, service=stopped), params())}["service"]
     assert d.action == "skip" and "stopped by the operator" in d.reason
 
 

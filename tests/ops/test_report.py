@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -64,7 +65,8 @@ def test_report_compares_two_revisions_and_names_the_rollback(project: Path, mon
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(step_summary))
     shown = run(["selfheal", "ci-summary", "--base", base], project).stdout
     assert step_summary.read_text() == "earlier steps\n" + shown
-    assert "| validation gate | passed: r2 0.752" in shown  # the rollback restored v0.0.1's verdict
+    v1 = next(v for v in json.loads(run(["selfheal", "versions", "--json"], project).stdout) if v["version"] == "v0.0.1")
+    assert f"| validation gate | passed: r2 {v1['metric']:.3f}" in shown  # the rollback restored v0.0.1's verdict
     assert "| rollback | auto_rollback | ok |" in shown
     assert "Verdict: **rolled back** to v0.0.1" in shown
 

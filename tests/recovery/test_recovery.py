@@ -223,7 +223,7 @@ def test_one_restarter_at_a_time_and_the_log_says_who(workdir: Path, models: dic
 
     def wait_entries(count: int) -> list[dict]:
         deadline = time.monotonic() + 120
-        while len(log(project)) < count or not check_health(url).healthy:
+        while len(log(project)) < count or not check_health(url, root=project).healthy:
             assert watcher.poll() is None and time.monotonic() < deadline, log(project)
             time.sleep(0.1)
         return log(project)
@@ -235,7 +235,7 @@ def test_one_restarter_at_a_time_and_the_log_says_who(workdir: Path, models: dic
         assert (first["actor"], first["pid"], first["host"]) == ("watch", watcher.pid, socket.gethostname())
 
         os.kill(service_pid(project), signal.SIGKILL)
-        while check_health(url).state != "down":
+        while check_health(url, root=project).state != "down":
             time.sleep(0.05)
         by_hand = run_cli(project, "recover", "--service-url", url)
         assert by_hand.returncode == 0, by_hand.stdout + by_hand.stderr

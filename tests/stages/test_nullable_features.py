@@ -28,8 +28,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     df.loc[df.sample(30, random_state=1).index, "AveBedrms"] = np.nan
     (root / "data/raw").mkdir(parents=True)
     df.to_csv(root / "data/raw/housing.csv", index=False)
-    params = {"data": {"target": TARGET}, "train": {"hist_gradient_boosting": {"max_iter": 20}}}
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    (root / "params.yaml").write_text((sandbox.SOURCE / "params.yaml").read_text())
+    sandbox.set_params(root, data={"target": TARGET}, train={"hist_gradient_boosting": {"max_iter": 20}})
     for stage in ("fix_data", "train"):
         result = sandbox.run_stage(stage, root, SELFHEAL_MLFLOW="0")
         assert result.returncode == 0, result.stderr

@@ -22,7 +22,9 @@ from selfheal.pipeline.training import PREDICTION
 
 
 def _stage(cwd: Path, params: dict, stage: str = "fix_data"):
-    (cwd / "params.yaml").write_text(yaml.safe_dump(params))
+    """Run a stage with the project's params.yaml (every group, as DVC requires), `params` merged per group."""
+    (cwd / "params.yaml").write_text((sandbox.SOURCE / "params.yaml").read_text())
+    sandbox.set_params(cwd, **params)
     return sandbox.run_stage(stage, cwd)
 
 
