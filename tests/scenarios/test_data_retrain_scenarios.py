@@ -58,7 +58,7 @@ def test_double_fix_data_is_a_no_op_and_heal_accepts_the_result(promoted: Path, 
     assert [e["changes"] > 0 for e in audit.entries(workspace.DATA_FIX_LOG)] == [True, False]
 
     selfheal("heal", cwd=repo)  # the pipeline runs on the fixed file: nothing left to fix, nothing to escalate
-    assert read(repo, "metrics/data_quality.json")["problems_before"] == 0
+    assert read(repo, "metrics/records/data_quality.json")["problems_before"] == 0
     again = selfheal("heal", cwd=repo)
     assert "escalate" not in again.stdout and not (repo / workspace.ALERTS_LOG).exists()
 
@@ -74,7 +74,7 @@ def test_retrain_after_fix_data_folds_only_rows_the_raw_file_lacks(promoted: Pat
     (entry,) = retrain_log(repo)["history"]
     assert entry["rows_added"] == 800 and entry["outcome"] == "promoted"
     assert len(pd.read_csv(repo / RAW)) == len(fixed) + 800
-    quality = read(repo, "metrics/data_quality.json")
+    quality = read(repo, "metrics/records/data_quality.json")
     assert quality["valid_after"] is True and quality["duplicates_removed"] == 0
     clean = pd.read_parquet(repo / "data/clean/housing.parquet")
     assert near_duplicates(clean) == 0  # nothing that could leak from the training rows into the holdout
@@ -86,7 +86,7 @@ def test_a_no_op_retrain_says_so_and_heal_explains_persisting_drift(promoted: Pa
     run(["dvc", "repro"], repo)
     selfheal("retrain", cwd=repo)
     log = retrain_log(repo)
-    assert log["history"][-1]["outcome"] == "promoted" and read(repo, "metrics/drift.json")["drift_detected"]
+    assert log["history"][-1]["outcome"] == "promoted" and read(repo, "metrics/records/drift.json")["drift_detected"]
     versions = [v.name for v in registry.versions(repo)]
 
     forced = selfheal("retrain", "--force", cwd=repo, check=False)

@@ -33,7 +33,7 @@ def test_constant_target_model_is_refused_and_production_keeps_serving(promoted:
     write_csv(repo / "data/raw/housing.csv", make_housing(ROWS, 42).assign(MedHouseVal=2.5))
     proc = selfheal("heal", cwd=repo, check=False)
 
-    validation = read(repo, "metrics/validation.json")  # the restored production's own verdict
+    validation = read(repo, "metrics/records/validation.json")  # the restored production's own verdict
     assert validation["model_md5"] == production["md5"] and validation["passed"] is True
     candidate = audit.entries(workspace.ROLLBACK_LOG)[-1]
     assert candidate["action"] == "auto_rollback" and candidate["version_restored"] == production["version"]
@@ -80,18 +80,18 @@ def test_schema_change_is_not_promoted_automatically_until_a_person_accepts_it(p
     promoted_entry = audit.entries(workspace.HEAL_LOG)[-1]
     assert promoted_entry["action"] == "promote" and "--accept-schema-change" in promoted_entry["reason"]
     assert "column 'HouseAge' was numeric, now categorical" in promoted_entry["accepted_schema_change"]
-    assert read(repo, "metrics/validation.json")["passed"] is True  # validated again against its own record
+    assert read(repo, "metrics/records/validation.json")["passed"] is True  # validated again against its own record
     after = selfheal("heal", cwd=repo)
     assert "heal: healthy" in after.stdout
 
 
 def test_missing_drift_report_is_measured_again_not_healthy(promoted: Path, workdir) -> None:
     repo = workdir(promoted)
-    (repo / "metrics/drift.json").unlink()
+    (repo / "metrics/records/drift.json").unlink()
     proc = selfheal("heal", cwd=repo)
     assert "heal: healthy" not in proc.stdout
-    assert "metrics/drift.json is missing" in proc.stdout
-    drift = read(repo, "metrics/drift.json")
+    assert "metrics/records/drift.json is missing" in proc.stdout
+    drift = read(repo, "metrics/records/drift.json")
     assert drift["model_md5"] == md5_file(repo / "models/model.joblib") and "drift_detected" in drift
     assert json.loads(run(["dvc", "status", "--json"], repo).stdout) == {}
     assert "heal: healthy" in selfheal("heal", cwd=repo).stdout
@@ -101,7 +101,7 @@ def test_no_promotion_while_drift_cannot_be_measured(promoted: Path, workdir) ->
     repo = workdir(promoted)
     set_max_iter(repo, 150)  # a new candidate that passes; the monitor has not seen it
     run(["dvc", "repro", "validate"], repo)
-    assert read(repo, "metrics/validation.json")["passed"] is True
+    assert read(repo, "metrics/records/validation.json")["passed"] is True
     batch = repo / "data/current/housing.csv"
     saved = batch.read_bytes()
     batch.write_text("not,a\nbatch\n")  # the monitor stage fails on it
@@ -114,5 +114,5 @@ def test_no_promotion_while_drift_cannot_be_measured(promoted: Path, workdir) ->
 
     batch.write_bytes(saved)  # monitoring works again: drift is measured, then the candidate is promoted
     proc = selfheal("heal", cwd=repo)
-    assert read(repo, "metrics/drift.json")["model_md5"] == model_md5(repo)
+    assert read(repo, "metrics/records/drift.json")["model_md5"] == model_md5(repo)
     assert read(repo, "models/production.json")["version"] == "v0.0.2"

@@ -92,7 +92,7 @@ def test_an_infinite_target_is_dropped_and_train_runs(tmp_path, monkeypatch) -> 
     result = run_stage(tmp_path, params)
     assert result.returncode == 0, result.stderr
     assert "Treated 1 non-finite values (inf, 1e309) in MedHouseVal as missing" in result.stdout
-    assert json.loads(Path("metrics/data_quality.json").read_text())["target_missing_dropped"] == 1
+    assert json.loads(Path("metrics/records/data_quality.json").read_text())["target_missing_dropped"] == 1
     trained = sandbox.run_stage("train", tmp_path, SELFHEAL_MLFLOW="0")
     assert trained.returncode == 0, trained.stderr
     assert Path("models/model.joblib").is_file()

@@ -10,11 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import requests
-import yaml
 
 from selfheal.ops import sandbox
 from selfheal.pipeline.synth import TARGET, make_housing
-from tests.servicekit import free_port, start_service, stop_all, url_of, wait_status
+from tests.servicekit import free_port, record_production, start_service, stop_all, url_of, wait_status
 
 pytestmark = pytest.mark.xdist_group("service")
 
@@ -48,6 +47,7 @@ def test_service_accepts_null_where_the_model_saw_missing_values(trained: Path) 
     raw = pd.read_csv(trained / "data/raw/housing.csv").drop(columns=[TARGET])
     rows = json.loads(raw[raw["AveBedrms"].isna()].head(3).to_json(orient="records"))  # null, as JSON has it
     assert rows[0]["AveBedrms"] is None
+    record_production(trained, trained / "models")  # the service serves only a model whose md5 is recorded
     try:
         start_service(trained, int(url.rsplit(":", 1)[1]))
         wait_status(url)

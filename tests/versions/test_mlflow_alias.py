@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from selfheal.core.atomic import md5_file
 from selfheal.ops import sandbox
 from selfheal.pipeline import tracking
 from tests.heal_support import read, set_max_iter
@@ -22,6 +23,14 @@ def _client(repo: Path):
     return MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
 
 
+def _run_of(repo: Path) -> str | None:
+    """The run that made the workspace model: tagged with the model's md5 (tracked files hold no run id)."""
+    md5 = md5_file(repo / "models/model.joblib")
+    experiment = _client(repo).get_experiment_by_name(tracking.EXPERIMENT)
+    runs = _client(repo).search_runs([experiment.experiment_id], f"tags.`{tracking.MODEL_TAG}` = '{md5}'")
+    return runs[0].info.run_id if runs else None
+
+
 def _prod(repo: Path) -> str:
     mv = _client(repo).get_model_version_by_alias(tracking.REGISTERED_MODEL, tracking.PROD_ALIAS)
     return mv.run_id
@@ -29,7 +38,7 @@ def _prod(repo: Path) -> str:
 
 def test_promote_and_rollback_move_the_mlflow_alias(project: Path) -> None:
     repo = project
-    run_v1 = read(repo, "models/model.json")["mlflow_run_id"]
+    run_v1 = _run_of(repo)
     client = _client(repo)
     run = client.get_run(run_v1)
     # holdout metrics from validate, next to the train score; tags link the run to git
@@ -48,7 +57,7 @@ def test_promote_and_rollback_move_the_mlflow_alias(project: Path) -> None:
 
     set_max_iter(repo, 120)
     sandbox.run(["dvc", "exp", "run", "-n", "fewer-rounds"], repo)  # in the workspace: DVC_EXP_NAME reaches the run
-    run_v2 = read(repo, "models/model.json")["mlflow_run_id"]
+    run_v2 = _run_of(repo)
     assert client.get_run(run_v2).data.tags["selfheal.dvc_exp"] == "fewer-rounds"
     sandbox.run(["selfheal", "promote"], repo)
     assert _prod(repo) == run_v2 != run_v1
@@ -61,9 +70,9 @@ def test_promote_and_rollback_move_the_mlflow_alias(project: Path) -> None:
 
 
 def test_without_a_linked_run_promote_leaves_mlflow_alone(project: Path) -> None:
-    sandbox.run(["dvc", "repro", "--force", "train"], project, extra_env={tracking.SWITCH: "0"})
+    set_max_iter(project, 77)  # other bytes than any run in the store made
     sandbox.run(["dvc", "repro", "validate"], project, extra_env={tracking.SWITCH: "0"})
-    assert read(project, "models/model.json")["mlflow_run_id"] is None
+    assert _run_of(project) is None
     out = sandbox.run(["selfheal", "promote"], project).stdout
     assert "MLflow" not in out
     assert read(project, "monitoring/heal_log.json")[-1]["mlflow_version"] is None
