@@ -232,7 +232,7 @@ def _fences(merged: profiles.Profile, numeric: tuple[str, ...], k: float) -> Fen
 def _idle(merged: profiles.Profile, fences: Fences) -> bool:
     """Whether a pass at `fences` would cap nothing: every value of an exact column lies within them (sketched
     columns are taken as settled, see the module docstring)."""
-    return all(p.values is None or lo <= p.quantile(0.0) and p.quantile(1.0) <= hi
+    return all(p.values is None or (lo <= p.quantile(0.0) and p.quantile(1.0) <= hi)
                for p, (lo, hi) in ((merged.columns[c], f) for c, f in fences.items()))
 
 

@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import requests
-import yaml
 
 from selfheal.ops import sandbox
 from selfheal.pipeline.synth import TARGET, make_housing

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from selfheal.core import workspace
 from selfheal.core.config import parse_params
