@@ -1,14 +1,23 @@
 """fix_data on data larger than memory: the fixes of selfheal.pipeline.fixes, partition by partition, from merged
 profiles; the output is a directory of parquet parts (one per input partition, in order).
 
-Three passes over the partitions, each a map on the engine (local or dask) and a small merge on the driver:
-1. type each partition as `fix` does (text -> numbers, out-of-range -> missing), spill it as parquet, and return
-   its counts and a 64-bit hash per row (as checks.duplicated_rows);
+The passes over the partitions, each a map on the engine (local or dask, one partition at a time per worker) and a
+small merge on the driver, in the order of `fixes.fix`:
+1. type each partition as `fix` does (text -> numbers, non-finite and out-of-range -> missing), spill it as
+   parquet, and return its counts and a 64-bit hash per row (as checks.duplicated_rows);
 2. on the driver: drop rows without a target and later copies of a row (first copy in partition order kept),
-   then profile the kept rows of each partition and merge: IQR fences, medians and modes for the whole data;
-3. cap and fill each partition with those global figures and write it, counting what is left.
-The order of the fixes and the report are those of `fixes.fix`; quantiles are exact up to profiles.EXACT_VALUES
-rows per column and within the KLL sketch's error above it, so on small data the result equals `fix`'s.
+   then profile the kept rows of each partition and merge: medians and modes to fill with, and the IQR fences of
+   the FILLED data (the fill value added `missing` times to each column's profile, profiles.filled);
+3. fill and cap each partition, write it with which cells were capped, return its row hashes and the profile of
+   the capped data; on the driver, drop the rows capping made identical (a global pass over the hashes, as in
+   2). As `fixes._cap_until_stable`, this repeats (at most fixes.MAX_CAP_PASSES times) until a pass would change
+   nothing: the merged profile gives the next fences, and when no row was dropped and every value already lies
+   within them the next pass is known to be a no-op and is not run (after a drop, one more map profiles the
+   rows left first; a last map drops the rows the final pass found when the bound is hit).
+The report is `fix_report`'s; quantiles are exact up to profiles.EXACT_VALUES values per column and within the
+KLL sketch's error above it, so on small data the result equals `fix`'s. From sketches, capped data is taken as
+settled once a pass drops no row (capping leaves the quartiles where they were; a re-sketched estimate differs
+only within the sketch's error).
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ from __future__ import annotations
 import functools
 import itertools
 import shutil
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +36,10 @@ from selfheal.core.config import DataQualityParams, ScaleParams
 from selfheal.core.errors import DataError
 from selfheal.pipeline import engine, profiles
 from selfheal.pipeline.checks import Problem, Schema, fatal_shape, infer_schema, out_of_range, typed
-from selfheal.pipeline.fixes import fix_report
+from selfheal.pipeline.fixes import MAX_CAP_PASSES, fix_report
+
+Fences = dict[str, tuple[float, float]]
+Masks = list[tuple[int, np.ndarray | None]]  # per partition: the rows to keep (None: all)
 
 
 def wanted(source: str, scale: ScaleParams) -> bool:
@@ -42,8 +55,8 @@ def _hash(frame: pd.DataFrame) -> np.ndarray:
     return pd.util.hash_pandas_object(frame, index=False).to_numpy()
 
 
-def _spill(spill: Path, i: int) -> Path:
-    return spill / f"part-{i:05d}.parquet"
+def _part(folder: Path, i: int) -> Path:
+    return folder / f"part-{i:05d}.parquet"
 
 
 def _type_part(
@@ -57,44 +70,61 @@ def _type_part(
         c = counts[col] = {"missing_typed": int(frame[col].isna().sum())}
         if kind == "numeric":
             p = parsed[col]
-            c |= {"text": p.text, "converted": p.n_converted}
+            c |= {"text": p.text, "converted": p.n_converted, "non_finite": p.nonfinite}
             if p.converted is not None and not (dq.auto_fix_enabled and dq.fix_dtypes):
                 frame.loc[p.converted, col] = np.nan
         c["missing"] = int(frame[col].isna().sum())
         if col in schema.ranges:
-            c["range_typed"] = int(out_of_range(frame[col], schema.ranges[col]).sum())
             bad = out_of_range(frame[col], schema.ranges[col])
+            c["range_typed"] = int(bad.sum())
             if dq.auto_fix_enabled:
                 frame.loc[bad, col] = np.nan
-    frame.to_parquet(_spill(spill, i), index=False)
+    frame.to_parquet(_part(spill, i), index=False)
     return {"rows": len(frame), "counts": counts, "hashes": _hash(frame), "target": frame[schema.target].notna()}
 
 
-def _profile_part(item: tuple[int, np.ndarray], schema: Schema, spill: Path) -> profiles.Profile:
-    """Pass 2: the profile of one partition's kept rows (features only)."""
+def _profile_part(item: tuple[int, np.ndarray | None], kinds: dict[str, str], src: Path) -> profiles.Profile:
+    """The profile of the columns `kinds` of one partition's kept rows."""
     i, keep = item
-    frame = pd.read_parquet(_spill(spill, i))[keep]
-    return profiles.profile_frame(frame, {c: schema.columns[c] for c in schema.features})
+    frame = pd.read_parquet(_part(src, i), columns=list(kinds))
+    return profiles.profile_frame(frame if keep is None else frame[keep], kinds)
 
 
-def _fix_part(
-    item: tuple[int, np.ndarray], schema: Schema, plan: dict[str, dict[str, Any]], out: Path, spill: Path
-) -> dict[str, Any]:
-    """Pass 3: cap and fill one partition with the global figures, write it; what was changed and what is left."""
+@dataclass(frozen=True)
+class Step:
+    """One fill-and-cap map: read each partition from `src`, keep its masked rows, fill, cap, write it to `out`."""
+
+    src: Path
+    out: Path
+    spill: Path  # also holds, per partition, which cells of its rows were capped already (each is counted once)
+    numeric: tuple[str, ...]  # the features capping applies to
+    fill: dict[str, Any] = field(default_factory=dict)
+    fences: Fences = field(default_factory=dict)
+    profile: bool = False  # return the profile of the numeric features as written (for the next fences)
+
+
+def _fix_part(item: tuple[int, np.ndarray | None], schema: Schema, step: Step) -> dict[str, Any]:
+    """Pass 3: fill and cap one partition with the global figures and write it; what was capped (cells not
+    capped before), its row hashes, what is left, and (step.profile) the profile of its numeric features."""
     i, keep = item
-    frame = pd.read_parquet(_spill(spill, i))[keep].reset_index(drop=True)
-    done: dict[str, dict[str, int]] = {}
-    for col, todo in plan.items():
-        d = done[col] = {}
-        if "fences" in todo:
-            lo, hi = todo["fences"]
-            d["outliers_capped"] = int(((frame[col] < lo) | (frame[col] > hi)).sum())
+    frame = pd.read_parquet(_part(step.src, i))
+    flags = step.spill / f"capped-{i:05d}.npy"
+    capped = np.load(flags) if flags.exists() else np.zeros((len(frame), len(step.numeric)), dtype=bool)
+    if keep is not None:
+        frame, capped = frame[keep].reset_index(drop=True), capped[keep]
+    for col, value in step.fill.items():
+        if value is not None:
+            frame[col] = frame[col].fillna(value)
+    new: dict[str, int] = {}
+    for j, col in enumerate(step.numeric):
+        if col in step.fences:
+            lo, hi = step.fences[col]
+            out = ((frame[col] < lo) | (frame[col] > hi)).to_numpy()
+            new[col] = int((out & ~capped[:, j]).sum())
+            capped[:, j] |= out
             frame[col] = frame[col].clip(lo, hi)
-        if "fill" in todo:
-            d["missing_filled"] = int(frame[col].isna().sum())
-            if todo["fill"] is not None:
-                frame[col] = frame[col].fillna(todo["fill"])
-    frame.to_parquet(out / f"part-{i:05d}.parquet", index=False)
+    frame.to_parquet(_part(step.out, i), index=False)
+    np.save(flags, capped)
     left = {
         col: {
             "missing": int(frame[col].isna().sum()),
@@ -102,7 +132,22 @@ def _fix_part(
         }
         for col in schema.columns
     }
-    return {"rows": len(frame), "done": done, "left": left, "hashes": _hash(frame)}
+    kinds = dict.fromkeys(step.numeric, "numeric")
+    profile = profiles.profile_frame(frame[list(kinds)], kinds) if step.profile else None
+    return {"rows": len(frame), "capped": new, "left": left, "hashes": _hash(frame), "profile": profile}
+
+
+def _per_part(mask: np.ndarray | None, sizes: list[int]) -> Masks:
+    """A mask over all rows (partition order) cut into one mask per partition."""
+    if mask is None:
+        return [(i, None) for i in range(len(sizes))]
+    bounds = np.cumsum([0, *sizes])
+    return [(i, mask[a:b]) for i, (a, b) in enumerate(itertools.pairwise(bounds))]
+
+
+def _later_copies(parts: list[dict[str, Any]]) -> np.ndarray:
+    """Over all partitions in order: the rows that repeat an earlier one (by row hash, as duplicated_rows)."""
+    return pd.Series(np.concatenate([p["hashes"] for p in parts])).duplicated().to_numpy()
 
 
 def _sum(parts: list[dict[str, Any]], col: str, key: str) -> int:
@@ -119,6 +164,9 @@ def _problems_before(typed_parts: list[dict[str, Any]], schema: Schema, rows: in
         text = _sum(typed_parts, col, "text")
         if text:
             found.append(Problem(col, "dtype_mismatch", text, f"{col}: {text} text value(s) in a numeric column"))
+        n = _sum(typed_parts, col, "non_finite")
+        if n:
+            found.append(Problem(col, "non_finite", n, f"{col}: {n} non-finite value(s) (inf or beyond float range)"))
         if missing:
             found.append(Problem(col, "missing", missing, f"{col}: {missing} missing value(s)"))
         n = _sum(typed_parts, col, "range_typed")
@@ -143,27 +191,87 @@ def _open_after(fixed: list[dict[str, Any]], schema: Schema, rows: int) -> list[
         if bad:
             lo, hi = schema.ranges[col]
             out.append(f"{col}: {bad} value(s) outside [{lo:g}, {hi:g}]")
-    n_dup = int(pd.Series(np.concatenate([p["hashes"] for p in fixed])).duplicated().sum()) if fixed else 0
+    n_dup = int(_later_copies(fixed).sum()) if fixed else 0
     if n_dup:
         out.append(f"{n_dup} duplicate row(s)")
     return out
 
 
-def _plan(merged: profiles.Profile, schema: Schema, dq: DataQualityParams) -> dict[str, dict[str, Any]]:
-    """Per feature: the fences to cap at and the value to fill with, from the merged profile."""
-    plan: dict[str, dict[str, Any]] = {}
+def _report_columns(typed_parts: list[dict[str, Any]], schema: Schema, dq: DataQualityParams) -> dict[str, dict]:
+    """The per-column counts of pass 1, keyed as `fix` reports them; the fixes add theirs."""
+    cols: dict[str, dict[str, Any]] = {}
+    for col, kind in schema.columns.items():
+        info = cols[col] = {"kind": kind}
+        if kind == "numeric":
+            converted = _sum(typed_parts, col, "converted") if dq.auto_fix_enabled and dq.fix_dtypes else 0
+            info.update(dtype_mismatches=_sum(typed_parts, col, "text"), converted=converted,
+                        non_finite=_sum(typed_parts, col, "non_finite"))
+        info["missing"] = _sum(typed_parts, col, "missing")
+        if col in schema.ranges:
+            info["out_of_range"] = _sum(typed_parts, col, "range_typed")
+    return cols
+
+
+def _fill_plan(kept: profiles.Profile, schema: Schema, cols: dict[str, dict]) -> dict[str, Any]:
+    """Per feature: the median / mode of the kept rows to fill with (None: nothing to fill, or nothing to fill
+    from); reported as `fixes._fill` does."""
+    fill: dict[str, Any] = {}
     for col in schema.features:
-        todo = plan[col] = {}
-        p = merged.columns[col]
-        if not dq.auto_fix_enabled:
-            continue
-        if dq.cap_outliers and p.kind == "numeric":
-            fences = profiles.iqr_fences(p, dq.outlier_threshold_iqr)
-            if fences:
-                todo["fences"] = fences
-        if dq.fix_missing_values:
-            todo["fill"] = (p.quantile(0.5) if p.kind == "numeric" else p.mode()) if p.missing and p.n else None
-    return plan
+        p, info = kept.columns[col], cols[col]
+        info["missing_filled"] = p.missing
+        fill[col] = (p.quantile(0.5) if p.kind == "numeric" else p.mode()) if p.missing and p.n else None
+        if fill[col] is not None:
+            info["fill_value"] = float(fill[col]) if p.kind == "numeric" else str(fill[col])
+    return fill
+
+
+def _fences(merged: profiles.Profile, numeric: tuple[str, ...], k: float) -> Fences:
+    return {c: f for c in numeric if (f := profiles.iqr_fences(merged.columns[c], k))}
+
+
+def _idle(merged: profiles.Profile, fences: Fences) -> bool:
+    """Whether a pass at `fences` would cap nothing: every value of an exact column lies within them (sketched
+    columns are taken as settled, see the module docstring)."""
+    return all(p.values is None or (lo <= p.quantile(0.0) and p.quantile(1.0) <= hi)
+               for p, (lo, hi) in ((merged.columns[c], f) for c, f in fences.items()))
+
+
+def _cap_until_stable(
+    run: engine.Mapper, schema: Schema, dq: DataQualityParams, step: Step, masks: Masks, cols: dict[str, dict]
+) -> tuple[list[dict[str, Any]], int]:
+    """`fixes._cap_until_stable` over partitions: cap, then drop the rows capping made identical, until a pass
+    changes nothing (at most MAX_CAP_PASSES); the last pass's results and the rows dropped."""
+    capped, dups = dict.fromkeys(step.numeric, 0), 0
+    for n_pass in range(1, MAX_CAP_PASSES + 1):
+        fixed = run(functools.partial(_fix_part, schema=schema, step=step), masks)
+        for col, (lo, hi) in step.fences.items():
+            cols[col].update(lower=round(lo, 6), upper=round(hi, 6))
+        for p in fixed:
+            for col, n in p["capped"].items():
+                capped[col] += n
+        dup = _later_copies(fixed) if dq.drop_duplicates else np.zeros(0, dtype=bool)
+        dups += int(dup.sum())
+        masks = _per_part(~dup if dup.any() else None, [p["rows"] for p in fixed])
+        if n_pass == MAX_CAP_PASSES:
+            break
+        if dup.any():  # the rows left, profiled before the next fences are taken
+            kinds = dict.fromkeys(step.numeric, "numeric")
+            merged = profiles.merge(run(functools.partial(_profile_part, kinds=kinds, src=step.out), masks))
+        else:
+            merged = profiles.merge([p["profile"] for p in fixed])
+        fences = _fences(merged, step.numeric, dq.outlier_threshold_iqr)
+        if not dup.any() and _idle(merged, fences):  # the next pass would only confirm: report what it would
+            for col, (lo, hi) in fences.items():
+                if merged.columns[col].values is not None:
+                    cols[col].update(lower=round(lo, 6), upper=round(hi, 6))
+            break
+        step = replace(step, src=step.out, fill={}, fences=fences)
+    if any(m is not None for _, m in masks):  # the bound was hit with rows still to drop
+        fixed = run(functools.partial(_fix_part, schema=schema, step=replace(step, src=step.out, fill={},
+                                                                              fences={}, profile=False)), masks)
+    for col in step.numeric:
+        cols[col]["outliers_capped"] = capped[col]
+    return fixed, dups
 
 
 def fix_partitioned(
@@ -190,19 +298,21 @@ def fix_partitioned(
     for d in (staging, spill):
         shutil.rmtree(d, ignore_errors=True)
         d.mkdir(parents=True)
+    numeric = tuple(c for c in schema.features if schema.columns[c] == "numeric")
+    step = Step(spill, staging, spill, numeric)
     try:
         with engine.mapper(engine_name, workers) as run:
             typed_parts = run(functools.partial(_type_part, schema=schema, dq=dq, spill=spill), list(enumerate(parts)))
             rows_in = sum(p["rows"] for p in typed_parts)
             if not rows_in:
                 raise DataError(f"{source}: no data rows")
-            hashes = np.concatenate([p["hashes"] for p in typed_parts])
-            dup_all = pd.Series(hashes).duplicated().to_numpy()
+            dup_all = _later_copies(typed_parts)
             before = _problems_before(typed_parts, schema, rows_in, int(dup_all.sum()))
             fatal = next((p for p in before if p.fatal), None)
             if fatal:
                 raise DataError(f"{source}: {fatal.message}")
-            keep = np.ones(rows_in, dtype=bool)
+            cols = _report_columns(typed_parts, schema, dq)
+            keep = None
             target_dropped = dups = 0
             if dq.auto_fix_enabled:
                 keep = np.concatenate([p["target"].to_numpy() for p in typed_parts])
@@ -211,34 +321,28 @@ def fix_partitioned(
                     dup = dup_all & keep
                     dups = int(dup.sum())
                     keep &= ~dup
-            bounds = np.cumsum([0] + [p["rows"] for p in typed_parts])
-            keeps = [(i, keep[a:b]) for i, (a, b) in enumerate(itertools.pairwise(bounds))]
-            merged = profiles.merge(run(functools.partial(_profile_part, schema=schema, spill=spill), keeps))
-            plan = _plan(merged, schema, dq)
-            fixed = run(functools.partial(_fix_part, schema=schema, plan=plan, out=staging, spill=spill), keeps)
+            masks = _per_part(keep, [p["rows"] for p in typed_parts])
+            if dq.auto_fix_enabled and (dq.fix_missing_values or dq.cap_outliers):
+                kinds = {c: schema.columns[c] for c in schema.features}
+                kept = profiles.merge(run(functools.partial(_profile_part, kinds=kinds, src=spill), masks))
+                fill = _fill_plan(kept, schema, cols) if dq.fix_missing_values else {}
+                step = replace(step, fill=fill)
+            if dq.auto_fix_enabled and dq.cap_outliers:
+                filled = profiles.Profile(kept.rows, {  # the fences are measured on the data as it leaves
+                    c: profiles.filled(kept.columns[c], fill[c]) if fill.get(c) is not None else kept.columns[c]
+                    for c in numeric
+                })
+                step = replace(step, fences=_fences(filled, numeric, dq.outlier_threshold_iqr), profile=True)
+                fixed, capped_dups = _cap_until_stable(run, schema, dq, step, masks, cols)
+                dups += capped_dups
+            else:
+                fixed = run(functools.partial(_fix_part, schema=schema, step=step), masks)
         shutil.rmtree(out, ignore_errors=True) if out.is_dir() else out.unlink(missing_ok=True)
         staging.rename(out)
     finally:
         shutil.rmtree(spill, ignore_errors=True)
         shutil.rmtree(staging, ignore_errors=True)
     rows_out = sum(p["rows"] for p in fixed)
-    cols: dict[str, dict[str, Any]] = {}
-    for col, kind in schema.columns.items():
-        info = cols[col] = {"kind": kind}
-        if kind == "numeric":
-            converted = _sum(typed_parts, col, "converted") if dq.auto_fix_enabled and dq.fix_dtypes else 0
-            info.update(dtype_mismatches=_sum(typed_parts, col, "text"), converted=converted)
-        info["missing"] = _sum(typed_parts, col, "missing")
-        if col in schema.ranges:
-            info["out_of_range"] = _sum(typed_parts, col, "range_typed")
-        todo = plan.get(col, {})
-        if "fences" in todo:
-            info["outliers_capped"] = sum(p["done"][col]["outliers_capped"] for p in fixed)
-            info.update(lower=round(todo["fences"][0], 6), upper=round(todo["fences"][1], 6))
-        if "fill" in todo:
-            info["missing_filled"] = filled = sum(p["done"][col]["missing_filled"] for p in fixed)
-            if filled:
-                info["fill_value"] = float(todo["fill"]) if kind == "numeric" else str(todo["fill"])
     after = _open_after(fixed, schema, rows_out)
     report = fix_report(rows_in, rows_out, len(before), after, dups, target_dropped, cols)
     return report | {"engine": engine_name, "partitions": len(parts)}

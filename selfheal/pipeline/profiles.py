@@ -23,6 +23,7 @@ import pandas as pd
 K = 2048  # KLL accuracy parameter: normalized rank error ~0.13% (single-sided), a few thousand items retained
 EXACT_VALUES = 100_000  # keep the values themselves up to this many per column: exact quantiles and tests
 LEVELS = 20  # value counts of a numeric column are kept while it has at most this many distinct values
+CHUNK = 1 << 20  # values fed to a sketch at a time when they are generated (filled()): 8 MB, whatever the count
 
 
 def _sketch() -> Any:
@@ -120,6 +121,18 @@ def merge_columns(a: ColumnProfile, b: ColumnProfile) -> ColumnProfile:
     exact = a.values is not None and b.values is not None and out.n <= EXACT_VALUES
     out.values = np.concatenate([a.values, b.values]) if exact else None
     return out
+
+
+def filled(col: ColumnProfile, value: float) -> ColumnProfile:
+    """A numeric column's profile once its missing values are filled with `value` (fix_data's fences are measured
+    on the filled data): the value is added `missing` times, to the sketch in chunks, so memory stays flat."""
+    n = col.missing
+    add = ColumnProfile("numeric", rows=0, missing=-n, n=n, mean=value, sketch=_sketch())  # rows: the same rows
+    for start in range(0, n, CHUNK):
+        add.sketch.update(np.full(min(CHUNK, n - start), value, dtype="float64"))
+    add.values = np.full(n, value, dtype="float64") if n <= EXACT_VALUES else None
+    add.counts = Counter({value: n})
+    return merge_columns(col, add)
 
 
 @dataclass

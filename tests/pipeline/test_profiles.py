@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from selfheal.core.config import DataQualityParams
-from selfheal.pipeline import profile_drift, profiles
+from selfheal.pipeline import partitioned, profile_drift, profiles
 from selfheal.pipeline.checks import infer_schema, read_csv_checked
 from selfheal.pipeline.drift import evidently_drift
 from selfheal.pipeline.fixes import fix
@@ -135,3 +135,72 @@ def test_four_partitions_on_a_two_worker_dask_cluster_match_the_single_file_loca
     for col, v in verdicts["local"].items():  # the same up to the order of floating-point sums
         assert verdicts["dask"][col] == {**v, "drift_score": pytest.approx(v["drift_score"], rel=1e-9)}
     assert sum(v["drifted"] for v in verdicts["local"].values()) >= 6
+
+
+def _both(tmp_path: Path, df: pd.DataFrame, target: str, dq: DataQualityParams, partition_mb: float
+          ) -> tuple[pd.DataFrame, dict, pd.DataFrame, dict]:
+    """fix and fix_partitioned (into clean.parquet) on the CSV of `df`: (in-memory frame, report, ours, report)."""
+    raw = tmp_path / "raw.csv"
+    df.to_csv(raw, index=False)
+    text = read_csv_checked(raw)
+    expected, report = fix(text, infer_schema(text, target), dq, source=str(raw))
+    out = tmp_path / "clean.parquet"
+    ours = fix_partitioned(str(raw), out, target, "regression", {}, {}, dq, "local", partition_mb)
+    assert ours.pop("engine") == "local" and ours.pop("partitions") >= 3
+    return expected, report, pd.read_parquet(out), ours
+
+
+@pytest.mark.parametrize("seed", [6, 2188, 4], ids=["3 passes", "4 passes", "bound of 10 passes"])
+def test_partitioned_fix_follows_fix_through_every_cap_pass(tmp_path: Path, seed: int) -> None:
+    """Sparse data and tight fences: dropping the rows capping made identical moves the quartiles, so `fix` caps
+    again (3, 4 and MAX_CAP_PASSES passes for these seeds); the partitioned fix takes the same passes."""
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame({"a": rng.choice([0, 1, 2, 3, 20, 50], 14).astype(float),
+                       "b": rng.choice([0, 1, 2, 30], 14).astype(float), "y": rng.choice([1, 2], 14).astype(float)})
+    dq = DataQualityParams(outlier_threshold_iqr=0.5)
+    expected, report, ours, ours_report = _both(tmp_path, df, "y", dq, partition_mb=0.00005)  # ~4 rows a part
+    assert report["duplicates_removed"] and sum(c.get("outliers_capped", 0) for c in report["columns"].values())
+    pd.testing.assert_frame_equal(ours, expected, check_dtype=False)
+    assert ours_report == report
+
+
+def test_partitioned_fix_drops_rows_capping_made_identical_across_partitions(tmp_path: Path) -> None:
+    """Two rows that differ only in an outlier, in the first and the last partition, become one row once capped;
+    the output is a fixed point: fixing it again (as parquet parts) changes nothing."""
+    df = make_housing(400, seed=11)
+    df.loc[400] = df.loc[7]
+    df.loc[7, "Population"], df.loc[400, "Population"] = 1e7, 2e7
+    df["HouseAge"] = df["HouseAge"].astype(object)
+    df.loc[[3, 200], "HouseAge"] = ["1e309", ""]  # a non-finite and a missing value: filled before the fences
+    expected, report, ours, ours_report = _both(tmp_path, df, "MedHouseVal", DataQualityParams(), 0.005)
+    assert report["duplicates_removed"] == 1 and len(expected) == 400 and report["valid_after"]
+    assert report["columns"]["HouseAge"]["non_finite"] == 1 and report["columns"]["HouseAge"]["missing_filled"] == 2
+    pd.testing.assert_frame_equal(ours, expected, check_dtype=False)
+    assert ours_report == report
+
+    again = fix_partitioned(str(tmp_path / "clean.parquet"), tmp_path / "again.parquet", "MedHouseVal",
+                            "regression", {}, {}, DataQualityParams(), "local", 64)
+    assert again["duplicates_removed"] == 0 and again["rows_out"] == 400 and again["problems_before"] == 0
+    assert not any(c.get("outliers_capped") or c.get("missing_filled") for c in again["columns"].values())
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "again.parquet"), ours)
+
+
+def test_partitioned_fix_from_sketches_is_within_their_error_in_one_pass(tmp_path: Path, monkeypatch) -> None:
+    """Above EXACT_VALUES the fences come from KLL sketches: within 1% of the fence span of `fix`'s, the same rows
+    and (almost) the same capped cells, and one fill-and-cap pass: a re-sketched estimate of the capped data
+    differs from the last one within the sketch's error, which must not start another pass."""
+    monkeypatch.setattr(profiles, "EXACT_VALUES", 0)
+    maps = []
+    real = partitioned._fix_part
+    monkeypatch.setattr(partitioned, "_fix_part", lambda *a, **kw: maps.append(1) or real(*a, **kw))
+    df = inject_faults(make_housing(40_000, seed=11), missing=0.01, outliers=0.002, duplicates=0.01,
+                       dtype_errors=0.002, seed=12)
+    expected, report, ours, ours_report = _both(tmp_path, df, "MedHouseVal", DataQualityParams(), 0.5)
+    parts = len(list((tmp_path / "clean.parquet").glob("part-*.parquet")))
+    assert len(maps) == parts
+    assert len(ours) == len(expected) and ours_report["duplicates_removed"] == report["duplicates_removed"]
+    for col in FEATURES:
+        a, b = ours_report["columns"][col], report["columns"][col]
+        span = b["upper"] - b["lower"]
+        assert abs(a["lower"] - b["lower"]) <= 0.01 * span and abs(a["upper"] - b["upper"]) <= 0.01 * span, col
+        assert abs(a["outliers_capped"] - b["outliers_capped"]) <= 0.01 * b["outliers_capped"] + 2, col

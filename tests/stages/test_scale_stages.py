@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from selfheal.core import workspace
 from selfheal.core.config import parse_params
 from selfheal.healing.filefix import write_csv
 from selfheal.ops import sandbox
@@ -34,14 +35,14 @@ def test_fix_data_above_partition_mb_writes_parquet_parts_equal_to_the_in_memory
     small = _stage(tmp_path, params)
     assert small.returncode == 0, small.stderr
     single = pd.read_parquet("data/clean/housing.parquet")
-    single_report = json.loads(Path("metrics/records/data_quality.json").read_text())
+    single_report = json.loads(workspace.DATA_QUALITY.read_text())
     assert Path("data/clean/housing.parquet").is_file()
 
     large = _stage(tmp_path, {**params, "scale": {"partition_mb": 0.05}})
     assert large.returncode == 0, large.stderr
     parts = Path("data/clean/housing.parquet")
     assert parts.is_dir() and len(list(parts.glob("part-*.parquet"))) >= 4
-    report = json.loads(Path("metrics/records/data_quality.json").read_text())
+    report = json.loads(workspace.DATA_QUALITY.read_text())
     assert report.pop("engine") == "local" and report.pop("partitions") >= 4
     assert report == single_report
     pd.testing.assert_frame_equal(pd.read_parquet(parts), single, check_dtype=False)
