@@ -81,8 +81,14 @@ def _recent(entries: list[dict[str, Any]], now: datetime, window: timedelta, **m
 
 
 def escalations(obs: Observations, params: Params) -> dict[str, str]:
-    """{issue: the rule it broke} from the audit trail (whether the issue is present now is plan's concern)."""
+    """{issue: the rule it broke} from the audit trail (whether the issue is present now is plan's concern), and
+    from a candidate whose input schema changed: whatever else heal does with it, a person decides on the data."""
     found: dict[str, str] = {}
+    v = obs.validation or {}
+    changes = v.get("schema_changes") or []
+    if changes and v.get("model_md5") == obs.model_md5 and obs.model_md5 != (obs.production or {}).get("md5"):
+        found["model"] = (f"the input schema changed ({'; '.join(changes)}): a person should look at the data "
+                          "(`selfheal promote --accept-schema-change` takes a model trained on it)")
     esc = params.escalation
     window, hours = timedelta(hours=esc.window_hours), f"{esc.window_hours:g} h"
     for issue, entries in obs.logs.items():

@@ -273,9 +273,15 @@ def _tags(root: Path) -> dict[str, str | None]:
     return tags
 
 
-def end_state(root: Path, raw: Path, clean: Path) -> list[str]:
-    """What is wrong with the project's state, checked from the outside; [] when it is good."""
+def end_state(root: Path, raw: Path, clean: Path, escalated: bool = False) -> list[str]:
+    """What is wrong with the project's state, checked from the outside; [] when it is good.
+
+    After an escalation the workspace may hold the candidate a person must decide on (e.g. a schema change that
+    `selfheal promote --accept-schema-change` would take): then production's own bytes must be in the DVC cache,
+    intact, so it can still be served and restored."""
     import pandas as pd
+
+    from selfheal.versions import vcs
 
     problems = []
     prod = atomic.read_json(root / workspace.PRODUCTION) or {}
@@ -283,7 +289,7 @@ def end_state(root: Path, raw: Path, clean: Path) -> list[str]:
     model_md5 = _md5(root / workspace.MODEL)
     if not prod.get("version") or tag_md5 is None:
         problems.append(f"production {prod.get('version')} is not a registered version")
-    elif model_md5 != tag_md5:
+    elif model_md5 != tag_md5 and not (escalated and _md5(vcs.cache_path(tag_md5, root)) == tag_md5):
         problems.append(f"{workspace.MODEL} md5 {model_md5} is not production {prod['version']}'s {tag_md5}")
     for log in LOGS:
         try:
@@ -400,7 +406,7 @@ def run_trial(fault: Fault, n: int, base: Path, work: Path, env: Env, rng: np.ra
         t.requests, t.requests_failed = load.requests, load.failed
         t.healthy_share = round(sum(h for _, h, _ in load.probes) / len(load.probes), 4) if load.probes else None
     after = atomic.read_json(root / workspace.PRODUCTION) or {}
-    t.end_state = end_state(root, raw, clean)
+    t.end_state = end_state(root, raw, clean, escalated=t.exit_code not in (0, None))
     if serving and fault.name != "port_taken_by_foreign_process" and load is not None:
         last = load.probes[-1] if load.probes else None
         if last is None or not last[1] or last[2] != after.get("md5"):

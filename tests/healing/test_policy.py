@@ -309,9 +309,13 @@ def test_schema_change_escalates_instead_of_promoting_or_rolling_back() -> None:
     assert "column 'HouseAge' was numeric, now categorical" in d["gate"].reason
     assert "selfheal promote --accept-schema-change" in d["gate"].reason
     # a schema change on a model that also fails on quality is rolled back as any failed model
+    # a schema change on a model that also fails on quality is rolled back as any failed model, and escalated:
+    # the data changed shape, which no rollback repairs
     bad = {**changed, "passed_except_schema": False, "failures": ["r2 0.500 below threshold 0.700"]}
-    d = {d.step: d for d in plan(replace(HEALTHY, validation=bad, model_md5="n" * 32), params())}
-    assert d["gate"].action == "rollback" and "r2 0.500 below threshold 0.700" in d["gate"].reason
+    gate = [d for d in plan(replace(HEALTHY, validation=bad, model_md5="n" * 32), params()) if d.step == "gate"]
+    assert [d.action for d in gate] == ["rollback", "escalate"]
+    assert "r2 0.500 below threshold 0.700" in gate[0].reason
+    assert "column 'HouseAge' was numeric, now categorical" in gate[1].reason
 
 
 def test_drift_after_retraining_on_this_very_batch_is_explained_not_retrained_again() -> None:
