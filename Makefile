@@ -93,7 +93,7 @@ heal-plan: $(STAMP) ## Print what `make heal` would do and why; changes nothing
 rollback: $(STAMP) ## Restore the last good production model; VERSION=v0.0.3 (or v20241120_150000) restores that one
 	$(BIN)/selfheal rollback $(if $(VERSION),--version $(VERSION))
 
-retrain: $(STAMP) ## Retrain if metrics/drift.json shows drift and the cooldown has passed (FORCE=1 skips the cooldown)
+retrain: $(STAMP) ## Retrain if metrics/records/drift.json shows drift and the cooldown has passed (FORCE=1 skips the cooldown)
 	$(BIN)/selfheal retrain $(if $(FORCE),--force)
 
 fix-data: $(STAMP) ## Fix a CSV in place as fix_data would (backup first): DATA=path (default data.raw)
