@@ -17,7 +17,6 @@ trial passes when its outcome is the fault's expected one.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import socket
@@ -34,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from selfheal.core import atomic, workspace
+from selfheal.core import atomic, clock, workspace
 from selfheal.core.errors import SelfHealError
 from selfheal.ops import sandbox
 from selfheal.ops.faults import Fault, Project
@@ -74,7 +73,7 @@ def _selfheal() -> str:
 
 
 def _md5(path: Path) -> str | None:
-    return hashlib.md5(path.read_bytes()).hexdigest() if path.is_file() else None
+    return atomic.md5_file(path) if path.is_file() else None
 
 
 def _free_port() -> int:
@@ -534,14 +533,13 @@ def _fmt(v: Any) -> str:
 def run(source: Path, faults: list[Fault], *, repeat: int = 1, seed: int = 42, quick: bool = False,
         keep: Path | None = None, say: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the drill on a copy of the project at `source`; returns the scorecard (also written by the CLI)."""
-    from datetime import UTC, datetime
 
     import yaml
 
     env = Env(mlflow=not quick)
     revision = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=source, capture_output=True,
                               text=True).stdout.strip() or "unknown"
-    started = datetime.now(UTC).replace(microsecond=0).isoformat()
+    started = clock.now_iso()
     tmp = Path(tempfile.mkdtemp(prefix="selfheal-drill-")) if keep is None else keep
     try:
         base = tmp / "baseline" / "project"
