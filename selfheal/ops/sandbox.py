@@ -17,6 +17,7 @@ import yaml
 
 from selfheal.core import workspace
 from selfheal.service import procs
+from selfheal.versions import vcs
 
 PROJECT_FILES = [
     str(workspace.DVC_YAML),
@@ -106,6 +107,26 @@ def create(dest: Path, source: Path, **params: dict) -> Path:
     run(["git", "init", "-q", "-b", "main"], dest)
     run(["selfheal", "synth"], dest)
     commit(dest, "project as cloned")
+    return dest
+
+
+def clone(dest: Path, source: Path, remote: Path) -> Path:
+    """A fresh clone of the git + DVC repository at `source` (its commits and tags; no git remote, so nothing is
+    ever pushed back), its DVC outputs pulled from the source's cache (read only: never the source's DVC remote),
+    and every DVC remote replaced by the local folder `remote`. Outputs missing from that cache are left to
+    `dvc repro`."""
+    run(["git", "clone", "-q", "--no-hardlinks", str(source), str(dest)], dest.parent)
+    run(["git", "remote", "remove", "origin"], dest)
+    for line in run(["dvc", "remote", "list", "--project"], dest).stdout.splitlines():
+        if line.split():
+            run(["dvc", "remote", "remove", "--project", line.split()[0]], dest)
+    cache = vcs.cache_dir(source)
+    run(["dvc", "remote", "add", "--local", "source-cache", str(cache)], dest)
+    run(["dvc", "pull", "-q", "-r", "source-cache", "--allow-missing"], dest, check=False)
+    run(["dvc", "fetch", "-q", "-r", "source-cache", "--all-tags"], dest, check=False)  # versions to roll back to
+    run(["dvc", "remote", "remove", "--local", "source-cache"], dest)
+    remote.mkdir(parents=True, exist_ok=True)
+    run(["dvc", "remote", "add", "--project", "--default", "drill", str(remote)], dest)
     return dest
 
 
