@@ -93,9 +93,9 @@ def prepare(source: Path, dest: Path, config: Project, env: Env, say: Any) -> di
     say("drill: cloning the project (its git history and tags, its outputs from your DVC cache)")
     sandbox.clone(dest, source, dest.parent.parent / "remote")
     shutil.copy2(source / PROJECT_FILE, dest / PROJECT_FILE)  # the configuration being drilled, even uncommitted
-    sandbox.run(["git", "add", "--", str(PROJECT_FILE), ".dvc/config"], dest)
-    sandbox.run(["git", "commit", "-q", "--allow-empty", "-m", "drill: selfheal.yaml and the drill's DVC remote"],
-                dest)
+    sandbox.must(["git", "add", "--", str(PROJECT_FILE), ".dvc/config"], dest)
+    sandbox.must(["git", "commit", "-q", "--allow-empty", "-m", "drill: selfheal.yaml and the drill's DVC remote"],
+                 dest)
     say("drill: preparing the baseline (dvc repro, then selfheal heal)")
     proc, repro = env.run(["dvc", "repro"], dest)
     if proc.returncode != 0:
@@ -106,9 +106,9 @@ def prepare(source: Path, dest: Path, config: Project, env: Env, say: Any) -> di
     if proc.returncode != 0 or prod is None:
         raise SelfHealError(f"drill: the baseline heal left no {spec.stage} version of {spec.artifact}: "
                             f"{(proc.stdout + proc.stderr)[-500:]}")
-    sandbox.run(["git", "add", "-A"], dest)
-    sandbox.run(["git", "commit", "-q", "--allow-empty", "-m", "drill baseline"], dest)
-    sandbox.run(["dvc", "push", "-q"], dest)  # the drill's remote holds the baseline, as a user's would
+    sandbox.must(["git", "add", "-A"], dest)
+    sandbox.must(["git", "commit", "-q", "--allow-empty", "-m", "drill baseline"], dest)
+    sandbox.must(["dvc", "push", "-q"], dest)  # the drill's remote holds the baseline, as a user's would
     problems = end_state(dest, spec, {}, set())
     plan, _ = env.run([_selfheal(), "heal", "--plan"], dest)
     acting = [line for line in plan.stdout.splitlines() if line.startswith("  ") and " ok " not in line]
@@ -127,7 +127,7 @@ def spec_of(root: Path, config: Project) -> Spec:
 # -- judging, from the outside --------------------------------------------------------------------------------
 
 def _git(root: Path, *args: str) -> str:
-    return sandbox.run(["git", *args], root).stdout
+    return sandbox.must(["git", *args], root)
 
 
 def tags(root: Path) -> dict[str, str]:
