@@ -496,15 +496,19 @@ def summarise(trials: list[Trial], baseline: dict[str, Any]) -> dict[str, Any]:
 def markdown(card: dict[str, Any]) -> str:
     s = card["summary"]
     project = card.get("project") or {"kind": "selfheal", "artifact": "model", "name": "selfheal"}
+    ours = project["kind"] == "selfheal"
+    about = ("our own pipeline, " + ("quick" if card["quick"] else "default") + " data" if ours
+             else f"guarded through selfheal.yaml, kind {project['kind']}, its own data")
     lines = [
         f"# selfheal drill: {s['passed']}/{s['trials']} trials as expected",
         "",
-        f"Project `{project['name']}` ({'our own pipeline' if project['kind'] == 'selfheal' else 'guarded by selfheal.yaml, kind dvc'}), "
-        f"artifact `{project['artifact']}`. Seed {card['seed']}, revision `{card['revision']}`, {'quick' if card['quick'] else 'default'} data, "
-        f"{card['repeat']} trial(s) per kind, {card['started_at']}; baseline {card['baseline']['version']}, "
-        f"cold `dvc repro` {card['baseline']['cold_repro_s']} s. Missed: {s['missed']}, wrong actions: {s['wrong']}.",
+        f"Project `{project['name']}` ({about}), artifact `{project['artifact']}`. Seed {card['seed']}, revision "
+        f"`{card['revision']}`, {card['repeat']} trial(s) per kind, {card['started_at']}; baseline "
+        f"{card['baseline']['version']}, {'cold' if ours else 'baseline'} `dvc repro` "
+        f"{card['baseline']['cold_repro_s']} s. Missed: {s['missed']}, wrong actions: {s['wrong']}.",
         "",
     ]
+    groups = {k["group"] for k in s["kinds"].values()}
     for group in ("data", "model", "drift", "service", "config"):
         rows = [(n, k) for n, k in s["kinds"].items() if k["group"] == group]
         if not rows:
@@ -524,13 +528,16 @@ def markdown(card: dict[str, Any]) -> str:
         f"- Auto-fix success rate: {_fmt(s['auto_fix_success_rate'])} % of trials ended as expected",
         f"- Rollbacks (and restores) performed: {s['rollbacks']}; failed requests during them: "
         f"{s['failed_requests_during_rollbacks']}",
-        f"- Mean time to recovery (median of healed trials): {_fmt(s['mttr_s'])} s; service crash in watch mode "
-        f"{_fmt(s['mttr_service_crash_s'])} s, hang {_fmt(s['mttr_service_hang_s'])} s",
-        f"- Drift response (drift detected to a promoted retrained model): {_fmt(s['drift_response_s'])} s, "
-        f"{_fmt(s['drift_response_vs_cold_repro'])}x the cold `dvc repro`",
-        f"- Service uptime during the service trials: {_fmt(s['service_uptime_pct'])} % of health probes",
-        "",
+        f"- Mean time to recovery (median of healed trials): {_fmt(s['mttr_s'])} s"
+        + (f"; service crash in watch mode {_fmt(s['mttr_service_crash_s'])} s, hang "
+           f"{_fmt(s['mttr_service_hang_s'])} s" if "service" in groups else ""),
     ]
+    if "drift" in groups:
+        lines.append(f"- Drift response (drift detected to a promoted retrained model): {_fmt(s['drift_response_s'])}"
+                     f" s, {_fmt(s['drift_response_vs_cold_repro'])}x the cold `dvc repro`")
+    if "service" in groups:
+        lines.append(f"- Service uptime during the service trials: {_fmt(s['service_uptime_pct'])} % of health probes")
+    lines.append("")
     problems = [t for t in card["trials"] if not t["ok"]]
     if problems:
         lines += ["## Trials not as expected", ""]

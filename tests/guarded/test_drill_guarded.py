@@ -35,8 +35,8 @@ def _really_production(copy: Path) -> str:
     model.pkl and every file of eval/ (through the `.dir` manifest in the DVC cache). Returns the version."""
     listing = run(["git", "for-each-ref", "--format=%(refname:strip=2) %(*objectname)", "refs/tags/"], copy).stdout
     tags = dict(line.split() for line in listing.splitlines())
-    counter, commit = max((int(m.group(1)), c) for t, c in tags.items()
-                          if (m := re.fullmatch(rf"{foreign.ARTIFACT}#prod#(\d+)", t)))
+    _, commit = max((int(m.group(1)), c) for t, c in tags.items()
+                    if (m := re.fullmatch(rf"{foreign.ARTIFACT}#prod#(\d+)", t)))
     version = next(t for t, c in tags.items() if c == commit and "@v" in t)
     lock = yaml.safe_load(run(["git", "show", f"{commit}:dvc.lock"], copy).stdout)["stages"]
     outs = {o["path"]: o["md5"] for stage in ("train", "evaluate") for o in lock[stage]["outs"]}
@@ -77,7 +77,7 @@ def test_quick_drill_on_a_guarded_project_heals_for_real_and_leaves_the_project_
     assert all(t["ok"] and t["detected"] and t["end_state_good"] for t in trials.values())
     assert "rollback" in trials["candidate_below_gate"]["action"]
     assert "gate.direction" in trials["invalid_selfheal_yaml_value"]["note"]
-    for name, t in trials.items():  # every healed (and the escalated) copy: production really intact
+    for name in trials:  # every healed (and the escalated) copy: production really intact
         assert _really_production(keep / "trials" / f"{name}-1") == f"{foreign.ARTIFACT}@v1.0.0", name
     card_md = (repo / ".selfheal/drill.md").read_text()
     assert "# selfheal drill: 4/4 trials as expected" in card_md
@@ -120,7 +120,7 @@ def test_kinds_are_enabled_by_what_the_guarded_project_offers(tmp_path: Path) ->
     needy = faults.Fault("needs_service", "service", "healed", lambda p, r: "", needs=frozenset({"dvc", "service"}))
     assert needy.needs <= full and not needy.needs <= bare
     # our pipeline's kinds do not apply to a guarded project: a clear error, naming what is missing
-    with pytest.raises(SelfHealError, match="'missing_values' does not apply to this project.*selfheal"):
+    with pytest.raises(SelfHealError, match=r"'missing_values' does not apply to this project \(it needs: selfheal\)"):
         faults.select("missing_values", bare)
     assert [f.name for f in faults.select("model", faults.OURS)] == [
         "candidate_below_threshold", "corrupted_model_file", "deleted_model_file"]
