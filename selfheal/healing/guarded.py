@@ -48,9 +48,23 @@ def _data_changed(project: Project, lock: dict[str, Any], cwd: Path) -> list[str
                                                                 or atomic.md5_file(cwd / d) != recorded[d])]
 
 
-def _altered(project: Project, lock: dict[str, Any], cwd: Path) -> list[str]:
-    """Outputs of the version stages (the model, and e.g. the evaluation's `eval/` directory) missing from the
-    workspace, or not the bytes dvc.lock pins: a directory is checked file by file against its manifest."""
+def _altered(hashes: dict[str, str], cwd: Path) -> list[str]:
+    """A candidate's model outputs missing from the workspace, or files whose bytes are not what dvc.lock pins
+    (the gate then judges it; a rollback puts every file of production's directories back anyway)."""
+    out = []
+    for path, md5 in hashes.items():
+        target = cwd / path
+        if md5.endswith(".dir"):
+            if not target.is_dir():
+                out.append(path)
+        elif not target.is_file() or atomic.md5_file(target) != md5:
+            out.append(path)
+    return out
+
+
+def _not_as_pinned(project: Project, lock: dict[str, Any], cwd: Path) -> list[str]:
+    """Production's version outputs (the model, and e.g. the evaluation's `eval/` directory) that are not the
+    bytes dvc.lock pins: a directory is checked file by file against its manifest in the cache."""
     return [path for stage in project.model.stages for path, md5 in vcs.hashes(lock.get(stage) or {}).items()
             if md5 and checkout.differs(path, md5, cwd)]
 
@@ -68,11 +82,12 @@ def decide(project: Project, cwd: Path = Path(".")) -> list[Step]:
     reg = configured.Registry(project, cwd)
     prod = reg.production()
     ident = configured.identity(hashes)
-    altered = _altered(project, lock, cwd)
     if prod is not None and ident == reg.identity(prod):
+        altered = _not_as_pinned(project, lock, cwd)
         if altered:
             return [Step("model", "restore", f"{', '.join(altered)} differ from {prod.tag} as dvc.lock pins it")]
         return [Step("model", "ok", f"{prod.tag} is {project.gate.stage}")]
+    altered = _altered(hashes, cwd)
     if altered:
         return [Step("model", "refuse" if prod is None else "restore",
                      f"{', '.join(altered)} differ from dvc.lock; run `dvc checkout` or `dvc repro`")]
