@@ -526,8 +526,9 @@ def markdown(card: dict[str, Any]) -> str:
         "## The seed's success metrics, measured",
         "",
         f"- Auto-fix success rate: {_fmt(s['auto_fix_success_rate'])} % of trials ended as expected",
-        f"- Rollbacks (and restores) performed: {s['rollbacks']}; failed requests during them: "
-        f"{s['failed_requests_during_rollbacks']}",
+        f"- Rollbacks (and restores) performed: {s['rollbacks']}"
+        + (f"; failed requests during them: {s['failed_requests_during_rollbacks']}"
+           if any(k["requests"] for k in s["kinds"].values()) else " (no service under load in this drill)"),
         f"- Mean time to recovery (median of healed trials): {_fmt(s['mttr_s'])} s"
         + (f"; service crash in watch mode {_fmt(s['mttr_service_crash_s'])} s, hang "
            f"{_fmt(s['mttr_service_hang_s'])} s" if "service" in groups else ""),
