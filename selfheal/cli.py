@@ -413,21 +413,27 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] =
 
 @app.command()
 def drill(
-    faults: Annotated[str, typer.Option(help="all, a group (data, model, drift, service, config) or fault names, comma-separated")] = "all",
+    faults: Annotated[str, typer.Option(help="all, a group (data, model, drift, service, config) or fault names, comma-separated; only those that apply to this project")] = "all",
     repeat: Annotated[int, typer.Option(min=1, help="Trials per fault kind")] = 1,
     seed: Annotated[int, typer.Option(help="Seed of the fault injection (same seed, same faults)")] = 42,
-    quick: Annotated[bool, typer.Option(help="Small data and no MLflow: the CI-sized drill")] = False,
-    out: Annotated[Path, typer.Option(help="Scorecard JSON")] = workspace.DRILL,
-    card: Annotated[Path, typer.Option(help="Scorecard Markdown")] = workspace.DRILL_CARD,
+    quick: Annotated[bool, typer.Option(help="Small data and no MLflow: the CI-sized drill (our pipeline)")] = False,
+    out: Annotated[Path | None, typer.Option(help=f"Scorecard JSON [default: {workspace.DRILL}; .selfheal/drill.json in a guarded project]")] = None,
+    card: Annotated[Path | None, typer.Option(help=f"Scorecard Markdown [default: {workspace.DRILL_CARD}; .selfheal/drill.md in a guarded project]")] = None,
     keep: Annotated[Path | None, typer.Option(help="Keep the throwaway copies in this (new) folder")] = None,
 ) -> None:
-    """Inject faults into a throwaway copy of this project, let selfheal heal, and score it (never touches the
-    workspace or its remote); exit 1 unless every trial ended as expected."""
+    """Inject faults into a throwaway copy of this project (ours, or one guarded by selfheal.yaml), let selfheal
+    heal, and score it (never touches the workspace or its remotes); exit 1 unless every trial ended as
+    expected."""
     from selfheal.core import atomic
     from selfheal.ops import drill as run_drill
     from selfheal.ops.faults import select
 
-    scorecard = run_drill.run(Path.cwd(), select(faults), repeat=repeat, seed=seed, quick=quick, keep=keep,
+    on = run_drill.target(Path.cwd())
+    chosen = select(faults, on.capabilities)
+    if on.config is not None:
+        out, card = out or on.config.record("drill.json"), card or on.config.record("drill.md")
+    out, card = out or workspace.DRILL, card or workspace.DRILL_CARD
+    scorecard = run_drill.run(Path.cwd(), chosen, on=on, repeat=repeat, seed=seed, quick=quick, keep=keep,
                               say=typer.echo)
     atomic.write_json(out, scorecard)
     atomic.write_text(card, run_drill.markdown(scorecard))

@@ -4,8 +4,8 @@ One pass: (data) when a configured data dep changed since dvc.lock recorded it, 
 section); (model) a candidate whose model outputs differ from production is judged on the configured metric -
 promoted when it passes, rolled back to production (every output md5-verified) when it does not; a model output
 missing or altered in the workspace is restored. Everything selfheal writes goes to the records directory.
-Observing reads dvc.lock, the metrics file, the GTO tags and one md5 per model file, so a heal on a healthy
-project stays well under a second.
+Observing reads dvc.lock, the metrics file, the GTO tags and one md5 per file of the version stages' outputs
+(a directory through its manifest in the DVC cache), so a heal on a healthy project stays well under a second.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 from selfheal.core import atomic, audit, clock
 from selfheal.core.errors import SelfHealError
 from selfheal.core.project import Project
-from selfheal.versions import configured, vcs
+from selfheal.versions import checkout, configured, vcs
 
 RETRAINING_LOG = "retraining_log.json"
 STATUS = "status.json"
@@ -49,7 +49,8 @@ def _data_changed(project: Project, lock: dict[str, Any], cwd: Path) -> list[str
 
 
 def _altered(hashes: dict[str, str], cwd: Path) -> list[str]:
-    """Model outputs missing from the workspace, or files whose bytes are not what dvc.lock pins."""
+    """A candidate's model outputs missing from the workspace, or files whose bytes are not what dvc.lock pins
+    (the gate then judges it; a rollback puts every file of production's directories back anyway)."""
     out = []
     for path, md5 in hashes.items():
         target = cwd / path
@@ -59,6 +60,13 @@ def _altered(hashes: dict[str, str], cwd: Path) -> list[str]:
         elif not target.is_file() or atomic.md5_file(target) != md5:
             out.append(path)
     return out
+
+
+def _not_as_pinned(project: Project, lock: dict[str, Any], cwd: Path) -> list[str]:
+    """Production's version outputs (the model, and e.g. the evaluation's `eval/` directory) that are not the
+    bytes dvc.lock pins: a directory is checked file by file against its manifest in the cache."""
+    return [path for stage in project.model.stages for path, md5 in vcs.hashes(lock.get(stage) or {}).items()
+            if md5 and checkout.differs(path, md5, cwd)]
 
 
 def decide(project: Project, cwd: Path = Path(".")) -> list[Step]:
@@ -74,11 +82,12 @@ def decide(project: Project, cwd: Path = Path(".")) -> list[Step]:
     reg = configured.Registry(project, cwd)
     prod = reg.production()
     ident = configured.identity(hashes)
-    altered = _altered(hashes, cwd)
     if prod is not None and ident == reg.identity(prod):
+        altered = _not_as_pinned(project, lock, cwd)
         if altered:
             return [Step("model", "restore", f"{', '.join(altered)} differ from {prod.tag} as dvc.lock pins it")]
         return [Step("model", "ok", f"{prod.tag} is {project.gate.stage}")]
+    altered = _altered(hashes, cwd)
     if altered:
         return [Step("model", "refuse" if prod is None else "restore",
                      f"{', '.join(altered)} differ from dvc.lock; run `dvc checkout` or `dvc repro`")]

@@ -17,6 +17,7 @@ trial passes when its outcome is the fault's expected one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import socket
@@ -35,13 +36,16 @@ import numpy as np
 
 from selfheal.core import atomic, clock, workspace
 from selfheal.core.errors import SelfHealError
+from selfheal.core.project import Project as GuardedProject
 from selfheal.ops import sandbox
-from selfheal.ops.faults import Fault, Project
+from selfheal.ops.faults import OURS, Fault, Project
 from selfheal.service import procs
 
 QUICK_SYNTH = {"rows": 3000, "current_rows": 800}  # the test suite's small data: a repro takes seconds
 WATCH_DEADLINE_S = 30.0
 LOAD_INTERVAL_S = 0.02
+ACTING = ("run_pipeline", "promote", "rollback", "restore", "retrain", "recover", "escalate", "report", "repro",
+          "refuse")  # a `heal --plan` decision with one of these: the problem is detected
 LOGS = (workspace.DATA_FIX_LOG, workspace.ROLLBACK_LOG, workspace.RETRAINING_LOG, workspace.RECOVERY_LOG,
         workspace.ALERTS_LOG, workspace.HEAL_LOG)
 
@@ -338,9 +342,34 @@ def _heal_actions(stdout: str) -> list[str]:
     acts = []
     for line in stdout.splitlines():
         parts = line.split(": ")
-        if line.startswith("heal: ") and len(parts) >= 3 and parts[2] not in ("skip", "done", "FAILED"):
+        if line.startswith("heal: ") and len(parts) >= 3 and parts[2] not in ("skip", "ok", "done", "FAILED"):
             acts.append(parts[2])
     return list(dict.fromkeys(acts))
+
+
+def heal(t: Trial, root: Path, env: Env) -> None:
+    """What production runs: `selfheal heal --plan` (when the problem is detected), then `selfheal heal`."""
+    plan, seconds = env.run([_selfheal(), "heal", "--plan"], root)
+    decisions = [line for line in plan.stdout.splitlines() if line.startswith("  ")]
+    t.detected = plan.returncode != 0 or any(f" {a} " in line for line in decisions for a in ACTING)
+    t.time_to_detect_s = round(seconds, 3)
+    done, seconds = env.run([_selfheal(), "heal"], root)
+    t.exit_code, t.time_to_recover_s = done.returncode, round(seconds, 2)
+    t.action = ",".join(_heal_actions(done.stdout)) or ("error" if done.returncode else "")
+    t.note = (done.stderr.strip().splitlines() or done.stdout.strip().splitlines() or [""])[-1][:200]
+
+
+def _watch(t: Trial, watcher: Watcher, load: Load, t0: float, prod_md5: str | None) -> None:
+    """Wait for `recover --watch` to bring the service back (serving production's model), and time it."""
+    deadline = time.monotonic() + WATCH_DEADLINE_S
+    while time.monotonic() < deadline and load.recovered_after(t0, prod_md5) is None:
+        time.sleep(0.05)
+    recovered = load.recovered_after(t0, prod_md5)
+    detected_at = watcher.first("Health check failed", t0)
+    t.detected, t.action = detected_at is not None, "recover" if detected_at is not None else ""
+    t.time_to_detect_s = round(detected_at - t0, 3) if detected_at is not None else None
+    t.time_to_recover_s = round(recovered, 3) if recovered is not None else None
+    t.exit_code = watcher.proc.poll()
 
 
 def run_trial(fault: Fault, n: int, base: Path, work: Path, env: Env, rng: np.random.Generator,
@@ -354,13 +383,13 @@ def run_trial(fault: Fault, n: int, base: Path, work: Path, env: Env, rng: np.ra
     tags_before = _tags(root)
     serving = fault.needs_service or fault.group == "model"  # model faults: is a rollback seen by clients?
     load: Load | None = None
-    watcher: Watcher | None = None
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.callback(sandbox.kill_all_in, root)  # runs last: after the load has stopped
         service = _start_service(root, url) if serving else None
         if serving:
-            load = Load(url, _record(root)).__enter__()
-        if fault.under_watch:
-            watcher = Watcher(root, env)
+            load = stack.enter_context(Load(url, _record(root)))
+        watcher = Watcher(root, env) if fault.under_watch else None
+        if watcher is not None:
             watcher.wait_ready()
         project = Project(root, root / raw, root / current, data["target"],
                           service.pid if service is not None else None, int(url.rsplit(":", 1)[1]))
@@ -374,33 +403,11 @@ def run_trial(fault: Fault, n: int, base: Path, work: Path, env: Env, rng: np.ra
         if fault.then_repro:  # the candidate / the drift measurement heal then judges
             env.run(["dvc", "repro"], root)
         if watcher is not None and load is not None:
-            prod_md5 = before.get("md5")
-            deadline = time.monotonic() + WATCH_DEADLINE_S
-            while time.monotonic() < deadline and load.recovered_after(t0, prod_md5) is None:
-                time.sleep(0.05)
-            recovered = load.recovered_after(t0, prod_md5)
-            detected_at = watcher.first("Health check failed", t0)
-            t.detected, t.action = detected_at is not None, "recover" if detected_at is not None else ""
-            t.time_to_detect_s = round(detected_at - t0, 3) if detected_at is not None else None
-            t.time_to_recover_s = round(recovered, 3) if recovered is not None else None
-            t.exit_code = watcher.proc.poll()
+            _watch(t, watcher, load, t0, before.get("md5"))
         else:
-            plan, t.time_to_detect_s = env.run([_selfheal(), "heal", "--plan"], root)
-            decisions = [line for line in plan.stdout.splitlines() if line.startswith("  ")]
-            t.detected = plan.returncode != 0 or any(f" {a} " in line for line in decisions
-                                                     for a in ("run_pipeline", "promote", "rollback", "restore",
-                                                               "retrain", "recover", "escalate", "report"))
-            t.time_to_detect_s = round(t.time_to_detect_s, 3)
-            heal, seconds = env.run([_selfheal(), "heal"], root)
-            t.exit_code, t.time_to_recover_s = heal.returncode, round(seconds, 2)
-            t.action = ",".join(_heal_actions(heal.stdout)) or ("error" if heal.returncode else "")
-            t.note = (heal.stderr.strip().splitlines() or heal.stdout.strip().splitlines() or [""])[-1][:200]
+            heal(t, root, env)
         if load is not None:
             time.sleep(0.3)  # a last few requests against the end state
-    finally:
-        if load is not None:
-            load.__exit__(None, None, None)
-        sandbox.kill_all_in(root)
     if load is not None:
         t.requests, t.requests_failed = load.requests, load.failed
         t.healthy_share = round(sum(h for _, h, _ in load.probes) / len(load.probes), 4) if load.probes else None
@@ -410,14 +417,19 @@ def run_trial(fault: Fault, n: int, base: Path, work: Path, env: Env, rng: np.ra
         last = load.probes[-1] if load.probes else None
         if last is None or not last[1] or last[2] != after.get("md5"):
             t.end_state.append("the service does not answer with production's model")
-    t.end_state_good = not t.end_state
     prod_changed = after.get("version") != before.get("version")
     new_versions = bool(set(_tags(root)) - set(tags_before))
+    judge(fault, t, prod_changed=prod_changed, new_versions=new_versions,
+          fixed=_fixed(fault, t, root, raw, prod_changed))
+    return t
+
+
+def judge(fault: Fault, t: Trial, *, prod_changed: bool, new_versions: bool, fixed: bool) -> None:
+    """Set the trial's outcome from its end state (already filled in) and what changed."""
+    t.end_state_good = not t.end_state
     acted = bool(t.action) and t.action != "error"
-    fixed = _fixed(fault, t, root, raw, prod_changed)
     t.outcome = classify(fault, t, prod_changed=prod_changed, new_versions=new_versions, fixed=fixed, acted=acted)
     t.ok = t.outcome == fault.expected
-    return t
 
 
 def _fixed(fault: Fault, t: Trial, root: Path, raw: Path, prod_changed: bool) -> bool:
@@ -483,14 +495,20 @@ def summarise(trials: list[Trial], baseline: dict[str, Any]) -> dict[str, Any]:
 
 def markdown(card: dict[str, Any]) -> str:
     s = card["summary"]
+    project = card.get("project") or {"kind": "selfheal", "artifact": "model", "name": "selfheal"}
+    ours = project["kind"] == "selfheal"
+    about = ("our own pipeline, " + ("quick" if card["quick"] else "default") + " data" if ours
+             else f"guarded through selfheal.yaml, kind {project['kind']}, its own data")
     lines = [
         f"# selfheal drill: {s['passed']}/{s['trials']} trials as expected",
         "",
-        f"Seed {card['seed']}, revision `{card['revision']}`, {'quick' if card['quick'] else 'default'} data, "
-        f"{card['repeat']} trial(s) per kind, {card['started_at']}; baseline {card['baseline']['version']}, "
-        f"cold `dvc repro` {card['baseline']['cold_repro_s']} s. Missed: {s['missed']}, wrong actions: {s['wrong']}.",
+        f"Project `{project['name']}` ({about}), artifact `{project['artifact']}`. Seed {card['seed']}, revision "
+        f"`{card['revision']}`, {card['repeat']} trial(s) per kind, {card['started_at']}; baseline "
+        f"{card['baseline']['version']}, {'cold' if ours else 'baseline'} `dvc repro` "
+        f"{card['baseline']['cold_repro_s']} s. Missed: {s['missed']}, wrong actions: {s['wrong']}.",
         "",
     ]
+    groups = {k["group"] for k in s["kinds"].values()}
     for group in ("data", "model", "drift", "service", "config"):
         rows = [(n, k) for n, k in s["kinds"].items() if k["group"] == group]
         if not rows:
@@ -508,15 +526,19 @@ def markdown(card: dict[str, Any]) -> str:
         "## The seed's success metrics, measured",
         "",
         f"- Auto-fix success rate: {_fmt(s['auto_fix_success_rate'])} % of trials ended as expected",
-        f"- Rollbacks (and restores) performed: {s['rollbacks']}; failed requests during them: "
-        f"{s['failed_requests_during_rollbacks']}",
-        f"- Mean time to recovery (median of healed trials): {_fmt(s['mttr_s'])} s; service crash in watch mode "
-        f"{_fmt(s['mttr_service_crash_s'])} s, hang {_fmt(s['mttr_service_hang_s'])} s",
-        f"- Drift response (drift detected to a promoted retrained model): {_fmt(s['drift_response_s'])} s, "
-        f"{_fmt(s['drift_response_vs_cold_repro'])}x the cold `dvc repro`",
-        f"- Service uptime during the service trials: {_fmt(s['service_uptime_pct'])} % of health probes",
-        "",
+        f"- Rollbacks (and restores) performed: {s['rollbacks']}"
+        + (f"; failed requests during them: {s['failed_requests_during_rollbacks']}"
+           if any(k["requests"] for k in s["kinds"].values()) else " (no service under load in this drill)"),
+        f"- Mean time to recovery (median of healed trials): {_fmt(s['mttr_s'])} s"
+        + (f"; service crash in watch mode {_fmt(s['mttr_service_crash_s'])} s, hang "
+           f"{_fmt(s['mttr_service_hang_s'])} s" if "service" in groups else ""),
     ]
+    if "drift" in groups:
+        lines.append(f"- Drift response (drift detected to a promoted retrained model): {_fmt(s['drift_response_s'])}"
+                     f" s, {_fmt(s['drift_response_vs_cold_repro'])}x the cold `dvc repro`")
+    if "service" in groups:
+        lines.append(f"- Service uptime during the service trials: {_fmt(s['service_uptime_pct'])} % of health probes")
+    lines.append("")
     problems = [t for t in card["trials"] if not t["ok"]]
     if problems:
         lines += ["## Trials not as expected", ""]
@@ -530,12 +552,32 @@ def _fmt(v: Any) -> str:
     return "-" if v is None else str(v)
 
 
-def run(source: Path, faults: list[Fault], *, repeat: int = 1, seed: int = 42, quick: bool = False,
-        keep: Path | None = None, say: Callable[[str], None] = print) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Target:
+    """The project a drill runs on: our own pipeline, or a guarded one (selfheal.yaml, kind dvc)."""
+
+    kind: str  # selfheal | dvc
+    artifact: str
+    capabilities: frozenset[str]
+    config: GuardedProject | None = None
+
+
+def target(source: Path) -> Target:
+    from selfheal.core import project
+    from selfheal.versions import registry
+
+    config = project.find(source)
+    if config is None:
+        return Target("selfheal", registry.ARTIFACT, OURS)
+    from selfheal.ops import drill_guarded
+
+    return Target("dvc", config.model.artifact, drill_guarded.capabilities(config, source), config)
+
+
+def run(source: Path, faults: list[Fault], *, on: Target | None = None, repeat: int = 1, seed: int = 42,
+        quick: bool = False, keep: Path | None = None, say: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the drill on a copy of the project at `source`; returns the scorecard (also written by the CLI)."""
-
-    import yaml
-
+    on = on or target(source)
     env = Env(mlflow=not quick)
     revision = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=source, capture_output=True,
                               text=True).stdout.strip() or "unknown"
@@ -543,23 +585,39 @@ def run(source: Path, faults: list[Fault], *, repeat: int = 1, seed: int = 42, q
     tmp = Path(tempfile.mkdtemp(prefix="selfheal-drill-")) if keep is None else keep
     try:
         base = tmp / "baseline" / "project"
-        baseline = prepare(source, base, env, quick, say)
-        params = yaml.safe_load((base / workspace.PARAMS).read_text(encoding="utf-8"))
         rng = np.random.default_rng(seed)
+        if on.config is None:
+            import yaml
+
+            baseline = prepare(source, base, env, quick, say)
+            params = yaml.safe_load((base / workspace.PARAMS).read_text(encoding="utf-8"))
+
+            def trial(fault: Fault, n: int) -> Trial:
+                return run_trial(fault, n, base, tmp / "trials", env, rng, params)
+        else:
+            from selfheal.ops import drill_guarded
+
+            config = on.config
+            baseline = drill_guarded.prepare(source, base, config, env, say)
+            spec = drill_guarded.spec_of(base, config)
+
+            def trial(fault: Fault, n: int) -> Trial:
+                return drill_guarded.run_trial(fault, n, base, tmp / "trials", env, rng, config, spec)
         trials: list[Trial] = []
         total = len(faults) * repeat
         for n in range(1, repeat + 1):
             for fault in faults:
-                trial = run_trial(fault, n, base, tmp / "trials", env, rng, params)
-                trials.append(trial)
-                say(f"drill [{len(trials)}/{total}] {fault.name}: {trial.outcome} "
-                    f"({'as expected' if trial.ok else 'expected ' + fault.expected}); "
-                    f"detect {_fmt(trial.time_to_detect_s)} s, recover {_fmt(trial.time_to_recover_s)} s"
-                    + (f", {trial.requests_failed}/{trial.requests} requests failed" if trial.requests else ""))
+                one = trial(fault, n)
+                trials.append(one)
+                say(f"drill [{len(trials)}/{total}] {fault.name}: {one.outcome} "
+                    f"({'as expected' if one.ok else 'expected ' + fault.expected}); "
+                    f"detect {_fmt(one.time_to_detect_s)} s, recover {_fmt(one.time_to_recover_s)} s"
+                    + (f", {one.requests_failed}/{one.requests} requests failed" if one.requests else ""))
     finally:
         if keep is None:
             shutil.rmtree(tmp, ignore_errors=True)
-    card = {"seed": seed, "revision": revision, "quick": quick, "repeat": repeat, "started_at": started,
+    card = {"project": {"kind": on.kind, "artifact": on.artifact, "name": source.resolve().name},
+            "seed": seed, "revision": revision, "quick": quick, "repeat": repeat, "started_at": started,
             "baseline": baseline, "trials": [asdict(t) for t in trials]}
     card["summary"] = summarise(trials, baseline)
     return card

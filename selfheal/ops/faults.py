@@ -8,6 +8,12 @@ knows its expected outcome:
   config): it stops, says why, exits non-zero, and production keeps serving;
 - left_alone: nothing is wrong enough to act on (drift in one column of eight).
 Data faults are written into the raw CSV (params data.raw), the way bad data arrives in real projects.
+
+Each fault declares what it `needs` of a project; the drill enables it when the project offers all of it
+(`capabilities`): our own pipeline offers `selfheal` and `model`; a guarded project (selfheal.yaml, kind dvc)
+offers `dvc` and `model`, every optional section its selfheal.yaml has (`data`, `drift`, `service`, ...),
+`output_dir` when a version stage writes a directory and `tabular_data` when the pipeline reads a CSV/TSV no
+stage produces. A fault for a new section declares e.g. `needs=frozenset({"dvc", "drift"})` and is picked up.
 """
 
 from __future__ import annotations
@@ -39,6 +45,9 @@ class Project:
     target: str
     service_pid: int | None = None  # the running service, for service faults
     port: int | None = None
+    model_outs: tuple[Path, ...] = (workspace.MODEL,)  # the model's outputs, files or directories
+    dir_outs: tuple[Path, ...] = ()  # directory outputs of the version stages (a guarded project's eval/)
+    label_sep: str = ","  # the raw data's delimiter
 
 
 @dataclass(frozen=True)
@@ -49,6 +58,7 @@ class Fault:
     inject: Callable[[Project, np.random.Generator], str]  # returns a one-line description of what it did
     under_watch: bool = False  # a service fault handled by `recover --watch` (the others by `heal`)
     then_repro: bool = False  # `dvc repro` runs after the fault, as CI's reproduce step does before heal
+    needs: frozenset[str] = frozenset({"selfheal"})  # what the project must offer (see the module docstring)
 
     @property
     def needs_service(self) -> bool:
@@ -178,18 +188,76 @@ def _invalid_param(params: dict) -> str:
     return "train.test_size = 2 (must be between 0 and 1)"
 
 
-def _corrupt_model(p: Project, rng: np.random.Generator) -> str:
-    model = p.root / workspace.MODEL
-    data = bytearray(model.read_bytes())
-    for i in rng.choice(len(data), size=64, replace=False):
-        data[int(i)] ^= 0xFF
-    atomic.write_bytes(model, bytes(data))
-    return f"64 bytes of {workspace.MODEL} flipped"
+def _files(root: Path, outs: tuple[Path, ...]) -> list[Path]:
+    """The files of some outputs: a file itself, a directory every file under it (sorted: deterministic)."""
+    found: list[Path] = []
+    for out in outs:
+        path = root / out
+        if path.is_dir():
+            found += sorted(f for f in path.rglob("*") if f.is_file())
+        elif path.is_file():
+            found.append(path)
+    return found
 
 
-def _delete_model(p: Project, rng: np.random.Generator) -> str:
-    (p.root / workspace.MODEL).unlink()
-    return f"{workspace.MODEL} deleted"
+def _pick(files: list[Path], rng: np.random.Generator, what: str) -> Path:
+    if not files:
+        raise FileNotFoundError(f"no {what} to inject the fault into")
+    return files[int(rng.integers(len(files)))] if len(files) > 1 else files[0]  # one file: no draw (same stream)
+
+
+def _corrupt(outs: Callable[[Project], tuple[Path, ...]], what: str) -> Callable[[Project, np.random.Generator], str]:
+    def inject(p: Project, rng: np.random.Generator) -> str:
+        target = _pick(_files(p.root, outs(p)), rng, what)
+        data = bytearray(target.read_bytes())
+        for i in rng.choice(len(data), size=min(64, len(data)), replace=False):
+            data[int(i)] ^= 0xFF
+        atomic.write_bytes(target, bytes(data))
+        return f"{min(64, len(data))} bytes of {target.relative_to(p.root)} flipped"
+
+    return inject
+
+
+def _delete(outs: Callable[[Project], tuple[Path, ...]], what: str) -> Callable[[Project, np.random.Generator], str]:
+    def inject(p: Project, rng: np.random.Generator) -> str:
+        target = _pick(_files(p.root, outs(p)), rng, what)
+        target.unlink()
+        return f"{target.relative_to(p.root)} deleted"
+
+    return inject
+
+
+def _model_outs(p: Project) -> tuple[Path, ...]:
+    return p.model_outs
+
+
+def _dir_outs(p: Project) -> tuple[Path, ...]:
+    return p.dir_outs
+
+
+def label_column(df: pd.DataFrame) -> str:
+    """The column a model learns: one named like a label, else the one with the fewest distinct values."""
+    named = [c for c in df.columns if c.lower() in ("label", "labels", "target", "y", "class")]
+    if named:
+        return str(named[0])
+    return str(min((c for c in df.columns if df[c].nunique() > 1), key=lambda c: df[c].nunique()))
+
+
+def _labels_shuffled(p: Project, rng: np.random.Generator) -> str:
+    """The data the pipeline trains on arrives with its labels scrambled: the candidate learns noise."""
+    df = pd.read_csv(p.raw, sep=p.label_sep, dtype=str, keep_default_na=False)
+    col = label_column(df)
+    df[col] = df[col].to_numpy()[rng.permutation(len(df))]
+    atomic.atomic_write(p.raw, lambda tmp: df.to_csv(tmp, sep=p.label_sep, index=False, lineterminator="\n"))
+    return f"{p.raw.relative_to(p.root)}: column {col!r} shuffled across rows, then `dvc repro`"
+
+
+def _invalid_project_value(p: Project, rng: np.random.Generator) -> str:
+    path = p.root / "selfheal.yaml"
+    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    doc["gate"]["direction"] = "up"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    return "selfheal.yaml gate.direction = 'up' (must be max or min)"
 
 
 def _signal(sig: int, what: str) -> Callable[[Project, np.random.Generator], str]:
@@ -214,6 +282,8 @@ def _foreign_port(p: Project, rng: np.random.Generator) -> str:
     return f"service killed; a foreign HTTP service answers /health on port {p.port}"
 
 
+MODEL = frozenset({"model"})  # our pipeline and a guarded project alike
+
 CATALOGUE: list[Fault] = [
     Fault("missing_values", "data", "healed", _data_fault(_missing)),
     Fault("outliers", "data", "healed", _data_fault(_outliers)),
@@ -225,8 +295,8 @@ CATALOGUE: list[Fault] = [
     Fault("constant_target", "data", "healed", _data_fault(_constant_target)),
     Fault("shuffled_target", "data", "healed", _data_fault(_shuffled_target)),
     Fault("candidate_below_threshold", "model", "healed", _params(_weak_candidate), then_repro=True),
-    Fault("corrupted_model_file", "model", "healed", _corrupt_model),
-    Fault("deleted_model_file", "model", "healed", _delete_model),
+    Fault("corrupted_model_file", "model", "healed", _corrupt(_model_outs, "model file"), needs=MODEL),
+    Fault("deleted_model_file", "model", "healed", _delete(_model_outs, "model file"), needs=MODEL),
     Fault("drift_most_columns", "drift", "healed", _shift(lambda cols, rng: cols[: max(1, len(cols) * 3 // 4)]),
           then_repro=True),
     Fault("drift_one_column", "drift", "left_alone", _shift(lambda cols, rng: [str(rng.choice(cols))]),
@@ -236,23 +306,44 @@ CATALOGUE: list[Fault] = [
     Fault("service_unhealthy", "service", "healed", _no_model),
     Fault("port_taken_by_foreign_process", "service", "escalated", _foreign_port),
     Fault("invalid_params_value", "config", "escalated", _params(_invalid_param)),
+    # a guarded project (selfheal.yaml, kind dvc)
+    Fault("candidate_below_gate", "model", "healed", _labels_shuffled, then_repro=True,
+          needs=frozenset({"dvc", "tabular_data"})),
+    Fault("corrupted_file_in_output_dir", "model", "healed", _corrupt(_dir_outs, "file in a directory output"),
+          needs=frozenset({"dvc", "output_dir"})),
+    Fault("deleted_file_in_output_dir", "model", "healed", _delete(_dir_outs, "file in a directory output"),
+          needs=frozenset({"dvc", "output_dir"})),
+    Fault("invalid_selfheal_yaml_value", "config", "escalated", _invalid_project_value, needs=frozenset({"dvc"})),
 ]
 BY_NAME = {f.name: f for f in CATALOGUE}
+OURS = frozenset({"selfheal", "model"})  # what our own pipeline offers
 
 
-def select(spec: str) -> list[Fault]:
-    """`all`, a group name (data, model, drift, service, config) or comma-separated fault names."""
+def applicable(capabilities: frozenset[str]) -> list[Fault]:
+    """The faults whose needs the project offers, in catalogue order."""
+    return [f for f in CATALOGUE if f.needs <= capabilities]
+
+
+def select(spec: str, capabilities: frozenset[str] = OURS) -> list[Fault]:
+    """`all`, a group name (data, model, drift, service, config) or comma-separated fault names, among the faults
+    that apply to a project offering `capabilities`."""
+    from selfheal.core.errors import SelfHealError
+
+    usable = applicable(capabilities)
+    groups = sorted({f.group for f in usable})
     chosen: list[Fault] = []
     for part in (p.strip() for p in spec.split(",") if p.strip()):
         if part == "all":
-            chosen += CATALOGUE
-        elif part in {f.group for f in CATALOGUE}:
-            chosen += [f for f in CATALOGUE if f.group == part]
+            chosen += usable
+        elif part in groups:
+            chosen += [f for f in usable if f.group == part]
+        elif part in {f.name for f in usable}:
+            chosen += [f for f in usable if f.name == part]
         elif part in BY_NAME:
-            chosen.append(BY_NAME[part])
+            missing = ", ".join(sorted(BY_NAME[part].needs - capabilities))
+            raise SelfHealError(f"--faults: {part!r} does not apply to this project (it needs: {missing}); "
+                                f"applicable: {', '.join(f.name for f in usable)}")
         else:
-            from selfheal.core.errors import SelfHealError
-
-            raise SelfHealError(f"--faults: unknown fault {part!r}; known: all, "
-                                f"{', '.join(sorted({f.group for f in CATALOGUE}))}, {', '.join(BY_NAME)}")
+            raise SelfHealError(f"--faults: unknown fault {part!r}; known: all, {', '.join(groups)}, "
+                                f"{', '.join(f.name for f in usable)}")
     return list(dict.fromkeys(chosen))

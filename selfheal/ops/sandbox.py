@@ -5,6 +5,7 @@ It holds what a fresh clone holds; everything else (data, DVC cache, MLflow stor
 
 from __future__ import annotations
 
+import configparser
 import contextlib
 import os
 import shutil
@@ -16,7 +17,9 @@ import psutil
 import yaml
 
 from selfheal.core import workspace
+from selfheal.core.errors import SelfHealError
 from selfheal.service import procs
+from selfheal.versions import vcs
 
 PROJECT_FILES = [
     str(workspace.DVC_YAML),
@@ -107,6 +110,38 @@ def create(dest: Path, source: Path, **params: dict) -> Path:
     run(["selfheal", "synth"], dest)
     commit(dest, "project as cloned")
     return dest
+
+
+def clone(dest: Path, source: Path, remote: Path) -> Path:
+    """A fresh clone of the git + DVC repository at `source` (its commits and tags; no git remote, so nothing is
+    ever pushed back), its DVC outputs pulled from the source's cache (read only: never the source's DVC remote),
+    and the project's DVC remotes replaced by the local folder `remote`. Outputs missing from that cache are
+    left to `dvc repro`."""
+    must(["git", "clone", "-q", "--no-hardlinks", str(source), str(dest)], dest.parent)
+    must(["git", "remote", "remove", "origin"], dest)
+    config = configparser.ConfigParser(interpolation=None)
+    config.read(dest / ".dvc/config")
+    for section in [s for s in config.sections() if s.strip("'").startswith("remote ")]:
+        config.remove_section(section)
+    remote.mkdir(parents=True, exist_ok=True)
+    config["core"] = {**(config["core"] if config.has_section("core") else {}), "remote": "drill"}
+    config["'remote \"drill\"'"] = {"url": str(remote)}
+    with (dest / ".dvc/config").open("w", encoding="utf-8") as fh:
+        config.write(fh)
+    source_cache = ["-r", "source-cache"]
+    must(["dvc", "remote", "add", "--local", "source-cache", str(vcs.cache_dir(source))], dest)
+    run(["dvc", "pull", "-q", *source_cache, "--allow-missing"], dest, check=False)
+    run(["dvc", "fetch", "-q", *source_cache, "--all-tags"], dest, check=False)  # the versions to roll back to
+    must(["dvc", "remote", "remove", "--local", "source-cache"], dest)
+    return dest
+
+
+def must(cmd: list[str], cwd: Path) -> str:
+    """Run a command the drill cannot go on without; its stdout, else a one-line error."""
+    proc = run(cmd, cwd, check=False)
+    if proc.returncode != 0:
+        raise SelfHealError(f"{' '.join(cmd[:3])} failed in {cwd}: {(proc.stderr or proc.stdout).strip()[-300:]}")
+    return proc.stdout
 
 
 def kill_all_in(directory: str | Path) -> int:

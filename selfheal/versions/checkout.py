@@ -149,6 +149,24 @@ def _manifest(path: str, md5: str, cwd: Path, fetch: list[Fetch | None]) -> list
     return entries
 
 
+def differs(path: str, md5: str, cwd: str | Path = ".") -> bool:
+    """Whether a workspace output is not the bytes `md5` pins: a file by its md5, a directory file by file
+    against its manifest in the cache (without the manifest only its presence can be checked)."""
+    cwd = Path(cwd)
+    target = cwd / path
+    if not md5.endswith(".dir"):
+        return not target.is_file() or atomic.md5_file(target) != md5
+    if not target.is_dir():
+        return True
+    try:
+        entries = _manifest(path, md5, cwd, [None])
+    except SelfHealError:
+        return False
+    present = {f.relative_to(target).as_posix() for f in target.rglob("*") if f.is_file()}
+    return present != {e["relpath"] for e in entries} or any(
+        atomic.md5_file(target / e["relpath"]) != e["md5"] for e in entries)
+
+
 def _directory(path: str, md5: str, cwd: Path, fetch: list[Fetch | None]) -> dict[str, tuple[bytes, str]]:
     """Every file of a directory output, verified: {path/relpath: (bytes, md5)}."""
     out = {}
