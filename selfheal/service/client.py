@@ -45,14 +45,9 @@ def check_health(service_url: str, timeout: float = 2.0, root: str | Path = ".")
     The answer counts only if it carries the identity of the project at `root` (see workspace.project_id).
     """
     started = time.perf_counter()
-    try:
-        resp = requests.get(service_url.rstrip("/") + "/health", timeout=timeout)
-    except requests.Timeout:
-        return Health("hung", f"no answer from {service_url}/health within {timeout:g} s (hang)",
-                      seconds=time.perf_counter() - started)
-    except requests.ConnectionError as exc:
-        return Health("down", f"{service_url} not reachable (crash or not started): {_reason(exc)}",
-                      seconds=time.perf_counter() - started)
+    resp = fetch(service_url.rstrip("/") + "/health", timeout)
+    if isinstance(resp, Health):
+        return resp
     seconds = time.perf_counter() - started
     try:
         body = resp.json()
@@ -69,6 +64,18 @@ def check_health(service_url: str, timeout: float = 2.0, root: str | Path = ".")
         return Health("healthy", f"healthy, model {body.get('model_version')}", 200, body, seconds)
     why = body.get("last_reload_error") or body.get("status") or resp.reason
     return Health("unhealthy", f"/health answered {resp.status_code}: {why}", resp.status_code, body, seconds)
+
+
+def fetch(url: str, timeout: float) -> requests.Response | Health:
+    """GET `url` with a hard timeout: the response, or the Health of no answer (hung) or no connection (down)."""
+    started = time.perf_counter()
+    try:
+        return requests.get(url, timeout=timeout)
+    except requests.Timeout:
+        return Health("hung", f"no answer from {url} within {timeout:g} s (hang)", seconds=time.perf_counter() - started)
+    except requests.ConnectionError as exc:
+        return Health("down", f"{url} not reachable (crash or not started): {_reason(exc)}",
+                      seconds=time.perf_counter() - started)
 
 
 def _reason(exc: Exception) -> str:
