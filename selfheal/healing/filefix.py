@@ -61,7 +61,7 @@ def inspect(path: Path, target: str | None) -> tuple[Any, Any]:
     if target is None:
         raw[NO_TARGET] = 0
     schema = infer_schema(raw, target or NO_TARGET)
-    if schema.columns[schema.target] == "categorical":
+    if schema.columns.get(schema.target) == "categorical":
         schema.task = "classification"
     return raw, schema
 

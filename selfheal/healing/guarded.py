@@ -78,7 +78,7 @@ def _data_faults(project: Project, cwd: Path, remember: bool) -> tuple[list[str]
             continue
         report = planned(path, project.data.target, project.data.quality)
         if report["changes"]:
-            faulty.append(f"{name} ({report['problems_before']} problem(s))")
+            faulty.append(f"{name} ({report['changes']} change(s) to make)")
         elif report["problems_before"]:
             left.append(f"{name}: {'; '.join(report['open_problems'])[:200]}")
         else:
