@@ -204,7 +204,7 @@ def test_heal_restarts_a_hung_foreign_service_it_started(served: tuple[Path, str
     os.kill(first, signal.SIGSTOP)  # accepts connections, never answers
     out = selfheal("heal", cwd=repo).stdout
     assert "service: recover:" in out and _healthy(url), out
-    assert _pid(repo) != first and not psutil.pid_exists(first) or psutil.Process(first).status() == "zombie"
+    assert (_pid(repo) != first and not psutil.pid_exists(first)) or psutil.Process(first).status() == "zombie"
 
 
 def test_recover_without_a_service_section_says_what_to_add(example: Path, copy_of: Callable[[Path], Path]) -> None:
