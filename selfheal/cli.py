@@ -395,9 +395,6 @@ def heal(
     wait: WaitOpt = 0.0,
 ) -> None:
     """Fix data -> gate the model (promote / roll back) -> retrain on drift -> recover the service; escalate loops."""
-    from selfheal.core.config import load_params
-    from selfheal.healing.heal import heal as run_heal
-
     project = _configured()
     if project is not None:
         from selfheal.healing.guarded import heal as guarded_heal
@@ -406,6 +403,9 @@ def heal(
             raise typer.Exit(guarded_heal(project, plan_only=True))
         with _guarding("heal", wait) as locked:
             raise typer.Exit(guarded_heal(locked or project))
+    from selfheal.core.config import load_params
+    from selfheal.healing.heal import heal as run_heal
+
     if plan:
         raise typer.Exit(run_heal(load_params(params, config), plan_only=True))
     with _locked("heal", params, config, wait, settle=False) as p:

@@ -1,6 +1,7 @@
 """Talking to a running service from other processes: health checks (recovery, heal) and reloads (rollback).
 
-Light on purpose (requests only): recovery and rollback import this without the web stack or the model libraries.
+Light on purpose (requests only, imported when a request is made): recovery and rollback import this without
+the web stack or the model libraries.
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
-
-import requests
 
 from selfheal.core import workspace
 from selfheal.service import procs
@@ -44,10 +43,17 @@ def check_health(service_url: str, timeout: float = 2.0, root: str | Path = ".")
 
     The answer counts only if it carries the identity of the project at `root` (see workspace.project_id).
     """
+    import requests
+
     started = time.perf_counter()
-    resp = fetch(service_url.rstrip("/") + "/health", timeout)
-    if isinstance(resp, Health):
-        return resp
+    try:
+        resp = requests.get(service_url.rstrip("/") + "/health", timeout=timeout)
+    except requests.Timeout:
+        return Health("hung", f"no answer from {service_url}/health within {timeout:g} s (hang)",
+                      seconds=time.perf_counter() - started)
+    except requests.ConnectionError as exc:
+        return Health("down", f"{service_url} not reachable (crash or not started): {_reason(exc)}",
+                      seconds=time.perf_counter() - started)
     seconds = time.perf_counter() - started
     try:
         body = resp.json()
@@ -64,18 +70,6 @@ def check_health(service_url: str, timeout: float = 2.0, root: str | Path = ".")
         return Health("healthy", f"healthy, model {body.get('model_version')}", 200, body, seconds)
     why = body.get("last_reload_error") or body.get("status") or resp.reason
     return Health("unhealthy", f"/health answered {resp.status_code}: {why}", resp.status_code, body, seconds)
-
-
-def fetch(url: str, timeout: float) -> requests.Response | Health:
-    """GET `url` with a hard timeout: the response, or the Health of no answer (hung) or no connection (down)."""
-    started = time.perf_counter()
-    try:
-        return requests.get(url, timeout=timeout)
-    except requests.Timeout:
-        return Health("hung", f"no answer from {url} within {timeout:g} s (hang)", seconds=time.perf_counter() - started)
-    except requests.ConnectionError as exc:
-        return Health("down", f"{url} not reachable (crash or not started): {_reason(exc)}",
-                      seconds=time.perf_counter() - started)
 
 
 def _reason(exc: Exception) -> str:
@@ -106,6 +100,8 @@ def request_reload(
         return {"reloaded": False, "via": None, "foreign": True, "error": health.detail}
     http_error = health.detail
     if health.state in ("healthy", "unhealthy"):
+        import requests
+
         try:
             resp = requests.post(service_url.rstrip("/") + "/admin/reload", json=body, headers=headers,
                                  timeout=timeout)
