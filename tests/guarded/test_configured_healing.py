@@ -11,6 +11,7 @@ import csv
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 import urllib.request
@@ -24,6 +25,7 @@ import yaml
 
 from selfheal.core import atomic
 from selfheal.ops import foreign, sandbox
+from selfheal.service import procs
 
 DATA = "data/data.csv"
 
@@ -58,7 +60,6 @@ def add_faulty_batch(repo: Path) -> int:
     return len(pd.read_csv(repo / DATA))
 
 
-@pytest.mark.slow
 def test_a_data_fault_in_a_csv_dep_is_fixed_and_the_candidate_promoted(example_csv: Path,
                                                                         copy_of: Callable[[Path], Path]) -> None:
     repo = copy_of(example_csv)
@@ -111,7 +112,6 @@ def test_bad_section_values_are_one_line_errors(example_csv: Path, copy_of: Call
     assert done.returncode == 2 and expected in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
 
 
-@pytest.mark.slow
 def test_drift_in_the_current_data_runs_the_retrain_command_then_refuses_within_cooldown(
         example_csv: Path, copy_of: Callable[[Path], Path]) -> None:
     repo = copy_of(example_csv)
@@ -204,7 +204,36 @@ def test_heal_restarts_a_hung_foreign_service_it_started(served: tuple[Path, str
     os.kill(first, signal.SIGSTOP)  # accepts connections, never answers
     out = selfheal("heal", cwd=repo).stdout
     assert "service: recover:" in out and _healthy(url), out
-    assert (_pid(repo) != first and not psutil.pid_exists(first)) or psutil.Process(first).status() == "zombie"
+    assert _pid(repo) != first and not procs.alive(first)  # the stopped process was ended, not left behind
+
+
+def test_recover_watch_restarts_a_killed_foreign_service(served: tuple[Path, str]) -> None:
+    repo, url = served
+    selfheal("recover", cwd=repo)
+    first = _pid(repo)
+    watcher = subprocess.Popen(["selfheal", "recover", "--watch", "--interval", "0.2"], cwd=repo, env=sandbox.env(),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        time.sleep(1.0)
+        os.kill(first, signal.SIGKILL)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not (_pid(repo) != first and _healthy(url)):
+            time.sleep(0.1)
+        assert _pid(repo) != first and _healthy(url)
+    finally:
+        watcher.send_signal(signal.SIGTERM)
+        out, _ = watcher.communicate(timeout=10)
+    assert watcher.returncode == 0 and "Service recovered (process)" in out, out
+
+
+def test_init_proposes_the_data_section_and_hints_at_drift_and_service(example_csv: Path,
+                                                                        copy_of: Callable[[Path], Path]) -> None:
+    repo = copy_of(example_csv)
+    out = selfheal("init", cwd=repo).stdout
+    config = yaml.safe_load((repo / "selfheal.yaml").read_text())
+    assert config["data"]["fix"] == [DATA] and "drift" not in config and "service" not in config
+    assert "set data.target" in out and "drift: and service: are not set" in out
+    assert "# drift:" in (repo / "selfheal.yaml").read_text()
 
 
 def test_recover_without_a_service_section_says_what_to_add(example: Path, copy_of: Callable[[Path], Path]) -> None:
