@@ -167,6 +167,12 @@ def recover(
     from selfheal.recovery.ladder import METHODS
     from selfheal.recovery.ladder import recover as run_recover
 
+    project = _configured()
+    if project is not None:
+        if service_url or container:
+            raise SelfHealError("--service-url/--container apply to selfheal's own service; a configured project's "
+                                "service is selfheal.yaml's service.health and service.start")
+        _recover_configured(project, method, watch, interval)
     if method not in METHODS:
         raise SelfHealError(f"--method {method!r}: expected one of {', '.join(METHODS)}")
     sr = _own_params(params, config).service_recovery
@@ -177,6 +183,22 @@ def recover(
 
         raise typer.Exit(watch_until_signalled(sr, method, service_url, interval))
     raise typer.Exit(run_recover(sr, method, service_url).exit_code)
+
+
+def _recover_configured(project: Project, method: str, watch: bool, interval: float | None) -> None:
+    """`selfheal recover [--watch]` on a project guarded through selfheal.yaml: its service section."""
+    from selfheal.recovery import configured as service
+    from selfheal.recovery.ladder import recover as run_recover
+
+    if method not in service.METHODS:
+        raise SelfHealError(f"--method {method!r}: a configured project's service knows {', '.join(service.METHODS)}")
+    sr = service.params(service.service_of(project))
+    target = service.target(project)
+    if watch:
+        from selfheal.recovery.watch import watch_until_signalled
+
+        raise typer.Exit(watch_until_signalled(sr, method, None, interval, target=target))
+    raise typer.Exit(run_recover(sr, method, target=target).exit_code)
 
 
 ConfigOpt = Annotated[
@@ -373,9 +395,6 @@ def heal(
     wait: WaitOpt = 0.0,
 ) -> None:
     """Fix data -> gate the model (promote / roll back) -> retrain on drift -> recover the service; escalate loops."""
-    from selfheal.core.config import load_params
-    from selfheal.healing.heal import heal as run_heal
-
     project = _configured()
     if project is not None:
         from selfheal.healing.guarded import heal as guarded_heal
@@ -384,6 +403,9 @@ def heal(
             raise typer.Exit(guarded_heal(project, plan_only=True))
         with _guarding("heal", wait) as locked:
             raise typer.Exit(guarded_heal(locked or project))
+    from selfheal.core.config import load_params
+    from selfheal.healing.heal import heal as run_heal
+
     if plan:
         raise typer.Exit(run_heal(load_params(params, config), plan_only=True))
     with _locked("heal", params, config, wait, settle=False) as p:

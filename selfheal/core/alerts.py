@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -57,8 +58,8 @@ def _post(url: str, payload: dict[str, Any]) -> str:
         return f"failed: {host}: {type(exc).__name__}" + (f" (HTTP {status})" if status else "")
 
 
-def raise_alert(kind: str, message: str, **details: Any) -> dict[str, Any]:
-    """Record (and push) an alert that needs a person; returns the logged entry.
+def raise_alert(kind: str, message: str, log: Path = workspace.ALERTS_LOG, **details: Any) -> dict[str, Any]:
+    """Record (and push) an alert that needs a person in `log`; returns the logged entry.
 
     kind: a short machine-readable name, e.g. "service_recovery_exhausted", "repeated_rollbacks".
     """
@@ -72,4 +73,4 @@ def raise_alert(kind: str, message: str, **details: Any) -> dict[str, Any]:
             print(f"ALERT [{kind}]: webhook {webhook}", file=sys.stderr, flush=True)
     delivered = webhook is None or not webhook.startswith("failed")
     entry = audit.entry("alert", message, delivered, kind=kind, **details, webhook=webhook)
-    return audit.add(workspace.ALERTS_LOG, entry, mode=ALERTS_MODE)
+    return audit.add(log, entry, mode=ALERTS_MODE)

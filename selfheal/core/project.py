@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from selfheal.core.config import _explain, read_yaml
+from selfheal.core.config import DataQualityParams, _explain, read_yaml
 from selfheal.core.errors import ConfigError, SelfHealError
 
 PROJECT_FILE = Path("selfheal.yaml")
@@ -52,8 +52,42 @@ class ReproSection(_Section):
         return None if self.command else ["repro", *([self.target] if self.target else [])]
 
 
+DATA_FORMATS = (".csv", ".parquet")
+_URL = r"^https?://[^\s/]+"
+
+
 class DataSection(_Section):
     deps: list[str] = Field(default_factory=list)  # data files a new candidate is made from (a change: repro)
+    fix: list[str] = Field(default_factory=list)  # CSV / parquet files checked and fixed in place before a repro
+    target: str | None = None  # a label column: never filled or capped; rows without it are dropped
+    quality: DataQualityParams = Field(default_factory=DataQualityParams)  # params.yaml's data_quality keys
+
+    @model_validator(mode="after")
+    def _fixable(self) -> DataSection:
+        odd = [f for f in self.fix if not f.endswith(DATA_FORMATS)]
+        if odd:
+            raise ValueError(f"data.fix: {odd[0]!r} is neither .csv nor .parquet (the formats selfheal can fix)")
+        return self
+
+    @property
+    def watched(self) -> list[str]:
+        """Every data file whose change makes heal reproduce a candidate: deps and fixed files."""
+        return list(dict.fromkeys([*self.deps, *self.fix]))
+
+
+class DriftSection(_Section):
+    reference: str  # the data the production model learnt from (CSV or parquet)
+    current: str  # the newest batch, compared with it
+    drift_threshold: float = Field(0.5, ge=0, le=1)  # params.yaml's drift key: share of drifted columns
+    columns: list[str] | None = None  # the columns compared (default: every shared column but data.target)
+    auto_retrain_enabled: bool = True  # false: drift is recorded and reported, never acted on
+
+    @model_validator(mode="after")
+    def _readable(self) -> DriftSection:
+        for key in ("reference", "current"):
+            if not getattr(self, key).endswith(DATA_FORMATS):
+                raise ValueError(f"drift.{key}: {getattr(self, key)!r} is neither .csv nor .parquet")
+        return self
 
 
 class RetrainSection(_Section):
@@ -62,7 +96,23 @@ class RetrainSection(_Section):
 
 
 class ServiceSection(_Section):
-    reload: str  # URL POSTed after production changed (promote, rollback), so a running service swaps models
+    reload: str | None = Field(None, pattern=_URL)  # POSTed after production changed, so the service swaps models
+    health: str | None = Field(None, pattern=_URL)  # GET: 200 is healthy; refused, no answer or another code is not
+    start: str | None = None  # how to (re)start it, no shell: `python serve.py --port {port}` ({host}, {port})
+    health_timeout_seconds: float = Field(2.0, gt=0)
+    startup_timeout_seconds: float = Field(30.0, gt=0)
+    max_recovery_attempts: int = Field(3, gt=0)
+    kill_grace_seconds: float = Field(3.0, ge=0)
+    watch_interval_seconds: float = Field(1.0, gt=0)
+    watch_window_minutes: float = Field(10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _something(self) -> ServiceSection:
+        if self.reload is None and self.health is None:
+            raise ValueError("service: set health (a URL answering 200 when healthy) and/or reload")
+        if self.start and self.health is None:
+            raise ValueError("service.start needs service.health, to know when the started service is up")
+        return self
 
 
 class Project(_Section):
@@ -71,6 +121,7 @@ class Project(_Section):
     gate: GateSection
     repro: ReproSection = Field(default_factory=ReproSection)
     data: DataSection | None = None
+    drift: DriftSection | None = None
     retrain: RetrainSection = Field(default_factory=RetrainSection)
     service: ServiceSection | None = None
     records: str = str(RECORDS)

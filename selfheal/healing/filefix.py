@@ -3,6 +3,9 @@
 The fixes are the fix_data stage's (selfheal.pipeline.fixes.fix, same params), applied to a CSV in place: a timestamped
 backup first (.selfheal/backups/), then an atomic rewrite, the seed's summary lines and an entry in
 monitoring/data_fix_log.json. Inside the pipeline prefer `dvc repro`: it never rewrites data/raw.
+
+A project guarded through selfheal.yaml gets the same fixes on the files its `data.fix` names (CSV or parquet,
+an optional target column, the `data.quality` switches), with backups and the log in its records directory.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from selfheal.core import atomic, audit, journal, workspace
-from selfheal.core.config import Params
+from selfheal.core.config import DataQualityParams, Params
 from selfheal.healing import guard
 
 CHANGE_KEYS = ("converted", "outliers_capped", "missing_filled", "out_of_range")
@@ -37,20 +40,73 @@ def write_csv(frame: Any, path: Path) -> None:
 def fix_file(path: Path, params: Params) -> dict[str, Any]:
     """Fix `path` in place (backup first); returns the data-fix log entry. Unfixable data raises DataError."""
     from selfheal.pipeline.checks import infer_schema, read_csv_checked
+
+    d = params.data
+    raw = read_csv_checked(path)
+    schema = infer_schema(raw, d.target, d.task, d.columns, d.ranges)
+    return fix_in_place(path, raw, schema, params.data_quality, log=workspace.DATA_FIX_LOG,
+                        backups=workspace.BACKUPS, method="selfheal fix-data (in place)")
+
+
+NO_TARGET = "selfheal_no_target"  # a constant stand-in label for data without one: the fixes need a target column
+
+
+def inspect(path: Path, target: str | None) -> tuple[Any, Any]:
+    """(frame, schema) of a configured project's CSV or parquet data file; without a target, every column is a
+    feature (a constant stand-in target is added, and dropped again before writing)."""
+    from selfheal.pipeline.checks import infer_schema, read_csv_checked, read_parquet_checked
+
+    raw = read_parquet_checked(path, "selfheal.yaml data.fix names it") if path.suffix == ".parquet" \
+        else read_csv_checked(path)
+    if target is None:
+        raw[NO_TARGET] = 0
+    schema = infer_schema(raw, target or NO_TARGET)
+    if schema.columns.get(schema.target) == "categorical":
+        schema.task = "classification"
+    return raw, schema
+
+
+def fix_configured(path: Path, target: str | None, dq: DataQualityParams, records: Path) -> dict[str, Any]:
+    """Fix a configured project's data file in place: backups and the log go to its records directory."""
+    raw, schema = inspect(path, target)
+    return fix_in_place(path, raw, schema, dq, log=records / "data_fix_log.json", backups=records / "backups",
+                        method="selfheal heal (selfheal.yaml data.fix)", journaled=False)
+
+
+def planned(path: Path, target: str | None, dq: DataQualityParams) -> dict[str, Any]:
+    """What fixing would change, without changing anything: the fix report and its count of `changes`."""
+    from selfheal.pipeline.fixes import fix
+
+    raw, schema = inspect(path, target)
+    _, report = fix(raw, schema, dq, source=str(path))
+    return {**report, "changes": changes(report) if dq.auto_fix_enabled else 0}
+
+
+def _write(frame: Any, path: Path) -> None:
+    frame = frame.drop(columns=[NO_TARGET], errors="ignore")
+    if path.suffix == ".parquet":
+        atomic.atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
+    else:
+        atomic.atomic_write(path, lambda tmp: write_csv(frame, tmp))
+
+
+def fix_in_place(path: Path, raw: Any, schema: Any, dq: DataQualityParams, *, log: Path, backups: Path, method: str,
+                 journaled: bool = True) -> dict[str, Any]:
+    """The fixes on `raw` (read from `path`), written back atomically after a backup when they change anything;
+    the summary lines printed and an entry appended to `log`. `journaled`: recorded in the intent journal first
+    (our own pipeline's heal settles it)."""
     from selfheal.pipeline.fixes import fix, summary_lines
 
     started = time.perf_counter()
-    d, dq = params.data, params.data_quality
-    raw = read_csv_checked(path)
-    schema = infer_schema(raw, d.target, d.task, d.columns, d.ranges)
     clean, report = fix(raw, schema, dq, source=str(path))
     n = changes(report) if dq.auto_fix_enabled else 0
-    changing = journal.intent("auto_fix_data", workspace.DATA_FIX_LOG, f"fix-data on {path}", data_path=str(path))
-    with changing if n else nullcontext():
+    changing = journal.intent("auto_fix_data", log, f"fix-data on {path}", data_path=str(path)) \
+        if n and journaled else nullcontext()
+    with changing:
         backup = None
         if n:
-            backup = guard.backup([path], "fix-data")
-            atomic.atomic_write(path, lambda tmp: write_csv(clean, tmp))
+            backup = guard.backup([path], "fix-data", root=backups)
+            _write(clean, path)
         lines = summary_lines(report)
         for line in lines[:-1]:
             print(f"✅ {line}")
@@ -62,8 +118,8 @@ def fix_file(path: Path, params: Params) -> dict[str, Any]:
         else:
             print(f"No issues to fix: {path} unchanged")
         return audit.append(
-            workspace.DATA_FIX_LOG, "auto_fix_data", f"fix-data on {path}: {report['problems_before']} problem(s) found",
-            bool(report["valid_after"]), data_path=str(path), method="selfheal fix-data (in place)",
+            log, "auto_fix_data", f"fix-data on {path}: {report['problems_before']} problem(s) found",
+            bool(report["valid_after"]), data_path=str(path), method=method,
             problems_before=report["problems_before"], problems_after=report["problems_after"],
             rows_in=report["rows_in"], rows_out=report["rows_out"], changes=n, fixes=lines[:-1],
             backup=str(backup) if backup else None, duration_s=round(time.perf_counter() - started, 2),

@@ -39,10 +39,11 @@ def exclusive(what: str, wait: float = 0.0) -> Iterator[None]:
         ) from None
 
 
-def backup(paths: list[str | Path], label: str) -> Path:
-    """Copy each existing file to .selfheal/backups/<UTC time>-<label>/<same relative path>; returns that dir."""
+def backup(paths: list[str | Path], label: str, root: Path = workspace.BACKUPS) -> Path:
+    """Copy each existing file to <root>/<UTC time>-<label>/<same relative path> (root: .selfheal/backups);
+    returns that dir."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
-    dest = workspace.BACKUPS / f"{stamp}-{label}"
+    dest = root / f"{stamp}-{label}"
     for path in map(Path, paths):
         if path.is_file():
             target = dest / _relative(path)

@@ -1,11 +1,18 @@
 """`selfheal heal` / `retrain` / `status` for a configured project (selfheal.yaml): the gate on any DVC pipeline.
 
-One pass: (data) when a configured data dep changed since dvc.lock recorded it, make a candidate (the repro
-section); (model) a candidate whose model outputs differ from production is judged on the configured metric -
-promoted when it passes, rolled back to production (every output md5-verified) when it does not; a model output
-missing or altered in the workspace is restored. Everything selfheal writes goes to the records directory.
-Observing reads dvc.lock, the metrics file, the GTO tags and one md5 per file of the version stages' outputs
-(a directory through its manifest in the DVC cache), so a heal on a healthy project stays well under a second.
+One pass, the first thing to do first, then look again: (data) a `data.fix` file with faults is fixed in place
+(backup first, atomic write, logged; the fixes of our own pipeline), and when a watched data file differs from
+what dvc.lock recorded, the repro section makes a candidate; (model) a candidate whose model outputs differ from
+production is judged on the configured metric - promoted when it passes, rolled back to production (every
+output md5-verified) when it does not; a model output missing or altered in the workspace is restored; (drift)
+the configured current data is compared with the reference (the profile drift of our monitor, Evidently's
+tests) and the pure policy decides a retrain (the retrain section, its cooldown), which the gate then judges;
+(service) a health URL that does not answer 200 is recovered by the ladder of `selfheal recover`.
+Everything selfheal writes goes to the records directory.
+Observing reads dvc.lock, the metrics file, the GTO tags and one md5 per file of the version stages' outputs (a
+directory through its manifest in the DVC cache) and per data file: a data file is
+read (pandas) only when its bytes differ from the last ones checked clean, and drift is measured only when the
+reference or current bytes differ from the last measurement, so a heal on a healthy project stays fast.
 """
 
 from __future__ import annotations
@@ -26,26 +33,60 @@ RETRAINING_LOG = "retraining_log.json"
 STATUS = "status.json"
 
 
+DATA_CHECKED = "data_checked.json"  # {path: md5} of data files last checked with nothing to fix
+DRIFT = "drift.json"  # the last drift measurement and the md5s it was made on
+
+
 @dataclass(frozen=True)
 class Step:
-    step: str  # data | model
-    action: str  # ok | repro | promote | rollback | restore | refuse
+    step: str  # data | model | drift | service
+    action: str  # ok | skip | report | refuse (nothing done) | fix | repro | promote | rollback | restore |
+    #              retrain | recover
     reason: str
 
     @property
     def acts(self) -> bool:
-        return self.action not in ("ok", "refuse")
+        return self.action not in ("ok", "skip", "report", "refuse")
 
 
 def _data_changed(project: Project, lock: dict[str, Any], cwd: Path) -> list[str]:
-    """Configured data deps whose bytes differ from what dvc.lock recorded (or that are missing)."""
+    """Configured data files whose bytes differ from what dvc.lock recorded (or that are missing)."""
     if project.data is None:
         return []
     recorded: dict[str, str] = {}
     for entry in lock.values():
         recorded.update(vcs.hashes(entry, "deps"))
-    return [d for d in project.data.deps if d in recorded and (not (cwd / d).is_file()
-                                                                or atomic.md5_file(cwd / d) != recorded[d])]
+    return [d for d in project.data.watched if d in recorded and (not (cwd / d).is_file()
+                                                                   or atomic.md5_file(cwd / d) != recorded[d])]
+
+
+def _data_faults(project: Project, cwd: Path, remember: bool) -> tuple[list[str], list[str]]:
+    """(files with something to fix, files with faults left unfixed because auto_fix_enabled is false). A file
+    whose bytes were checked clean before is not read again; `remember` records the clean ones."""
+    if project.data is None or not project.data.fix:
+        return [], []
+    from selfheal.healing.filefix import planned
+
+    record = cwd / project.record(DATA_CHECKED)
+    checked = audit.read(record, {})
+    faulty, left = [], []
+    for name in project.data.fix:
+        path = cwd / name
+        if not path.is_file():
+            raise SelfHealError(f"selfheal.yaml: data.fix: {name}: file not found")
+        md5 = atomic.md5_file(path)
+        if checked.get(name) == md5:
+            continue
+        report = planned(path, project.data.target, project.data.quality)
+        if report["changes"]:
+            faulty.append(f"{name} ({report['changes']} change(s) to make)")
+        elif report["problems_before"]:
+            left.append(f"{name}: {'; '.join(report['open_problems'])[:200]}")
+        else:
+            checked[name] = md5
+    if remember:
+        atomic.write_json(record, checked)
+    return faulty, left
 
 
 def _altered(hashes: dict[str, str], cwd: Path) -> list[str]:
@@ -69,37 +110,167 @@ def _not_as_pinned(project: Project, lock: dict[str, Any], cwd: Path) -> list[st
             if md5 and checkout.differs(path, md5, cwd)]
 
 
-def decide(project: Project, cwd: Path = Path(".")) -> list[Step]:
-    """What heal does now, and why (nothing is changed)."""
-    lock = vcs.read_lock(cwd / "dvc.lock")
-    changed = _data_changed(project, lock, cwd)
+def decide(project: Project, cwd: Path = Path("."), remember: bool = False) -> list[Step]:
+    """What heal does now, and why: the steps that find nothing to do, ending with the first that acts (or a
+    refusal). Nothing in the project is changed; `remember` keeps what was measured (clean data, drift)."""
+    found: list[Step] = []
+    for observe in (_data_step, _model_step, _drift_step, _service_step):
+        step = observe(project, cwd, remember)
+        if step is None:
+            continue
+        found.append(step)
+        if step.acts or step.action == "refuse":
+            break
+    return found
+
+
+def _data_step(project: Project, cwd: Path, remember: bool) -> Step | None:
+    if project.data is None:
+        return None
+    try:
+        faulty, left = _data_faults(project, cwd, remember)
+    except SelfHealError as exc:  # a missing file, an unknown target column, data no fix can get past
+        return Step("data", "refuse", str(exc))
+    if faulty:
+        return Step("data", "fix", f"data faults in {', '.join(faulty)}")
+    changed = _data_changed(project, vcs.read_lock(cwd / "dvc.lock"), cwd)
     if changed:
-        return [Step("data", "repro", f"data changed since dvc.lock: {', '.join(changed)}")]
+        return Step("data", "repro", f"data changed since dvc.lock: {', '.join(changed)}")
+    if left:
+        return Step("data", "report", f"faults left (data.quality.auto_fix_enabled is false): {'; '.join(left)}")
+    return Step("data", "ok", f"{', '.join(project.data.watched) or 'data'} as dvc.lock recorded")
+
+
+def _model_step(project: Project, cwd: Path, remember: bool) -> Step:
     try:
         _, hashes = configured.candidate(project, cwd)
     except SelfHealError as exc:
-        return [Step("model", "refuse", str(exc))]
+        return Step("model", "refuse", str(exc))
     reg = configured.Registry(project, cwd)
     prod = reg.production()
     ident = configured.identity(hashes)
     if prod is not None and ident == reg.identity(prod):
-        altered = _not_as_pinned(project, lock, cwd)
+        altered = _not_as_pinned(project, vcs.read_lock(cwd / "dvc.lock"), cwd)
         if altered:
-            return [Step("model", "restore", f"{', '.join(altered)} differ from {prod.tag} as dvc.lock pins it")]
-        return [Step("model", "ok", f"{prod.tag} is {project.gate.stage}")]
+            return Step("model", "restore", f"{', '.join(altered)} differ from {prod.tag} as dvc.lock pins it")
+        return Step("model", "ok", f"{prod.tag} is {project.gate.stage}")
     altered = _altered(hashes, cwd)
     if altered:
-        return [Step("model", "refuse" if prod is None else "restore",
-                     f"{', '.join(altered)} differ from dvc.lock; run `dvc checkout` or `dvc repro`")]
-    metric = configured.workspace_metric(project, cwd)
+        return Step("model", "refuse" if prod is None else "restore",
+                    f"{', '.join(altered)} differ from dvc.lock; run `dvc checkout` or `dvc repro`")
+    try:
+        metric = configured.workspace_metric(project, cwd)
+    except SelfHealError as exc:
+        return Step("model", "refuse", str(exc))
     reasons = configured.judge(metric, reg.metric(prod) if prod else None, project)
     if not reasons:
         against = f" vs {prod.tag}" if prod else " (first production version)"
-        return [Step("model", "promote", f"candidate {project.gate.key} {metric:.4f} passes the gate{against}")]
+        return Step("model", "promote", f"candidate {project.gate.key} {metric:.4f} passes the gate{against}")
     if prod is None:
-        return [Step("model", "refuse", "candidate fails the gate and no production version exists: "
-                     + "; ".join(reasons))]
-    return [Step("model", "rollback", "candidate fails the gate: " + "; ".join(reasons))]
+        return Step("model", "refuse", "candidate fails the gate and no production version exists: "
+                    + "; ".join(reasons))
+    return Step("model", "rollback", "candidate fails the gate: " + "; ".join(reasons))
+
+
+def _drift_step(project: Project, cwd: Path, remember: bool) -> Step | None:
+    if project.drift is None:
+        return None
+    try:
+        measured = measure_drift(project, cwd, remember)
+    except SelfHealError as exc:
+        return Step("drift", "refuse", str(exc))
+    verdict = _retrain_verdict(project, measured, cwd, force=False)
+    if verdict.retrain:
+        return Step("drift", "retrain", verdict.reason)
+    return Step("drift", "report" if verdict.blocked_by_config else ("skip" if measured["drift_detected"] else "ok"),
+                verdict.reason)
+
+
+def _service_step(project: Project, cwd: Path, remember: bool) -> Step | None:
+    if project.service is None or project.service.health is None:
+        return None
+    from selfheal.recovery import configured as service
+    from selfheal.recovery.turns import running_watcher
+
+    health = service.probe(project.service.health, project.service.health_timeout_seconds)
+    if health.healthy:
+        return Step("service", "ok", health.detail)
+    watcher = running_watcher()
+    if watcher is not None:
+        return Step("service", "skip", f"{health.detail}; left to the running watcher (pid {watcher['pid']})")
+    if not project.service.start and not (health.state == "unhealthy" and project.service.reload):
+        return Step("service", "refuse", f"{health.detail}; service.start is not set, so selfheal cannot restart it")
+    return Step("service", "recover", health.detail)
+
+
+def _frame(project: Project, name: str, cwd: Path) -> Any:
+    from selfheal.pipeline.checks import read_csv_checked, read_parquet_checked
+
+    path = cwd / name
+    if not path.is_file():
+        raise SelfHealError(f"selfheal.yaml: drift: {name}: file not found")
+    return read_parquet_checked(path, "selfheal.yaml drift names it") if name.endswith(".parquet") \
+        else read_csv_checked(path)
+
+
+def measure_drift(project: Project, cwd: Path = Path("."), remember: bool = True) -> dict[str, Any]:
+    """The drift of drift.current against drift.reference, per column with the test Evidently picks (the
+    profile drift of our monitor), and the dataset verdict of its rule; reused while both files are unchanged."""
+    d = project.drift
+    assert d is not None
+    record = cwd / project.record(DRIFT)
+    inputs = {"reference": atomic.md5_file(cwd / d.reference) if (cwd / d.reference).is_file() else None,
+              "current": atomic.md5_file(cwd / d.current) if (cwd / d.current).is_file() else None,
+              "threshold": d.drift_threshold, "columns": d.columns, "target": project.data and project.data.target}
+    last = audit.read(record, {})
+    if isinstance(last, dict) and last.get("inputs") == inputs:
+        return last
+    from selfheal.pipeline import profile_drift, profiles
+    from selfheal.pipeline.checks import infer_schema, typed
+    from selfheal.pipeline.drift import dataset_drift
+
+    ref, cur = _frame(project, d.reference, cwd), _frame(project, d.current, cwd)
+    target = project.data.target if project.data else None
+    shared = [c for c in ref.columns if c in cur.columns and c != target]
+    columns = d.columns or shared
+    unknown = [c for c in columns if c not in shared]
+    if unknown:
+        raise SelfHealError(f"selfheal.yaml: drift.columns: {unknown} not in both {d.reference} and {d.current} "
+                            f"(shared: {shared})")
+    schema = infer_schema(ref[columns], columns[0])
+    schema.target = ""  # every compared column is a feature
+    kinds = {c: schema.columns[c] for c in columns}
+    ref_t, cur_t = typed(ref[columns], schema)[0], typed(cur[columns], schema)[0]
+    per_column = profile_drift.drift(profiles.profile_frame(ref_t, kinds), profiles.profile_frame(cur_t, kinds),
+                                     columns)
+    count = sum(1 for c in per_column.values() if c["drifted"])
+    share = count / len(columns)
+    measured = {"timestamp": clock.now_iso(), "inputs": inputs, "reference": d.reference, "current": d.current,
+                "drift_detected": dataset_drift(share, d.drift_threshold), "drift_score": share,
+                "share_of_drifted_columns": share, "number_of_drifted_columns": count,
+                "number_of_columns": len(columns), "threshold": d.drift_threshold, "columns": per_column}
+    if remember:
+        atomic.write_json(record, measured)
+    return measured
+
+
+def _retrain_verdict(project: Project, measured: dict[str, Any], cwd: Path, force: bool) -> Any:
+    """The pure policy's decision on the measured drift, the retrain cooldown and the last retrain; a batch
+    already retrained on is not retrained on again (the retrain command is expected to fold it in)."""
+    from selfheal.healing.policy import RetrainDecision, retrain_decision
+
+    assert project.drift is not None
+    history = audit.entries(cwd / project.record(RETRAINING_LOG))
+    last = history[-1] if history else None
+    verdict = retrain_decision(
+        drift_detected=bool(measured["drift_detected"]), drift_score=float(measured["drift_score"]),
+        threshold=float(measured["threshold"]), last_retrain=clock.parse_time(last["timestamp"]) if last else None,
+        now=datetime.now(UTC), cooldown_hours=project.retrain.cooldown_hours,
+        enabled=project.drift.auto_retrain_enabled, force=force)
+    if verdict.retrain and last and last.get("current_md5") == measured["inputs"]["current"] and not force:
+        return RetrainDecision(False, f"{verdict.reason}, but the last retrain ({last['timestamp']}) already had "
+                               f"this {project.drift.current}: waiting for a new batch")
+    return verdict
 
 
 def _repro(project: Project, cwd: Path, reason: str) -> tuple[bool, str]:
@@ -119,7 +290,7 @@ def _repro(project: Project, cwd: Path, reason: str) -> tuple[bool, str]:
 
 def reloader(project: Project) -> Any:
     """POST service.reload (when configured) once production's bytes changed; a failure is noted, not raised."""
-    if project.service is None:
+    if project.service is None or project.service.reload is None:
         return None
     url = project.service.reload
 
@@ -137,6 +308,8 @@ def reloader(project: Project) -> Any:
 
 def act(project: Project, step: Step, cwd: Path = Path(".")) -> tuple[bool, str]:
     try:
+        if step.action == "fix":
+            return _fix(project, cwd)
         if step.action == "repro":
             return _repro(project, cwd, step.reason)
         if step.action == "promote":
@@ -146,36 +319,72 @@ def act(project: Project, step: Step, cwd: Path = Path(".")) -> tuple[bool, str]
             entry = configured.rollback(project, version=prod.name if prod else None, reason=step.reason,
                                         reload=reloader(project), cwd=cwd)
             return True, entry["tag"]
+        if step.action == "retrain":
+            done = retrain(project, cwd=cwd)
+            return (False, "retrain skipped") if done is None else (done["success"], f"{done['outcome']}: "
+                                                                   f"{done['reason']}")
+        if step.action == "recover":
+            return _recover(project, cwd)
     except SelfHealError as exc:
         return False, str(exc)
-    return step.action == "ok", step.reason
+    return step.action in ("ok", "skip", "report"), step.reason
+
+
+def _fix(project: Project, cwd: Path) -> tuple[bool, str]:
+    """Fix every data.fix file that has faults (each backed up first); the repro then makes the candidate."""
+    from selfheal.healing.filefix import fix_configured
+
+    assert project.data is not None
+    faulty, _ = _data_faults(project, cwd, remember=False)
+    notes = []
+    for name in project.data.fix:
+        if any(f.startswith(f"{name} (") for f in faulty):
+            entry = fix_configured(cwd / name, project.data.target, project.data.quality, cwd / project.records_dir)
+            if not entry["success"]:
+                return False, f"{name}: still invalid after fixing ({entry['problems_after']} problem(s))"
+            notes.append(f"{name}: {entry['changes']} change(s), backup {entry['backup']}")
+    return True, "; ".join(notes)
+
+
+def _recover(project: Project, cwd: Path) -> tuple[bool, str]:
+    from selfheal.recovery import configured as service
+    from selfheal.recovery.ladder import recover
+
+    section = service.service_of(project)
+    outcome = recover(service.params(section), actor="heal", target=service.target(project, cwd))
+    return outcome.success, outcome.detail
 
 
 def heal(project: Project, plan_only: bool = False, cwd: Path = Path(".")) -> int:
     """Run (or print) the decisions until nothing is left to do; 0 when healthy or healed."""
     started = time.perf_counter()
-    steps = decide(project, cwd)
+    steps = decide(project, cwd, remember=not plan_only)
     if plan_only:
         print("heal plan (nothing is changed):")
-        print("\n".join(f"  {i}. {s.step:<6} {s.action:<9} {s.reason}" for i, s in enumerate(steps, 1)))
+        print("\n".join(f"  {i}. {s.step:<7} {s.action:<9} {s.reason}" for i, s in enumerate(steps, 1)))
         return 0
     done: list[dict[str, Any]] = []
+    said: set[Step] = set()
     failed = False
-    for _ in range(3):  # a repro makes a candidate, which the gate then judges
-        step = steps[0]
-        print(f"heal: {step.step}: {step.action}: {step.reason}")
-        if not step.acts:
-            failed = step.action == "refuse"
-            done.append({"step": step.step, "action": step.action, "reason": step.reason, "ok": not failed})
+    for _ in range(8):  # fix -> repro -> gate -> retrain -> gate -> recover, each looked at again after acting
+        for step in steps:
+            if step not in said:
+                print(f"heal: {step.step}: {step.action}: {step.reason}")
+                said.add(step)
+        last = steps[-1]
+        if not last.acts:
+            failed = last.action == "refuse"
+            done += [{"step": s.step, "action": s.action, "reason": s.reason, "ok": s.action != "refuse"}
+                     for s in steps if s.action != "ok"]
             break
-        ok, note = act(project, step, cwd)
-        print(f"heal: {step.step}: {'done' if ok else 'FAILED'}: {note}")
-        done.append({"step": step.step, "action": step.action, "reason": step.reason, "ok": ok, "note": note})
+        ok, note = act(project, last, cwd)
+        print(f"heal: {last.step}: {'done' if ok else 'FAILED'}: {note}")
+        done.append({"step": last.step, "action": last.action, "reason": last.reason, "ok": ok, "note": note})
         if not ok:
             failed = True
             break
-        steps = decide(project, cwd)
-    acted = any(d["action"] not in ("ok", "refuse") for d in done)
+        steps = decide(project, cwd, remember=True)
+    acted = any(d["action"] not in ("ok", "skip", "report", "refuse") for d in done)
     if acted or failed:
         audit.append(cwd / project.record(configured.HEAL_LOG), "heal",
                      "; ".join(f"{d['step']}: {d['action']}" for d in done), not failed, decisions=done,
@@ -185,15 +394,23 @@ def heal(project: Project, plan_only: bool = False, cwd: Path = Path(".")) -> in
 
 
 def retrain(project: Project, force: bool = False, cwd: Path = Path(".")) -> dict[str, Any] | None:
-    """Make a new candidate (retrain.command, else the repro section), then gate it; honours the cooldown."""
+    """Make a new candidate (retrain.command, else the repro section), then gate it. With a drift section the
+    measured drift and the pure policy decide (cooldown included; --force skips only the cooldown); without
+    one, the cooldown alone."""
     log = cwd / project.record(RETRAINING_LOG)
     history = audit.entries(log)
-    last = clock.parse_time(history[-1]["timestamp"]) if history else None
-    cooldown = timedelta(hours=project.retrain.cooldown_hours)
-    if not force and last and datetime.now(UTC) - last < cooldown:
-        print(f"retrain: within the {project.retrain.cooldown_hours:g} h cooldown since {history[-1]['timestamp']}; "
-              "skipped (--force to override)")
-        return None
+    measured = measure_drift(project, cwd) if project.drift is not None else None
+    if measured is not None:
+        verdict = _retrain_verdict(project, measured, cwd, force)
+        if not verdict.retrain:
+            print(f"retrain: skipped: {verdict.reason}")
+            return None
+    else:
+        last = clock.parse_time(history[-1]["timestamp"]) if history else None
+        if not force and last and datetime.now(UTC) - last < timedelta(hours=project.retrain.cooldown_hours):
+            print(f"retrain: within the {project.retrain.cooldown_hours:g} h cooldown since "
+                  f"{history[-1]['timestamp']}; skipped (--force to override)")
+            return None
     started = time.perf_counter()
     command = project.retrain.command
     repro = project if command is None else project.model_copy(update={"repro": project.repro.model_copy(
@@ -201,11 +418,13 @@ def retrain(project: Project, force: bool = False, cwd: Path = Path(".")) -> dic
     ok, note = _repro(repro, cwd, "retrain")
     outcome = "failed"
     if ok:
-        steps = decide(project, cwd)
-        ok, note = act(project, steps[0], cwd)
-        outcome = {"promote": "promoted", "rollback": "rolled_back", "ok": "unchanged"}.get(steps[0].action, "failed")
+        step = _model_step(project, cwd, False)
+        ok, note = act(project, step, cwd)
+        outcome = {"promote": "promoted", "rollback": "rolled_back", "ok": "unchanged"}.get(step.action, "failed")
         ok = ok and outcome != "failed"
-    entry = audit.append(log, "retrain", note, ok, outcome=outcome,
+    drift = {} if measured is None else {"drift_score": measured["drift_score"],
+                                         "current_md5": measured["inputs"]["current"]}
+    entry = audit.append(log, "retrain", note, ok, outcome=outcome, **drift,
                          duration_s=round(time.perf_counter() - started, 1))
     print(f"retrain: {outcome}: {note}")
     return entry

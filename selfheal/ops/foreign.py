@@ -5,7 +5,10 @@ random forest in `model.pkl` declared under `artifacts:` as type model, the cach
 holding the nested `eval/metrics.json` (`avg_prec.test`, `roc_auc.test`) named by the top-level `metrics:`,
 params.yaml with that project's own keys, and a first version registered and assigned `prod` by the gto CLI
 itself (`text-classification@v1.0.0`, `text-classification#prod#1`). Variants: `metric="min"` reports an error
-to minimise (`error.test`); `model_dir=True` makes the model a directory (`model/`).
+to minimise (`error.test`); `model_dir=True` makes the model a directory (`model/`); `csv=True` keeps the data
+as a git-tracked CSV (`data/data.csv`: label, score, text) that prepare reads, for data fixes and drift, with
+`src/fold.py` (append a batch to it: a retrain command). Every variant has `src/serve.py PORT`, a tiny HTTP
+service answering GET /health and POST /reload, for recovery.
 """
 
 from __future__ import annotations
@@ -30,11 +33,14 @@ PARAMS = {"prepare": {"split": 0.2, "seed": 20170428},
           "train": {"seed": 20170428, "n_est": 30, "min_split": 2}}
 
 PREPARE = '''
-import random, sys
+import csv, random, sys
 from pathlib import Path
 import yaml
 p = yaml.safe_load(open("params.yaml"))["prepare"]
-rows = Path(sys.argv[1]).read_text().splitlines()[1:]
+if sys.argv[1].endswith(".csv"):
+    rows = [f"{int(float(r['label']))}\\t{r['text']}" for r in csv.DictReader(open(sys.argv[1], newline=""))]
+else:
+    rows = Path(sys.argv[1]).read_text().splitlines()[1:]
 random.Random(p["seed"]).shuffle(rows)
 cut = int(len(rows) * (1 - p["split"]))
 out = Path("data/prepared"); out.mkdir(parents=True, exist_ok=True)
@@ -104,6 +110,31 @@ Path("eval/metrics.json").write_text(json.dumps(out, indent=4))
 '''
 
 
+SERVE = '''
+import http.server, sys
+class Handler(http.server.BaseHTTPRequestHandler):
+    def _answer(self, code, body):
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(body)
+    def do_GET(self):
+        self._answer(200, b\'{"status": "ok"}\') if self.path == "/health" else self._answer(404, b"{}")
+    def do_POST(self):
+        self._answer(200, b\'{"reloaded": true}\') if self.path == "/reload" else self._answer(404, b"{}")
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+'''
+
+FOLD = '''
+import csv, sys
+batch = list(csv.reader(open(sys.argv[1], newline="")))[1:]
+with open(sys.argv[2], "a", newline="") as out:
+    csv.writer(out).writerows(batch)
+'''
+
+
 def _question(rng: random.Random) -> tuple[str, int]:
     label = int(rng.random() < 0.3)
     words = rng.choices(_COMMON, k=rng.randint(4, 9)) + rng.choices(_R_WORDS if label else _OTHER, k=rng.randint(1, 3))
@@ -120,15 +151,29 @@ def write_data(path: Path, rows: int, seed: int) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def dvc_yaml(model: str) -> dict:
+def write_csv(path: Path, rows: int, seed: int, score_shift: float = 0.0) -> None:
+    """Questions as CSV (label, score, text): `score` is a vote count (0-10, so clean data has no outliers to
+    cap), `score_shift` moves its distribution."""
+    import csv
+
+    rng = random.Random(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(["label", "score", "text"])
+        for text, label in (_question(rng) for _ in range(rows)):
+            writer.writerow([label, rng.randint(0, 10) + round(score_shift), text])  # no outliers
+
+
+def dvc_yaml(model: str, data: str = "data/data.tsv") -> dict:
     return {
         "artifacts": {
-            "stackoverflow-dataset": {"path": "data/data.tsv", "type": "dataset", "desc": "generated questions"},
+            "stackoverflow-dataset": {"path": data, "type": "dataset", "desc": "generated questions"},
             ARTIFACT: {"path": model, "type": "model", "desc": "Detect whether a question should have the R tag",
                        "labels": ["nlp", "classification"]},
         },
         "stages": {
-            "prepare": {"cmd": "python src/prepare.py data/data.tsv", "deps": ["data/data.tsv", "src/prepare.py"],
+            "prepare": {"cmd": f"python src/prepare.py {data}", "deps": [data, "src/prepare.py"],
                         "params": ["prepare.seed", "prepare.split"], "outs": ["data/prepared"]},
             "featurize": {"cmd": "python src/featurization.py", "deps": ["data/prepared", "src/featurization.py"],
                           "params": ["featurize.max_features", "featurize.ngrams"], "outs": ["data/features"]},
@@ -147,19 +192,24 @@ def store(project: Path) -> Path:
     return project.parent / f"{project.name}-dvcstore"
 
 
-def create(dest: Path, *, metric: str = "max", model_dir: bool = False, rows: int = 600, remote: bool = True) -> Path:
+def create(dest: Path, *, metric: str = "max", model_dir: bool = False, rows: int = 600, remote: bool = True,
+           csv: bool = False) -> Path:
     """Write, `dvc repro`, commit and register v1.0.0 in prod with the gto CLI: the project a user brings."""
     model = "model" if model_dir else "model.pkl"
+    data = "data/data.csv" if csv else "data/data.tsv"
     dest.mkdir(parents=True, exist_ok=True)
     src = dest / "src"
     src.mkdir(exist_ok=True)
     flags = f"MODEL_DIR = {model_dir}\nMETRIC_MIN = {metric == 'min'}\n"
     for name, body in {"prepare.py": PREPARE, "featurization.py": FEATURIZE, "train.py": flags + TRAIN,
-                       "evaluate.py": flags + EVALUATE}.items():
+                       "evaluate.py": flags + EVALUATE, "serve.py": SERVE, "fold.py": FOLD}.items():
         (src / name).write_text(textwrap.dedent(body).lstrip())
-    write_data(dest / "data/data.tsv", rows, seed=7)
+    if csv:
+        write_csv(dest / data, rows, seed=7)
+    else:
+        write_data(dest / data, rows, seed=7)
     (dest / "params.yaml").write_text(yaml.safe_dump(PARAMS, sort_keys=False))
-    (dest / "dvc.yaml").write_text(yaml.safe_dump(dvc_yaml(model), sort_keys=False))
+    (dest / "dvc.yaml").write_text(yaml.safe_dump(dvc_yaml(model, data), sort_keys=False))
     (dest / ".gitignore").write_text("__pycache__/\n.selfheal/\n")
     sandbox.run(["git", "init", "-q", "-b", "main"], dest)
     sandbox.run(["dvc", "init", "-q"], dest)
@@ -167,7 +217,8 @@ def create(dest: Path, *, metric: str = "max", model_dir: bool = False, rows: in
     if remote:
         # relative (dvc stores it relative to .dvc/): a copy of the project beside a copy of its store works
         sandbox.run(["dvc", "remote", "add", "-d", "store", f"../{store(dest).name}"], dest)
-    sandbox.run(["dvc", "add", "-q", "data/data.tsv"], dest)
+    if not csv:  # the CSV stays in git, so a fixed or grown file is a plain change of a dep
+        sandbox.run(["dvc", "add", "-q", data], dest)
     sandbox.run(["dvc", "repro", "-q"], dest)
     sandbox.commit(dest, "example pipeline, first model")
     if remote:

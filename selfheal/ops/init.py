@@ -18,7 +18,7 @@ import yaml
 
 from selfheal.core import atomic, workspace
 from selfheal.core.errors import SelfHealError
-from selfheal.core.project import PROJECT_FILE, RECORDS, Project, numeric_keys, parse, parse_metrics
+from selfheal.core.project import DATA_FORMATS, PROJECT_FILE, RECORDS, Project, numeric_keys, parse, parse_metrics
 from selfheal.versions import registry, vcs
 
 Ask = Callable[[str, str], str]  # (question, default) -> answer
@@ -137,7 +137,8 @@ def build(found: Found, ask: Ask | None = None) -> Project:
         "records": str(RECORDS),
     }
     if found.data:
-        raw["data"] = {"deps": found.data}
+        fixable = [d for d in found.data if d.endswith(DATA_FORMATS)]
+        raw["data"] = {"deps": [d for d in found.data if d not in fixable], "fix": fixable}
     return parse(raw, "selfheal init")
 
 
@@ -145,12 +146,27 @@ HEADER = """# selfheal.yaml: what `selfheal heal` guards in this DVC project (do
 # Written by `selfheal init`; edit freely. selfheal never reads this project's params.yaml.
 """
 
+OPTIONAL = """
+# Optional, left for you to choose (docs/guarding.md):
+# drift:                             # compare a new batch with the data the model learnt from; retrain on drift
+#   reference: data/train.csv
+#   current: data/new_batch.csv
+#   drift_threshold: 0.5             # share of drifted columns that means drift
+# service:                           # keep the model's service up: `selfheal recover [--watch]`, heal's service step
+#   health: http://127.0.0.1:8080/health
+#   start: python serve.py --port {port}
+#   reload: http://127.0.0.1:8080/reload
+"""
+
 
 def render(project: Project) -> str:
     doc = project.model_dump(exclude_none=True)
     doc["gate"].setdefault("bound", None)  # shown, so the choice left to the user is visible
+    if "data" in doc:
+        doc["data"] = {k: v for k, v in doc["data"].items() if v and k != "quality"}  # quality: the defaults
     body = yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
-    return HEADER + body.replace("  bound: null\n", "  bound: null  # choose: the value the metric must meet\n")
+    body = body.replace("  bound: null\n", "  bound: null  # choose: the value the metric must meet\n")
+    return HEADER + body.replace("  fix:\n", "  fix:  # checked and fixed in place before a candidate is made\n") + OPTIONAL
 
 
 def report(found: Found, project: Project, cwd: Path) -> list[str]:
@@ -167,6 +183,10 @@ def report(found: Found, project: Project, cwd: Path) -> list[str]:
     ]
     if found.data:
         lines.append(f"found data deps {', '.join(found.data)} (a change makes heal reproduce a candidate)")
+    if project.data and project.data.fix:
+        lines.append(f"data.fix: {', '.join(project.data.fix)} are checked and fixed in place (backup first); "
+                     "set data.target to a label column, if any, so it is never filled or capped")
+    lines.append("drift: and service: are not set (see the commented example at the end of selfheal.yaml)")
     todo = []
     if gate.bound is None:
         todo.append("gate.bound (the absolute value the metric must meet; none set)")

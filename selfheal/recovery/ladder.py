@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
@@ -24,6 +25,7 @@ from selfheal.core import audit, clock, locks, workspace
 from selfheal.core.alerts import raise_alert
 from selfheal.core.config import ServiceRecoveryParams
 from selfheal.recovery.restarts import AttemptFailed, CannotRecover, Standby, address, restart_docker, restart_process
+from selfheal.recovery.target import OWN, Target
 from selfheal.recovery.turns import who
 from selfheal.service import procs
 from selfheal.service.client import Health, check_health, request_reload
@@ -65,7 +67,10 @@ def _reload(service_url: str, sr: ServiceRecoveryParams, config: bool) -> str:
     return f"reloaded model {result.get('model_version')}{' and configuration' if config else ''}"
 
 
-def _act(step: str, url: str, sr: ServiceRecoveryParams, health: Health, standby: Standby | None) -> str:
+def _act(step: str, url: str, sr: ServiceRecoveryParams, health: Health, standby: Standby | None,
+         target: Target) -> str:
+    if target.act is not None:  # a configured project's service: its own steps
+        return target.act(step, url, sr, health)
     if health.state == "foreign":  # nothing of ours to reload or restart: never touch another project's service
         raise CannotRecover(health.detail)
     if step in ("cache", "config"):
@@ -86,6 +91,7 @@ def recover(
     sleep: Callable[[float], object] = time.sleep,
     say: Callable[[str], None] = print,
     actor: str = "recover",
+    target: Target = OWN,
 ) -> Outcome:
     """Bring the service back to healthy, or log why not and raise an alert. Already healthy: nothing to do.
 
@@ -96,8 +102,8 @@ def recover(
         raise ValueError(f"unknown recovery method {method!r}; expected one of {list(METHODS)}")
     url = service_url or sr.service_url
     started = time.monotonic()
-    logged = len(audit.entries(workspace.RECOVERY_LOG))
-    health = health or check_health(url, sr.health_timeout_seconds)
+    logged = len(audit.entries(target.log))
+    health = health or target.check(url, sr.health_timeout_seconds)
     if health.healthy:
         say(f"Health check passed: {url} {health.detail}")
         return Outcome(True, "healthy", health.detail)
@@ -107,15 +113,15 @@ def recover(
         return Outcome(False, "stopped", procs.stopped_note(stop))
     with ExitStack() as turn:
         other = _take_turn(turn, actor, sr, say)
-        since = audit.entries(workspace.RECOVERY_LOG)[logged:]
+        since = audit.entries(target.log)[logged:]
         other = other or next((e for e in reversed(since) if e.get("success")), None)
         if other is not None:
-            health = check_health(url, sr.health_timeout_seconds)
+            health = target.check(url, sr.health_timeout_seconds)
             if health.healthy:
                 note = f"recovered by {who(other)}, not by this {actor}: {health.detail}"
                 say(f"Service already recovered: {note}")
                 return Outcome(True, "healthy", note)
-        return _attempts(sr, method, url, health, standby, max_attempts, sleep, say, actor, started)
+        return _attempts(sr, method, url, health, standby, max_attempts, sleep, say, actor, started, target)
 
 
 def _take_turn(turn: ExitStack, actor: str, sr: ServiceRecoveryParams, say: Callable[[str], None]
@@ -133,29 +139,29 @@ def _take_turn(turn: ExitStack, actor: str, sr: ServiceRecoveryParams, say: Call
 
 def _attempts(sr: ServiceRecoveryParams, method: str, url: str, health: Health, standby: Standby | None,
               max_attempts: int | None, sleep: Callable[[float], object], say: Callable[[str], None], actor: str,
-              started: float) -> Outcome:
+              started: float, target: Target) -> Outcome:
     """The ladder's attempts with backoff, each logged; an alert when all fail."""
     detected_at = clock.now_iso()
     state, limit = health.state, max_attempts or sr.max_recovery_attempts
-    steps = ladder(method, state)
+    steps = (target.steps or ladder)(method, state)
     say(f"Health check failed: {health.detail}")
     outcome = Outcome(False, state, health.detail)
     by = locks.me(actor)
 
     def attempt(n: int) -> None:
         step = steps[min(n, len(steps)) - 1]
-        current = health if n == 1 else check_health(url, sr.health_timeout_seconds)
+        current = health if n == 1 else target.check(url, sr.health_timeout_seconds)
         say(f"Attempting auto-recovery ({n}/{limit}): {step}")
         outcome.attempts = n
         outcome.attempt_times.append(time.monotonic())
         try:
-            note = current.detail if current.healthy else _act(step, url, sr, current, standby)
+            note = current.detail if current.healthy else _act(step, url, sr, current, standby, target)
         except (AttemptFailed, CannotRecover) as exc:
-            _log(url, state, health, step, n, limit, detected_at, False, None, str(exc), by)
+            _log(target.log, url, state, health, step, n, limit, detected_at, False, None, str(exc), by)
             say(f"Recovery attempt {n} failed: {exc}")
             raise
         seconds = round(time.monotonic() - started, 2)
-        _log(url, state, health, step, n, limit, detected_at, True, seconds, note, by)
+        _log(target.log, url, state, health, step, n, limit, detected_at, True, seconds, note, by)
         outcome.success, outcome.seconds_to_recover, outcome.detail = True, seconds, note
         say(f"Service recovered ({step}) in {seconds} s: {note}")
 
@@ -176,15 +182,16 @@ def _attempts(sr: ServiceRecoveryParams, method: str, url: str, health: Health, 
         outcome.alert = raise_alert(
             "service_recovery_exhausted",
             f"{url}: recovery failed after {outcome.attempts} attempt(s) ({method}); last error: {str(cause)[:500]}",
-            service_url=url, method=method, state=state, attempts=outcome.attempts, detected_at=detected_at,
+            target.alerts, service_url=url, method=method, state=state, attempts=outcome.attempts,
+            detected_at=detected_at,
         )
     return outcome
 
 
-def _log(url: str, state: str, health: Health, step: str, n: int, limit: int, detected_at: str, ok: bool,
+def _log(log: Path, url: str, state: str, health: Health, step: str, n: int, limit: int, detected_at: str, ok: bool,
          seconds: float | None, note: str, by: dict) -> None:
     audit.append(
-        workspace.RECOVERY_LOG, ACTION, f"health check: {health.detail}", ok,
+        log, ACTION, f"health check: {health.detail}", ok,
         detected_at=detected_at, method=step, attempt=n, max_attempts=limit, service_url=url, state=state,
         recovered_at=clock.now_iso() if ok else None, seconds_to_recover=seconds, details=note, **by,
     )

@@ -9,6 +9,7 @@ import shlex
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -87,8 +88,8 @@ def standby_for(service_url: str, sr: ServiceRecoveryParams) -> Standby | None:
     return Standby(argv, os.getcwd()) if _ours(argv) else None
 
 
-def _log_tail(cwd: str | Path, lines: int = 5) -> str:
-    path = Path(cwd) / workspace.SERVICE_LOG
+def _log_tail(cwd: str | Path, lines: int = 5, log: Path = workspace.SERVICE_LOG) -> str:
+    path = Path(cwd) / log
     try:
         tail = path.read_text(errors="replace").strip().splitlines()[-lines:]
     except OSError:
@@ -96,12 +97,14 @@ def _log_tail(cwd: str | Path, lines: int = 5) -> str:
     return " | ".join(tail)
 
 
-def wait_healthy(service_url: str, sr: ServiceRecoveryParams, proc: subprocess.Popen | None, cwd: str | Path) -> Health:
-    """Poll /health until healthy; fail fast when the started process exits, or at startup_timeout_seconds."""
+def wait_healthy(service_url: str, sr: ServiceRecoveryParams, proc: subprocess.Popen | None, cwd: str | Path,
+                 check: Callable[[str, float], Health] = check_health, log: Path = workspace.SERVICE_LOG) -> Health:
+    """Poll /health (or `check`) until healthy; fail fast when the started process exits (its `log`'s tail says
+    why), or at startup_timeout_seconds."""
     deadline = time.monotonic() + sr.startup_timeout_seconds
     timeout = min(sr.health_timeout_seconds, 1.0)
     while True:
-        health = check_health(service_url, timeout)
+        health = check(service_url, timeout)
         if health.healthy:
             return health
         if health.state == "foreign":
@@ -109,7 +112,7 @@ def wait_healthy(service_url: str, sr: ServiceRecoveryParams, proc: subprocess.P
         if proc is not None and health.state == "unhealthy" and health.body.get("pid") == proc.pid:
             raise AttemptFailed(f"the restarted service is up but {health.detail}")  # its start-up is over
         if proc is not None and proc.poll() is not None:
-            raise AttemptFailed(f"the service exited with code {proc.returncode} while starting: {_log_tail(cwd)}")
+            raise AttemptFailed(f"the service exited with code {proc.returncode} while starting: {_log_tail(cwd, log=log)}")
         if time.monotonic() >= deadline:
             raise AttemptFailed(f"not healthy {sr.startup_timeout_seconds:g} s after start ({health.detail})")
         time.sleep(0.1)

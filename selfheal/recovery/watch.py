@@ -20,8 +20,8 @@ from selfheal.core.config import ServiceRecoveryParams
 from selfheal.core.errors import SelfHealError
 from selfheal.recovery.ladder import recover
 from selfheal.recovery.restarts import Standby, standby_for
+from selfheal.recovery.target import OWN, Target
 from selfheal.recovery.turns import registered_watcher
-from selfheal.service.client import check_health
 
 
 def watch(
@@ -31,6 +31,7 @@ def watch(
     interval: float | None = None,
     stop: threading.Event | None = None,
     say: Callable[[str], None] = print,
+    target: Target = OWN,
 ) -> int:
     """Run until `stop` is set (SIGINT/SIGTERM set it when run from the CLI); returns the exit code."""
     if not sr.auto_recovery_enabled:
@@ -44,7 +45,7 @@ def watch(
         say(f"Watching {url} every {interval:g} s (method {method}, at most {sr.max_recovery_attempts} attempts "
             f"per {sr.watch_window_minutes:g} min{', warm standby' if standby else ''})")
         try:
-            code = _loop(sr, method, url, interval, stop, standby, say)
+            code = _loop(sr, method, url, interval, stop, standby, say, target)
         finally:
             if standby is not None:
                 standby.close()
@@ -54,14 +55,14 @@ def watch(
 
 
 def _loop(sr: ServiceRecoveryParams, method: str, url: str, interval: float, stop: threading.Event,
-          standby: Standby | None, say: Callable[[str], None]) -> int:
+          standby: Standby | None, say: Callable[[str], None], target: Target) -> int:
     """Check, and recover within the sliding window's attempt budget; returns the exit code."""
     window = sr.watch_window_minutes * 60
     attempts: deque[float] = deque()
     while not stop.is_set():
         if standby is not None:
             standby.ensure()
-        health = check_health(url, sr.health_timeout_seconds)
+        health = target.check(url, sr.health_timeout_seconds)
         if health.healthy:
             stop.wait(interval)
             continue
@@ -74,11 +75,11 @@ def _loop(sr: ServiceRecoveryParams, method: str, url: str, interval: float, sto
                 "service_restart_storm",
                 f"{url}: {health.detail}; {len(attempts)} recovery attempts in the last "
                 f"{sr.watch_window_minutes:g} min already: not restarting again, a person should look",
-                service_url=url, attempts=len(attempts), window_minutes=sr.watch_window_minutes,
+                target.alerts, service_url=url, attempts=len(attempts), window_minutes=sr.watch_window_minutes,
             )
             return 1
         outcome = recover(sr, method, url, standby=standby, max_attempts=budget, health=health,
-                          sleep=stop.wait, say=say, actor="watch")
+                          sleep=stop.wait, say=say, actor="watch", target=target)
         attempts.extend(outcome.attempt_times)
         if not outcome.success:
             return 1 if not stop.is_set() else 0
@@ -86,9 +87,9 @@ def _loop(sr: ServiceRecoveryParams, method: str, url: str, interval: float, sto
 
 
 def watch_until_signalled(sr: ServiceRecoveryParams, method: str, service_url: str | None,
-                          interval: float | None) -> int:
+                          interval: float | None, target: Target = OWN) -> int:
     """The CLI's watch: SIGINT or SIGTERM ends the loop cleanly (the spare is told to exit)."""
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    return watch(sr, method, service_url, interval, stop)
+    return watch(sr, method, service_url, interval, stop, target=target)

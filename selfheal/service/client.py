@@ -1,6 +1,7 @@
 """Talking to a running service from other processes: health checks (recovery, heal) and reloads (rollback).
 
-Light on purpose (requests only): recovery and rollback import this without the web stack or the model libraries.
+Light on purpose (requests only, imported when a request is made): recovery and rollback import this without
+the web stack or the model libraries.
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
-
-import requests
 
 from selfheal.core import workspace
 from selfheal.service import procs
@@ -44,6 +43,8 @@ def check_health(service_url: str, timeout: float = 2.0, root: str | Path = ".")
 
     The answer counts only if it carries the identity of the project at `root` (see workspace.project_id).
     """
+    import requests
+
     started = time.perf_counter()
     try:
         resp = requests.get(service_url.rstrip("/") + "/health", timeout=timeout)
@@ -99,6 +100,8 @@ def request_reload(
         return {"reloaded": False, "via": None, "foreign": True, "error": health.detail}
     http_error = health.detail
     if health.state in ("healthy", "unhealthy"):
+        import requests
+
         try:
             resp = requests.post(service_url.rstrip("/") + "/admin/reload", json=body, headers=headers,
                                  timeout=timeout)

@@ -39,8 +39,10 @@ def service_argv(host: str, port: int, model: str | Path = workspace.MODEL,
             "--params", str(params)]
 
 
-def write_pid_file(host: str, port: int, cmd: list[str], state: str, path: Path = workspace.PID_FILE) -> dict[str, Any]:
-    me = psutil.Process()
+def write_pid_file(host: str, port: int, cmd: list[str], state: str, path: Path = workspace.PID_FILE,
+                   pid: int | None = None) -> dict[str, Any]:
+    """Record the service: this process, or `pid` (a configured project's service, started by recovery)."""
+    me = psutil.Process(pid)
     info = {"pid": me.pid, "host": host, "port": port, "started_at": now_iso(), "create_time": me.create_time(),
             "state": state, "cwd": os.getcwd(), "cmd": cmd}
     old = read_pid_file(path)
@@ -84,8 +86,9 @@ def _runs_the_service(cmd: list[str]) -> bool:
     return any(Path(arg).name == "selfheal" and cmd[i + 1 : i + 2] == ["serve"] for i, arg in enumerate(cmd))
 
 
-def why_not_ours(info: dict[str, Any] | None, root: str | Path = ".") -> str | None:
-    """None when the pid file names a live selfheal service of the project at `root`; else why it does not."""
+def why_not_ours(info: dict[str, Any] | None, root: str | Path = ".", cmd: list[str] | None = None) -> str | None:
+    """None when the pid file names a live selfheal service of the project at `root`; else why it does not.
+    With `cmd` (a configured project's start command) the process must run exactly that instead."""
     if info is None:
         return f"no {workspace.PID_FILE}"
     pid, created = info["pid"], info.get("create_time")
@@ -97,13 +100,15 @@ def why_not_ours(info: dict[str, Any] | None, root: str | Path = ".") -> str | N
             return f"pid {pid} is another process (started at another time)"
         if proc.status() == psutil.STATUS_ZOMBIE:
             return f"pid {pid} has exited"
-        cmd, cwd = proc.cmdline(), proc.cwd()
+        running, cwd = proc.cmdline(), proc.cwd()
     except psutil.AccessDenied:
         return f"pid {pid} belongs to another user"
     except psutil.Error:
         return f"pid {pid} is not running"
-    if not _runs_the_service(cmd):
-        return f"pid {pid} is not a selfheal service ({shlex.join(cmd)[:160]})"
+    if cmd is not None and running != cmd:
+        return f"pid {pid} does not run the start command ({shlex.join(running)[:160]})"
+    if cmd is None and not _runs_the_service(running):
+        return f"pid {pid} is not a selfheal service ({shlex.join(running)[:160]})"
     if Path(cwd).resolve() != Path(root).resolve():
         return f"pid {pid} is a selfheal service of another project ({cwd})"
     return None

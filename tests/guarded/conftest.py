@@ -31,6 +31,12 @@ def example_min_dir(tmp_path_factory: pytest.TempPathFactory, worker_id: str) ->
     return _shared(tmp_path_factory, worker_id, "foreign-min-dir", _build(metric="min", model_dir=True)) / "proj"
 
 
+@pytest.fixture(scope="session")
+def example_csv(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """The pipeline on a git-tracked data/data.csv (label, score, text): for data fixes, drift and a service."""
+    return _shared(tmp_path_factory, worker_id, "foreign-csv", _build(csv=True)) / "proj"
+
+
 @pytest.fixture()
 def copy_of(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[Path], Path]:
     """`copy_of(project)`: a private copy of a shared foreign project and its DVC remote; cwd is set to it."""

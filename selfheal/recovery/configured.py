@@ -1,0 +1,147 @@
+"""`selfheal recover` (and `--watch`, and heal's service step) for a configured project's service (selfheal.yaml).
+
+An adapter, not a second ladder: it builds the parameters and the Target the ladder and the watch take from the
+`service:` section. Health is the configured URL answering 200 (refused: down; no answer in time: hung; another
+code: unhealthy). Steps: an unhealthy service that has a reload URL is reloaded first, then restarted; a down
+or hung one is restarted with the configured start command (no shell; `{host}` and `{port}` from the health
+URL). The foreign service cannot prove which project it belongs to on its health URL (ours reports a project
+hash), so its identity is the pid file selfheal writes when it starts the command: a process is stopped only
+when it is alive, was started at the recorded time, runs exactly the start command and in this project's
+directory. Anything else on the port is left alone. Logs, alerts, the pid file and the service's output go to
+the records directory.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from functools import partial
+from pathlib import Path
+
+from selfheal.core.config import ServiceRecoveryParams
+from selfheal.core.errors import SelfHealError
+from selfheal.core.project import Project, ServiceSection
+from selfheal.recovery.restarts import AttemptFailed, CannotRecover, address, start_argv, wait_healthy
+from selfheal.recovery.target import Target
+from selfheal.service import procs
+from selfheal.service.client import Health
+
+PID_FILE = "service.pid"
+SERVICE_LOG = "service.log"
+RECOVERY_LOG = "recovery_log.json"
+ALERTS_LOG = "alerts.json"
+METHODS = ("auto", "process", "reload")
+
+
+def service_of(project: Project) -> ServiceSection:
+    """The service section with a health URL; a one-line error saying what to add when there is none."""
+    if project.service is None or project.service.health is None:
+        raise SelfHealError("selfheal.yaml: service.health is not set: add the URL that answers 200 when the service "
+                            "is healthy (and service.start, the command that starts it) to recover it")
+    return project.service
+
+
+def params(service: ServiceSection) -> ServiceRecoveryParams:
+    """The ladder's parameters from the service section (no warm standby: a foreign command cannot be pre-warmed)."""
+    assert service.health is not None  # service_of checked
+    return ServiceRecoveryParams(
+        service_url=service.health, start_command=service.start or "", warm_standby=False,
+        health_timeout_seconds=service.health_timeout_seconds, startup_timeout_seconds=service.startup_timeout_seconds,
+        max_recovery_attempts=service.max_recovery_attempts, kill_grace_seconds=service.kill_grace_seconds,
+        watch_interval_seconds=service.watch_interval_seconds, watch_window_minutes=service.watch_window_minutes)
+
+
+def probe(url: str, timeout: float) -> Health:
+    """One GET of the health URL: 200 healthy, another code unhealthy, refused down, no answer hung (the standard
+    library's client: a healthy heal does not import requests)."""
+    import urllib.error
+    import urllib.request
+
+    started = time.perf_counter()
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            code, reason = resp.status, resp.reason
+    except urllib.error.HTTPError as exc:
+        code, reason = exc.code, exc.reason
+    except (urllib.error.URLError, OSError) as exc:
+        why = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+        seconds = time.perf_counter() - started
+        if isinstance(why, TimeoutError):
+            return Health("hung", f"no answer from {url} within {timeout:g} s (hang)", seconds=seconds)
+        return Health("down", f"{url} not reachable (crash or not started): {why}", seconds=seconds)
+    seconds = time.perf_counter() - started
+    if code == 200:
+        return Health("healthy", f"{url} answered 200", 200, seconds=seconds)
+    return Health("unhealthy", f"{url} answered {code} {reason}", code, seconds=seconds)
+
+
+def steps(service: ServiceSection, method: str, state: str) -> list[str]:
+    if method != "auto":
+        return [method]
+    return ["reload", "process"] if state == "unhealthy" and service.reload else ["process"]
+
+
+def _reload(service: ServiceSection, url: str, sr: ServiceRecoveryParams) -> str:
+    if service.reload is None:
+        raise CannotRecover("service.reload is not set: nothing to reload")
+    resp = _post(service.reload, sr)
+    health = probe(url, sr.health_timeout_seconds)
+    if not health.healthy:
+        raise AttemptFailed(f"{resp}, but {health.detail}")
+    return f"{resp}; {health.detail}"
+
+
+def _post(url: str, sr: ServiceRecoveryParams) -> str:
+    import requests
+
+    try:
+        resp = requests.post(url, timeout=sr.startup_timeout_seconds)
+    except requests.RequestException as exc:
+        raise AttemptFailed(f"reload {url} failed: {exc}") from None
+    if not 200 <= resp.status_code < 300:
+        raise AttemptFailed(f"reload {url} answered {resp.status_code}")
+    return f"reloaded via {url}"
+
+
+def restart(root: Path, records: Path, url: str, sr: ServiceRecoveryParams) -> str:
+    """Stop the process selfheal started (verified by the pid file), start the command anew, wait for health."""
+    if not sr.start_command:
+        raise CannotRecover("service.start is not set: selfheal cannot start this service; add the start command")
+    pid_file, log = records / PID_FILE, records / SERVICE_LOG
+    argv = start_argv(url, sr)
+    notes = []
+    info = procs.read_pid_file(root / pid_file)
+    why = procs.why_not_ours(info, root, cmd=argv) if info else None
+    if info and why is None:
+        try:
+            how = procs.terminate(info["pid"], sr.kill_grace_seconds, info["create_time"])
+        except RuntimeError as exc:
+            raise AttemptFailed(str(exc)) from None
+        notes.append(f"stopped pid {info['pid']} ({how})")
+    elif info and procs.alive(info["pid"]):
+        notes.append(f"left pid {info['pid']} alone: {why}")
+    try:
+        proc = procs.spawn(argv, root, log_path=log)
+    except OSError as exc:
+        raise AttemptFailed(f"cannot start {shlex.join(argv)}: {exc}") from None
+    host, port = address(url)
+    procs.write_pid_file(host, port, argv, "started", root / pid_file, pid=proc.pid)
+    healthy = wait_healthy(url, sr, proc, root, check=probe, log=log)
+    notes.append(f"started pid {proc.pid} ({shlex.join(argv)}); {healthy.detail}")
+    return "; ".join(notes)
+
+
+def _act(project: Project, root: Path, step: str, url: str, sr: ServiceRecoveryParams, health: Health) -> str:
+    service = service_of(project)
+    if step == "reload":
+        return _reload(service, url, sr)
+    if step == "process":
+        return restart(root, project.records_dir, url, sr)
+    raise CannotRecover(f"--method {step}: a configured project's service knows {', '.join(METHODS)}")
+
+
+def target(project: Project, root: Path = Path(".")) -> Target:
+    """The ladder's Target for the project's service: its health URL, its steps, its records."""
+    service = service_of(project)
+    return Target(check=probe, steps=partial(steps, service), act=partial(_act, project, root),
+                  log=project.record(RECOVERY_LOG), alerts=project.record(ALERTS_LOG))

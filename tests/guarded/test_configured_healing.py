@@ -1,0 +1,244 @@
+"""heal on a configured project beyond the gate: data fixes, drift and retrain, service recovery (selfheal.yaml).
+
+The outcomes are checked independently of selfheal's own records: the CSV read back with pandas (no missing
+values, no duplicates), the backup's bytes, the rows the retrain command appended, GTO's tags, a real HTTP
+service process answering its health URL, and the process table.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pandas as pd
+import psutil
+import pytest
+import yaml
+
+from selfheal.core import atomic
+from selfheal.ops import foreign, sandbox
+from selfheal.service import procs
+
+DATA = "data/data.csv"
+
+
+def selfheal(*args: str, cwd: Path, check: bool = True):
+    return sandbox.run(["selfheal", *args], cwd, check)
+
+
+def configure(repo: Path, **sections: object) -> None:
+    """`selfheal init`, then the given sections merged into selfheal.yaml."""
+    selfheal("init", "--force", cwd=repo)
+    config = yaml.safe_load((repo / "selfheal.yaml").read_text())
+    for key, value in sections.items():
+        config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
+    (repo / "selfheal.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def add_faulty_batch(repo: Path) -> int:
+    """Append 60 new questions with faults: a missing text, a missing label, a number written as text, an outlier
+    and three exact copies of earlier rows. Returns the row count of the file."""
+    batch = repo / "batch.csv"
+    foreign.write_csv(batch, 60, seed=99)
+    rows = list(csv.reader(batch.open(newline="")))[1:]
+    batch.unlink()
+    rows[0][2] = ""  # missing text
+    rows[1][0] = ""  # missing label: the row cannot be used
+    rows[2][1] = " 7 "  # a number written as text
+    rows[3][1] = "9000"  # an outlier
+    rows += rows[10:13]  # duplicates
+    with (repo / DATA).open("a", newline="") as out:
+        csv.writer(out).writerows(rows)
+    return len(pd.read_csv(repo / DATA))
+
+
+def test_a_data_fault_in_a_csv_dep_is_fixed_and_the_candidate_promoted(example_csv: Path,
+                                                                        copy_of: Callable[[Path], Path]) -> None:
+    repo = copy_of(example_csv)
+    configure(repo, data={"target": "label"}, gate={"max_relative_change": 0.5})
+    original = add_faulty_batch(repo)
+    faulty = (repo / DATA).read_bytes()
+
+    plan = selfheal("heal", "--plan", cwd=repo).stdout
+    assert "fix" in plan and (repo / DATA).read_bytes() == faulty  # the plan changes nothing
+    out = selfheal("heal", cwd=repo).stdout
+
+    fixed = pd.read_csv(repo / DATA)
+    assert not fixed.isna().any().any() and not fixed.duplicated().any()
+    assert len(fixed) == original - 1 - 3  # the unlabelled row and the three copies are gone
+    assert fixed["score"].max() < 9000 and pd.api.types.is_numeric_dtype(fixed["score"])
+    backups = list((repo / ".selfheal/backups").rglob("data.csv"))
+    assert len(backups) == 1 and backups[0].read_bytes() == faulty  # the original, byte for byte
+    tags = sandbox.run(["git", "tag", "--list", f"{foreign.ARTIFACT}*"], repo).stdout.split()
+    assert f"{foreign.ARTIFACT}@v1.0.1" in tags and f"{foreign.ARTIFACT}#prod#2" in tags, out
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    assert next(d["md5"] for d in lock["stages"]["prepare"]["deps"] if d["path"] == DATA) == atomic.md5_file(repo / DATA)
+    assert "heal: done" in out
+    again = selfheal("heal", cwd=repo).stdout
+    assert again.rstrip().endswith("heal: healthy")
+
+
+def test_bad_data_config_is_one_line_naming_file_or_column(example_csv: Path, copy_of: Callable[[Path], Path]) -> None:
+    repo = copy_of(example_csv)
+    configure(repo, data={"target": "labels"})
+    done = selfheal("heal", cwd=repo, check=False)
+    assert done.returncode == 1 and "target column 'labels' not found" in done.stdout
+    configure(repo, data={"fix": ["data/missing.csv"]})
+    done = selfheal("heal", cwd=repo, check=False)
+    assert done.returncode == 1 and "data.fix: data/missing.csv: file not found" in done.stdout
+
+
+@pytest.mark.parametrize(("section", "expected"), [
+    ({"data": {"fix": ["data/data.tsv"]}}, "data.fix: 'data/data.tsv' is neither .csv nor .parquet"),
+    ({"data": {"quality": {"cap_outliers": "yes"}}}, "data.quality.cap_outliers: Input should be a valid boolean"),
+    ({"drift": {"reference": "a.csv", "current": "b.csv", "drift_threshold": 2}}, "drift.drift_threshold: Input "
+     "should be less than or equal to 1"),
+    ({"service": {"health": "localhost:8080/health"}}, "service.health: String should match pattern"),
+    ({"service": {"start": "python serve.py"}}, "service: Value error, service: set health"),
+])
+def test_bad_section_values_are_one_line_errors(example_csv: Path, copy_of: Callable[[Path], Path], section: dict,
+                                                expected: str) -> None:
+    repo = copy_of(example_csv)
+    configure(repo, **section)
+    done = selfheal("heal", cwd=repo, check=False)
+    assert done.returncode == 2 and expected in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_drift_in_the_current_data_runs_the_retrain_command_then_refuses_within_cooldown(
+        example_csv: Path, copy_of: Callable[[Path], Path]) -> None:
+    repo = copy_of(example_csv)
+    configure(repo, data={"target": "label"}, gate={"max_relative_change": 0.5},
+              drift={"reference": DATA, "current": "data/current.csv", "columns": ["score"], "drift_threshold": 0.5},
+              retrain={"command": f"{sys.executable} src/fold.py data/current.csv {DATA} && dvc repro -q evaluate",
+                       "cooldown_hours": 24})
+    foreign.write_csv(repo / "data/current.csv", 200, seed=5)  # same distribution: no drift
+    rows = len(pd.read_csv(repo / DATA))
+    quiet = selfheal("heal", cwd=repo).stdout
+    assert "drift: ok: No retraining needed" in quiet and len(pd.read_csv(repo / DATA)) == rows
+
+    foreign.write_csv(repo / "data/current.csv", 200, seed=6, score_shift=8)  # votes moved: drift
+    out = selfheal("heal", cwd=repo).stdout
+    assert "drift: retrain: Data drift detected" in out, out
+    assert len(pd.read_csv(repo / DATA)) == rows + 200  # the retrain command folded the batch in
+    tags = sandbox.run(["git", "tag", "--list", f"{foreign.ARTIFACT}*"], repo).stdout.split()
+    assert f"{foreign.ARTIFACT}@v1.0.1" in tags or "rollback" in out  # the gate judged the retrained candidate
+    assert (repo / ".selfheal/drift.json").is_file()
+
+    foreign.write_csv(repo / "data/current.csv", 200, seed=7, score_shift=-8)  # a new drifted batch, within cooldown
+    refused = selfheal("heal", cwd=repo).stdout
+    assert "in cooldown until" in refused and len(pd.read_csv(repo / DATA)) == rows + 200
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture()
+def served(example: Path, copy_of: Callable[[Path], Path]) -> Iterator[tuple[Path, str]]:
+    """A copy of the example project whose selfheal.yaml names its tiny service (src/serve.py) on a free port;
+    every process the start command made is killed afterwards."""
+    repo = copy_of(example)
+    url = f"http://127.0.0.1:{_free_port()}/health"
+    configure(repo, service={"health": url, "start": f"{sys.executable} src/serve.py {{port}}",
+                             "startup_timeout_seconds": 15})
+    yield repo, url
+    for proc in psutil.process_iter(["cmdline"]):
+        if f"{repo}/src/serve.py" in " ".join(proc.info["cmdline"] or []) or (
+                "src/serve.py" in (proc.info["cmdline"] or []) and _cwd(proc) == repo):
+            proc.kill()
+
+
+def _cwd(proc: psutil.Process) -> Path | None:
+    try:
+        return Path(proc.cwd())
+    except psutil.Error:
+        return None
+
+
+def _pid(repo: Path) -> int:
+    return int(atomic.read_json(repo / ".selfheal/service.pid")["pid"])
+
+
+def test_a_killed_foreign_service_is_restarted_by_recover(served: tuple[Path, str]) -> None:
+    repo, url = served
+    started = selfheal("recover", cwd=repo)  # down and never started: the start command starts it
+    assert _healthy(url), started.stdout
+    first = _pid(repo)
+    os.kill(first, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while _healthy(url) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _healthy(url)
+
+    out = selfheal("recover", cwd=repo).stdout
+    assert _healthy(url), out
+    second = _pid(repo)
+    assert second != first and psutil.Process(second).cmdline()[-2:] == ["src/serve.py", url.split(":")[-1].split("/")[0]]
+    log = atomic.read_json(repo / ".selfheal/recovery_log.json")
+    assert log[-1]["success"] and log[-1]["state"] == "down"
+    assert not (repo / "monitoring").exists()  # nothing written into the project's own folders
+
+
+def test_heal_restarts_a_hung_foreign_service_it_started(served: tuple[Path, str]) -> None:
+    repo, url = served
+    selfheal("recover", cwd=repo)
+    first = _pid(repo)
+    os.kill(first, signal.SIGSTOP)  # accepts connections, never answers
+    out = selfheal("heal", cwd=repo).stdout
+    assert "service: recover:" in out and _healthy(url), out
+    assert _pid(repo) != first and not procs.alive(first)  # the stopped process was ended, not left behind
+
+
+def test_recover_watch_restarts_a_killed_foreign_service(served: tuple[Path, str]) -> None:
+    repo, url = served
+    selfheal("recover", cwd=repo)
+    first = _pid(repo)
+    watcher = subprocess.Popen(["selfheal", "recover", "--watch", "--interval", "0.2"], cwd=repo, env=sandbox.env(),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        time.sleep(1.0)
+        os.kill(first, signal.SIGKILL)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not (_pid(repo) != first and _healthy(url)):
+            time.sleep(0.1)
+        assert _pid(repo) != first and _healthy(url)
+    finally:
+        watcher.send_signal(signal.SIGTERM)
+        out, _ = watcher.communicate(timeout=10)
+    assert watcher.returncode == 0 and "Service recovered (process)" in out, out
+
+
+def test_init_proposes_the_data_section_and_hints_at_drift_and_service(example_csv: Path,
+                                                                        copy_of: Callable[[Path], Path]) -> None:
+    repo = copy_of(example_csv)
+    out = selfheal("init", cwd=repo).stdout
+    config = yaml.safe_load((repo / "selfheal.yaml").read_text())
+    assert config["data"]["fix"] == [DATA] and "drift" not in config and "service" not in config
+    assert "set data.target" in out and "drift: and service: are not set" in out
+    assert "# drift:" in (repo / "selfheal.yaml").read_text()
+
+
+def test_recover_without_a_service_section_says_what_to_add(example: Path, copy_of: Callable[[Path], Path]) -> None:
+    repo = copy_of(example)
+    configure(repo)
+    done = selfheal("recover", cwd=repo, check=False)
+    assert done.returncode == 2 or done.returncode == 1
+    assert "service.health is not set" in done.stderr and len(done.stderr.strip().splitlines()) == 1
