@@ -29,16 +29,20 @@ _SLICE_S = 0.1  # how often a wait looks at the stop event
 class ExitWatch:
     """Follows the serving process (the pid /health reported) and says as soon as it exits."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port
         self._fd: int | None = None
         self._pid: int | None = None
 
     def follow(self, pid: object) -> None:
-        """Watch `pid` from now on (a non-int or an unknown pid: no watch, the interval's poll remains)."""
+        """Watch `pid` from now on, once the pid file verifies it as this project's service on `port` (anything
+        else, e.g. a pid from a container's namespace: no watch, the interval's poll remains)."""
         if pid == self._pid and self._fd is not None:
             return
         self.close()
         if not isinstance(pid, int) or isinstance(pid, bool) or not hasattr(os, "pidfd_open"):
+            return
+        if self.port is not None and (procs.our_service(self.port) or {}).get("pid") != pid:
             return
         try:
             self._fd, self._pid = os.pidfd_open(pid), pid

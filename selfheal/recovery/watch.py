@@ -22,7 +22,7 @@ from selfheal.core.config import ServiceRecoveryParams
 from selfheal.core.errors import SelfHealError
 from selfheal.recovery.detect import ExitWatch, probe
 from selfheal.recovery.ladder import recover
-from selfheal.recovery.restarts import Standby, standby_for
+from selfheal.recovery.restarts import Standby, address, standby_for
 from selfheal.recovery.turns import registered_watcher
 from selfheal.service.client import Health
 
@@ -61,7 +61,7 @@ def _loop(sr: ServiceRecoveryParams, method: str, url: str, interval: float, sto
     """Check, and recover within the sliding window's attempt budget; returns the exit code."""
     window = sr.watch_window_minutes * 60
     attempts: deque[float] = deque()
-    exits = ExitWatch()
+    exits = ExitWatch(address(url)[1])
     warm = False
     try:
         while not stop.is_set():
