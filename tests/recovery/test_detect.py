@@ -7,6 +7,7 @@ import http.server
 import json
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -95,3 +96,27 @@ def test_a_stopped_service_is_hung_after_the_quick_check(tmp_path: Path, monkeyp
         assert probe(url, ServiceRecoveryParams()).healthy
     finally:
         stop_all(project)
+
+
+def test_an_answer_broken_off_by_a_dying_process_is_down_not_an_error(tmp_path: Path) -> None:
+    """The process dies while it sends /health (headers out, body not): the watcher must not crash on it."""
+
+    class Dying(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", "219")
+            self.end_headers()
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Dying)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        health = probe(url_of(server.server_address[1]), ServiceRecoveryParams())
+    finally:
+        server.shutdown()
+    assert health.state == "down" and "broke off" in health.detail, health.detail
