@@ -160,8 +160,9 @@ def standby() -> bool:
     Returns True in a forked child (which then serves), False in the spare when its input ends. The spare
     says "ready" once warm and "serving <pid>" per fork on stdout (the supervisor's pipe). A child leaves the
     spare's session and pipes (it outlives the supervisor like any started service, and its output goes to
-    the service log, the spare's stderr). The spare never loads a model or starts a thread, so a fork is
-    safe and costs milliseconds; kept warm, it serves a second crash as fast as the first.
+    the service log, the spare's stderr). The spare loads no model, opens no socket and starts no thread of
+    its own (numpy's BLAS pool shuts down at a fork), so a fork is safe and costs milliseconds; kept warm, it
+    serves a second crash as fast as the first.
     """
     warm_up()
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps the children: no zombies
