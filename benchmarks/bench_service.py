@@ -11,11 +11,12 @@ connection sending 100-record batches (records/s), for selfheal, MLflow (default
 FastAPI app serving the same model with one OpenMP thread (benchmarks/bare_app.py: the stack's own limit).
 Knobs: SELFHEAL_BENCH_SERVICE_SECONDS (8), SELFHEAL_BENCH_REPEATS (3).
 
-Recovery: `selfheal recover --watch` (default params except a larger attempt budget, so 13 faults in a row
+Recovery: `selfheal recover --watch` (default params except a larger attempt budget, so 15 faults in a row
 are not a restart storm) keeps the service up; the time is from the fault (SIGKILL, or SIGSTOP for a hang)
-to the first healthy answer from a new process, median of 3 each. Targets: crash < 5 s, hang < 10 s. Also: a
-crash right after a recovery (before the spare is ready again), and the requests that fail under a steady
-one-connection load while one crash is recovered.
+to the first healthy answer from a new process, median of 3 each. Goals (issue 13): crash < 1 s, hang < 3 s.
+Beside that best case (a watcher long at work): a crash right after a recovery (the moment the replacement
+answers), and the requests that fail under a steady one-connection load while one crash, and one hang, is
+recovered.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ def _project(tmp: Path) -> tuple[Path, list[dict], dict]:
     # the service serves only bytes the project records as production (or dvc.lock has)
     (project / workspace.PRODUCTION).write_text(json.dumps({"version": "bench", "md5": md5}))
     raw = yaml.safe_load((ROOT / workspace.PARAMS).read_text())
-    raw["service_recovery"]["max_recovery_attempts"] = 20  # 13 faults in one watch window
+    raw["service_recovery"]["max_recovery_attempts"] = 30  # 15 faults (some retried) in one watch window
     (project / workspace.PARAMS).write_text(yaml.safe_dump(raw))
     names = [f["name"] for f in meta["features"]]
     sample = holdout[names].head(20)
@@ -224,7 +225,7 @@ def _recovery(project: Path) -> dict:
                 _standby_ready(project)
                 times[kind].append(round(_time_fault(project, url, sig), 2))
         times["crash_right_after_recovery"] = []
-        for _ in range(3):  # the second crash comes before the watcher has a warm spare again
+        for _ in range(3):  # the second crash comes the moment the first replacement answers
             _standby_ready(project)
             _time_fault(project, url, signal.SIGKILL)
             try:
@@ -233,8 +234,9 @@ def _recovery(project: Path) -> dict:
                 not_recovered = str(exc)
                 break
         else:
-            _standby_ready(project)
-            under_load = _failed_under_load(project, url)
+            for kind, sig in (("crash", signal.SIGKILL), ("hang", signal.SIGSTOP)):
+                _standby_ready(project)
+                under_load[kind] = _failed_under_load(project, url, sig)
     finally:
         watcher.send_signal(signal.SIGTERM)
         try:
@@ -243,14 +245,14 @@ def _recovery(project: Path) -> dict:
             procs.kill_group(watcher.pid)
         sandbox.kill_all_in(project)
     figures: dict = {kind: {"median_s": round(statistics.median(v), 2) if v else None, "runs_s": v,
-                            "target_s": 10 if kind == "hang" else 5} for kind, v in times.items()}
+                            "target_s": 3 if kind == "hang" else 1} for kind, v in times.items()}
     if not_recovered:
         figures["crash_right_after_recovery"]["not_recovered"] = not_recovered
-    return figures | {"steady_load_during_one_crash": under_load or None}
+    return figures | {"steady_load_during_one_fault": under_load or None}
 
 
-def _failed_under_load(project: Path, url: str) -> dict:
-    """One connection sends single records for 6 s; the service is SIGKILLed after 1 s."""
+def _failed_under_load(project: Path, url: str, sig: int) -> dict:
+    """One connection sends single records for 6 s; the service gets `sig` (SIGKILL, SIGSTOP) after 1 s."""
     import threading
 
     body = json.dumps(json.loads((project / "record.json").read_text())).encode()
@@ -258,7 +260,7 @@ def _failed_under_load(project: Path, url: str) -> dict:
     load = threading.Thread(target=lambda: out.update(result=run_load(url + "/predict", body, 1, 6.0)))
     load.start()
     time.sleep(1.0)
-    os.kill(procs.read_pid_file(project / workspace.PID_FILE)["pid"], signal.SIGKILL)
+    os.kill(procs.read_pid_file(project / workspace.PID_FILE)["pid"], sig)
     load.join()
     result = out["result"]
     return {"ok": result.ok, "failed": result.failed, "seconds": 6.0}

@@ -19,12 +19,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import (
+    RetryCallState,
+    RetryError,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
 
 from selfheal.core import audit, clock, locks, workspace
 from selfheal.core.alerts import raise_alert
 from selfheal.core.config import ServiceRecoveryParams
-from selfheal.recovery.restarts import AttemptFailed, CannotRecover, Standby, address, restart_docker, restart_process
+from selfheal.recovery.restarts import (
+    AttemptFailed,
+    CannotRecover,
+    Refaulted,
+    Standby,
+    address,
+    restart_docker,
+    restart_process,
+)
 from selfheal.recovery.target import OWN, Target
 from selfheal.recovery.turns import who
 from selfheal.service import procs
@@ -168,9 +183,14 @@ def _attempts(sr: ServiceRecoveryParams, method: str, url: str, health: Health, 
     def pause(seconds: float) -> None:  # `sleep` may be an Event.wait, which returns a bool
         sleep(seconds)
 
+    backoff = wait_exponential(multiplier=sr.backoff_seconds, min=sr.backoff_seconds, max=60)
+
+    def wait(state: RetryCallState) -> float:  # a restart that worked, then a new fault: try again at once
+        failed = state.outcome.exception() if state.outcome is not None else None
+        return 0.0 if isinstance(failed, Refaulted) else backoff(state)
+
     retrying = Retrying(
-        stop=stop_after_attempt(limit), retry=retry_if_exception_type(AttemptFailed), sleep=pause,
-        wait=wait_exponential(multiplier=sr.backoff_seconds, min=sr.backoff_seconds, max=60),
+        stop=stop_after_attempt(limit), retry=retry_if_exception_type(AttemptFailed), sleep=pause, wait=wait,
     )
     try:
         for tries in retrying:

@@ -4,14 +4,19 @@ Docker container, then wait until it answers healthy. The light ones (cache, con
 
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
 import shlex
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
+
+import psutil
 
 from selfheal.core import workspace
 from selfheal.core.config import ServiceRecoveryParams
@@ -21,6 +26,11 @@ from selfheal.service.client import Health, check_health
 
 class AttemptFailed(Exception):
     """This attempt did not bring the service back; a later one may."""
+
+
+class Refaulted(AttemptFailed):
+    """The restarted service came up (its pid file said serving) and died before we saw it healthy: the restart
+    worked and a new fault followed, so the next attempt needs no backoff (it still counts against the limit)."""
 
 
 class CannotRecover(Exception):
@@ -36,41 +46,102 @@ def _ours(argv: list[str]) -> bool:
     return "selfheal.service" in argv
 
 
+class Forked:
+    """A service the warm spare forked: not our child, so its exit is seen through psutil (the spare reaps it)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+        try:
+            self._proc: psutil.Process | None = psutil.Process(pid)
+        except psutil.Error:
+            self._proc = None
+
+    def poll(self) -> int | None:
+        """None while it runs, else its exit code when known (-1 when the spare reaped it first)."""
+        if self.returncode is None and (self._proc is None or not _running(self._proc)):
+            self.returncode = -1
+        return self.returncode
+
+
+def _running(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 class Standby:
-    """A spare service process that has done its imports and waits for "go" on stdin (see service/server.py)."""
+    """A spare service process that has done its imports and forks a fresh service per "go" (service/server.py).
+
+    The spare stays warm after a fork, so a crash right after a recovery is served as fast as the first one.
+    A reader thread takes its stdout: "ready" once warm, "serving <pid>" per fork.
+    """
 
     def __init__(self, argv: list[str], cwd: str | Path) -> None:
         self.argv, self.cwd = argv, cwd
         self.proc: subprocess.Popen | None = None
+        self.ready = threading.Event()
+        self._forked: queue.Queue[int | None] = queue.Queue()
 
     def ensure(self) -> None:
         """Start a spare unless a live one is waiting."""
         if self.proc is None or self.proc.poll() is not None:
-            self.proc = procs.spawn([*self.argv, "--standby"], self.cwd, stdin=subprocess.PIPE)
+            self.ready.clear()
+            self._forked = queue.Queue()
+            self.proc = procs.spawn([*self.argv, "--standby"], self.cwd, stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE)
+            threading.Thread(target=self._read, args=(self.proc, self._forked), daemon=True).start()
 
-    def activate(self) -> subprocess.Popen | None:
-        proc, self.proc = self.proc, None
+    def _read(self, proc: subprocess.Popen, forked: queue.Queue[int | None]) -> None:
+        assert proc.stdout is not None  # spawned with stdout=PIPE
+        for line in proc.stdout:
+            word, _, rest = line.decode(errors="replace").strip().partition(" ")
+            if word == "ready":
+                self.ready.set()
+            elif word == "serving" and rest.isdigit():
+                forked.put(int(rest))
+        forked.put(None)  # the spare exited
+
+    def activate(self, timeout: float) -> Forked | None:
+        """A fresh service forked by the spare (still importing: once it is warm), or None without a spare."""
+        proc, forked = self.proc, self._forked
         if proc is None or proc.poll() is not None:
             return None
         assert proc.stdin is not None  # spawned with stdin=PIPE
         try:
             proc.stdin.write(b"go\n")
-            proc.stdin.close()
+            proc.stdin.flush()
         except OSError:
             return None
-        return proc
+        try:
+            pid = forked.get(timeout=timeout)
+        except queue.Empty:
+            pid = None
+        if pid is None:  # the spare died or never answered: a cold start instead
+            self._kill()
+            return None
+        return Forked(pid)
 
     def close(self) -> None:
-        """End of input tells the spare to exit; a spare that is still importing is killed."""
-        proc, self.proc = self.proc, None
+        """End of input tells the spare to exit (its services keep running); a spare still importing is killed."""
+        proc = self.proc
         if proc is not None and proc.poll() is None:
             assert proc.stdin is not None  # spawned with stdin=PIPE
-            proc.stdin.close()
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
             try:
                 proc.wait(timeout=2)
             except subprocess.TimeoutExpired:
-                procs.kill_group(proc.pid)
-                proc.wait()
+                self._kill()
+        self.proc = None
+
+    def _kill(self) -> None:
+        """Kill the spare alone: its forked services left its process group (setsid), so they survive."""
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            procs.kill_group(proc.pid)
+            proc.wait()
 
 
 def start_argv(service_url: str, sr: ServiceRecoveryParams) -> list[str]:
@@ -97,8 +168,9 @@ def _log_tail(cwd: str | Path, lines: int = 5, log: Path = workspace.SERVICE_LOG
     return " | ".join(tail)
 
 
-def wait_healthy(service_url: str, sr: ServiceRecoveryParams, proc: subprocess.Popen | None, cwd: str | Path,
-                 check: Callable[[str, float], Health] = check_health, log: Path = workspace.SERVICE_LOG) -> Health:
+def wait_healthy(service_url: str, sr: ServiceRecoveryParams, proc: subprocess.Popen | Forked | None,
+                 cwd: str | Path, check: Callable[[str, float], Health] = check_health,
+                 log: Path = workspace.SERVICE_LOG) -> Health:
     """Poll /health (or `check`) until healthy; fail fast when the started process exits (its `log`'s tail says
     why), or at startup_timeout_seconds."""
     deadline = time.monotonic() + sr.startup_timeout_seconds
@@ -112,10 +184,13 @@ def wait_healthy(service_url: str, sr: ServiceRecoveryParams, proc: subprocess.P
         if proc is not None and health.state == "unhealthy" and health.body.get("pid") == proc.pid:
             raise AttemptFailed(f"the restarted service is up but {health.detail}")  # its start-up is over
         if proc is not None and proc.poll() is not None:
+            info = procs.read_pid_file(Path(cwd) / workspace.PID_FILE) or {}
+            if info.get("pid") == proc.pid and info.get("state") == "serving":
+                raise Refaulted(f"pid {proc.pid} came up serving, then exited (a new fault)")
             raise AttemptFailed(f"the service exited with code {proc.returncode} while starting: {_log_tail(cwd, log=log)}")
         if time.monotonic() >= deadline:
             raise AttemptFailed(f"not healthy {sr.startup_timeout_seconds:g} s after start ({health.detail})")
-        time.sleep(0.1)
+        time.sleep(0.05)
 
 
 def restart_process(service_url: str, sr: ServiceRecoveryParams, health: Health, standby: Standby | None) -> str:
@@ -143,8 +218,10 @@ def restart_process(service_url: str, sr: ServiceRecoveryParams, health: Health,
     elif recorded and procs.alive(recorded["pid"]):
         notes.append(f"left pid {recorded['pid']} alone: {why}")
     argv = start_argv(service_url, sr)
-    proc = standby.activate() if standby is not None and argv == standby.argv else None
-    how = "woke the warm standby"
+    proc: subprocess.Popen | Forked | None = None
+    if standby is not None and argv == standby.argv:
+        proc = standby.activate(sr.startup_timeout_seconds)
+    how = "forked from the warm standby"
     if proc is None:
         try:
             proc = procs.spawn(argv, cwd)

@@ -1,10 +1,12 @@
 """`selfheal recover --watch`: keep the service healthy until stopped, without restart storms.
 
-Every `interval` seconds one health check; on a failure, the same recovery as `selfheal recover`. The attempt
-budget is shared over a sliding window: at most max_recovery_attempts attempts within watch_window_minutes.
+Every `interval` seconds one health check, and one at once when the serving process exits (recovery/detect.py:
+a crash needs no poll, a hang is confirmed before it counts); on a failure, the same recovery as `selfheal
+recover`. The attempt budget is shared over a sliding window: at most max_recovery_attempts attempts within watch_window_minutes.
 A fault that finds the budget spent is a restart storm: alert, stop, exit non-zero, so a person looks
 before anything restarts again. With warm_standby, a spare process that has already imported everything
-waits to take over (see service/server.py), which turns a ~6 s cold start into about a second.
+forks each replacement (see service/server.py), which turns a ~6 s cold start into a fraction of a second, and
+stays warm for the next fault.
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ from collections.abc import Callable
 from selfheal.core.alerts import raise_alert
 from selfheal.core.config import ServiceRecoveryParams
 from selfheal.core.errors import SelfHealError
+from selfheal.recovery.detect import ExitWatch, probe
 from selfheal.recovery.ladder import recover
-from selfheal.recovery.restarts import Standby, standby_for
+from selfheal.recovery.restarts import Standby, address, standby_for
 from selfheal.recovery.target import OWN, Target
 from selfheal.recovery.turns import registered_watcher
+from selfheal.service.client import Health
 
 
 def watch(
@@ -59,31 +63,50 @@ def _loop(sr: ServiceRecoveryParams, method: str, url: str, interval: float, sto
     """Check, and recover within the sliding window's attempt budget; returns the exit code."""
     window = sr.watch_window_minutes * 60
     attempts: deque[float] = deque()
-    while not stop.is_set():
-        if standby is not None:
-            standby.ensure()
-        health = target.check(url, sr.health_timeout_seconds)
-        if health.healthy:
-            stop.wait(interval)
-            continue
-        now = time.monotonic()
-        while attempts and now - attempts[0] > window:
-            attempts.popleft()
-        budget = sr.max_recovery_attempts - len(attempts)
-        if budget <= 0:
-            raise_alert(
-                "service_restart_storm",
-                f"{url}: {health.detail}; {len(attempts)} recovery attempts in the last "
-                f"{sr.watch_window_minutes:g} min already: not restarting again, a person should look",
-                target.alerts, service_url=url, attempts=len(attempts), window_minutes=sr.watch_window_minutes,
-            )
-            return 1
-        outcome = recover(sr, method, url, standby=standby, max_attempts=budget, health=health,
-                          sleep=stop.wait, say=say, actor="watch", target=target)
-        attempts.extend(outcome.attempt_times)
-        if not outcome.success:
-            return 1 if not stop.is_set() else 0
+    exits = ExitWatch(address(url)[1])
+    warm = False
+    try:
+        while not stop.is_set():
+            if standby is not None:
+                standby.ensure()
+                if standby.ready.is_set() and not warm and standby.proc is not None:
+                    say(f"Warm standby ready (pid {standby.proc.pid})")
+                warm = standby.ready.is_set()
+            health = probe(url, sr, target.check)
+            if health.healthy:
+                exits.follow(health.body.get("pid"))
+                exits.wait(interval, stop)  # returns at once when the serving process exits
+                continue
+            code = _recover(sr, method, url, health, standby, attempts, window, stop, say, target)
+            if code is not None:
+                return code
+    finally:
+        exits.close()
     return 0
+
+
+def _recover(sr: ServiceRecoveryParams, method: str, url: str, health: Health, standby: Standby | None,
+             attempts: deque[float], window: float, stop: threading.Event, say: Callable[[str], None],
+             target: Target) -> int | None:
+    """Recover within the sliding window's budget; the exit code when the watch must end, else None."""
+    now = time.monotonic()
+    while attempts and now - attempts[0] > window:
+        attempts.popleft()
+    budget = sr.max_recovery_attempts - len(attempts)
+    if budget <= 0:
+        raise_alert(
+            "service_restart_storm",
+            f"{url}: {health.detail}; {len(attempts)} recovery attempts in the last "
+            f"{sr.watch_window_minutes:g} min already: not restarting again, a person should look",
+            target.alerts, service_url=url, attempts=len(attempts), window_minutes=sr.watch_window_minutes,
+        )
+        return 1
+    outcome = recover(sr, method, url, standby=standby, max_attempts=budget, health=health,
+                      sleep=stop.wait, say=say, actor="watch", target=target)
+    attempts.extend(outcome.attempt_times)
+    if not outcome.success:
+        return 1 if not stop.is_set() else 0
+    return None
 
 
 def watch_until_signalled(sr: ServiceRecoveryParams, method: str, service_url: str | None,

@@ -54,6 +54,9 @@ def check_health(service_url: str, timeout: float = 2.0, root: str | Path = ".")
     except requests.ConnectionError as exc:
         return Health("down", f"{service_url} not reachable (crash or not started): {_reason(exc)}",
                       seconds=time.perf_counter() - started)
+    except requests.RequestException as exc:  # e.g. the process died mid-answer (a broken chunked body)
+        return Health("down", f"{service_url} broke off its answer (crash): {_reason(exc)}",
+                      seconds=time.perf_counter() - started)
     seconds = time.perf_counter() - started
     try:
         body = resp.json()

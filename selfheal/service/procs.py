@@ -149,14 +149,17 @@ def stopped_note(stop: dict[str, Any]) -> str:
             "not restarting it: start it with `selfheal serve` (make serve)")
 
 
-def spawn(argv: list[str], cwd: str | Path, log_path: Path = workspace.SERVICE_LOG, stdin: int | IO | None = None) -> subprocess.Popen:
-    """Start `argv` detached (own session: it outlives the caller and its terminal); output goes to log_path."""
+def spawn(argv: list[str], cwd: str | Path, log_path: Path = workspace.SERVICE_LOG, stdin: int | IO | None = None,
+          stdout: int | None = None) -> subprocess.Popen:
+    """Start `argv` detached (own session: it outlives the caller and its terminal); output goes to log_path
+    (stdout to the caller instead when `stdout` is subprocess.PIPE: the warm standby's messages)."""
     log_path = Path(cwd) / log_path
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         return subprocess.Popen(
-            argv, cwd=cwd, stdin=subprocess.DEVNULL if stdin is None else stdin, stdout=log,
-            stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
+            argv, cwd=cwd, stdin=subprocess.DEVNULL if stdin is None else stdin,
+            stdout=log if stdout is None else stdout, stderr=log if stdout is not None else subprocess.STDOUT,
+            start_new_session=True, close_fds=True,
         )
 
 

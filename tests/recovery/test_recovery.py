@@ -195,7 +195,7 @@ def test_watch_keeps_the_service_up_and_stops_on_a_restart_storm(workdir: Path, 
     assert sum(e["success"] for e in entries) >= 2, json.dumps(entries)
     assert watcher.returncode == 1, out + err
     assert [a["kind"] for a in log(project, "monitoring/alerts.json")] == ["service_restart_storm"]
-    assert "woke the warm standby" in out
+    assert "forked from the warm standby" in out
     time.sleep(1)
     serving = procs.read_pid_file(project / workspace.PID_FILE)  # an activated spare keeps --standby in its argv
     spares = [p for p in psutil.process_iter(["cmdline", "cwd"]) if p.pid != (serving or {}).get("pid")

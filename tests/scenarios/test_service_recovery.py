@@ -1,14 +1,21 @@
-"""Scenario: the model file is corrupted under a live, loaded service; the service keeps serving production,
+"""Scenarios: the model file is corrupted under a live, loaded service; the service keeps serving production,
 and `selfheal heal` rolls back (a verified checkout of the production version, then the service's reload),
-repairing the workspace while requests keep flowing: zero failed requests throughout."""
+repairing the workspace while requests keep flowing: zero failed requests throughout. And the watcher brings
+the service back from a crash that follows right after a recovery."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 import requests
 
@@ -16,7 +23,16 @@ from selfheal.core.atomic import md5_file
 from selfheal.ops.sandbox import run, set_params
 from selfheal.service.client import request_reload
 from selfheal.versions import vcs
-from tests.servicekit import RECORD, free_port, start_service, stop_all, url_of, wait_status
+from tests.servicekit import (
+    RECORD,
+    free_port,
+    make_project,
+    start_service,
+    stop_all,
+    train_model,
+    url_of,
+    wait_status,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -95,3 +111,49 @@ def test_corrupt_model_keeps_serving_then_heal_rolls_back_under_load(served: tup
         assert "heal: healthy" in run(["selfheal", "heal"], project).stdout
     assert load.failures == []
     assert len(load.versions) > 0 and set(load.versions) == {production_md5}
+
+
+def test_a_crash_right_after_a_recovery_is_recovered_from_the_still_warm_standby(tmp_path: Path) -> None:
+    """`recover --watch` with default params: the service is SIGKILLed, and killed again the moment its
+    replacement answers. The second replacement is up well within 10 s (generous: the speed itself is measured
+    in `python -m benchmarks.run service`), it serves predictions, and no restart was a cold start: the spare
+    that forked the first replacement forked the second too (the old spare was used up, so the second crash
+    waited for a new one to import, 2-8 s, once over 60 s)."""
+    models = tmp_path / "models"
+    train_model(models, max_iter=20)
+    project = make_project(tmp_path / "project", models)
+    url = url_of(free_port())
+    selfheal = Path(sys.executable).parent / "selfheal"
+    watcher = subprocess.Popen([str(selfheal), "recover", "--watch", "--service-url", url], cwd=project,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        first = wait_status(url)["pid"]  # the watcher found no service and started one
+        os.kill(first, signal.SIGKILL)
+        second = _replacement(url, first, timeout=60)
+        os.kill(second, signal.SIGKILL)  # right after the recovery
+        third = _replacement(url, second, timeout=10)
+        with requests.Session() as session:
+            answers = [session.post(url + "/predict", json=RECORD, timeout=10) for _ in range(20)]
+        assert [a.status_code for a in answers] == [200] * 20
+        assert not psutil.pid_exists(first) and not psutil.pid_exists(second) and psutil.pid_exists(third)
+    finally:
+        watcher.send_signal(signal.SIGTERM)
+        out = watcher.communicate(timeout=30)[0]
+        stop_all(project)
+    recoveries = [e for e in json.loads((project / "monitoring/recovery_log.json").read_text()) if e["success"]]
+    assert len(recoveries) >= 2, out  # the first start may be logged once more when it races the first crash
+    assert all("forked from the warm standby" in e["details"] for e in recoveries), out
+
+
+def _replacement(url: str, old: int, timeout: float) -> int:
+    """The pid of the first healthy service on `url` other than `old` (read from /health, not from selfheal)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            body = requests.get(url + "/health", timeout=0.5).json()
+            if body.get("status") == "ok" and body.get("pid") != old:
+                return int(body["pid"])
+        except (requests.RequestException, ValueError):
+            pass
+        time.sleep(0.02)
+    raise AssertionError(f"no healthy replacement of pid {old} on {url} within {timeout:g} s")
