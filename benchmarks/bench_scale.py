@@ -29,6 +29,9 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.timing import peak_rss_mb
+from selfheal.core import workspace
+
+ROOT = Path(__file__).resolve().parents[1]
 
 ROWS = int(os.environ.get("SELFHEAL_BENCH_ROWS", 1_000_000))
 BIG_ROWS = int(os.environ.get("SELFHEAL_BENCH_BIG_ROWS", 20_000_000))
@@ -80,7 +83,7 @@ def _timed(cmd: list[str], cwd: Path) -> float:
 def _fix_vs_peer(raw: Path, work: Path) -> dict:
     if not PEER or not Path(PEER).is_file():
         return {"skipped": "set SELFHEAL_PEER_SCRIPT to a copy of the peer's scripts/auto_fix_data_issues.py"}
-    (work / "params.yaml").write_text("data: {target: MedHouseVal}\n")  # the defaults, in a workspace of its own
+    shutil.copy(ROOT / workspace.PARAMS, work / workspace.PARAMS)  # the defaults, in a workspace of its own
     ours_cmd = [str(Path(sys.executable).parent / "selfheal"), "fix-data", "--data-path"]
     times: dict[str, list[float]] = {"selfheal": [], "peer": []}
     rows: dict[str, int] = {}
