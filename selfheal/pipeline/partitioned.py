@@ -43,10 +43,10 @@ Masks = list[tuple[int, np.ndarray | None]]  # per partition: the rows to keep (
 
 
 def wanted(source: str, scale: ScaleParams) -> bool:
-    """The partitioned path is taken for engine: dask, a directory or glob, or a CSV above scale.partition_mb;
-    everything else keeps the in-memory `fix` and its single parquet file."""
+    """The partitioned path is taken for engine: dask, an s3:// path, a directory or glob, or a CSV above
+    scale.partition_mb; everything else keeps the in-memory `fix` and its single parquet file."""
     path = Path(source)
-    if scale.engine == "dask" or path.is_dir() or any(ch in source for ch in "*?["):
+    if scale.engine == "dask" or engine.remote(source) or path.is_dir() or any(ch in source for ch in "*?["):
         return True
     return path.is_file() and path.stat().st_size > scale.partition_mb * 1e6  # a missing file: the usual error
 
