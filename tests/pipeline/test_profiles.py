@@ -108,6 +108,20 @@ def test_partitioned_local_fix_equals_the_in_memory_fix(tmp_path: Path) -> None:
     assert ours == report
 
 
+def test_duplicates_found_bucket_by_bucket_equal_the_in_memory_fix(tmp_path: Path, monkeypatch) -> None:
+    """Issue 14 (flat memory): the driver deduplicates the spilled row hashes one hash bucket at a time; with
+    buckets of 500 rows (4,000 rows: 8 buckets) the first copies kept and the report are the in-memory fix's."""
+    monkeypatch.setattr(partitioned, "BUCKET_ROWS", 500)
+    raw = _dirty_csv(tmp_path / "raw.csv")
+    expected, report = _in_memory(raw)
+    ours = fix_partitioned(str(raw), tmp_path / "clean.parquet", "MedHouseVal", "regression", {}, {},
+                           DataQualityParams(), "local", partition_mb=0.05)
+    ours.pop("partitions"), ours.pop("engine")
+    assert report["duplicates_removed"] > 30
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "clean.parquet"), expected, check_dtype=False)
+    assert ours == report
+
+
 def test_four_partitions_on_a_two_worker_dask_cluster_match_the_single_file_local_engine(tmp_path: Path) -> None:
     raw = _dirty_csv(tmp_path / "raw.csv")
     parts = tmp_path / "parts"
