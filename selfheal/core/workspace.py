@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,10 @@ REMOTE_URL_ENV = "DVC_REMOTE_URL"
 # have left a temporary file behind
 WRITTEN_DIRS = tuple(sorted({str(p.parent) for p in (MODEL, HOLDOUT, DATA_QUALITY, PREDICTIONS_PLOT, DRIFT_REPORT,
                                                      RETRAINING_LOG, JOURNAL)}))
+
+# outside the project, beside the installed packages (a new environment makes its own): empty MLflow stores
+# migrated once by that environment's MLflow; a new embedded store starts as a copy (selfheal.pipeline.tracking)
+MLFLOW_TEMPLATES = Path(sys.prefix) / "share" / "selfheal"
 
 
 PROJECT_ID_ENV = "SELFHEAL_PROJECT_ID"

@@ -31,7 +31,11 @@ def csv_header(path: str | Path) -> list[str]:
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     with open(path, "rb") as fh:
-        head = fh.read(1 << 16)
+        return header_of(fh.read(1 << 16), path)
+
+
+def header_of(head: bytes, path: str | Path) -> list[str]:
+    """The header in the first bytes `head` of the CSV `path` (checked as csv_header says)."""
     if not head.strip():
         raise DataError(f"{path}: file is empty (expected a CSV with a header row)")
     if b"\x00" in head:

@@ -61,7 +61,7 @@ def coerce_features(frame: pd.DataFrame, features: list[dict[str, Any]], source:
             f"{source}: missing feature column(s) {missing} that the model needs "
             f"(expected {[f['name'] for f in features]}){hint}"
         )
-    out = frame.copy()
+    out = frame.copy(deep=False)  # columns are replaced, never written into: the caller's frame is untouched
     for f in features:
         out[f["name"]] = _CONVERT[f["kind"]](out[f["name"]])
     return out
@@ -73,7 +73,7 @@ def cap_like_training(frame: pd.DataFrame, features: list[dict[str, Any]], quali
     `upper` per column of metrics/data_quality.json). The reference is capped training data: compared raw, the
     batch's outliers alone read as drift, even for a random sample of the training data itself."""
     recorded = (quality or {}).get("columns") or {}
-    out = frame.copy()
+    out = frame.copy(deep=False)
     for f in features:
         fences = recorded.get(f["name"]) or {}
         if f["kind"] == "numeric" and "lower" in fences and "upper" in fences:
@@ -112,23 +112,19 @@ def _score(value: Any) -> float | None:
     return None if math.isnan(value) else value
 
 
-def _read_snapshot(result: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], int, float]:
-    """Per-column verdicts from a Snapshot.dict(): ValueDrift values + their tests, DriftedColumnsCount."""
+def _read_snapshot(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per-column verdicts from a Snapshot.dict(): ValueDrift values and their drift tests."""
     failed = {t["metric_config"]["metric_id"]: t["status"] == "FAIL" for t in result["tests"] if t["id"] == "drift"}
-    columns: dict[str, dict[str, Any]] = {}
-    count, share = 0, 0.0
-    for metric in result["metrics"]:
-        config = metric["config"]
-        if config["type"].endswith(":ValueDrift"):
-            columns[config["column"]] = {
-                "drift_score": _score(metric["value"]),
-                "drifted": failed[metric["id"]],
-                "stattest": config["method"],
-                "stattest_threshold": config["threshold"],
-            }
-        elif config["type"].endswith(":DriftedColumnsCount"):
-            count, share = int(metric["value"]["count"]), float(metric["value"]["share"])
-    return columns, count, share
+    return {
+        metric["config"]["column"]: {
+            "drift_score": _score(metric["value"]),
+            "drifted": failed[metric["id"]],
+            "stattest": metric["config"]["method"],
+            "stattest_threshold": metric["config"]["threshold"],
+        }
+        for metric in result["metrics"]
+        if metric["config"]["type"].endswith(":ValueDrift")
+    }
 
 
 def sample(frame: pd.DataFrame, rows: int | None, seed: int) -> pd.DataFrame:
@@ -138,30 +134,31 @@ def sample(frame: pd.DataFrame, rows: int | None, seed: int) -> pd.DataFrame:
 
 
 def evidently_drift(
-    ref: pd.DataFrame, cur: pd.DataFrame, kinds: dict[str, str], preset: tuple[list[str], float] | None = None
-) -> tuple[dict[str, dict[str, Any]], int, float, Any]:
-    """Evidently's per-column drift (its default test per column type): verdicts, drifted count and share, and
-    the snapshot (for its HTML). With `preset` (feature columns, drift share) the report leads with Evidently's
-    DataDriftPreset, whose dataset verdict the HTML shows; that preset runs each feature's test twice (its count
-    and its ValueDrift), so callers that need only the verdicts leave it out."""
+    ref: pd.DataFrame, cur: pd.DataFrame, kinds: dict[str, str], dataset: tuple[list[str], float] | None = None
+) -> tuple[dict[str, dict[str, Any]], Any]:
+    """Evidently's per-column drift (its default test per column type), each column tested once: the verdicts
+    and the snapshot (for its HTML). With `dataset` (feature columns, drift share) the HTML leads with the dataset
+    verdict, as DataDriftPreset's does, without that preset's repeated tests (selfheal.pipeline.drift_report)."""
     from evidently import DataDefinition, Dataset, Report  # ~10 s: only once the inputs are known to be usable
     from evidently.metrics import ValueDrift
+
+    from selfheal.pipeline.drift_report import ColumnsDrift
 
     definition = DataDefinition(
         numerical_columns=[c for c, k in kinds.items() if k == "numeric"],
         categorical_columns=[c for c, k in kinds.items() if k == "categorical"],
     )
-    from evidently.presets import DataDriftPreset
-
-    items: list[Any] = [DataDriftPreset(columns=preset[0], drift_share=preset[1])] if preset else []
-    items += [ValueDrift(column=c) for c in kinds if not preset or c not in preset[0]]
+    items: list[Any] = (
+        [ColumnsDrift(columns=list(kinds), features=dataset[0], drift_share=dataset[1])] if dataset
+        else [ValueDrift(column=c) for c in kinds]
+    )
     report = Report(items, include_tests=True)
     with warnings.catch_warnings():  # constant columns make numpy/scipy warn; the verdict is still defined
         warnings.simplefilter("ignore", RuntimeWarning)
         snapshot = report.run(
             Dataset.from_pandas(cur, data_definition=definition), Dataset.from_pandas(ref, data_definition=definition)
         )
-    return (*_read_snapshot(snapshot.dict()), snapshot)
+    return _read_snapshot(snapshot.dict()), snapshot
 
 
 def detect_drift(
@@ -177,12 +174,15 @@ def detect_drift(
     current_name: str = "current batch",
     sample_rows: int | None = None,
     seed: int = 42,
+    current_rows: int | None = None,
 ) -> tuple[dict[str, Any], str]:
     """Compare `current` with `reference`; returns (metrics, standalone HTML report).
 
     Both frames need the feature columns and `prediction_column`; the target is compared too when the
     current batch has it (and the reference does). Only feature columns count towards the share.
-    With `sample_rows`, each side larger than that is tested on a seeded sample of it (metrics say so).
+    With `sample_rows`, each side larger than that is tested on a seeded sample of it (metrics say so);
+    `current_rows` is the batch's size when the caller passes that sample itself (monitor samples before it
+    predicts: `sample` picks the same rows whatever the columns hold).
     """
     for frame, source in ((reference, reference_name), (current, current_name)):
         missing = [f["name"] for f in features if f["name"] not in frame.columns]
@@ -191,7 +191,7 @@ def detect_drift(
                 f"{source}: missing feature column(s) {missing} that the model needs "
                 f"(expected {[f['name'] for f in features]})"
             )
-    rows = {"reference": len(reference), "current": len(current)}
+    rows = {"reference": len(reference), "current": len(current) if current_rows is None else current_rows}
     reference, current = sample(reference, sample_rows, seed), sample(current, sample_rows, seed)
     for frame, source in ((reference, reference_name), (current, current_name)):
         if prediction_column not in frame.columns:
@@ -208,7 +208,9 @@ def detect_drift(
         kinds[target] = outcome
     ref, cur = _typed(reference, kinds, reference_name), _typed(current, kinds, current_name)
 
-    columns, count, share, snapshot = evidently_drift(ref, cur, kinds, (feature_names, drift_threshold))
+    columns, snapshot = evidently_drift(ref, cur, kinds, (feature_names, drift_threshold))
+    count = sum(columns[name]["drifted"] for name in feature_names)
+    share = count / len(feature_names)  # Evidently's DriftedColumnsCount share
 
     prediction = columns.pop(prediction_column)
     metrics: dict[str, Any] = {

@@ -2,9 +2,11 @@
 dask.distributed cluster: a LocalCluster by default, or the scheduler at $SELFHEAL_DASK_SCHEDULER).
 
 The input is one CSV (cut into byte ranges of about `partition_mb` at line boundaries, so a single large file
-spreads over workers too), a directory, or a glob of CSV/parquet partitions. s3:// paths are not read here yet:
-they come with the DVC remote support (the ecosystem issue). CSV byte ranges assume no quoted newlines, like
-the rest of the pipeline's CSV handling. Every partition is read as text, exactly as checks.read_csv_checked.
+spreads over workers too), a directory, or a glob of CSV/parquet partitions, on this machine or on S3 (an s3://
+path, read with s3fs, the S3 extra DVC's remote uses; credentials and endpoint from the standard AWS environment:
+AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL for MinIO and other S3-compatible stores). Each worker
+reads only its partition's byte range. CSV byte ranges assume no quoted newlines, like the rest of the pipeline's
+CSV handling. Every partition is read as text, exactly as checks.read_csv_checked.
 """
 
 from __future__ import annotations
@@ -38,11 +40,41 @@ class Part:
     end: int = -1
 
 
+S3 = "s3://"
+
+
+def remote(source: str) -> bool:
+    return source.startswith(S3)
+
+
+def _s3() -> Any:
+    """An S3 filesystem configured from the environment (a fresh one: no listing cached from an earlier call)."""
+    import fsspec
+
+    return fsspec.filesystem("s3", skip_instance_cache=True, use_listings_cache=False)
+
+
+def _open(path: str) -> Any:
+    return _s3().open(path, "rb") if remote(path) else open(path, "rb")
+
+
+def _s3_files(source: str) -> list[str]:
+    fs = _s3()
+    try:
+        if fs.isdir(source):
+            found = [f for f in fs.ls(source, detail=False) if f.endswith((".csv", ".parquet"))]
+        else:
+            found = [source] if fs.isfile(source) else fs.glob(source)
+    except Exception as exc:  # no credentials, no bucket, no endpoint: one line naming the source
+        raise DataError(f"{source}: cannot list on S3 ({type(exc).__name__}: {exc})") from None
+    return sorted(S3 + f.removeprefix(S3) for f in found)
+
+
 def _files(source: str) -> list[str]:
-    if source.startswith("s3://"):
-        raise DataError(f"{source}: s3:// inputs need the DVC remote support (not in this engine yet)")
     path = Path(source)
-    if path.is_dir():
+    if remote(source):
+        files = _s3_files(source)
+    elif path.is_dir():
         files = sorted(str(p) for p in path.iterdir() if p.suffix in (".csv", ".parquet"))
     elif path.is_file():
         files = [source]
@@ -53,27 +85,33 @@ def _files(source: str) -> list[str]:
     return files
 
 
+def _csv_layout(path: str) -> tuple[list[str], int, int]:
+    """A CSV's header (checked as checks.csv_header does), where its first row starts, its size in bytes."""
+    from selfheal.pipeline.checks import header_of
+
+    with _open(path) as fh:
+        header = header_of(fh.read(1 << 16), path)
+        fh.seek(0)
+        fh.readline()
+        return header, fh.tell(), fh.seek(0, os.SEEK_END)
+
+
 def partitions(source: str, partition_mb: float) -> list[Part]:
     """The partitions of `source`, in file and row order (the order duplicates are counted in)."""
-    from selfheal.pipeline.checks import csv_header
-
     parts = []
     for path in _files(source):
         if path.endswith(".parquet"):
             parts.append(Part(path))
             continue
-        header = tuple(csv_header(path))
-        with open(path, "rb") as fh:
-            fh.readline()
-            first, size = fh.tell(), os.path.getsize(path)
+        header, first, size = _csv_layout(path)
         step = max(1, int(partition_mb * 1e6))
         bounds = [*list(range(first, size, step)), size]
-        parts += [Part(path, header, a, b) for a, b in itertools.pairwise(bounds)]
+        parts += [Part(path, tuple(header), a, b) for a, b in itertools.pairwise(bounds)]
     return parts
 
 
 def _rows(part: Part) -> bytes:
-    with open(part.path, "rb") as fh:
+    with _open(part.path) as fh:
         fh.seek(part.start - 1)
         fh.readline()  # to the first line that starts at or after `start`
         pos = fh.tell()
@@ -88,6 +126,8 @@ def read_part(part: Part) -> pd.DataFrame:
     from selfheal.pipeline.checks import read_csv_text, read_parquet_checked
 
     if not part.header:
+        if remote(part.path):
+            return pd.read_parquet(part.path)
         return read_parquet_checked(part.path, "a partition listed a moment ago")
     data = _rows(part)
     if not data.strip():

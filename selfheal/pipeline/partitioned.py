@@ -4,11 +4,11 @@ profiles; the output is a directory of parquet parts (one per input partition, i
 The passes over the partitions, each a map on the engine (local or dask, one partition at a time per worker) and a
 small merge on the driver, in the order of `fixes.fix`:
 1. type each partition as `fix` does (text -> numbers, non-finite and out-of-range -> missing), spill it as
-   parquet, and return its counts and a 64-bit hash per row (as checks.duplicated_rows);
+   parquet with a 64-bit hash per row (as checks.duplicated_rows), and return its counts;
 2. on the driver: drop rows without a target and later copies of a row (first copy in partition order kept),
    then profile the kept rows of each partition and merge: medians and modes to fill with, and the IQR fences of
    the FILLED data (the fill value added `missing` times to each column's profile, profiles.filled);
-3. fill and cap each partition, write it with which cells were capped, return its row hashes and the profile of
+3. fill and cap each partition, write it with which cells were capped and its row hashes, return the profile of
    the capped data; on the driver, drop the rows capping made identical (a global pass over the hashes, as in
    2). As `fixes._cap_until_stable`, this repeats (at most fixes.MAX_CAP_PASSES times) until a pass would change
    nothing: the merged profile gives the next fences, and when no row was dropped and every value already lies
@@ -38,15 +38,16 @@ from selfheal.pipeline import engine, profiles
 from selfheal.pipeline.checks import Problem, Schema, fatal_shape, infer_schema, out_of_range, typed
 from selfheal.pipeline.fixes import MAX_CAP_PASSES, fix_report
 
+BUCKET_ROWS = 2_000_000  # row hashes deduplicated at once on the driver (~50 MB): flat memory at any row count
 Fences = dict[str, tuple[float, float]]
 Masks = list[tuple[int, np.ndarray | None]]  # per partition: the rows to keep (None: all)
 
 
 def wanted(source: str, scale: ScaleParams) -> bool:
-    """The partitioned path is taken for engine: dask, a directory or glob, or a CSV above scale.partition_mb;
-    everything else keeps the in-memory `fix` and its single parquet file."""
+    """The partitioned path is taken for engine: dask, an s3:// path, a directory or glob, or a CSV above
+    scale.partition_mb; everything else keeps the in-memory `fix` and its single parquet file."""
     path = Path(source)
-    if scale.engine == "dask" or path.is_dir() or any(ch in source for ch in "*?["):
+    if scale.engine == "dask" or engine.remote(source) or path.is_dir() or any(ch in source for ch in "*?["):
         return True
     return path.is_file() and path.stat().st_size > scale.partition_mb * 1e6  # a missing file: the usual error
 
@@ -59,10 +60,14 @@ def _part(folder: Path, i: int) -> Path:
     return folder / f"part-{i:05d}.parquet"
 
 
+def _hashes(spill: Path, i: int) -> Path:
+    return spill / f"hashes-{i:05d}.npy"
+
+
 def _type_part(
     item: tuple[int, engine.Part], schema: Schema, dq: DataQualityParams, spill: Path
 ) -> dict[str, Any]:
-    """Pass 1: type one partition as `fix` does, spill it; its counts, row hashes and target mask."""
+    """Pass 1: type one partition as `fix` does, spill it and its row hashes; its counts and target mask."""
     i, part = item
     frame, parsed = typed(engine.read_part(part), schema)
     counts: dict[str, dict[str, int]] = {}
@@ -80,7 +85,8 @@ def _type_part(
             if dq.auto_fix_enabled:
                 frame.loc[bad, col] = np.nan
     frame.to_parquet(_part(spill, i), index=False)
-    return {"rows": len(frame), "counts": counts, "hashes": _hash(frame), "target": frame[schema.target].notna()}
+    np.save(_hashes(spill, i), _hash(frame))
+    return {"rows": len(frame), "counts": counts, "target": frame[schema.target].notna().to_numpy()}
 
 
 def _profile_part(item: tuple[int, np.ndarray | None], kinds: dict[str, str], src: Path) -> profiles.Profile:
@@ -105,7 +111,8 @@ class Step:
 
 def _fix_part(item: tuple[int, np.ndarray | None], schema: Schema, step: Step) -> dict[str, Any]:
     """Pass 3: fill and cap one partition with the global figures and write it; what was capped (cells not
-    capped before), its row hashes, what is left, and (step.profile) the profile of its numeric features."""
+    capped before), what is left, and (step.profile) the profile of its numeric features; its row hashes are
+    spilled."""
     i, keep = item
     frame = pd.read_parquet(_part(step.src, i))
     flags = step.spill / f"capped-{i:05d}.npy"
@@ -134,7 +141,8 @@ def _fix_part(item: tuple[int, np.ndarray | None], schema: Schema, step: Step) -
     }
     kinds = dict.fromkeys(step.numeric, "numeric")
     profile = profiles.profile_frame(frame[list(kinds)], kinds) if step.profile else None
-    return {"rows": len(frame), "capped": new, "left": left, "hashes": _hash(frame), "profile": profile}
+    np.save(_hashes(step.spill, i), _hash(frame))
+    return {"rows": len(frame), "capped": new, "left": left, "profile": profile}
 
 
 def _per_part(mask: np.ndarray | None, sizes: list[int]) -> Masks:
@@ -145,9 +153,27 @@ def _per_part(mask: np.ndarray | None, sizes: list[int]) -> Masks:
     return [(i, mask[a:b]) for i, (a, b) in enumerate(itertools.pairwise(bounds))]
 
 
-def _later_copies(parts: list[dict[str, Any]]) -> np.ndarray:
-    """Over all partitions in order: the rows that repeat an earlier one (by row hash, as duplicated_rows)."""
-    return pd.Series(np.concatenate([p["hashes"] for p in parts])).duplicated().to_numpy()
+def _later_copies(spill: Path, parts: list[dict[str, Any]]) -> np.ndarray:
+    """Over all partitions in order: the rows that repeat an earlier one (by row hash, as duplicated_rows).
+
+    Hash-partitioned, so the driver's memory stays flat whatever the row count: the copies of a row share its
+    hash, so its bucket (hash modulo the bucket count); each bucket of at most about BUCKET_ROWS hashes is
+    deduplicated on its own, in partition and row order, from the hashes the partitions spilled."""
+    sizes = [p["rows"] for p in parts]
+    offsets = np.cumsum([0, *sizes])
+    out = np.zeros(int(offsets[-1]), dtype=bool)
+    buckets = max(1, -(-len(out) // BUCKET_ROWS))
+    for b in range(buckets):
+        rows = []
+        hashes = []
+        for i in range(len(sizes)):
+            h = np.load(_hashes(spill, i), mmap_mode="r")
+            at = np.flatnonzero(h % np.uint64(buckets) == b)
+            rows.append(at + offsets[i])
+            hashes.append(h[at])
+        later = pd.Series(np.concatenate(hashes)).duplicated().to_numpy()
+        out[np.concatenate(rows)[later]] = True
+    return out
 
 
 def _sum(parts: list[dict[str, Any]], col: str, key: str) -> int:
@@ -178,7 +204,7 @@ def _problems_before(typed_parts: list[dict[str, Any]], schema: Schema, rows: in
     return found
 
 
-def _open_after(fixed: list[dict[str, Any]], schema: Schema, rows: int) -> list[str]:
+def _open_after(fixed: list[dict[str, Any]], schema: Schema, rows: int, n_dup: int) -> list[str]:
     out = []
     for col in schema.columns:
         missing = sum(p["left"][col]["missing"] for p in fixed)
@@ -191,7 +217,6 @@ def _open_after(fixed: list[dict[str, Any]], schema: Schema, rows: int) -> list[
         if bad:
             lo, hi = schema.ranges[col]
             out.append(f"{col}: {bad} value(s) outside [{lo:g}, {hi:g}]")
-    n_dup = int(_later_copies(fixed).sum()) if fixed else 0
     if n_dup:
         out.append(f"{n_dup} duplicate row(s)")
     return out
@@ -249,7 +274,7 @@ def _cap_until_stable(
         for p in fixed:
             for col, n in p["capped"].items():
                 capped[col] += n
-        dup = _later_copies(fixed) if dq.drop_duplicates else np.zeros(0, dtype=bool)
+        dup = _later_copies(step.spill, fixed) if dq.drop_duplicates else np.zeros(0, dtype=bool)
         dups += int(dup.sum())
         masks = _per_part(~dup if dup.any() else None, [p["rows"] for p in fixed])
         if n_pass == MAX_CAP_PASSES:
@@ -306,7 +331,7 @@ def fix_partitioned(
             rows_in = sum(p["rows"] for p in typed_parts)
             if not rows_in:
                 raise DataError(f"{source}: no data rows")
-            dup_all = _later_copies(typed_parts)
+            dup_all = _later_copies(spill, typed_parts)
             before = _problems_before(typed_parts, schema, rows_in, int(dup_all.sum()))
             fatal = next((p for p in before if p.fatal), None)
             if fatal:
@@ -315,7 +340,7 @@ def fix_partitioned(
             keep = None
             target_dropped = dups = 0
             if dq.auto_fix_enabled:
-                keep = np.concatenate([p["target"].to_numpy() for p in typed_parts])
+                keep = np.concatenate([p["target"] for p in typed_parts])
                 target_dropped = int((~keep).sum())
                 if dq.drop_duplicates:
                     dup = dup_all & keep
@@ -337,13 +362,14 @@ def fix_partitioned(
                 dups += capped_dups
             else:
                 fixed = run(functools.partial(_fix_part, schema=schema, step=step), masks)
+            dups_left = int(_later_copies(spill, fixed).sum())
         shutil.rmtree(out, ignore_errors=True) if out.is_dir() else out.unlink(missing_ok=True)
         staging.rename(out)
     finally:
         shutil.rmtree(spill, ignore_errors=True)
         shutil.rmtree(staging, ignore_errors=True)
     rows_out = sum(p["rows"] for p in fixed)
-    after = _open_after(fixed, schema, rows_out)
+    after = _open_after(fixed, schema, rows_out, dups_left)
     report = fix_report(rows_in, rows_out, len(before), after, dups, target_dropped, cols)
     return report | {"engine": engine_name, "partitions": len(parts)}
 

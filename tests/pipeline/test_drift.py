@@ -152,3 +152,24 @@ def test_the_one_drift_rule_is_inclusive_and_needs_a_drifted_column() -> None:
     assert dataset_drift(0.5, 0.5) and dataset_drift(0.75, 0.5)
     assert not dataset_drift(0.49, 0.5)
     assert not dataset_drift(0.0, 0.0)  # a threshold of 0 does not flag a batch without any drifted column
+
+
+def test_each_column_is_tested_once(model, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 14: DataDriftPreset ran every column's test three times (ValueDrift, its drifted-column count, the
+    table of its HTML); now each column (features, prediction, target) is tested once and the HTML still leads
+    with the dataset verdict."""
+    import evidently.legacy.calculations.data_drift as legacy_drift
+    import evidently.metrics.column_statistics as column_statistics
+
+    tested: list[str] = []
+    real = legacy_drift.get_one_column_drift
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        tested.append(kwargs["column_name"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(legacy_drift, "get_one_column_drift", counted)
+    monkeypatch.setattr(column_statistics, "get_one_column_drift", counted)
+    metrics = _run(model, make_current(ROWS, drift=1.0, seed=4))  # also checks the HTML's dataset verdict
+    assert sorted(tested) == sorted([*FEATURES, PREDICTION, TARGET])
+    assert metrics["drift_detected"] is True

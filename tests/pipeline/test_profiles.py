@@ -55,7 +55,7 @@ def test_profile_verdicts_equal_evidentlys(ref_rows: int, exact: bool, monkeypat
         monkeypatch.setattr(profiles, "EXACT_VALUES", 0)
     seen = {}
     for name, (ref, cur) in _datasets(ref_rows).items():
-        theirs, _, _, _ = evidently_drift(ref, cur, KINDS)
+        theirs, _ = evidently_drift(ref, cur, KINDS)
         ours = profile_drift.drift(_profile(ref), _profile(cur), list(KINDS))
         assert {c: v["drifted"] for c, v in ours.items()} == {c: v["drifted"] for c, v in theirs.items()}, name
         for col, v in ours.items():  # the same test, and (exactly, or within the sketch's error) the same score
@@ -104,6 +104,20 @@ def test_partitioned_local_fix_equals_the_in_memory_fix(tmp_path: Path) -> None:
                            DataQualityParams(), "local", partition_mb=0.05)
     assert ours.pop("partitions") >= 4 and ours.pop("engine") == "local"
     assert (tmp_path / "clean.parquet").is_dir()
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "clean.parquet"), expected, check_dtype=False)
+    assert ours == report
+
+
+def test_duplicates_found_bucket_by_bucket_equal_the_in_memory_fix(tmp_path: Path, monkeypatch) -> None:
+    """Issue 14 (flat memory): the driver deduplicates the spilled row hashes one hash bucket at a time; with
+    buckets of 500 rows (4,000 rows: 8 buckets) the first copies kept and the report are the in-memory fix's."""
+    monkeypatch.setattr(partitioned, "BUCKET_ROWS", 500)
+    raw = _dirty_csv(tmp_path / "raw.csv")
+    expected, report = _in_memory(raw)
+    ours = fix_partitioned(str(raw), tmp_path / "clean.parquet", "MedHouseVal", "regression", {}, {},
+                           DataQualityParams(), "local", partition_mb=0.05)
+    ours.pop("partitions"), ours.pop("engine")
+    assert report["duplicates_removed"] > 30
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "clean.parquet"), expected, check_dtype=False)
     assert ours == report
 

@@ -100,3 +100,35 @@ def test_unusable_store_is_one_clear_error(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/a-file/mlflow.db")
     with pytest.raises(SelfHealError, match=r"MLflow logging to sqlite:///.* failed .*set SELFHEAL_MLFLOW=0"):
         tracking.log_training(*trained[:2], {"train_score": 0.9}, trained[2])
+
+
+def test_a_new_store_starts_from_the_environments_migrated_empty_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trained: tuple
+) -> None:
+    """Issue 14: MLflow's schema migrations (a quarter of train on a fresh clone) run once per environment; each
+    new store is a copy of that migrated empty store, which MLflow opens, verifies and writes as its own."""
+    import sqlite3
+
+    from mlflow.tracking import MlflowClient
+
+    from selfheal.core import workspace
+
+    monkeypatch.setattr(workspace, "MLFLOW_TEMPLATES", tmp_path / "env-share")
+    monkeypatch.delenv(tracking.SWITCH, raising=False)
+    pipeline, meta, sample = trained
+    for name in ("first", "second"):
+        project = tmp_path / name
+        project.mkdir()
+        monkeypatch.chdir(project)
+        uri = f"sqlite:///{project}/mlflow.db"
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        run_id = tracking.log_training(pipeline, meta, {"train_score": 0.9}, sample)
+        client = MlflowClient(tracking_uri=uri)
+        assert client.get_run(run_id).data.metrics == {"train_score": 0.9}
+        assert [e.name for e in client.search_experiments(order_by=["name"])] == ["Default", "selfheal"]
+        assert client.get_registered_model(tracking.REGISTERED_MODEL).name == tracking.REGISTERED_MODEL
+    (template,) = (tmp_path / "env-share").glob("mlflow-*.db")
+    with sqlite3.connect(template) as db:  # the template stays empty: no run, no experiment of any project
+        assert db.execute("SELECT count(*) FROM experiments").fetchone() == (0,)
+        assert db.execute("SELECT count(*) FROM runs").fetchone() == (0,)
+    db.close()

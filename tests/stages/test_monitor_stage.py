@@ -102,3 +102,34 @@ def test_a_sample_of_the_training_data_is_not_drift(tmp_path: Path, monkeypatch:
     metrics = json.loads((tmp_path / workspace.DRIFT).read_text())
     assert [name for name, col in metrics["columns"].items() if col["drifted"]] == []
     assert metrics["drift_detected"] is False and metrics["prediction_drifted"] is False
+
+
+def test_a_batch_above_the_sample_size_is_sampled_before_prediction_with_the_same_verdicts(workdir: Path) -> None:
+    """Issue 14: monitor types, caps and predicts only the rows it tests; the record equals drift of the whole
+    batch (typed, capped and predicted) sampled afterwards, as monitor did before."""
+    import pandas as pd
+
+    from selfheal.core.atomic import read_json
+    from selfheal.ops.sandbox import set_params
+    from selfheal.pipeline.artifact import load_model
+    from selfheal.pipeline.checks import read_csv_checked
+    from selfheal.pipeline.drift import cap_like_training, coerce_features, detect_drift, predict_batch
+    from selfheal.pipeline.metrics import rounded
+    from selfheal.pipeline.training import PREDICTION
+
+    inject_faults(make_current(3000, drift=0.3, seed=5), missing=0.01, outliers=0.0, duplicates=0.0,
+                  dtype_errors=0.01, seed=5).to_csv(workdir / CURRENT, index=False)
+    set_params(workdir, scale={"monitor_sample_rows": 1000, "seed": 3})
+    proc = _stage(workdir)
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads((workdir / "metrics/records/drift.json").read_text())
+    assert record["current_rows"] == 3000
+    assert record["sampled"] == {"rows_per_side": 1000, "seed": 3, "reference": 1000, "current": 1000}
+
+    model = load_model(workdir / "models/model.joblib")
+    whole = coerce_features(read_csv_checked(workdir / CURRENT), model.features, "current")
+    whole = cap_like_training(whole, model.features, read_json(workdir / workspace.DATA_QUALITY))
+    whole[PREDICTION] = predict_batch(model.pipeline, whole, model.features, "current")
+    expected, _ = detect_drift(pd.read_parquet(workdir / workspace.REFERENCE), whole, model.features, "MedHouseVal",
+                               "regression", 0.5, sample_rows=1000, seed=3)
+    assert {k: v for k, v in record.items() if k != "model_md5"} == rounded(expected)

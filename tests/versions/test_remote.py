@@ -7,71 +7,35 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-import requests
 
 from selfheal.core import audit, workspace
 from selfheal.core.atomic import md5_file
 from tests.heal_support import model_md5, read, run, selfheal, set_max_iter
+from tests.moto_support import CREDENTIALS, moto_server, s3_client
 from tests.readme_dvc import block_with, run_block
 
 pytestmark = [pytest.mark.remote, pytest.mark.slow]
 
 BUCKET = "selfheal"
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture()
 def s3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
     """A moto S3 server with one bucket; the environment a user of the README would export."""
-    port = _free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    log = open(tmp_path / "moto.log", "w")  # noqa: SIM115 - closed below, after the server stops
-    server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                requests.get(endpoint, timeout=10)
-                break
-            except requests.RequestException:  # not listening yet, or still loading (slow first answer)
-                assert server.poll() is None and time.monotonic() < deadline, (tmp_path / "moto.log").read_text()
-                time.sleep(0.2)
+    with moto_server(tmp_path) as endpoint:
         env = {**CREDENTIALS, "DVC_REMOTE_URL": f"s3://{BUCKET}/store", "DVC_REMOTE_ENDPOINT": endpoint}
         for key, value in env.items():
             monkeypatch.setenv(key, value)
-        _client(endpoint).create_bucket(Bucket=BUCKET)
+        s3_client(endpoint).create_bucket(Bucket=BUCKET)
         yield env
-    finally:
-        server.terminate()
-        server.wait(10)
-        log.close()
-
-
-def _client(endpoint: str) -> Any:
-    import boto3
-
-    return boto3.client("s3", endpoint_url=endpoint, **{k.lower(): v for k, v in CREDENTIALS.items()
-                                                         if k != "AWS_DEFAULT_REGION"}, region_name="us-east-1")
 
 
 def _keys(env: dict[str, str]) -> set[str]:
-    listed = _client(env["DVC_REMOTE_ENDPOINT"]).list_objects_v2(Bucket=BUCKET)
+    listed = s3_client(env["DVC_REMOTE_ENDPOINT"]).list_objects_v2(Bucket=BUCKET)
     return {o["Key"] for o in listed.get("Contents", [])}
 
 
