@@ -45,7 +45,8 @@ QUICK_SYNTH = {"rows": 3000, "current_rows": 800}  # the test suite's small data
 WATCH_DEADLINE_S = 30.0
 LOAD_INTERVAL_S = 0.02
 ACTING = ("run_pipeline", "promote", "rollback", "restore", "retrain", "recover", "escalate", "report", "repro",
-          "refuse")  # a `heal --plan` decision with one of these: the problem is detected
+          "refuse", "fix")  # a `heal --plan` decision with one of these: the problem is detected (fix: a guarded
+#                             project's data step)
 LOGS = (workspace.DATA_FIX_LOG, workspace.ROLLBACK_LOG, workspace.RETRAINING_LOG, workspace.RECOVERY_LOG,
         workspace.ALERTS_LOG, workspace.HEAL_LOG)
 

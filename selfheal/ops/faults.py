@@ -372,8 +372,9 @@ def select(spec: str, capabilities: frozenset[str] = OURS) -> list[Fault]:
         elif part in {f.name for f in usable}:
             chosen += [f for f in usable if f.name == part]
         elif part in BY_NAME:
-            lacking = min((f.needs - capabilities for f in CATALOGUE if f.name == part), key=len)  # the nearest
-            missing = ", ".join(sorted(lacking))
+            twins = [f for f in CATALOGUE if f.name == part]  # the one for this kind of project, else the nearest
+            near = min(twins, key=lambda f: (not f.needs & capabilities, len(f.needs - capabilities)))
+            missing = ", ".join(sorted(near.needs - capabilities))
             raise SelfHealError(f"--faults: {part!r} does not apply to this project (it needs: {missing}); "
                                 f"applicable: {', '.join(f.name for f in usable)}")
         else:
