@@ -3,16 +3,25 @@ ways of being right.
 
 The copy is a fresh clone of the user's repository (ops.sandbox.clone: its commits and GTO tags, its outputs
 from the user's DVC cache, no git remote, a DVC remote of its own in the drill's temporary folder) with the
-workspace's selfheal.yaml. The baseline is `dvc repro` then `selfheal heal` (which promotes the first version
-when none is in production), and must then be healthy. Each trial injects one fault that applies to the
-project (faults.applicable), runs `selfheal heal --plan` and `selfheal heal`, and is judged with plain git,
-YAML and md5, never selfheal's own code or logs:
+workspace's selfheal.yaml (its service moved to a free port when service.start takes `{port}`). The baseline
+is `dvc repro` then `selfheal heal` (which promotes the first version when none is in production, and starts
+the configured service), and must then be healthy, the service answering its health URL. Each trial starts its
+copy's own service (`selfheal recover`) when one is configured, injects one fault that applies to the project
+(faults.applicable), runs `selfheal heal --plan` and `selfheal heal` (service faults: `selfheal recover
+--watch` while the health URL is polled), stops every process in the copy, and is judged with plain git, YAML,
+md5, pandas and the process table, never selfheal's own code or logs:
 - production is the latest `<artifact>#<stage>#N` GTO tag; the version tag on its commit names the version,
   and every output of the version stages (files, and directories file by file through their `.dir` manifest
   in the DVC cache) matches the md5 that commit's dvc.lock records;
 - every JSON file under the records directory (`.selfheal/`) parses;
 - no file outside the records directory and the pipeline's own outputs (dvc.lock, stage outputs, DVC's
-  .gitignores) was written, except what the fault itself wrote; after an escalation, not even those.
+  .gitignores) was written, except what the fault itself wrote (and, after drift, the pipeline's input data the
+  retrain command folds a batch into); after an escalation or where nothing was to be done, not even those;
+- a data fault: the data.fix file has no missing values, duplicate rows or numbers written as text, its faulty
+  bytes are backed up under the records, and dvc.lock's candidate was made from the fixed file;
+- drift in most columns: the retrain command changed something outside the records (the data grew, dvc.lock);
+- a service crash or hang: the health URL answers 200 again, a live process other than the injected one runs
+  in the copy, and the injected one is gone; the time to the first 200 after a failed poll is the recovery.
 """
 
 from __future__ import annotations
@@ -431,12 +440,13 @@ def run_trial(fault: catalogue.Fault, n: int, base: Path, work: Path, env: Env, 
         prod_before, tags_before, files_before = production(root, spec), set(tags(root)), snapshot(root)
         project = _project(root, config, pid)
         if fault.under_watch and url and pid:
+            polls = stack.enter_context(HealthPolls(url))  # from before the fault to a moment after recovery
             watcher = Watcher(root, env)
             watcher.wait_ready()
-            polls = stack.enter_context(HealthPolls(url))
             t0 = time.monotonic()
             t.injected = fault.inject(project, rng)
             _watch(t, watcher, polls, t0, None)
+            time.sleep(0.3)
             t.healthy_share = round(sum(h for _, h, _ in polls.probes) / len(polls.probes), 4) if polls.probes else None
             checks = _service_problems(root, url, pid, watcher.proc.pid)
         else:

@@ -13,7 +13,11 @@ Each fault declares what it `needs` of a project; the drill enables it when the 
 (`capabilities`): our own pipeline offers `selfheal` and `model`; a guarded project (selfheal.yaml, kind dvc)
 offers `dvc` and `model`, every optional section its selfheal.yaml has (`data`, `drift`, `service`, ...),
 `output_dir` when a version stage writes a directory and `tabular_data` when the pipeline reads a CSV/TSV no
-stage produces. A fault for a new section declares e.g. `needs=frozenset({"dvc", "drift"})` and is picked up.
+stage produces, and what a section's kinds need to inject and be judged: `data_fix_csv` (a CSV under
+data.fix), `drift_columns` (drift.current a CSV whose compared numeric columns make drift in 3/4 of them reach
+drift_threshold and drift in one not), `service_start` (service.health and service.start). A fault for a new
+section declares e.g. `needs=frozenset({"dvc", "drift"})` and is picked up. A guarded kind may share the name
+of our pipeline's (missing_values, service_crash, ...): the same fault, put where that project keeps it.
 """
 
 from __future__ import annotations
