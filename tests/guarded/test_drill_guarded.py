@@ -147,6 +147,9 @@ def test_quick_drill_drills_the_data_drift_and_service_sections(
         "numbers_as_text": "healed", "drift_most_columns": "healed", "service_crash": "healed"}
     assert all(t["ok"] and t["detected"] and t["end_state_good"] for t in trials.values()), {
         n: (t["detected"], t["end_state"], t["note"]) for n, t in trials.items()}
+    card = (repo / ".selfheal/drill.md").read_text()
+    assert "Drift response (drift detected to the retrained candidate judged by the gate): " in card
+    assert "x the cold" not in card and "service crash in watch mode" in card
     # the data: read back with pandas, no text numbers, missing values or duplicates; the faulty bytes backed up;
     # the candidate was made from the fixed file, and production's bytes are a registered version's
     copy = keep / "trials/numbers_as_text-1"
