@@ -45,7 +45,8 @@ QUICK_SYNTH = {"rows": 3000, "current_rows": 800}  # the test suite's small data
 WATCH_DEADLINE_S = 30.0
 LOAD_INTERVAL_S = 0.02
 ACTING = ("run_pipeline", "promote", "rollback", "restore", "retrain", "recover", "escalate", "report", "repro",
-          "refuse")  # a `heal --plan` decision with one of these: the problem is detected
+          "refuse", "fix")  # a `heal --plan` decision with one of these: the problem is detected (fix: a guarded
+#                             project's data step)
 LOGS = (workspace.DATA_FIX_LOG, workspace.ROLLBACK_LOG, workspace.RETRAINING_LOG, workspace.RECOVERY_LOG,
         workspace.ALERTS_LOG, workspace.HEAL_LOG)
 
@@ -541,9 +542,12 @@ def markdown(card: dict[str, Any]) -> str:
         + (f"; service crash in watch mode {_fmt(s['mttr_service_crash_s'])} s, hang "
            f"{_fmt(s['mttr_service_hang_s'])} s" if "service" in groups else ""),
     ]
-    if "drift" in groups:
+    if "drift" in groups and ours:
         lines.append(f"- Drift response (drift detected to a promoted retrained model): {_fmt(s['drift_response_s'])}"
                      f" s, {_fmt(s['drift_response_vs_cold_repro'])}x the cold `dvc repro`")
+    elif "drift" in groups:  # the baseline's repro of a cloned project is not cold: no ratio
+        lines.append(f"- Drift response (drift detected to the retrained candidate judged by the gate): "
+                     f"{_fmt(s['drift_response_s'])} s")
     if "service" in groups:
         lines.append(f"- Service uptime during the service trials: {_fmt(s['service_uptime_pct'])} % of health probes")
     lines.append("")

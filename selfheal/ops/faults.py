@@ -13,7 +13,11 @@ Each fault declares what it `needs` of a project; the drill enables it when the 
 (`capabilities`): our own pipeline offers `selfheal` and `model`; a guarded project (selfheal.yaml, kind dvc)
 offers `dvc` and `model`, every optional section its selfheal.yaml has (`data`, `drift`, `service`, ...),
 `output_dir` when a version stage writes a directory and `tabular_data` when the pipeline reads a CSV/TSV no
-stage produces. A fault for a new section declares e.g. `needs=frozenset({"dvc", "drift"})` and is picked up.
+stage produces, and what a section's kinds need to inject and be judged: `data_fix_csv` (a CSV under
+data.fix), `drift_columns` (drift.current a CSV whose compared numeric columns make drift in 3/4 of them reach
+drift_threshold and drift in one not), `service_start` (service.health and service.start). A fault for a new
+section declares e.g. `needs=frozenset({"dvc", "drift"})` and is picked up. A guarded kind may share the name
+of our pipeline's (missing_values, service_crash, ...): the same fault, put where that project keeps it.
 """
 
 from __future__ import annotations
@@ -48,6 +52,8 @@ class Project:
     model_outs: tuple[Path, ...] = (workspace.MODEL,)  # the model's outputs, files or directories
     dir_outs: tuple[Path, ...] = ()  # directory outputs of the version stages (a guarded project's eval/)
     label_sep: str = ","  # the raw data's delimiter
+    fix_file: Path | None = None  # a guarded project's CSV under data.fix (its data faults go there)
+    compared: tuple[str, ...] = ()  # the columns drift is measured on (a drift fault shifts only these); (): all
 
 
 @dataclass(frozen=True)
@@ -77,6 +83,12 @@ def _features(df: pd.DataFrame, target: str) -> list[str]:
     return [c for c in df.columns if c != target and pd.to_numeric(df[c], errors="coerce").notna().mean() > 0.9]
 
 
+def numeric_columns(df: pd.DataFrame, target: str, among: tuple[str, ...] = ()) -> list[str]:
+    """The columns a data fault writes into and a drift fault shifts: mostly numbers, not the target, among the
+    given ones (all when empty)."""
+    return [c for c in _features(df, target) if not among or c in among]
+
+
 def _cells(df: pd.DataFrame, cols: list[str], share: float, rng: np.random.Generator) -> list[tuple[int, str]]:
     n = max(1, round(share * len(df) * len(cols)))
     picks = rng.choice(len(df) * len(cols), size=n, replace=False)
@@ -86,11 +98,22 @@ def _cells(df: pd.DataFrame, cols: list[str], share: float, rng: np.random.Gener
 Change = Callable[[pd.DataFrame, str, np.random.Generator], "tuple[pd.DataFrame, str]"]
 
 
-def _data_fault(change: Change) -> Callable[[Project, np.random.Generator], str]:
+def _raw(p: Project) -> Path:
+    return p.raw
+
+
+def _fix_file(p: Project) -> Path:
+    if p.fix_file is None:
+        raise FileNotFoundError("no CSV under data.fix to inject the fault into")
+    return p.fix_file
+
+
+def _data_fault(change: Change, into: Callable[[Project], Path] = _raw) -> Callable[[Project, np.random.Generator], str]:
     def inject(p: Project, rng: np.random.Generator) -> str:
-        df, what = change(_read(p.raw), p.target, rng)
-        _write(p.raw, df)
-        return what
+        path = into(p)
+        df, what = change(_read(path), p.target, rng)
+        _write(path, df)
+        return what if path == p.raw else f"{path.relative_to(p.root)}: {what}"
 
     return inject
 
@@ -156,12 +179,12 @@ def _shift(columns: Callable[[list[str], np.random.Generator], list[str]]) -> Ca
         [Project, np.random.Generator], str]:
     def inject(p: Project, rng: np.random.Generator) -> str:
         df = _read(p.current)
-        cols = columns(_features(df, p.target), rng)
+        cols = columns(numeric_columns(df, p.target, p.compared), rng)
         for c in cols:
             values = pd.to_numeric(df[c], errors="coerce")
             df[c] = (values + 1.5 * values.std()).round(6).astype(str)
         _write(p.current, df)
-        return f"current batch: {', '.join(cols)} shifted by 1.5 std"
+        return f"current batch ({p.current.relative_to(p.root)}): {', '.join(cols)} shifted by 1.5 std"
 
     return inject
 
@@ -283,6 +306,10 @@ def _foreign_port(p: Project, rng: np.random.Generator) -> str:
 
 
 MODEL = frozenset({"model"})  # our pipeline and a guarded project alike
+DATA_FIX = frozenset({"dvc", "data", "data_fix_csv"})  # a CSV under data.fix
+DRIFT = frozenset({"dvc", "drift", "drift_columns"})  # drift.current a CSV; shifting 3/4 of its compared
+# numeric columns reaches drift_threshold, one does not
+SERVICE = frozenset({"dvc", "service", "service_start"})  # service.health and service.start
 
 CATALOGUE: list[Fault] = [
     Fault("missing_values", "data", "healed", _data_fault(_missing)),
@@ -314,8 +341,17 @@ CATALOGUE: list[Fault] = [
     Fault("deleted_file_in_output_dir", "model", "healed", _delete(_dir_outs, "file in a directory output"),
           needs=frozenset({"dvc", "output_dir"})),
     Fault("invalid_selfheal_yaml_value", "config", "escalated", _invalid_project_value, needs=frozenset({"dvc"})),
+    # ... and its optional sections: the same names as our pipeline's kinds, the configured files and service
+    Fault("missing_values", "data", "healed", _data_fault(_missing, _fix_file), needs=DATA_FIX),
+    Fault("duplicates", "data", "healed", _data_fault(_duplicates, _fix_file), needs=DATA_FIX),
+    Fault("numbers_as_text", "data", "healed", _data_fault(_as_text, _fix_file), needs=DATA_FIX),
+    Fault("drift_most_columns", "drift", "healed", _shift(lambda cols, rng: cols[: max(1, len(cols) * 3 // 4)]),
+          needs=DRIFT),
+    Fault("drift_one_column", "drift", "left_alone", _shift(lambda cols, rng: [str(rng.choice(cols))]), needs=DRIFT),
+    Fault("service_crash", "service", "healed", _signal(signal.SIGKILL, "SIGKILL"), under_watch=True, needs=SERVICE),
+    Fault("service_hang", "service", "healed", _signal(signal.SIGSTOP, "SIGSTOP"), under_watch=True, needs=SERVICE),
 ]
-BY_NAME = {f.name: f for f in CATALOGUE}
+BY_NAME = {f.name: f for f in reversed(CATALOGUE)}  # a name shared by our pipeline and a guarded project: ours
 OURS = frozenset({"selfheal", "model"})  # what our own pipeline offers
 
 
@@ -340,7 +376,9 @@ def select(spec: str, capabilities: frozenset[str] = OURS) -> list[Fault]:
         elif part in {f.name for f in usable}:
             chosen += [f for f in usable if f.name == part]
         elif part in BY_NAME:
-            missing = ", ".join(sorted(BY_NAME[part].needs - capabilities))
+            twins = [f for f in CATALOGUE if f.name == part]  # the one for this kind of project, else the nearest
+            near = min(twins, key=lambda f: (not f.needs & capabilities, len(f.needs - capabilities)))
+            missing = ", ".join(sorted(near.needs - capabilities))
             raise SelfHealError(f"--faults: {part!r} does not apply to this project (it needs: {missing}); "
                                 f"applicable: {', '.join(f.name for f in usable)}")
         else:

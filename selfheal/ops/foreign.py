@@ -6,9 +6,9 @@ holding the nested `eval/metrics.json` (`avg_prec.test`, `roc_auc.test`) named b
 params.yaml with that project's own keys, and a first version registered and assigned `prod` by the gto CLI
 itself (`text-classification@v1.0.0`, `text-classification#prod#1`). Variants: `metric="min"` reports an error
 to minimise (`error.test`); `model_dir=True` makes the model a directory (`model/`); `csv=True` keeps the data
-as a git-tracked CSV (`data/data.csv`: label, score, text) that prepare reads, for data fixes and drift, with
-`src/fold.py` (append a batch to it: a retrain command). Every variant has `src/serve.py PORT`, a tiny HTTP
-service answering GET /health and POST /reload, for recovery.
+as a git-tracked CSV (`data/data.csv`: label, score, text, answers, views) that prepare reads, for data fixes
+and drift, with `src/fold.py` (append a batch to it: a retrain command). Every variant has `src/serve.py
+PORT`, a tiny HTTP service answering GET /health and POST /reload, for recovery.
 """
 
 from __future__ import annotations
@@ -152,17 +152,19 @@ def write_data(path: Path, rows: int, seed: int) -> None:
 
 
 def write_csv(path: Path, rows: int, seed: int, score_shift: float = 0.0) -> None:
-    """Questions as CSV (label, score, text): `score` is a vote count (0-10, so clean data has no outliers to
-    cap), `score_shift` moves its distribution."""
+    """Questions as CSV (label, score, text, answers, views): `score` is a vote count (0-10), `answers` 0-5 and
+    `views` 10-60 (bounded, so clean data has no outliers to cap; the model reads only label and text, the
+    numbers are there for data fixes and drift), `score_shift` moves the votes' distribution."""
     import csv
 
-    rng = random.Random(seed)
+    rng, counts = random.Random(seed), random.Random(seed + 1)  # the questions do not depend on the counts
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as out:
         writer = csv.writer(out)
-        writer.writerow(["label", "score", "text"])
+        writer.writerow(["label", "score", "text", "answers", "views"])
         for text, label in (_question(rng) for _ in range(rows)):
-            writer.writerow([label, rng.randint(0, 10) + round(score_shift), text])  # no outliers
+            writer.writerow([label, rng.randint(0, 10) + round(score_shift), text, counts.randint(0, 5),
+                             counts.randint(10, 60)])
 
 
 def dvc_yaml(model: str, data: str = "data/data.tsv") -> dict:

@@ -33,7 +33,7 @@ def example_min_dir(tmp_path_factory: pytest.TempPathFactory, worker_id: str) ->
 
 @pytest.fixture(scope="session")
 def example_csv(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
-    """The pipeline on a git-tracked data/data.csv (label, score, text): for data fixes, drift and a service."""
+    """The pipeline on a git-tracked data/data.csv (label, score, text, answers, views): for data fixes, drift and a service."""
     return _shared(tmp_path_factory, worker_id, "foreign-csv", _build(csv=True)) / "proj"
 
 

@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import socket
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pandas as pd
+import psutil
 import pytest
 import yaml
 
@@ -91,6 +96,90 @@ def test_quick_drill_on_a_guarded_project_heals_for_real_and_leaves_the_project_
     assert sorted(p.name for p in (repo / ".selfheal").iterdir()) == ["drill.json", "drill.md"]
 
 
+SECTIONS = ["numbers_as_text", "drift_most_columns", "service_crash"]
+
+
+def _guard_every_section(repo: Path) -> str:
+    """`selfheal init`, then data.target, drift (three numeric columns compared), a retrain command folding the
+    batch in, and the tiny service on a free port; committed with the current batch. Returns the health URL."""
+    foreign.write_csv(repo / "data/current.csv", 200, seed=5)
+    run(["selfheal", "init"], repo)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/health"
+    config = yaml.safe_load((repo / "selfheal.yaml").read_text())
+    config["data"]["target"] = "label"
+    config["drift"] = {"reference": "data/data.csv", "current": "data/current.csv",
+                       "columns": ["score", "answers", "views"]}
+    config["retrain"] = {"command": "python src/fold.py data/current.csv data/data.csv && dvc repro -q evaluate"}
+    config["service"] = {"health": url, "start": f"{sys.executable} src/serve.py {{port}}",
+                         "startup_timeout_seconds": 15}
+    (repo / "selfheal.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    run(["git", "add", "selfheal.yaml", "data/current.csv"], repo)
+    run(["git", "commit", "-q", "-m", "guard data, drift and the service"], repo)
+    return url
+
+
+def _in(folder: Path) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cwd"]):
+        if proc.info["cwd"] and Path(proc.info["cwd"]).is_relative_to(folder) and proc.pid != os.getpid():
+            found.append(proc)
+    return found
+
+
+@pytest.mark.slow
+def test_quick_drill_drills_the_data_drift_and_service_sections(
+        example_csv: Path, copy_of: Callable[[Path], Path], tmp_path: Path) -> None:
+    repo = copy_of(example_csv)
+    url = _guard_every_section(repo)
+    rows = len(pd.read_csv(repo / "data/data.csv"))
+    before = {"files": _files(repo), "head": run(["git", "rev-parse", "HEAD"], repo).stdout}
+    keep = tmp_path / "drill"
+
+    proc = run(["selfheal", "drill", "--quick", "--faults", ",".join(SECTIONS), "--keep", str(keep)], repo,
+               check=False)
+
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "its service answered" in proc.stdout  # the baseline started the configured service
+    trials = {t["fault"]: t for t in json.loads((repo / ".selfheal/drill.json").read_text())["trials"]}
+    assert {name: t["outcome"] for name, t in trials.items()} == {
+        "numbers_as_text": "healed", "drift_most_columns": "healed", "service_crash": "healed"}
+    assert all(t["ok"] and t["detected"] and t["end_state_good"] for t in trials.values()), {
+        n: (t["detected"], t["end_state"], t["note"]) for n, t in trials.items()}
+    card = (repo / ".selfheal/drill.md").read_text()
+    assert "Drift response (drift detected to the retrained candidate judged by the gate): " in card
+    assert "x the cold" not in card and "service crash in watch mode" in card
+    # the data: read back with pandas, no text numbers, missing values or duplicates; the faulty bytes backed up;
+    # the candidate was made from the fixed file, and production's bytes are a registered version's
+    copy = keep / "trials/numbers_as_text-1"
+    fixed = pd.read_csv(copy / "data/data.csv")
+    assert not fixed.isna().any().any() and not fixed.duplicated().any() and len(fixed) == rows
+    assert all(pd.api.types.is_numeric_dtype(fixed[c]) for c in ("score", "answers", "views"))
+    text = pd.read_csv(copy / "data/data.csv", dtype=str, keep_default_na=False)
+    assert all((text[c] == text[c].str.strip()).all() for c in ("score", "answers", "views"))
+    backups = [f for f in (copy / ".selfheal/backups").rglob("data.csv")]
+    assert len(backups) == 1
+    faulty = pd.read_csv(backups[0], dtype=str, keep_default_na=False)
+    assert any(pd.to_numeric(faulty[c], errors="coerce").isna().any() or (faulty[c] != faulty[c].str.strip()).any()
+               for c in ("score", "answers", "views"))
+    lock = yaml.safe_load((copy / "dvc.lock").read_text())["stages"]
+    assert next(d["md5"] for d in lock["prepare"]["deps"] if d["path"] == "data/data.csv") == _md5(copy / "data/data.csv")
+    assert _really_production(copy) in (f"{foreign.ARTIFACT}@v1.0.0", f"{foreign.ARTIFACT}@v1.0.1")
+    # drift in two of the three compared columns: the retrain command folded the 200 rows in, the gate judged
+    copy = keep / "trials/drift_most_columns-1"
+    assert len(pd.read_csv(copy / "data/data.csv")) == rows + 200
+    assert _really_production(copy) in (f"{foreign.ARTIFACT}@v1.0.0", f"{foreign.ARTIFACT}@v1.0.1")
+    # the service: killed, back within the watch deadline, on a port of the drill's own (never the user's)
+    assert trials["service_crash"]["time_to_recover_s"] < 30 and trials["service_crash"]["action"] == "recover"
+    drilled = yaml.safe_load((keep / "trials/service_crash-1/selfheal.yaml").read_text())["service"]["health"]
+    assert drilled != url and drilled.endswith("/health")
+    # nothing left running: no service, no watcher; the user's project not touched beyond .selfheal/
+    assert not _in(keep) and not _in(repo)
+    assert run(["git", "status", "--porcelain"], repo).stdout == ""
+    assert _files(repo) == before["files"] and run(["git", "rev-parse", "HEAD"], repo).stdout == before["head"]
+
+
 def _config(**sections: object) -> dict:
     return {"kind": "dvc", "model": {"artifact": "m", "outs": ["model.pkl"], "stages": ["train", "evaluate"]},
             "gate": {"metrics": "eval/metrics.json", "key": "auc"}, **sections}
@@ -107,8 +196,16 @@ def _lock(root: Path) -> Path:
     return root
 
 
+def _tables(root: Path) -> None:
+    """A CSV to fix, and a reference and current batch with three numeric columns (and text) to compare."""
+    rows = "label,score,text,answers,views\n" + "".join(f"{i % 2},{i % 10},q {i},{i % 5},{10 + i}\n" for i in range(40))
+    for name in ("fix.csv", "reference.csv", "current.csv"):
+        (root / "data" / name).write_text(rows)
+
+
 def test_kinds_are_enabled_by_what_the_guarded_project_offers(tmp_path: Path) -> None:
     root = _lock(tmp_path)
+    _tables(root)
     bare = capabilities(parse(_config()), root)
     assert bare == {"dvc", "model", "output_dir", "tabular_data"}
     names = [f.name for f in faults.select("all", bare)]
@@ -119,8 +216,31 @@ def test_kinds_are_enabled_by_what_the_guarded_project_offers(tmp_path: Path) ->
     assert {"data", "service"} <= full
     needy = faults.Fault("needs_service", "service", "healed", lambda p, r: "", needs=frozenset({"dvc", "service"}))
     assert needy.needs <= full and not needy.needs <= bare
+    # ... but the section's own kinds need what they inject into: a CSV under data.fix, compared numeric columns
+    # where 3/4 shifted reach drift_threshold and one does not, a health URL and a start command
+    assert not {"data_fix_csv", "service_start"} & full and not {"data", "service"} & {f.group for f in
+                                                                                       faults.select("all", full)}
+    sections = {"data": {"fix": ["data/fix.csv"], "target": "label"},
+                "drift": {"reference": "data/reference.csv", "current": "data/current.csv", "drift_threshold": 0.5},
+                "service": {"health": "http://127.0.0.1:9/health", "start": "python serve.py {port}"}}
+    every = capabilities(parse(_config(**sections)), root)
+    assert {"data", "data_fix_csv", "drift", "drift_columns", "service", "service_start"} <= every
+    added = [f.name for f in faults.select("all", every) if f.name not in names]
+    assert added == ["missing_values", "duplicates", "numbers_as_text", "drift_most_columns", "drift_one_column",
+                     "service_crash", "service_hang"]
+    assert all(f.needs <= every and "dvc" in f.needs for f in faults.select("data,drift,service", every))
+    # one column of the four compared (score, text, answers, views) reaching the threshold: drift_one_column's
+    # left_alone would be wrong, so no drift kinds; nor with a single numeric column compared
+    low = dict(sections, drift={**sections["drift"], "drift_threshold": 0.25})
+    assert "drift_columns" not in capabilities(parse(_config(**low)), root)
+    one = dict(sections, drift={**sections["drift"], "columns": ["score", "text"]})
+    assert "drift_columns" not in capabilities(parse(_config(**one)), root)
     # our pipeline's kinds do not apply to a guarded project: a clear error, naming what is missing
-    with pytest.raises(SelfHealError, match=r"'missing_values' does not apply to this project \(it needs: selfheal\)"):
+    with pytest.raises(SelfHealError, match=r"'outliers' does not apply to this project \(it needs: selfheal\)"):
+        faults.select("outliers", bare)
+    with pytest.raises(SelfHealError, match=r"'missing_values' does not apply to this project "
+                                            r"\(it needs: data, data_fix_csv\)"):
         faults.select("missing_values", bare)
+    assert faults.BY_NAME["missing_values"].needs == {"selfheal"}  # a shared name: ours, for our pipeline's tests
     assert [f.name for f in faults.select("model", faults.OURS)] == [
         "candidate_below_threshold", "corrupted_model_file", "deleted_model_file"]
