@@ -30,9 +30,10 @@ def main() -> int:
         )
     else:
         from selfheal.pipeline.checks import infer_schema, read_csv_typed
+        from selfheal.pipeline.csvread import declared_text
         from selfheal.pipeline.fixes import fix
 
-        raw = read_csv_typed(d.raw, tuple(c for c, kind in d.columns.items() if kind == "categorical"))
+        raw = read_csv_typed(d.raw, declared_text(d.columns))
         schema = infer_schema(raw, d.target, d.task, d.columns, d.ranges)
         clean, report = fix(raw, schema, params.data_quality, source=d.raw)
         if Path(d.clean).is_dir():  # a partitioned output of a larger earlier input

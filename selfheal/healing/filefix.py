@@ -11,6 +11,7 @@ an optional target column, the `data.quality` switches), with backups and the lo
 from __future__ import annotations
 
 import time
+from concurrent.futures import Future
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -37,12 +38,14 @@ def write_csv(frame: Any, path: Path) -> None:
     pacsv.write_csv(pa.Table.from_pandas(frame, preserve_index=False), path, pacsv.WriteOptions(quoting_style="needed"))
 
 
-def fix_file(path: Path, params: Params) -> dict[str, Any]:
-    """Fix `path` in place (backup first); returns the data-fix log entry. Unfixable data raises DataError."""
+def fix_file(path: Path, params: Params, pending: Future[Any] | None = None) -> dict[str, Any]:
+    """Fix `path` in place (backup first); returns the data-fix log entry. Unfixable data raises DataError.
+    `pending`: csvread.prefetch of `path`, started before pandas is imported."""
     from selfheal.pipeline.checks import infer_schema, read_csv_typed
+    from selfheal.pipeline.csvread import declared_text
 
     d = params.data
-    raw = read_csv_typed(path, tuple(c for c, kind in d.columns.items() if kind == "categorical"))
+    raw = read_csv_typed(path, declared_text(d.columns), pending)
     schema = infer_schema(raw, d.target, d.task, d.columns, d.ranges)
     return fix_in_place(path, raw, schema, params.data_quality, log=workspace.DATA_FIX_LOG,
                         backups=workspace.BACKUPS, method="selfheal fix-data (in place)")

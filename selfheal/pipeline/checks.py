@@ -2,17 +2,14 @@
 
 The CSV is read with every column as text (pyarrow, multi-threaded): a dtype mismatch such as " 3.2 " or "?"
 in a numeric column is only visible before pandas guesses types, and arrow strings keep a million rows cheap.
+read_csv_typed reads columns of plain numbers as numbers straight away, the others as text.
 """
 
 from __future__ import annotations
 
-import csv
-import mmap
-import re
-from collections import Counter
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -20,57 +17,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from selfheal.core.errors import ConfigError, DataError
+from selfheal.pipeline.csvread import csv_header, numbers_table, read_csv_text
 
 # Written in place of a value by people and tools; compared after stripping, case-insensitively.
 PLACEHOLDERS = ["", "n/a", "na", "?", "null", "none", "nan", "-"]
 _NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
 NUMERIC_SHARE = 0.95  # a column is numeric when this share of its non-placeholder values are numbers
-
-
-def csv_header(path: str | Path) -> list[str]:
-    """The header of a CSV; a file that is absent, empty, binary or has one column is a one-line DataError."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    with open(path, "rb") as fh:
-        return header_of(fh.read(1 << 16), path)
-
-
-def header_of(head: bytes, path: str | Path) -> list[str]:
-    """The header in the first bytes `head` of the CSV `path` (checked as csv_header says)."""
-    if not head.strip():
-        raise DataError(f"{path}: file is empty (expected a CSV with a header row)")
-    if b"\x00" in head:
-        raise DataError(f"{path}: not a CSV (binary content)")
-    try:
-        first = next(line for line in head.decode("utf-8-sig", errors="replace").splitlines() if line.strip())
-        header = next(csv.reader([first]))
-    except (csv.Error, StopIteration) as exc:
-        raise DataError(f"{path}: not a CSV ({exc})") from None
-    dups = sorted(name for name, n in Counter(header).items() if n > 1)
-    if dups:
-        raise DataError(f"{path}: duplicate column name(s) {', '.join(map(repr, dups))}")
-    if len(header) < 2:
-        raise DataError(f"{path}: not a CSV (found 1 column {header[0][:40]!r}; expected comma-separated columns)")
-    return header
-
-
-def read_csv_text(source: Any, header: list[str], name: str | Path, with_header: bool = True) -> pa.Table:
-    """Every column of a CSV (a path or a file object of rows) as arrow text; unreadable content is a DataError."""
-    import pyarrow.csv as pacsv
-
-    try:
-        return pacsv.read_csv(
-            source,
-            read_options=pacsv.ReadOptions(block_size=16 << 20, column_names=None if with_header else header),
-            convert_options=pacsv.ConvertOptions(
-                column_types={name: pa.string() for name in header},
-                strings_can_be_null=False,
-                quoted_strings_can_be_null=False,
-            ),
-        )
-    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
-        raise DataError(f"{name}: not a valid CSV ({str(exc).splitlines()[0]})") from None
 
 
 def read_csv_checked(path: str | Path) -> pd.DataFrame:
@@ -81,48 +33,17 @@ def read_csv_checked(path: str | Path) -> pd.DataFrame:
     return table.to_pandas()
 
 
-def read_csv_typed(path: str | Path, text_columns: tuple[str, ...] = ()) -> pd.DataFrame:
-    """read_csv_checked's frame, but a column whose cells are all plain finite numbers (or empty) comes back as
-    float64, parsed once by the multi-threaded reader: `typed` and `infer_schema` then treat it exactly as the text
-    column it replaces (same values, same verdicts) at a fraction of the cost. Every other column, and
-    `text_columns` (those declared categorical), is read as text, as is the whole file when a space or tab follows
-    the header (the reader would trim " 3.2 ", which the text repair must see). Checks as read_csv_checked."""
-    import pyarrow.csv as pacsv
-
-    header = csv_header(path)
-    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
-        body = data.find(b"\n") + 1
-        if data.find(b" ", body) >= 0 or data.find(b"\t", body) >= 0:
-            return read_csv_checked(path)
-    text = set(text_columns)
-    while len(text) < len(header):
-        try:
-            table = pacsv.read_csv(
-                path,
-                read_options=pacsv.ReadOptions(block_size=16 << 20),
-                convert_options=pacsv.ConvertOptions(
-                    column_types={c: pa.string() if c in text else pa.float64() for c in header},
-                    null_values=[""], strings_can_be_null=False,
-                ),
-            )
-        except pa.ArrowInvalid as exc:
-            failed = re.match(r"In CSV column #(\d+): .*CSV conversion error", str(exc))
-            if failed is None or int(failed[1]) >= len(header):
-                break  # not a conversion error: read_csv_checked says what is wrong
-            text.add(header[int(failed[1])])
-            continue
-        odd = [c for c in header if c not in text and not _plain(table.column(c))]  # nan, inf, 1e400 as text
-        if not odd:
-            if table.num_rows == 0:
-                raise DataError(f"{path}: header only, no data rows")
-            return table.to_pandas(split_blocks=True)
-        text.update(odd)
-    return read_csv_checked(path)
-
-
-def _plain(values: pa.ChunkedArray) -> bool:
-    """No NaN or infinite number among the values (the text repair, not the reader, decides about those)."""
-    return not pc.any(pc.invert(pc.is_finite(values))).as_py()
+def read_csv_typed(path: str | Path, text_columns: tuple[str, ...] = (),
+                   pending: Future[pa.Table | None] | None = None) -> pd.DataFrame:
+    """read_csv_checked's frame, but a column of plain finite numbers comes back as float64 (csvread.numbers_table;
+    `pending`: that table, prefetched): `typed` and `infer_schema` treat it exactly as the text column it replaces
+    (same values, same verdicts) at a fraction of the cost. Checks and errors as read_csv_checked."""
+    table = numbers_table(path, text_columns) if pending is None else pending.result()
+    if table is None:
+        return read_csv_checked(path)
+    if table.num_rows == 0:
+        raise DataError(f"{path}: header only, no data rows")
+    return table.to_pandas(split_blocks=True)
 
 
 def read_parquet_checked(path: str | Path, missing_hint: str) -> pd.DataFrame:

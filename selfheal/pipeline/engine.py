@@ -87,7 +87,7 @@ def _files(source: str) -> list[str]:
 
 def _csv_layout(path: str) -> tuple[list[str], int, int]:
     """A CSV's header (checked as checks.csv_header does), where its first row starts, its size in bytes."""
-    from selfheal.pipeline.checks import header_of
+    from selfheal.pipeline.csvread import header_of
 
     with _open(path) as fh:
         header = header_of(fh.read(1 << 16), path)
@@ -123,7 +123,8 @@ def _rows(part: Part) -> bytes:
 
 def read_part(part: Part) -> pd.DataFrame:
     """A partition's rows, every CSV column as text (parquet keeps its types; the checks read both)."""
-    from selfheal.pipeline.checks import read_csv_text, read_parquet_checked
+    from selfheal.pipeline.checks import read_parquet_checked
+    from selfheal.pipeline.csvread import read_csv_text
 
     if not part.header:
         if remote(part.path):
