@@ -380,9 +380,11 @@ def fix_data(
 ) -> None:
     """Fix a CSV in place as the fix_data stage would (backup first); exit 1 if it is still invalid."""
     from selfheal.healing.filefix import fix_file
+    from selfheal.pipeline.csvread import declared_text, prefetch
 
     with _locked("fix-data", params, config, wait) as p:
-        entry = fix_file(data_path or Path(p.data.raw), p)
+        path = data_path or Path(p.data.raw)
+        entry = fix_file(path, p, prefetch(path, declared_text(p.data.columns)))  # pandas imports while it reads
     if not entry["success"]:
         raise typer.Exit(1)
 

@@ -29,10 +29,11 @@ def main() -> int:
             scale.partition_mb, scale.workers,
         )
     else:
-        from selfheal.pipeline.checks import infer_schema, read_csv_checked
+        from selfheal.pipeline.checks import infer_schema, read_csv_typed
+        from selfheal.pipeline.csvread import declared_text
         from selfheal.pipeline.fixes import fix
 
-        raw = read_csv_checked(d.raw)
+        raw = read_csv_typed(d.raw, declared_text(d.columns))
         schema = infer_schema(raw, d.target, d.task, d.columns, d.ranges)
         clean, report = fix(raw, schema, params.data_quality, source=d.raw)
         if Path(d.clean).is_dir():  # a partitioned output of a larger earlier input

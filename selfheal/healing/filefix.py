@@ -11,6 +11,7 @@ an optional target column, the `data.quality` switches), with backups and the lo
 from __future__ import annotations
 
 import time
+from concurrent.futures import Future
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -37,12 +38,14 @@ def write_csv(frame: Any, path: Path) -> None:
     pacsv.write_csv(pa.Table.from_pandas(frame, preserve_index=False), path, pacsv.WriteOptions(quoting_style="needed"))
 
 
-def fix_file(path: Path, params: Params) -> dict[str, Any]:
-    """Fix `path` in place (backup first); returns the data-fix log entry. Unfixable data raises DataError."""
-    from selfheal.pipeline.checks import infer_schema, read_csv_checked
+def fix_file(path: Path, params: Params, pending: Future[Any] | None = None) -> dict[str, Any]:
+    """Fix `path` in place (backup first); returns the data-fix log entry. Unfixable data raises DataError.
+    `pending`: csvread.prefetch of `path`, started before pandas is imported."""
+    from selfheal.pipeline.checks import infer_schema, read_csv_typed
+    from selfheal.pipeline.csvread import declared_text
 
     d = params.data
-    raw = read_csv_checked(path)
+    raw = read_csv_typed(path, declared_text(d.columns), pending)
     schema = infer_schema(raw, d.target, d.task, d.columns, d.ranges)
     return fix_in_place(path, raw, schema, params.data_quality, log=workspace.DATA_FIX_LOG,
                         backups=workspace.BACKUPS, method="selfheal fix-data (in place)")
@@ -54,10 +57,10 @@ NO_TARGET = "selfheal_no_target"  # a constant stand-in label for data without o
 def inspect(path: Path, target: str | None) -> tuple[Any, Any]:
     """(frame, schema) of a configured project's CSV or parquet data file; without a target, every column is a
     feature (a constant stand-in target is added, and dropped again before writing)."""
-    from selfheal.pipeline.checks import infer_schema, read_csv_checked, read_parquet_checked
+    from selfheal.pipeline.checks import infer_schema, read_csv_typed, read_parquet_checked
 
     raw = read_parquet_checked(path, "selfheal.yaml data.fix names it") if path.suffix == ".parquet" \
-        else read_csv_checked(path)
+        else read_csv_typed(path)
     if target is None:
         raw[NO_TARGET] = 0
     schema = infer_schema(raw, target or NO_TARGET)
@@ -105,7 +108,7 @@ def fix_in_place(path: Path, raw: Any, schema: Any, dq: DataQualityParams, *, lo
     with changing:
         backup = None
         if n:
-            backup = guard.backup([path], "fix-data", root=backups)
+            backup = guard.backup([path], "fix-data", root=backups, link=True)  # _write renames a new file in
             _write(clean, path)
         lines = summary_lines(report)
         for line in lines[:-1]:

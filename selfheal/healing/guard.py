@@ -6,6 +6,7 @@ is told who holds it.
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,17 +40,28 @@ def exclusive(what: str, wait: float = 0.0) -> Iterator[None]:
         ) from None
 
 
-def backup(paths: list[str | Path], label: str, root: Path = workspace.BACKUPS) -> Path:
+def backup(paths: list[str | Path], label: str, root: Path = workspace.BACKUPS, link: bool = False) -> Path:
     """Copy each existing file to <root>/<UTC time>-<label>/<same relative path> (root: .selfheal/backups);
-    returns that dir."""
+    returns that dir. `link`: hard-link instead (instant on a large file; a copy where links are impossible),
+    only for files about to be replaced by an atomic rename, which leaves their old bytes to the backup alone."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
     dest = root / f"{stamp}-{label}"
     for path in map(Path, paths):
         if path.is_file():
             target = dest / _relative(path)
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, target)
+            if not (link and _linked(path, target)):
+                shutil.copy2(path, target)
     return dest
+
+
+def _linked(path: Path, target: Path) -> bool:
+    """Hard-link `path` as `target`; False where the file system cannot (another device, no link support)."""
+    try:
+        os.link(path, target)
+    except OSError:
+        return False
+    return True
 
 
 def _relative(path: Path) -> Path:

@@ -10,7 +10,7 @@ import pandas as pd
 
 from selfheal.core.config import DataQualityParams
 from selfheal.core.errors import DataError
-from selfheal.pipeline.checks import Schema, duplicated_rows, fatal_shape, out_of_range, problems, typed
+from selfheal.pipeline.checks import Schema, duplicated_rows, fatal_shape, out_of_range, problems, row_hashes, typed
 
 HAD_MISSING = "selfheal_had_missing"  # DataFrame.attrs key: the features that had missing values before fixing
 MAX_CAP_PASSES = 10  # capping converges in one or two passes; the bound only guards against pathological data
@@ -38,16 +38,18 @@ def _fill(frame: pd.DataFrame, schema: Schema, cols: dict[str, dict]) -> None:
 
 
 def _cap_until_stable(frame: pd.DataFrame, schema: Schema, dq: DataQualityParams, cols: dict[str, dict],
-                      dups: int) -> tuple[pd.DataFrame, int]:
+                      dups: int) -> tuple[pd.DataFrame, int, np.ndarray | None]:
     """Cap numeric features at their IQR fences, then drop the rows capping made identical; repeat until a pass
     changes nothing, so the output is a fixed point: `fix` on its own output caps nothing and drops nothing.
 
     Capping leaves the quartiles where they were, so the second pass usually only confirms; it moves only when
-    rows were dropped. Each cell is counted once however many passes touch it.
+    rows were dropped. Each cell is counted once however many passes touch it. Also returns the row hashes of
+    the frame returned when the last pass took them (it changed nothing after), for the final check.
     """
     numeric = [c for c in schema.features if cols[c]["kind"] == "numeric"]
     capped = {col: np.zeros(len(frame), dtype=bool) for col in numeric}
     rows = np.arange(len(frame))  # each row's position in the frame the first pass saw
+    hashes = None
     for _ in range(MAX_CAP_PASSES):
         changed = False
         for col in numeric:
@@ -61,7 +63,8 @@ def _cap_until_stable(frame: pd.DataFrame, schema: Schema, dq: DataQualityParams
                     frame[col] = values.clip(*fences)
                     changed = True
         if dq.drop_duplicates:
-            dup = duplicated_rows(frame)
+            hashes = row_hashes(frame)
+            dup = duplicated_rows(frame, hashes)
             if dup.any():
                 dups += int(dup.sum())
                 frame, rows = frame[~dup], rows[~dup]
@@ -70,7 +73,7 @@ def _cap_until_stable(frame: pd.DataFrame, schema: Schema, dq: DataQualityParams
             break
     for col in numeric:
         cols[col]["outliers_capped"] = int(capped[col].sum())
-    return frame, dups
+    return frame, dups, None if changed else hashes
 
 
 def fix(df: pd.DataFrame, schema: Schema, dq: DataQualityParams, source: str = "data") -> tuple[pd.DataFrame, dict]:
@@ -90,7 +93,8 @@ def fix(df: pd.DataFrame, schema: Schema, dq: DataQualityParams, source: str = "
     if shape:
         raise DataError(f"{source}: {shape.message}")
     frame, parsed = typed(df, schema)
-    before = problems(frame, parsed, schema)
+    hashes: np.ndarray | None = row_hashes(frame)  # of the typed frame, while no cell of it has changed
+    before = problems(frame, parsed, schema, hashes)
     fatal = next((p for p in before if p.fatal), None)
     if fatal:
         raise DataError(f"{source}: {fatal.message}")
@@ -104,12 +108,14 @@ def fix(df: pd.DataFrame, schema: Schema, dq: DataQualityParams, source: str = "
             info.update(dtype_mismatches=p.text, converted=converted, non_finite=p.nonfinite)
             if p.converted is not None and not converted:
                 frame.loc[p.converted, col] = np.nan  # numbers written as text are only read when fix_dtypes
+                hashes = None
         info["missing"] = int(frame[col].isna().sum())
         if col in schema.ranges:
             bad = out_of_range(frame[col], schema.ranges[col])
             info["out_of_range"] = int(bad.sum())
-            if auto:
+            if auto and bad.any():
                 frame.loc[bad, col] = np.nan
+                hashes = None
 
     rows_in = len(frame)
     target_dropped = dups = 0
@@ -118,19 +124,20 @@ def fix(df: pd.DataFrame, schema: Schema, dq: DataQualityParams, source: str = "
         keep = frame[schema.target].notna().to_numpy().copy()
         target_dropped = int((~keep).sum())
         if dq.drop_duplicates:
-            dup = duplicated_rows(frame) & keep
+            dup = duplicated_rows(frame, hashes) & keep
             dups = int(dup.sum())
             keep &= ~dup
         if not keep.all():
             frame = frame[keep]
+        hashes = None  # rows are dropped, cells filled and capped below
         if dq.fix_missing_values:
             _fill(frame, schema, cols)
         if dq.cap_outliers:
-            frame, dups = _cap_until_stable(frame, schema, dq, cols, dups)
+            frame, dups, hashes = _cap_until_stable(frame, schema, dq, cols, dups)
     frame = frame.reset_index(drop=True)
     # carried in the parquet file's metadata to train, which records these columns as nullable in model.json
     frame.attrs[HAD_MISSING] = [c for c in schema.features if cols[c].get("missing_filled") or frame[c].isna().any()]
-    after = problems(frame, {}, schema)  # frame is typed already: no text left to count
+    after = problems(frame, {}, schema, hashes)  # frame is typed already: no text left to count
     return frame, fix_report(rows_in, len(frame), len(before), [p.message for p in after], dups, target_dropped, cols)
 
 

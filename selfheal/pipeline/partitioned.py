@@ -35,7 +35,7 @@ import pandas as pd
 from selfheal.core.config import DataQualityParams, ScaleParams
 from selfheal.core.errors import DataError
 from selfheal.pipeline import engine, profiles
-from selfheal.pipeline.checks import Problem, Schema, fatal_shape, infer_schema, out_of_range, typed
+from selfheal.pipeline.checks import Problem, Schema, fatal_shape, infer_schema, out_of_range, row_hashes, typed
 from selfheal.pipeline.fixes import MAX_CAP_PASSES, fix_report
 
 BUCKET_ROWS = 2_000_000  # row hashes deduplicated at once on the driver (~50 MB): flat memory at any row count
@@ -50,10 +50,6 @@ def wanted(source: str, scale: ScaleParams) -> bool:
     if scale.engine == "dask" or engine.remote(source) or path.is_dir() or any(ch in source for ch in "*?["):
         return True
     return path.is_file() and path.stat().st_size > scale.partition_mb * 1e6  # a missing file: the usual error
-
-
-def _hash(frame: pd.DataFrame) -> np.ndarray:
-    return pd.util.hash_pandas_object(frame, index=False).to_numpy()
 
 
 def _part(folder: Path, i: int) -> Path:
@@ -85,7 +81,7 @@ def _type_part(
             if dq.auto_fix_enabled:
                 frame.loc[bad, col] = np.nan
     frame.to_parquet(_part(spill, i), index=False)
-    np.save(_hashes(spill, i), _hash(frame))
+    np.save(_hashes(spill, i), row_hashes(frame))
     return {"rows": len(frame), "counts": counts, "target": frame[schema.target].notna().to_numpy()}
 
 
@@ -141,7 +137,7 @@ def _fix_part(item: tuple[int, np.ndarray | None], schema: Schema, step: Step) -
     }
     kinds = dict.fromkeys(step.numeric, "numeric")
     profile = profiles.profile_frame(frame[list(kinds)], kinds) if step.profile else None
-    np.save(_hashes(step.spill, i), _hash(frame))
+    np.save(_hashes(step.spill, i), row_hashes(frame))
     return {"rows": len(frame), "capped": new, "left": left, "profile": profile}
 
 

@@ -35,7 +35,7 @@ def problems(path: Path) -> list:
 
 
 def test_fixes_in_place_with_backup_summary_and_log(dirty: Path, capsys: pytest.CaptureFixture) -> None:
-    original = dirty.read_bytes()
+    original, inode = dirty.read_bytes(), dirty.stat().st_ino
     assert problems(dirty)
     entry = fix_file(dirty, parse_params({}))
     out = capsys.readouterr().out
@@ -44,6 +44,7 @@ def test_fixes_in_place_with_backup_summary_and_log(dirty: Path, capsys: pytest.
     assert "Filled MedInc missing values with median:" in out and "Capped" in out and "outliers in" in out
     backups = list(Path(".selfheal/backups").rglob("housing.csv"))
     assert len(backups) == 1 and backups[0].read_bytes() == original
+    assert backups[0].stat().st_ino == inode != dirty.stat().st_ino  # the old file linked, not copied; a new one
     logged = audit.entries(workspace.DATA_FIX_LOG)
     assert logged == [entry]
     assert entry["success"] is True and entry["rows_in"] == 408 and entry["rows_out"] == 400

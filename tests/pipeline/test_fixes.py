@@ -226,3 +226,24 @@ def test_a_non_finite_feature_is_missing_then_filled(tmp_path, clean) -> None:
     assert not report["valid_before"] and report["valid_after"] and report["columns"]["HouseAge"]["non_finite"] == 1
     assert out.loc[3, "HouseAge"] == report["columns"]["HouseAge"]["fill_value"]
     assert "Treated 1 non-finite values (inf, 1e309) in HouseAge as missing" in summary_lines(report)
+
+
+@pytest.mark.parametrize("cell", ["nan", "inf", "-1e400", "0x10", "-0", "?", "N/A", "", " 3.2", "+5", "007", "2.5e1"])
+def test_reading_numbers_first_gives_the_same_fix_as_reading_text(tmp_path, clean, cell: str) -> None:
+    """read_csv_typed parses plain-number columns in the reader and leaves every other cell to the text repair:
+    the fix and its report are exactly those of the all-text read, whatever odd cell one column holds."""
+    from selfheal.pipeline.checks import read_csv_typed
+
+    dirty = clean.astype(object)
+    dirty.loc[[3, 9], "AveRooms"] = cell
+    dirty["HouseAge"] = dirty["HouseAge"].round().astype(int)  # a column of integers
+    dirty["ocean"] = np.where(np.arange(N) % 3, "INLAND", "NEAR_BAY")  # text, and numbers declared categorical
+    path = tmp_path / "raw.csv"
+    dirty.to_csv(path, index=False)
+    texts, numbers = read_csv_checked(path), read_csv_typed(path, ("Population",))
+    # the plain columns took the fast path, unless a space anywhere sends the whole file to the text reading
+    assert numbers["MedInc"].dtype == ("str" if " " in cell else "float64")
+    outs = [fix(raw, infer_schema(raw, "MedHouseVal", overrides={"Population": "categorical"}), DQ)
+            for raw in (texts, numbers)]
+    pd.testing.assert_frame_equal(outs[0][0], outs[1][0])
+    assert outs[0][1] == outs[1][1]

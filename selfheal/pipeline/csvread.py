@@ -1,0 +1,117 @@
+"""Reading a CSV with pyarrow alone (no pandas): its checked header, every column as text, or plain-number columns
+as float64. Importing nothing heavier than pyarrow lets `selfheal fix-data` start reading (`prefetch`, on pyarrow's
+threads) while the rest of the command imports pandas.
+"""
+
+from __future__ import annotations
+
+import csv
+import mmap
+import re
+from collections import Counter
+from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from selfheal.core.errors import DataError
+
+
+def csv_header(path: str | Path) -> list[str]:
+    """The header of a CSV; a file that is absent, empty, binary or has one column is a one-line DataError."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    with open(path, "rb") as fh:
+        return header_of(fh.read(1 << 16), path)
+
+
+def header_of(head: bytes, path: str | Path) -> list[str]:
+    """The header in the first bytes `head` of the CSV `path` (checked as csv_header says)."""
+    if not head.strip():
+        raise DataError(f"{path}: file is empty (expected a CSV with a header row)")
+    if b"\x00" in head:
+        raise DataError(f"{path}: not a CSV (binary content)")
+    try:
+        first = next(line for line in head.decode("utf-8-sig", errors="replace").splitlines() if line.strip())
+        header = next(csv.reader([first]))
+    except (csv.Error, StopIteration) as exc:
+        raise DataError(f"{path}: not a CSV ({exc})") from None
+    dups = sorted(name for name, n in Counter(header).items() if n > 1)
+    if dups:
+        raise DataError(f"{path}: duplicate column name(s) {', '.join(map(repr, dups))}")
+    if len(header) < 2:
+        raise DataError(f"{path}: not a CSV (found 1 column {header[0][:40]!r}; expected comma-separated columns)")
+    return header
+
+
+def read_csv_text(source: Any, header: list[str], name: str | Path, with_header: bool = True) -> pa.Table:
+    """Every column of a CSV (a path or a file object of rows) as arrow text; unreadable content is a DataError."""
+    try:
+        return pacsv.read_csv(
+            source,
+            read_options=pacsv.ReadOptions(block_size=16 << 20, column_names=None if with_header else header),
+            convert_options=pacsv.ConvertOptions(
+                column_types={name: pa.string() for name in header},
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+        raise DataError(f"{name}: not a valid CSV ({str(exc).splitlines()[0]})") from None
+
+
+def declared_text(columns: Mapping[str, str]) -> tuple[str, ...]:
+    """The columns data.columns declares categorical: read as text even when they hold numbers."""
+    return tuple(c for c, kind in columns.items() if kind == "categorical")
+
+
+def numbers_table(path: str | Path, text_columns: tuple[str, ...] = ()) -> pa.Table | None:
+    """The CSV with every column whose cells are all plain finite numbers (or empty) as float64, parsed once by
+    the multi-threaded reader, and the other columns and `text_columns` as text (as read_csv_text reads them).
+    None when the text reading must decide: a space or tab after the header (the reader would trim " 3.2 ", which
+    the text repair must see and count), or content that is not a valid CSV. The header is checked first."""
+    header = csv_header(path)
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        body = data.find(b"\n") + 1
+        if data.find(b" ", body) >= 0 or data.find(b"\t", body) >= 0:
+            return None
+    text = set(text_columns)
+    while len(text) < len(header):
+        try:
+            table = pacsv.read_csv(
+                path,
+                read_options=pacsv.ReadOptions(block_size=16 << 20),
+                convert_options=pacsv.ConvertOptions(
+                    column_types={c: pa.string() if c in text else pa.float64() for c in header},
+                    null_values=[""], strings_can_be_null=False,
+                ),
+            )
+        except pa.ArrowInvalid as exc:
+            failed = re.match(r"In CSV column #(\d+): .*CSV conversion error", str(exc))
+            if failed is None or int(failed[1]) >= len(header):
+                return None  # not a conversion error: the text reading says what is wrong
+            text.add(header[int(failed[1])])
+            continue
+        odd = [c for c in header if c not in text and not _plain(table.column(c))]  # nan, inf, 1e400: text
+        if not odd:
+            return table
+        text.update(odd)
+    return None
+
+
+def _plain(values: pa.ChunkedArray) -> bool:
+    """No NaN or infinite number among the values (the text repair, not the reader, decides about those)."""
+    return not pc.any(pc.invert(pc.is_finite(values))).as_py()
+
+
+def prefetch(path: str | Path, text_columns: tuple[str, ...] = ()) -> Future[pa.Table | None]:
+    """numbers_table started on another thread (the reader releases the GIL): its errors surface at result()."""
+    pool = ThreadPoolExecutor(1, thread_name_prefix="selfheal-read")
+    pending = pool.submit(numbers_table, path, text_columns)
+    pool.shutdown(wait=False)  # the read goes on; the pool is done once it ends
+    return pending
