@@ -28,7 +28,7 @@ import pandas as pd
 
 from selfheal.core.errors import DataError
 from selfheal.pipeline.checks import categorical_values, parse_numbers
-from selfheal.pipeline.training import PREDICTION
+from selfheal.pipeline.training import PREDICTION, predict
 
 
 def dataset_drift(share: float, threshold: float) -> bool:
@@ -91,7 +91,7 @@ def predict_batch(pipeline: Any, frame: pd.DataFrame, features: list[dict[str, A
     out = pd.Series(float("nan"), index=frame.index, dtype=object)
     if complete.any():
         try:
-            predicted = pipeline.predict(frame.loc[complete, names])
+            predicted = predict(pipeline, frame.loc[complete, names])  # single-threaded: see training.predict
         except (ValueError, TypeError) as exc:
             raise DataError(f"{source}: the model cannot predict on this batch ({exc})") from None
         out[complete] = predicted

@@ -28,7 +28,7 @@ from typing import Any
 
 from selfheal.core import atomic, workspace
 from selfheal.core.errors import SelfHealError
-from selfheal.pipeline.training import predict
+from selfheal.pipeline.training import predict, single_threaded
 
 EXPERIMENT = "selfheal"
 REGISTERED_MODEL = "selfheal"
@@ -176,16 +176,19 @@ def log_training(pipeline: Any, meta: dict[str, Any], metrics: dict[str, float],
             sk_logger = logging.getLogger("mlflow.sklearn")
             previous = sk_logger.level
             sk_logger.setLevel(logging.ERROR)  # the pickle caution is about the choice documented above
+            # single-threaded: MLflow checks the input example by predicting it, which with OpenMP's default
+            # threads on a busy machine takes most of a second for three rows (see training.single_threaded)
             try:
-                mlflow.sklearn.log_model(
-                    pipeline,
-                    name="model",
-                    serialization_format="cloudpickle",
-                    signature=signature,
-                    input_example=sample.head(3),
-                    pip_requirements=_pip_requirements(),
-                    registered_model_name=REGISTERED_MODEL,
-                )
+                with single_threaded():
+                    mlflow.sklearn.log_model(
+                        pipeline,
+                        name="model",
+                        serialization_format="cloudpickle",
+                        signature=signature,
+                        input_example=sample.head(3),
+                        pip_requirements=_pip_requirements(),
+                        registered_model_name=REGISTERED_MODEL,
+                    )
             finally:
                 sk_logger.setLevel(previous)
             return run.info.run_id

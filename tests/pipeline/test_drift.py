@@ -6,6 +6,7 @@ verdicts below are stable across seeds (no 5%-false-positive p-value lottery).
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -173,3 +174,30 @@ def test_each_column_is_tested_once(model, monkeypatch: pytest.MonkeyPatch) -> N
     metrics = _run(model, make_current(ROWS, drift=1.0, seed=4))  # also checks the HTML's dataset verdict
     assert sorted(tested) == sorted([*FEATURES, PREDICTION, TARGET])
     assert metrics["drift_detected"] is True
+
+
+class _ThreadProbe:
+    """A fitted pipeline that records how many OpenMP threads its predict could use."""
+
+    def __init__(self, pipeline: Any) -> None:
+        self.pipeline, self.openmp_threads = pipeline, []
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        from threadpoolctl import threadpool_info
+
+        self.openmp_threads = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "openmp"]
+        return self.pipeline.predict(X)
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: OpenMP has one thread anyway")
+def test_monitor_predicts_single_threaded(model) -> None:
+    # OpenMP's spin-waiting on a busy machine made monitor's predict take seconds (issue 14)
+    from threadpoolctl import threadpool_limits
+
+    pipeline, features, _ = model
+    probe = _ThreadProbe(pipeline)
+    current = coerce_features(make_housing(200, seed=5), features, "current.csv")
+    with threadpool_limits(limits=2, user_api="openmp"):  # as outside the tests (conftest sets OMP_NUM_THREADS=1)
+        predicted = predict_batch(probe, current, features, "current.csv")
+    assert probe.openmp_threads and max(probe.openmp_threads) == 1
+    assert np.allclose(predicted.to_numpy(dtype=float), pipeline.predict(current[FEATURES]))
