@@ -145,8 +145,8 @@ def _promote(cwd: Path, validation: dict[str, Any], md5: str, reason: str, reloa
     if existing and existing.meta.get("host") not in (None, socket.gethostname()):
         print(f"{existing.tag} already holds these model bytes (registered on {existing.meta['host']}): standing down")
     registry.assign_production(version, reason, cwd, shared)
+    reloaded = reload(md5) if reload else False  # the service first: MLflow's alias is bookkeeping
     mlflow_version = registry.mlflow_alias(version, cwd)
-    reloaded = reload(md5) if reload else False
     name = version.name
     entry = audit.append(
         cwd / workspace.HEAL_LOG, "promote", reason, True, version=name, alias=meta.get("alias"), md5=md5,

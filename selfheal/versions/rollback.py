@@ -161,10 +161,11 @@ def rollback(
         restore(target, cwd)
         atomic.pause_at("rollback:restored")
         registry.assign_production(target, reason, cwd, shared)
-        mlflow_version = registry.mlflow_alias(target, cwd)
         reloaded = reload(target.md5) if reload else False
+        recovered_s = round(time.perf_counter() - started, 3)  # the time to recover: verified and serving
+        mlflow_version = registry.mlflow_alias(target, cwd)  # bookkeeping (seconds of MLflow imports), after
         entry = audit.append(cwd / workspace.ROLLBACK_LOG, action, reason, True, **done, service_reloaded=reloaded,
-                             mlflow_version=mlflow_version, duration_s=round(time.perf_counter() - started, 3))
+                             mlflow_version=mlflow_version, duration_s=recovered_s)
     print(f"✅ Successfully rolled back: {workspace.MODEL} is {target.name} (md5 {target.md5}, verified)")
     if details["failed_md5"] and details["failed_md5"] != target.md5:
         print(f"   {kept_line(details)}")
