@@ -424,12 +424,11 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] =
 
     project = _configured()
     if project is not None:
-        from selfheal.healing.guarded import STATUS
         from selfheal.healing.guarded import status as guarded_status
 
         found = guarded_status(project)
         typer.echo(json.dumps(found, indent=2) if as_json else
-                   "\n".join([*lines(found), f"(written to {project.record(STATUS)})"]))
+                   "\n".join([*lines(found), f"(written to {project.record(workspace.STATUS)})"]))
         return
     metrics = write_status()
     typer.echo(json.dumps(metrics, indent=2) if as_json else "\n".join([*lines(metrics), f"(written to {workspace.SELF_HEALING})"]))
@@ -455,7 +454,7 @@ def drill(
     on = run_drill.target(Path.cwd())
     chosen = select(faults, on.capabilities)
     if on.config is not None:
-        out, card = out or on.config.record("drill.json"), card or on.config.record("drill.md")
+        out, card = out or on.config.record(workspace.DRILL), card or on.config.record(workspace.DRILL_CARD)
     out, card = out or workspace.DRILL, card or workspace.DRILL_CARD
     scorecard = run_drill.run(Path.cwd(), chosen, on=on, repeat=repeat, seed=seed, quick=quick, keep=keep,
                               say=typer.echo)

@@ -137,9 +137,10 @@ class Project(_Section):
     def records_dir(self) -> Path:
         return Path(self.records)
 
-    def record(self, name: str) -> Path:
-        """A file of selfheal's own (a log, the status) inside the records directory."""
-        return self.records_dir / name
+    def record(self, path: Path) -> Path:
+        """A file of selfheal's own (a log, the status) inside the records directory: the workspace contract's
+        file of that name (`workspace.HEAL_LOG` -> `.selfheal/heal_log.json`)."""
+        return self.records_dir / path.name
 
 
 def parse(raw: Any, source: str = str(PROJECT_FILE)) -> Project:

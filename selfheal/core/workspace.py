@@ -73,6 +73,10 @@ JOURNAL = STATE_DIR / "journal.json"
 WATCHER = STATE_DIR / "watcher.json"
 RESTART_LOCK = STATE_DIR / "restart.lock"
 RESTART_HOLDER = STATE_DIR / "restart.holder.json"
+# a configured project (selfheal.yaml) keeps the files above by name in its records directory, and these:
+DATA_CHECKED = STATE_DIR / "data_checked.json"  # {path: md5} of data files last checked with nothing to fix
+DRIFT_CHECKED = STATE_DIR / "drift.json"  # the last drift measurement and the md5s it was made on
+STATUS = STATE_DIR / "status.json"  # `selfheal status` of a configured project
 
 # `make report`
 REPORT = Path("report.md")

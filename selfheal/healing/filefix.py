@@ -72,7 +72,8 @@ def inspect(path: Path, target: str | None) -> tuple[Any, Any]:
 def fix_configured(path: Path, target: str | None, dq: DataQualityParams, records: Path) -> dict[str, Any]:
     """Fix a configured project's data file in place: backups and the log go to its records directory."""
     raw, schema = inspect(path, target)
-    return fix_in_place(path, raw, schema, dq, log=records / "data_fix_log.json", backups=records / "backups",
+    return fix_in_place(path, raw, schema, dq, log=records / workspace.DATA_FIX_LOG.name,
+                        backups=records / workspace.BACKUPS.name,
                         method="selfheal heal (selfheal.yaml data.fix)", journaled=False)
 
 

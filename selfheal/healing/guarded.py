@@ -24,17 +24,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from selfheal.core import atomic, audit, clock
+from selfheal.core import atomic, audit, clock, workspace
 from selfheal.core.errors import SelfHealError
 from selfheal.core.project import Project
 from selfheal.versions import checkout, configured, vcs
-
-RETRAINING_LOG = "retraining_log.json"
-STATUS = "status.json"
-
-
-DATA_CHECKED = "data_checked.json"  # {path: md5} of data files last checked with nothing to fix
-DRIFT = "drift.json"  # the last drift measurement and the md5s it was made on
 
 
 @dataclass(frozen=True)
@@ -67,7 +60,7 @@ def _data_faults(project: Project, cwd: Path, remember: bool) -> tuple[list[str]
         return [], []
     from selfheal.healing.filefix import planned
 
-    record = cwd / project.record(DATA_CHECKED)
+    record = cwd / project.record(workspace.DATA_CHECKED)
     checked = audit.read(record, {})
     faulty, left = [], []
     for name in project.data.fix:
@@ -218,7 +211,7 @@ def measure_drift(project: Project, cwd: Path = Path("."), remember: bool = True
     profile drift of our monitor), and the dataset verdict of its rule; reused while both files are unchanged."""
     d = project.drift
     assert d is not None
-    record = cwd / project.record(DRIFT)
+    record = cwd / project.record(workspace.DRIFT_CHECKED)
     inputs = {"reference": atomic.md5_file(cwd / d.reference) if (cwd / d.reference).is_file() else None,
               "current": atomic.md5_file(cwd / d.current) if (cwd / d.current).is_file() else None,
               "threshold": d.drift_threshold, "columns": d.columns, "target": project.data and project.data.target}
@@ -260,7 +253,7 @@ def _retrain_verdict(project: Project, measured: dict[str, Any], cwd: Path, forc
     from selfheal.healing.policy import RetrainDecision, retrain_decision
 
     assert project.drift is not None
-    history = audit.entries(cwd / project.record(RETRAINING_LOG))
+    history = audit.entries(cwd / project.record(workspace.RETRAINING_LOG))
     last = history[-1] if history else None
     verdict = retrain_decision(
         drift_detected=bool(measured["drift_detected"]), drift_score=float(measured["drift_score"]),
@@ -282,7 +275,7 @@ def _repro(project: Project, cwd: Path, reason: str) -> tuple[bool, str]:
     else:
         proc = vcs.dvc(*argv, cwd=cwd, check=False)
     error = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-3:]) if proc.returncode else ""
-    audit.append(cwd / project.record(configured.HEAL_LOG), "repro", reason, proc.returncode == 0,
+    audit.append(cwd / project.record(workspace.HEAL_LOG), "repro", reason, proc.returncode == 0,
                  command=project.repro.command or f"dvc {' '.join(argv or [])}", error=error or None,
                  duration_s=round(time.perf_counter() - started, 1))
     return proc.returncode == 0, error or "candidate reproduced"
@@ -386,7 +379,7 @@ def heal(project: Project, plan_only: bool = False, cwd: Path = Path(".")) -> in
         steps = decide(project, cwd, remember=True)
     acted = any(d["action"] not in ("ok", "skip", "report", "refuse") for d in done)
     if acted or failed:
-        audit.append(cwd / project.record(configured.HEAL_LOG), "heal",
+        audit.append(cwd / project.record(workspace.HEAL_LOG), "heal",
                      "; ".join(f"{d['step']}: {d['action']}" for d in done), not failed, decisions=done,
                      duration_s=round(time.perf_counter() - started, 2))
     print("heal: healthy" if not acted and not failed else f"heal: {'needs attention' if failed else 'done'}")
@@ -397,7 +390,7 @@ def retrain(project: Project, force: bool = False, cwd: Path = Path(".")) -> dic
     """Make a new candidate (retrain.command, else the repro section), then gate it. With a drift section the
     measured drift and the pure policy decide (cooldown included; --force skips only the cooldown); without
     one, the cooldown alone."""
-    log = cwd / project.record(RETRAINING_LOG)
+    log = cwd / project.record(workspace.RETRAINING_LOG)
     history = audit.entries(log)
     measured = measure_drift(project, cwd) if project.drift is not None else None
     if measured is not None:
@@ -434,8 +427,8 @@ def status(project: Project, cwd: Path = Path(".")) -> dict[str, Any]:
     """The seed's success metrics from this project's records (written to <records>/status.json)."""
     from selfheal.healing.status import compute
 
-    logs = {"rollback": audit.entries(cwd / project.record(configured.ROLLBACK_LOG)),
-            "retrain": audit.entries(cwd / project.record(RETRAINING_LOG))}
+    logs = {"rollback": audit.entries(cwd / project.record(workspace.ROLLBACK_LOG)),
+            "retrain": audit.entries(cwd / project.record(workspace.RETRAINING_LOG))}
     metrics = compute(logs, datetime.now(UTC))
-    atomic.write_json(cwd / project.record(STATUS), metrics)
+    atomic.write_json(cwd / project.record(workspace.STATUS), metrics)
     return metrics

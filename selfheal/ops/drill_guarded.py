@@ -40,7 +40,7 @@ import numpy as np
 import psutil
 import yaml
 
-from selfheal.core import atomic
+from selfheal.core import atomic, workspace
 from selfheal.core.errors import SelfHealError
 from selfheal.core.project import PROJECT_FILE, Project, load
 from selfheal.ops import faults as catalogue
@@ -405,7 +405,7 @@ def _data_problems(root: Path, path: Path, faulty: bytes, spec: Spec, target: st
                                                     or (text[c] != text[c].str.strip()).any())]
     if as_text:
         problems.append(f"{rel}: numbers written as text left in {', '.join(as_text)}")
-    backups = root / spec.records / "backups"
+    backups = root / spec.records / workspace.BACKUPS.name
     if not any(f.read_bytes() == faulty for f in backups.rglob("*") if f.is_file()):
         problems.append(f"no backup of the faulty {rel} under {spec.records}/backups")
     recorded = {p: md5 for entry in _lock(root).values() for p, md5 in _paths(entry, "deps").items()}

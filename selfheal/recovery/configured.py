@@ -18,6 +18,7 @@ import time
 from functools import partial
 from pathlib import Path
 
+from selfheal.core import workspace
 from selfheal.core.config import ServiceRecoveryParams
 from selfheal.core.errors import SelfHealError
 from selfheal.core.project import Project, ServiceSection
@@ -26,10 +27,6 @@ from selfheal.recovery.target import Target
 from selfheal.service import procs
 from selfheal.service.client import Health
 
-PID_FILE = "service.pid"
-SERVICE_LOG = "service.log"
-RECOVERY_LOG = "recovery_log.json"
-ALERTS_LOG = "alerts.json"
 METHODS = ("auto", "process", "reload")
 
 
@@ -103,11 +100,11 @@ def _post(url: str, sr: ServiceRecoveryParams) -> str:
     return f"reloaded via {url}"
 
 
-def restart(root: Path, records: Path, url: str, sr: ServiceRecoveryParams) -> str:
+def restart(root: Path, project: Project, url: str, sr: ServiceRecoveryParams) -> str:
     """Stop the process selfheal started (verified by the pid file), start the command anew, wait for health."""
     if not sr.start_command:
         raise CannotRecover("service.start is not set: selfheal cannot start this service; add the start command")
-    pid_file, log = records / PID_FILE, records / SERVICE_LOG
+    pid_file, log = project.record(workspace.PID_FILE), project.record(workspace.SERVICE_LOG)
     argv = start_argv(url, sr)
     notes = []
     info = procs.read_pid_file(root / pid_file)
@@ -136,7 +133,7 @@ def _act(project: Project, root: Path, step: str, url: str, sr: ServiceRecoveryP
     if step == "reload":
         return _reload(service, url, sr)
     if step == "process":
-        return restart(root, project.records_dir, url, sr)
+        return restart(root, project, url, sr)
     raise CannotRecover(f"--method {step}: a configured project's service knows {', '.join(METHODS)}")
 
 
@@ -144,4 +141,4 @@ def target(project: Project, root: Path = Path(".")) -> Target:
     """The ladder's Target for the project's service: its health URL, its steps, its records."""
     service = service_of(project)
     return Target(check=probe, steps=partial(steps, service), act=partial(_act, project, root),
-                  log=project.record(RECOVERY_LOG), alerts=project.record(ALERTS_LOG))
+                  log=project.record(workspace.RECOVERY_LOG), alerts=project.record(workspace.ALERTS_LOG))

@@ -24,9 +24,6 @@ from selfheal.versions.checkout import Reload, fetch_revision, from_revision, re
 from selfheal.versions.registry import Version
 from selfheal.versions.rollback import NothingToRestore
 
-ROLLBACK_LOG = "rollback_log.json"
-HEAL_LOG = "heal_log.json"
-
 
 def model_hashes(lock: dict[str, Any], project: Project) -> dict[str, str]:
     """{out: md5} of the model's outputs as `lock` records them (missing outputs are left out)."""
@@ -171,7 +168,7 @@ def promote(project: Project, *, reason: str, reload: Reload | None = None, cwd:
         existing = registered
     registry.assign_production(existing, reason, cwd, stage=project.gate.stage)
     reloaded = reload(ident) if reload else False
-    entry = audit.append(cwd / project.record(HEAL_LOG), "promote", reason, True, version=existing.name,
+    entry = audit.append(cwd / project.record(workspace.HEAL_LOG), "promote", reason, True, version=existing.name,
                          tag=existing.tag, md5=ident, metric_name=project.gate.key, metric=metric,
                          commit=existing.commit, pushed_to=remote, service_reloaded=reloaded)
     print(f"✅ Promoted {existing.tag} to {project.gate.stage}: {project.gate.key} {metric:.4f}")
@@ -185,7 +182,7 @@ def rollback(project: Project, *, version: str | None = None, reason: str | None
     reg = Registry(project, cwd)
     lock = vcs.read_lock(cwd / workspace.DVC_LOCK)
     bad = identity(model_hashes(lock, project))
-    log = cwd / project.record(ROLLBACK_LOG)
+    log = cwd / project.record(workspace.ROLLBACK_LOG)
     target: Version | None
     if version is not None:  # named by a person, or by heal restoring production's own bytes (with a reason)
         action = "manual_rollback" if reason is None else "auto_rollback"
