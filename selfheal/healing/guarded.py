@@ -85,15 +85,8 @@ def _data_faults(project: Project, cwd: Path, remember: bool) -> tuple[list[str]
 def _altered(hashes: dict[str, str], cwd: Path) -> list[str]:
     """A candidate's model outputs missing from the workspace, or files whose bytes are not what dvc.lock pins
     (the gate then judges it; a rollback puts every file of production's directories back anyway)."""
-    out = []
-    for path, md5 in hashes.items():
-        target = cwd / path
-        if md5.endswith(".dir"):
-            if not target.is_dir():
-                out.append(path)
-        elif not target.is_file() or atomic.md5_file(target) != md5:
-            out.append(path)
-    return out
+    return [path for path, md5 in hashes.items()
+            if (not (cwd / path).is_dir() if md5.endswith(".dir") else checkout.differs(path, md5, cwd))]
 
 
 def _not_as_pinned(project: Project, lock: dict[str, Any], cwd: Path) -> list[str]:
