@@ -3,7 +3,10 @@ no-op `dvc repro`.
 
 The bare parts (issue 14): one fresh interpreter that imports what the stages use and does their work once, with
 no DVC, no MLflow and no process per stage: fix the raw data, fit the model, one drift run of the current batch.
-Cold repro and bare parts run interleaved, each on a fresh copy; the ratio is of their medians.
+Cold repro and bare parts run interleaved, each on a fresh copy; the ratio is of their medians. A cold repro
+starts with no warm stage interpreter (selfheal.pipeline.preload): each run has an environment of its own, so it
+starts its own; beside it, the same repro with SELFHEAL_PRELOAD=0 (every stage a fresh interpreter, as before),
+the fair anchor for what the warm interpreter saves.
 
 Targets (2-core machine, median of 3): cold under 25 s and at most 1.5x the bare parts, no-op under 1.5 s.
 """
@@ -18,8 +21,10 @@ from pathlib import Path
 from benchmarks.timing import median_of, wall
 from selfheal.core import workspace
 from selfheal.ops import sandbox
+from selfheal.pipeline import preload
 
 ROOT = Path(__file__).resolve().parents[1]
+COLD_ENV = "SELFHEAL_BENCH_COLD"
 
 BARE = """
 from selfheal.core.config import load_params
@@ -50,21 +55,32 @@ def run() -> dict:
             shutil.copytree(fresh, repo, symlinks=True)
             return repo
 
-        runs: dict[str, list[float]] = {"cold": [], "bare": []}
+        runs: dict[str, list[float]] = {"cold": [], "unloaded": [], "bare": []}
+        keys: list[dict[str, str]] = []
 
         def cold() -> float:
-            runs["cold"].append(wall(["dvc", "repro"], copy("cold")))
+            own = {COLD_ENV: str(len(keys))}  # a key of its own: no warm interpreter from an earlier run
+            keys.append(own)
+            runs["cold"].append(wall(["dvc", "repro"], copy("cold"), own))
+            runs["unloaded"].append(wall(["dvc", "repro"], copy("unloaded"), {preload.SWITCH: "0"}))
             runs["bare"].append(wall([sys.executable, "-c", BARE], copy("bare")))
             return runs["cold"][-1]
 
-        cold_figures = median_of(3, cold)
+        try:
+            cold_figures = median_of(3, cold)
+            noop_figures = median_of(3, lambda: wall(["dvc", "repro"], Path(tmp) / "cold", keys[-1]))
+        finally:
+            for own in keys:
+                preload.stop(preload.key_for({**sandbox.env(), **own}))
+        unloaded_figures = median_of(3, iter(runs["unloaded"]).__next__)
         bare_figures = median_of(3, iter(runs["bare"]).__next__)
-        noop_figures = median_of(3, lambda: wall(["dvc", "repro"], Path(tmp) / "cold"))
     return {
         "rows": sandbox_rows(),
         "cold_repro": {**cold_figures, "target_s": 25},
+        "cold_repro_no_preload": unloaded_figures,
         "bare_parts": bare_figures,
         "cold_over_bare": round(cold_figures["median_s"] / bare_figures["median_s"], 3),
+        "no_preload_over_bare": round(unloaded_figures["median_s"] / bare_figures["median_s"], 3),
         "target_cold_over_bare": 1.5,
         "noop_repro": {**noop_figures, "target_s": 1.5},
     }

@@ -17,10 +17,10 @@ _PEAK = (
 )
 
 
-def wall(cmd: list[str], cwd: Path) -> float:
+def wall(cmd: list[str], cwd: Path, extra_env: dict[str, str] | None = None) -> float:
     """Seconds for one run of `cmd` (which must succeed)."""
     started = time.perf_counter()
-    sandbox.run(cmd, cwd)
+    sandbox.run(cmd, cwd, extra_env=extra_env)
     return time.perf_counter() - started
 
 

@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 from selfheal.core import workspace
-from selfheal.core.errors import run_main
+from selfheal.pipeline.preload import run_stage
 
 
 def main() -> int:
@@ -46,4 +46,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    run_main(main)
+    run_stage(main)

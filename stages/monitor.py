@@ -10,7 +10,7 @@ scale.monitor_sample_rows is tested on a seeded sample of that size (the record'
 from __future__ import annotations
 
 from selfheal.core import workspace
-from selfheal.core.errors import run_main
+from selfheal.pipeline.preload import run_stage
 
 
 def main() -> None:
@@ -71,4 +71,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_main(main)
+    run_stage(main)

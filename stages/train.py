@@ -8,7 +8,7 @@ from functools import partial
 from pathlib import Path
 
 from selfheal.core import workspace
-from selfheal.core.errors import run_main
+from selfheal.pipeline.preload import run_stage
 
 
 def main() -> None:
@@ -41,4 +41,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_main(main)
+    run_stage(main)

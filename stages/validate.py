@@ -6,7 +6,7 @@ from __future__ import annotations
 from functools import partial
 
 from selfheal.core import workspace
-from selfheal.core.errors import run_main
+from selfheal.pipeline.preload import run_stage
 
 
 def main() -> None:
@@ -48,4 +48,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_main(main)
+    run_stage(main)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,9 @@ WRITTEN_DIRS = tuple(sorted({str(p.parent) for p in (MODEL, HOLDOUT, DATA_QUALIT
 # outside the project, beside the installed packages (a new environment makes its own): empty MLflow stores
 # migrated once by that environment's MLflow; a new embedded store starts as a copy (selfheal.pipeline.tracking)
 MLFLOW_TEMPLATES = Path(sys.prefix) / "share" / "selfheal"
+# outside the project, private to the user (0700): the sockets, locks and logs of the warm interpreters the DVC
+# stages fork from (selfheal.pipeline.preload); TMPDIR moves it
+PRELOAD_DIR = Path(tempfile.gettempdir()) / f"selfheal-preload-{os.getuid()}"
 
 
 PROJECT_ID_ENV = "SELFHEAL_PROJECT_ID"

@@ -39,7 +39,7 @@ DEFAULT_URI = f"sqlite:///{DEFAULT_DB}"
 ARTIFACTS_DIR = "mlartifacts"
 SWITCH = "SELFHEAL_MLFLOW"
 # No network (telemetry) and no slow or noisy paths; setdefault so a user's own setting wins.
-_QUIET_ENV = {
+QUIET_ENV = {
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     "MLFLOW_RECORD_ENV_VARS_IN_MODEL_LOGGING": "false",
@@ -58,8 +58,8 @@ def tracking_uri(root: Path | None = None) -> str:
     return DEFAULT_URI if root is None else f"sqlite:///{(root / DEFAULT_DB).resolve()}"
 
 
-def _quiet() -> None:
-    for key, value in _QUIET_ENV.items():
+def quiet() -> None:
+    for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
 
 
@@ -159,7 +159,7 @@ def log_training(pipeline: Any, meta: dict[str, Any], metrics: dict[str, float],
     """
     if not enabled():
         return None
-    _quiet()
+    quiet()
     uri = tracking_uri()
     try:
         import mlflow
@@ -209,7 +209,7 @@ def _no_store(root: Path) -> bool:
 
 
 def _client(uri: str) -> Any:
-    _quiet()
+    quiet()
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=uri)

@@ -1,0 +1,383 @@
+"""Warm stage processes: DVC runs every stage as a fresh process, and each would import pandas, scikit-learn,
+MLflow and Evidently again, about half of a cold `dvc repro`. The first stage of a run starts, in the background,
+one warm interpreter that imports those libraries once; the later stages (and later runs, until it has been idle
+for IDLE_S) run in a fork of it instead of importing them again. The stage that starts it runs as before, while
+the warm interpreter imports on the other core.
+
+What keeps a fork equal to a fresh `python -m stages.<name>`:
+- only third-party libraries are preloaded: selfheal and the stages are imported fresh in every fork, from the
+  caller's sys.path, so the code that runs is the code on disk;
+- one warm interpreter per Python executable, installed packages (their folder's mtime) and environment, minus
+  the variables that change on every run (VOLATILE): a library that reads a variable when imported saw the value
+  the stage would have seen;
+- the fork takes the caller's argv, working directory, environment, umask and stdin/stdout/stderr (passed as file
+  descriptors); the caller exits with the fork's status, or dies of the same signal; SIGINT, SIGTERM and SIGHUP
+  sent to the caller reach the fork, and a caller that dies takes the fork with it (SIGTERM).
+
+A warm interpreter that cannot be reached in WAIT_S, or any other failure before the fork, runs the stage in the
+caller, as before. SELFHEAL_PRELOAD=0 turns this off. Linux only (pidfd, SCM_RIGHTS); elsewhere stages run in
+the caller. The warm interpreters live in workspace.PRELOAD_DIR (a socket, a lock holding the pid, a log each).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import select
+import signal
+import socket
+import struct
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, NoReturn
+
+from selfheal.core import workspace
+from selfheal.core.errors import run_main
+
+SWITCH = "SELFHEAL_PRELOAD"
+IDLE_S = 120.0  # a warm interpreter unused this long exits
+WAIT_S = 30.0  # the longest a stage waits to be taken (a warm interpreter accepts between two imports)
+# in order of first use along fix_data -> train -> validate -> monitor
+LIBRARIES = (
+    "pandas", "pyarrow.parquet", "joblib", "threadpoolctl", "sklearn.pipeline", "sklearn.model_selection",
+    "sklearn.compose", "sklearn.ensemble", "sklearn.linear_model", "sklearn.impute", "sklearn.preprocessing",
+    "sklearn.metrics", "mlflow", "mlflow.sklearn", "mlflow.models", "mlflow.tracking",
+    "mlflow.store.tracking.sqlalchemy_store", "mlflow.store.model_registry.sqlalchemy_store",
+    "evidently", "evidently.metrics", "evidently.legacy.renderers.html_widgets",
+)
+VOLATILE = frozenset({"PWD", "OLDPWD", "SHLVL", "_", "PYTEST_CURRENT_TEST", SWITCH})  # and every DVC_*
+_OWN = ("selfheal", "stages")  # imported fresh in every fork
+_READY = b"R"
+_HEADER = struct.Struct("!I")
+_SIGNAL = struct.Struct("!i")
+_FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def run_stage(main: Callable[[], int | None]) -> None:
+    """A stage's entry point: run `main` in a fork of the warm interpreter when one answers, else here."""
+    spec = getattr(sys.modules["__main__"], "__spec__", None)
+    if spec is not None and _usable():
+        conn = _connect(_key())
+        if conn is not None:
+            _delegate(conn, spec.name)
+    run_main(main)
+
+
+def _usable() -> bool:
+    off = os.environ.get(SWITCH, "1").strip().lower() in {"0", "false", "no", "off"}
+    return not off and sys.platform == "linux" and hasattr(os, "pidfd_open") and _directory() is not None
+
+
+def _directory() -> Path | None:
+    """The user's private folder for warm interpreters, or None when it is not private (then none is used)."""
+    path = workspace.PRELOAD_DIR
+    try:
+        path.mkdir(mode=0o700, exist_ok=True)
+        st = path.lstat()
+    except OSError:
+        return None
+    private = path.is_dir() and not path.is_symlink() and st.st_uid == os.getuid() and not st.st_mode & 0o077
+    return path if private else None
+
+
+def _key() -> str:
+    return key_for(os.environ)
+
+
+def key_for(environ: Mapping[str, str]) -> str:
+    """What a warm interpreter must share with a stage run in `environ` by this interpreter: the interpreter, the
+    installed packages and the environment."""
+    import sysconfig
+
+    site = sysconfig.get_paths()["purelib"]
+    try:
+        stamp = os.stat(site).st_mtime_ns
+    except OSError:
+        stamp = 0
+    env = sorted((k, v) for k, v in environ.items() if k not in VOLATILE and not k.startswith("DVC_"))
+    blob = json.dumps([sys.executable, sys.prefix, site, stamp, list(sys.flags), env])
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def _paths(key: str) -> tuple[Path, Path, Path]:
+    base = workspace.PRELOAD_DIR / key
+    return base.with_suffix(".sock"), base.with_suffix(".lock"), base.with_suffix(".log")
+
+
+def _connect(key: str) -> socket.socket | None:
+    """A connection to the warm interpreter that took the stage; None (after starting one) when there is none."""
+    sock_path = _paths(key)[0]
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        conn.connect(str(sock_path))
+    except OSError:
+        conn.close()
+        _start(key)
+        return None
+    try:
+        conn.settimeout(WAIT_S)
+        taken = conn.recv(1) == _READY
+        conn.settimeout(None)
+    except OSError:
+        taken = False
+    if not taken:
+        conn.close()
+        return None
+    return conn
+
+
+def _start(key: str) -> None:
+    """Start a warm interpreter for this key in the background (it exits at once if another one holds the key)."""
+    import subprocess
+
+    log = _paths(key)[2]
+    root = str(Path(__file__).resolve().parents[2])
+    code = f"import sys; sys.path.insert(0, {root!r}); from selfheal.pipeline.preload import serve; serve(sys.argv[1])"
+    try:
+        with open(log, "ab") as out:
+            subprocess.Popen([sys.executable, "-c", code, key], cwd="/", stdin=subprocess.DEVNULL, stdout=out,
+                             stderr=out, start_new_session=True, close_fds=True)
+    except OSError:
+        pass
+
+
+def _std_fds() -> list[int]:
+    fds = []
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+            fds.append(fd)
+        except OSError:  # closed by the caller: the fork gets /dev/null, as a fresh process would get an error
+            fds.append(os.open(os.devnull, os.O_RDWR))
+    return fds
+
+
+def _delegate(conn: socket.socket, module: str) -> NoReturn:
+    """Hand the stage to the fork, relay signals to it, and end the way it ended."""
+    umask = os.umask(0)
+    os.umask(umask)
+    request = {"module": module, "argv": sys.argv, "cwd": os.getcwd(), "env": dict(os.environ), "path": sys.path,
+               "umask": umask}
+    payload = json.dumps(request).encode()
+    socket.send_fds(conn, [_HEADER.pack(len(payload))], _std_fds())
+    conn.sendall(payload)
+    for sig in _FORWARDED:
+        signal.signal(sig, lambda signum, _frame: conn.sendall(_SIGNAL.pack(signum)))
+    reply = b""
+    while chunk := conn.recv(4096):
+        reply += chunk
+    if not reply:
+        print(f"error: the warm stage process for {module} ended without a status; rerun with {SWITCH}=0",
+              file=sys.stderr)
+        raise SystemExit(1)
+    code = int(json.loads(reply)["exit"])
+    if code < 0:  # died of a signal: so does the caller, so DVC and the shell see the same
+        signal.signal(-code, signal.SIG_DFL)
+        os.kill(os.getpid(), -code)
+        code = 128 - code
+    raise SystemExit(code)
+
+
+# ---- the warm interpreter ------------------------------------------------------------------------------------
+
+
+def serve(key: str) -> None:
+    """Import LIBRARIES, taking stages between two imports, then take stages until idle for IDLE_S."""
+    import fcntl
+    import time
+
+    sock_path, lock_path, _ = _paths(key)
+    lock = open(lock_path, "a+")  # noqa: SIM115 - held for the life of the process
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return  # another warm interpreter holds this key
+    if _key() != key:
+        print(f"preload: this interpreter's key {_key()} is not {key}; not serving", file=sys.stderr)
+        return
+    lock.truncate(0)
+    lock.write(str(os.getpid()))
+    lock.flush()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    tmp = sock_path.with_name(f".{sock_path.name}.{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    listener.bind(str(tmp))
+    listener.listen(64)
+    os.replace(tmp, sock_path)
+    mine = sock_path.stat().st_ino
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    from selfheal.pipeline import tracking
+
+    tracking.quiet()  # as a stage would before importing MLflow
+    pending = list(LIBRARIES)
+    last = time.monotonic()
+    try:
+        while True:
+            ready, _, _ = select.select([listener], [], [], 0 if pending else min(IDLE_S, 5.0))
+            _reap()
+            if ready:
+                conn, _ = listener.accept()
+                _fork_runner(conn, listener, lock)
+                last = time.monotonic()
+            elif pending:
+                _preload(pending.pop(0))
+            elif time.monotonic() - last > IDLE_S or not _still(sock_path, mine):
+                return
+    finally:
+        if _still(sock_path, mine):
+            sock_path.unlink(missing_ok=True)
+
+
+def _preload(name: str) -> None:
+    import importlib
+    import traceback
+
+    try:
+        importlib.import_module(name)
+    except Exception:  # a library missing here is imported (or reported) by the stage itself
+        traceback.print_exc()
+
+
+def _still(sock_path: Path, inode: int) -> bool:
+    try:
+        return sock_path.stat().st_ino == inode
+    except OSError:
+        return False
+
+
+def _reap() -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _fork_runner(conn: socket.socket, *held: Any) -> None:
+    """Fork the runner that takes this stage; the warm interpreter goes straight back to listening. The fork lets
+    go of what only the warm interpreter holds (its socket and the lock on its key)."""
+    if os.fork() != 0:
+        conn.close()
+        return
+    for thing in held:
+        thing.close()
+    try:
+        _runner(conn)
+    finally:
+        os._exit(0)
+
+
+def _recv_exact(conn: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = conn.recv(size - len(data))
+        if not chunk:
+            raise ConnectionError("the stage went away")
+        data += chunk
+    return data
+
+
+def _runner(conn: socket.socket) -> None:
+    """Receive the stage, fork the process that runs it, relay signals to it, and send back how it ended."""
+    conn.sendall(_READY)
+    header, fds, _, _ = socket.recv_fds(conn, _HEADER.size, 3)
+    if len(header) != _HEADER.size or len(fds) != 3:
+        return
+    request = json.loads(_recv_exact(conn, _HEADER.unpack(header)[0]))
+    pid = os.fork()
+    if pid == 0:
+        conn.close()
+        _become(request, fds)
+    for fd in fds:
+        os.close(fd)
+    done = os.pidfd_open(pid)
+    caller = True
+    while True:
+        watched: list[Any] = [done, conn] if caller else [done]
+        ready, _, _ = select.select(watched, [], [])
+        if done in ready:
+            break
+        data = conn.recv(_SIGNAL.size)
+        if len(data) == _SIGNAL.size:
+            os.kill(pid, _SIGNAL.unpack(data)[0])
+        else:  # the caller died: so does its stage
+            caller = False
+            os.kill(pid, signal.SIGTERM)
+    _, status = os.waitpid(pid, 0)
+    if caller:
+        conn.sendall(json.dumps({"exit": os.waitstatus_to_exitcode(status)}).encode())
+
+
+def _become(request: dict[str, Any], fds: list[int]) -> NoReturn:
+    """Turn this fork into `python -m <module>` as the caller started it, run it, and exit as it would."""
+    import atexit
+    import runpy
+    import traceback
+
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)
+        os.close(fd)
+    os.chdir(request["cwd"])
+    os.umask(request["umask"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    os.environ[SWITCH] = "0"  # the stage runs here, not in yet another fork
+    sys.argv = request["argv"]
+    sys.path[:] = request["path"]
+    for name in [m for m in sys.modules if m.partition(".")[0] in _OWN]:
+        del sys.modules[name]
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+    if "numpy" in sys.modules:  # a fresh process seeds numpy's global generator from the OS; `random` reseeds itself
+        sys.modules["numpy"].random.seed()
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(line_buffering=sys.stdout.isatty())
+    code = 0
+    try:
+        runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
+    except SystemExit as exc:
+        code = _exit_code(exc.code)
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError):
+            stream.flush()
+    os._exit(code)
+
+
+def _exit_code(code: object) -> int:
+    """What the interpreter makes of SystemExit(code)."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
+
+
+def stop(key: str | None = None) -> bool:
+    """Stop the warm interpreter of `key` (default: this process's); True when one was running."""
+    import fcntl
+
+    lock_path = _paths(key or _key())[1]
+    try:
+        with open(lock_path) as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                return False  # nobody holds it
+            except OSError:
+                pid = int(lock.read().strip() or 0)
+    except (OSError, ValueError):
+        return False
+    if pid:
+        os.kill(pid, signal.SIGTERM)
+    return bool(pid)

@@ -1,0 +1,152 @@
+"""Warm stage processes (selfheal.pipeline.preload), for real: a probe stage run as `python -m stages.probe` the
+way DVC runs a stage, first in its own process (which starts the warm interpreter), then in a fork of it.
+
+Each test has an environment of its own, so a warm interpreter of its own, stopped at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from selfheal.ops import sandbox
+from selfheal.pipeline import preload
+
+PROBE = '''
+import json, os, sys, time
+import psutil
+from selfheal.pipeline.preload import run_stage
+from stages import helper
+
+def main():
+    umask = os.umask(0)
+    os.umask(umask)
+    print(json.dumps({"pid": os.getpid(), "grandparent": psutil.Process(os.getppid()).ppid(), "argv": sys.argv, "cwd": os.getcwd(), "umask": umask,
+                      "exp": os.environ.get("DVC_EXP_NAME"),
+                      "helper": helper.VALUE, "pandas": "pandas" in sys.modules}), flush=True)
+    print("to stderr", file=sys.stderr)
+    options = dict(arg.split("=") for arg in sys.argv[1:] if "=" in arg)
+    time.sleep(float(options.get("sleep", 0)))
+    return int(options.get("exit", 0))
+
+if __name__ == "__main__":
+    run_stage(main)
+'''
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    (tmp_path / "stages").mkdir()
+    (tmp_path / "stages" / "__init__.py").write_text("")
+    (tmp_path / "stages" / "helper.py").write_text("VALUE = 1\n")
+    (tmp_path / "stages" / "probe.py").write_text(PROBE)
+    return tmp_path
+
+
+@pytest.fixture
+def environ() -> Iterator[dict[str, str]]:
+    env = {**sandbox.env(), "PYTHONPATH": str(sandbox.SOURCE), "SELFHEAL_TEST_KEY": uuid.uuid4().hex}
+    env.pop(preload.SWITCH, None)
+    yield env
+    preload.stop(preload.key_for(env))
+
+
+def probe(project: Path, env: dict[str, str], *args: str, **kw) -> tuple[subprocess.Popen, dict, str]:
+    """Run the probe stage to its end: the caller, what the stage saw, its stderr."""
+    proc = subprocess.Popen([sys.executable, "-m", "stages.probe", *args], cwd=project, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    out, err = proc.communicate(timeout=120)
+    return proc, json.loads(out.splitlines()[0]), err
+
+
+def warm(project: Path, env: dict[str, str], not_pid: int = 0) -> int:
+    """Run the probe (which starts the warm interpreter if there is none) and wait until one other than `not_pid`
+    holds the key and answers; its pid."""
+    probe(project, env)
+    sock, lock, _ = preload._paths(preload.key_for(env))
+    deadline = time.monotonic() + 60
+    while True:
+        pid = int(lock.read_text() or 0) if lock.exists() else 0
+        if pid and pid != not_pid and sock.exists() and psutil.pid_exists(pid):
+            return pid
+        assert time.monotonic() < deadline, "no warm interpreter started"
+        time.sleep(0.1)
+
+
+def ended(pid: int, timeout: float = 30) -> bool:
+    """The process is gone (or a zombie its parent has yet to reap) within `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_first_stage_runs_itself_and_starts_a_warm_interpreter(project: Path, environ: dict[str, str]) -> None:
+    proc, seen, _ = probe(project, environ)
+    assert proc.returncode == 0 and seen["pid"] == proc.pid  # ran in the caller
+    server = warm(project, environ)
+    proc, seen, _ = probe(project, environ)
+    assert proc.returncode == 0 and seen["pid"] != proc.pid and seen["grandparent"] == server  # stage <- runner <- warm
+
+
+def test_a_forked_stage_is_the_stage_the_caller_started(project: Path, environ: dict[str, str]) -> None:
+    server = warm(project, environ)
+    (project / "stages" / "helper.py").write_text("VALUE = 2\n")  # edited code: the fork must run the new one
+    env = {**environ, "DVC_EXP_NAME": "wiser-newt"}  # set by `dvc exp run`: the variables DVC sets keep the key
+    proc, seen, err = probe(project, env, "exit=3", "x y", umask=0o027)
+    assert seen["pid"] != proc.pid and seen["grandparent"] == server  # stage <- runner <- warm
+    assert seen["argv"] == [str(project / "stages" / "probe.py"), "exit=3", "x y"]
+    assert seen["cwd"] == str(project) and seen["umask"] == 0o027
+    assert seen["exp"] == "wiser-newt"
+    assert seen["helper"] == 2 and seen["pandas"]  # fresh project code, preloaded libraries
+    assert err.strip() == "to stderr" and proc.returncode == 3
+
+
+def test_signals_reach_the_fork_and_a_dead_caller_takes_it_along(project: Path, environ: dict[str, str]) -> None:
+    warm(project, environ)
+    for sig, code in ((signal.SIGINT, 130), (signal.SIGKILL, -signal.SIGKILL)):
+        proc = subprocess.Popen([sys.executable, "-m", "stages.probe", "sleep=60"], cwd=project, env=environ,
+                                stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        assert proc.stdout is not None
+        forked = json.loads(proc.stdout.readline())["pid"]
+        assert forked != proc.pid and psutil.pid_exists(forked)
+        proc.send_signal(sig)
+        assert proc.wait(timeout=30) == code  # SIGINT: the stage's own "interrupted" exit, relayed
+        assert ended(forked)
+        proc.stdout.close()
+        assert proc.stderr is not None
+        proc.stderr.close()
+
+
+def test_switched_off_every_stage_runs_in_its_caller(project: Path, environ: dict[str, str]) -> None:
+    warm(project, environ)
+    proc, seen, _ = probe(project, {**environ, preload.SWITCH: "0"})
+    assert seen["pid"] == proc.pid
+
+
+def test_a_stale_socket_is_replaced(project: Path, environ: dict[str, str]) -> None:
+    """A warm interpreter killed outright leaves its socket behind: the next stage runs itself and starts anew."""
+    old = warm(project, environ)
+    os.kill(old, signal.SIGKILL)
+    assert ended(old)
+    proc, seen, _ = probe(project, environ)
+    assert proc.returncode == 0 and seen["pid"] == proc.pid  # the stale socket refused: ran in the caller
+    server = warm(project, environ, not_pid=old)
+    proc, seen, _ = probe(project, environ)
+    assert seen["pid"] != proc.pid and seen["grandparent"] == server  # stage <- runner <- warm
