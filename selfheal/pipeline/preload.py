@@ -41,12 +41,15 @@ from selfheal.core.errors import run_main
 SWITCH = "SELFHEAL_PRELOAD"
 IDLE_S = 120.0  # a warm interpreter unused this long exits
 WAIT_S = 30.0  # the longest a stage waits to be taken (a warm interpreter accepts between two imports)
-# in order of first use along fix_data -> train -> validate -> monitor
+# in order of first use along fix_data -> train -> validate -> monitor; `module:function` is also called once:
+# MLflow maps installed packages to modules (0.6 s) in every process that logs a model, and the map holds as long
+# as the key does (it includes the packages' folder)
 LIBRARIES = (
     "pandas", "pyarrow.parquet", "joblib", "threadpoolctl", "sklearn.pipeline", "sklearn.model_selection",
     "sklearn.compose", "sklearn.ensemble", "sklearn.linear_model", "sklearn.impute", "sklearn.preprocessing",
     "sklearn.metrics", "mlflow", "mlflow.sklearn", "mlflow.models", "mlflow.tracking",
     "mlflow.store.tracking.sqlalchemy_store", "mlflow.store.model_registry.sqlalchemy_store",
+    "mlflow.utils.requirements_utils:_init_packages_to_modules_map",
     "evidently", "evidently.metrics", "evidently.legacy.renderers.html_widgets",
 )
 VOLATILE = frozenset({"PWD", "OLDPWD", "SHLVL", "_", "PYTEST_CURRENT_TEST", SWITCH})  # and every DVC_*
@@ -236,8 +239,11 @@ def _preload(name: str) -> None:
     import importlib
     import traceback
 
+    module, _, function = name.partition(":")
     try:
-        importlib.import_module(name)
+        loaded = importlib.import_module(module)
+        if function:
+            getattr(loaded, function)()
     except Exception:  # a library missing here is imported (or reported) by the stage itself
         traceback.print_exc()
 
