@@ -185,8 +185,8 @@ def as_columns(frame: pd.DataFrame, schema: Schema) -> dict[str, Any]:
 def row_hashes(frame: pd.DataFrame) -> np.ndarray:
     """A 64-bit hash of each row's values (the index left out; the same as pandas.util.hash_pandas_object's)."""
     text = SeriesText()
-    return numfix.combine_hashes([numfix.hash_numbers(s.to_numpy()) if s.dtype == np.float64 else text.hash(s)
-                                  for _, s in frame.items()])
+    return numfix.combine_hashes((numfix.hash_numbers(s.to_numpy()) if s.dtype == np.float64 else text.hash(s)
+                                  for _, s in frame.items()), frame.shape[1])
 
 
 def problems(frame: pd.DataFrame, parsed: dict[str, Parsed], schema: Schema) -> list[Problem]:

@@ -104,28 +104,26 @@ def numbers_table(path: str | Path, text_columns: tuple[str, ...] = ()) -> pa.Ta
     return None
 
 
-def _plain(values: pa.ChunkedArray) -> bool:
+def _plain(column: pa.ChunkedArray) -> bool:
     """No NaN or infinite number among the values (the text repair, not the reader, decides about those)."""
-    numbers, present = _floats(values)
-    finite = np.isfinite(numbers)
-    return bool(finite.all() if present is None else finite[present].all())
+    for numbers, present in map(_chunk_floats, column.chunks):
+        finite = np.isfinite(numbers)
+        if not (finite.all() if present is None else finite[present].all()):
+            return False
+    return True
 
 
-def _floats(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray | None]:
-    """A float64 column's numbers (a new array; what an empty cell holds is undefined) and which cells are not
-    empty (None: all of them), read from its buffers: pyarrow's to_numpy and compute would import pandas, which
-    the all-numbers fix does without."""
-    numbers, present = [], []
-    for chunk in column.chunks:
-        n, start = len(chunk), chunk.offset
-        validity, data = chunk.buffers()
-        numbers.append(np.frombuffer(data, np.float64, n, start * 8))
-        present.append(np.ones(n, dtype=bool) if not chunk.null_count else
-                       np.unpackbits(np.frombuffer(validity, np.uint8), count=start + n, bitorder="little")[start:]
-                       .astype(bool))
-    if not numbers:
-        return np.empty(0), None
-    return np.concatenate(numbers), None if not column.null_count else np.concatenate(present)
+def _chunk_floats(chunk: pa.Array) -> tuple[np.ndarray, np.ndarray | None]:
+    """A float64 array's numbers (read-only, in place; what an empty cell holds is undefined) and which cells
+    are not empty (None: all of them), read from its buffers: pyarrow's to_numpy and compute would import
+    pandas, which the all-numbers fix does without."""
+    n, start = len(chunk), chunk.offset
+    validity, data = chunk.buffers()
+    numbers = np.frombuffer(data, np.float64, n, start * 8)
+    if not chunk.null_count:
+        return numbers, None
+    return numbers, np.unpackbits(np.frombuffer(validity, np.uint8), count=start + n, bitorder="little")[start:] \
+        .astype(bool)
 
 
 def prefetch(path: str | Path, text_columns: tuple[str, ...] = ()) -> Future[pa.Table | None]:
@@ -142,9 +140,10 @@ def float_columns(table: pa.Table) -> dict[str, np.ndarray] | None:
         return None
     out = {}
     for name in table.column_names:
-        out[name], present = _floats(table.column(name))
-        if present is not None:
-            out[name][~present] = np.nan
+        chunks = [_chunk_floats(chunk) for chunk in table.column(name).chunks]
+        values = out[name] = np.concatenate([numbers for numbers, _ in chunks] or [np.empty(0)])
+        if table.column(name).null_count:
+            values[~np.concatenate([np.ones(len(v), bool) if p is None else p for v, p in chunks])] = np.nan
     return out
 
 

@@ -7,6 +7,7 @@ pandas), with the same values and report as through fixes.fix, since both run `f
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 import numpy as np
@@ -28,27 +29,33 @@ class TextColumns(Protocol):
     def fill(self, values: Any) -> tuple[Any, str]: ...  # missing -> the most frequent value, and that value
 
 
-def hash_numbers(values: np.ndarray) -> np.ndarray:
+def hash_numbers(values: np.ndarray, scratch: np.ndarray | None = None) -> np.ndarray:
     """A 64-bit hash of each float64 value: pandas' hash_array for numbers (the bits, mixed by splitmix64's
-    finaliser), so row hashes are the same whichever side computes them."""
+    finaliser), so row hashes are the same whichever side computes them. `scratch`: a uint64 array as long,
+    reused for the shifts (fewer fresh megabytes to fault in on a million rows)."""
     h = values.view(np.uint64).copy()
-    h ^= h >> np.uint64(30)
-    h *= np.uint64(0xBF58476D1CE4E5B9)
-    h ^= h >> np.uint64(27)
-    h *= np.uint64(0x94D049BB133111EB)
-    h ^= h >> np.uint64(31)
+    tmp = np.empty_like(h) if scratch is None else scratch
+    for shift, mult in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB), (31, 0)):
+        np.right_shift(h, np.uint64(shift), out=tmp)
+        h ^= tmp
+        if mult:
+            h *= np.uint64(mult)
     return h
 
 
-def combine_hashes(columns: list[np.ndarray]) -> np.ndarray:
-    """One hash per row from its columns' hashes, in column order (pandas' combine_hash_arrays: CPython's tuple
-    hash), so a row's hash equals pandas.util.hash_pandas_object(frame, index=False)'s."""
+def combine_hashes(columns: Iterable[np.ndarray], count: int) -> np.ndarray:
+    """One hash per row from its `count` columns' hashes, in column order (pandas' combine_hash_arrays: CPython's
+    tuple hash), so a row's hash equals pandas.util.hash_pandas_object(frame, index=False)'s. `columns` may be a
+    generator: each column's hashes can be dropped once combined."""
     mult = np.uint64(1000003)
-    out = np.full(len(columns[0]), 0x345678, dtype=np.uint64)
+    out = None
     for i, h in enumerate(columns):
+        out = np.full(len(h), 0x345678, dtype=np.uint64) if out is None else out
         out ^= h
         out *= mult
-        mult += np.uint64(82520 + 2 * (len(columns) - i))
+        mult += np.uint64(82520 + 2 * (count - i))
+    if out is None:
+        return np.zeros(0, dtype=np.uint64)  # no columns, as pandas
     out += np.uint64(97531)
     return out
 
@@ -97,11 +104,14 @@ class _Columns:
     def missing(self, col: str, values: Any) -> np.ndarray:
         return np.isnan(values) if col in self.numeric else self.text.missing(values)  # type: ignore[union-attr]
 
-    def hash(self, col: str, values: Any) -> np.ndarray:
-        return hash_numbers(values) if col in self.numeric else self.text.hash(values)  # type: ignore[union-attr]
+    def hash(self, col: str, values: Any, scratch: np.ndarray | None = None) -> np.ndarray:
+        if col in self.numeric:
+            return hash_numbers(values, scratch)
+        return self.text.hash(values)  # type: ignore[union-attr]
 
     def take(self, columns: dict[str, Any], keep: np.ndarray) -> dict[str, Any]:
-        return {c: v[keep] if c in self.numeric else self.text.take(v, keep)  # type: ignore[union-attr]
+        rows = np.flatnonzero(keep)  # positions: 4x faster than the mask for each numeric column
+        return {c: v[rows] if c in self.numeric else self.text.take(v, keep)  # type: ignore[union-attr]
                 for c, v in columns.items()}
 
 
@@ -136,7 +146,7 @@ def _cap_until_stable(columns: dict[str, Any], kinds: _Columns, schema: Schema, 
                         col_hashes[col] = hash_numbers(columns[col])
                     changed = True
         if dq.drop_duplicates:
-            dup = duplicated(combine_hashes(list(col_hashes.values())))
+            dup = duplicated(combine_hashes(col_hashes.values(), len(col_hashes)))
             if dup.any():
                 dups += int(dup.sum())
                 columns, rows = kinds.take(columns, ~dup), rows[~dup]
@@ -158,7 +168,8 @@ def problems(columns: dict[str, Any], schema: Schema, parsed: dict[str, Parsed] 
 
 
 def _row_hashes(columns: dict[str, Any], kinds: _Columns) -> np.ndarray:
-    return combine_hashes([kinds.hash(c, v) for c, v in columns.items()])
+    scratch = np.empty(len(columns[next(iter(columns))]), dtype=np.uint64)
+    return combine_hashes((kinds.hash(c, v, scratch) for c, v in columns.items()), len(columns))
 
 
 def _problems(columns: dict[str, Any], kinds: _Columns, schema: Schema, parsed: dict[str, Parsed],
