@@ -29,11 +29,13 @@ class TextColumns(Protocol):
     def fill(self, values: Any) -> tuple[Any, str]: ...  # missing -> the most frequent value, and that value
 
 
-def hash_numbers(values: np.ndarray, scratch: np.ndarray | None = None) -> np.ndarray:
+def hash_numbers(values: np.ndarray, out: np.ndarray | None = None, scratch: np.ndarray | None = None) -> np.ndarray:
     """A 64-bit hash of each float64 value: pandas' hash_array for numbers (the bits, mixed by splitmix64's
-    finaliser), so row hashes are the same whichever side computes them. `scratch`: a uint64 array as long,
-    reused for the shifts (fewer fresh megabytes to fault in on a million rows)."""
-    h = values.view(np.uint64).copy()
+    finaliser), so row hashes are the same whichever side computes them. `out`, `scratch`: uint64 arrays as long
+    to write into, reused column after column (fresh megabytes cost page faults on a million rows)."""
+    h = values.view(np.uint64).copy() if out is None else out
+    if out is not None:
+        np.copyto(h, values.view(np.uint64))
     tmp = np.empty_like(h) if scratch is None else scratch
     for shift, mult in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB), (31, 0)):
         np.right_shift(h, np.uint64(shift), out=tmp)
@@ -74,8 +76,9 @@ def duplicated(hashes: np.ndarray) -> np.ndarray:
     odd = 1
     while rows.size:
         slot = ((left * np.uint64(odd)) >> np.uint64(64 - bits)).astype(np.intp)  # wraps around: other bits
-        order = np.arange(rows.size)
-        owner = np.full(1 << bits, rows.size, dtype=np.intp)
+        small = np.int32 if rows.size < 2**31 else np.intp  # half the memory to fault in
+        order = np.arange(rows.size, dtype=small)
+        owner = np.full(1 << bits, rows.size, dtype=small)
         np.minimum.at(owner, slot, order)
         owner = owner[slot]
         settled = left[owner] == left
@@ -121,9 +124,9 @@ class _Columns:
     def missing(self, col: str, values: Any) -> np.ndarray:
         return np.isnan(values) if col in self.numeric else self.text.missing(values)  # type: ignore[union-attr]
 
-    def hash(self, col: str, values: Any, scratch: np.ndarray | None = None) -> np.ndarray:
+    def hash(self, col: str, values: Any, work: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
         if col in self.numeric:
-            return hash_numbers(values, scratch)
+            return hash_numbers(values, *work) if work else hash_numbers(values)
         return self.text.hash(values)  # type: ignore[union-attr]
 
     def take(self, columns: dict[str, Any], keep: np.ndarray) -> dict[str, Any]:
@@ -185,8 +188,9 @@ def problems(columns: dict[str, Any], schema: Schema, parsed: dict[str, Parsed] 
 
 
 def _row_hashes(columns: dict[str, Any], kinds: _Columns) -> np.ndarray:
-    scratch = np.empty(len(columns[next(iter(columns))]), dtype=np.uint64)
-    return combine_hashes((kinds.hash(c, v, scratch) for c, v in columns.items()), len(columns))
+    n = len(columns[next(iter(columns))])
+    work = np.empty(n, dtype=np.uint64), np.empty(n, dtype=np.uint64)  # each column's hashes are combined at once
+    return combine_hashes((kinds.hash(c, v, work) for c, v in columns.items()), len(columns))
 
 
 def _problems(columns: dict[str, Any], kinds: _Columns, schema: Schema, parsed: dict[str, Parsed],
