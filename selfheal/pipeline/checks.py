@@ -149,7 +149,7 @@ def typed(df: pd.DataFrame, schema: Schema) -> tuple[pd.DataFrame, dict[str, Par
     for col, kind in schema.columns.items():
         if kind == "numeric":
             p = parsed[col] = parse_numbers(df[col])
-            p.values = p.values if p.values.flags.writeable else p.values.copy()  # the fixes write into it
+            p.values = p.values if p.values.flags.writeable else p.values.copy()  # callers write into it (partitioned)
             cols[col] = pd.Series(p.values, index=df.index, copy=False)
         else:
             cols[col] = categorical_values(df[col])
