@@ -384,7 +384,7 @@ def fix_data(
 
     with _locked("fix-data", params, config, wait) as p:
         path = data_path or Path(p.data.raw)
-        entry = fix_file(path, p, prefetch(path, declared_text(p.data.columns)))  # pandas imports while it reads
+        entry = fix_file(path, p, prefetch(path, declared_text(p.data.columns)))  # the rest imports while it reads
     if not entry["success"]:
         raise typer.Exit(1)
 

@@ -1,6 +1,7 @@
 """`selfheal fix-data --data-path P`: the seed's in-place fixer, for users coming from its script.
 
-The fixes are the fix_data stage's (selfheal.pipeline.fixes.fix, same params), applied to a CSV in place: a timestamped
+The fixes are the fix_data stage's (selfheal.pipeline.numfix, same params; a CSV of plain numbers is fixed on
+arrays without pandas, any other through fixes.fix), applied to a CSV in place: a timestamped
 backup first (.selfheal/backups/), then an atomic rewrite, the seed's summary lines and an entry in
 monitoring/data_fix_log.json. Inside the pipeline prefer `dvc repro`: it never rewrites data/raw.
 
@@ -11,6 +12,7 @@ an optional target column, the `data.quality` switches), with backups and the lo
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from contextlib import nullcontext
 from pathlib import Path
@@ -29,25 +31,47 @@ def changes(report: dict[str, Any]) -> int:
     return cells + report["duplicates_removed"] + report["target_missing_dropped"]
 
 
-def write_csv(frame: Any, path: Path) -> None:
-    """The fixed frame as CSV with pyarrow's writer: the same values as pandas' to_csv, ~8x faster on 1M rows
-    (text is quoted, whole floats are written as 3 rather than 3.0; every reader reads the same values)."""
+def write_csv(data: Any, path: Path) -> None:
+    """The fixed data (a frame, or a pyarrow table from the all-numbers fix) as CSV with pyarrow's writer: the same
+    values as pandas' to_csv, ~8x faster on 1M rows (text is quoted, whole floats are written as 3 rather than
+    3.0; every reader reads the same values)."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    pacsv.write_csv(pa.Table.from_pandas(frame, preserve_index=False), path, pacsv.WriteOptions(quoting_style="needed"))
+    table = data if isinstance(data, pa.Table) else pa.Table.from_pandas(data, preserve_index=False)
+    pacsv.write_csv(table, path, pacsv.WriteOptions(quoting_style="needed"))
 
 
 def fix_file(path: Path, params: Params, pending: Future[Any] | None = None) -> dict[str, Any]:
     """Fix `path` in place (backup first); returns the data-fix log entry. Unfixable data raises DataError.
-    `pending`: csvread.prefetch of `path`, started before pandas is imported."""
-    from selfheal.pipeline.checks import infer_schema, read_csv_typed
-    from selfheal.pipeline.csvread import declared_text
+    `pending`: csvread.prefetch of `path`, started before anything else is imported. A file whose every column
+    is plain numbers is fixed on arrays (numfix) without importing pandas; any other goes through fixes.fix."""
+    from selfheal.pipeline.csvread import declared_text, float_columns, prefetch, table_of
 
     d = params.data
-    raw = read_csv_typed(path, declared_text(d.columns), pending)
-    schema = infer_schema(raw, d.target, d.task, d.columns, d.ranges)
-    return fix_in_place(path, raw, schema, params.data_quality, log=workspace.DATA_FIX_LOG,
+    text = declared_text(d.columns)
+    pending = pending or prefetch(path, text)
+    table = pending.result()
+    columns = float_columns(table) if table is not None and table.num_rows else None
+    if columns is not None:
+        from selfheal.pipeline.numfix import fix_columns
+        from selfheal.pipeline.schema import schema_of
+
+        schema = schema_of(list(columns), lambda _: True, d.target, d.task, d.columns, d.ranges)
+
+        def fixing() -> tuple[Any, dict[str, Any]]:
+            fixed, report, _ = fix_columns(columns, schema, params.data_quality, str(path))
+            return table_of(fixed), report
+    else:
+        from selfheal.pipeline.checks import infer_schema, read_csv_typed
+        from selfheal.pipeline.fixes import fix
+
+        raw = read_csv_typed(path, text, pending)
+        schema = infer_schema(raw, d.target, d.task, d.columns, d.ranges)
+
+        def fixing() -> tuple[Any, dict[str, Any]]:
+            return fix(raw, schema, params.data_quality, source=str(path))
+    return fix_in_place(path, fixing, params.data_quality, log=workspace.DATA_FIX_LOG,
                         backups=workspace.BACKUPS, method="selfheal fix-data (in place)")
 
 
@@ -71,9 +95,11 @@ def inspect(path: Path, target: str | None) -> tuple[Any, Any]:
 
 def fix_configured(path: Path, target: str | None, dq: DataQualityParams, records: Path) -> dict[str, Any]:
     """Fix a configured project's data file in place: backups and the log go to its records directory."""
+    from selfheal.pipeline.fixes import fix
+
     raw, schema = inspect(path, target)
-    return fix_in_place(path, raw, schema, dq, log=records / workspace.DATA_FIX_LOG.name,
-                        backups=records / workspace.BACKUPS.name,
+    return fix_in_place(path, lambda: fix(raw, schema, dq, source=str(path)), dq,
+                        log=records / workspace.DATA_FIX_LOG.name, backups=records / workspace.BACKUPS.name,
                         method="selfheal heal (selfheal.yaml data.fix)", journaled=False)
 
 
@@ -86,23 +112,28 @@ def planned(path: Path, target: str | None, dq: DataQualityParams) -> dict[str, 
     return {**report, "changes": changes(report) if dq.auto_fix_enabled else 0}
 
 
-def _write(frame: Any, path: Path) -> None:
-    frame = frame.drop(columns=[NO_TARGET], errors="ignore")
+def _write(data: Any, path: Path) -> None:
+    import pyarrow as pa
+
+    if isinstance(data, pa.Table):  # from the all-numbers fix of a CSV (fix_file)
+        atomic.atomic_write(path, lambda tmp: write_csv(data, tmp))
+        return
+    frame = data.drop(columns=[NO_TARGET], errors="ignore")
     if path.suffix == ".parquet":
         atomic.atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
     else:
         atomic.atomic_write(path, lambda tmp: write_csv(frame, tmp))
 
 
-def fix_in_place(path: Path, raw: Any, schema: Any, dq: DataQualityParams, *, log: Path, backups: Path, method: str,
-                 journaled: bool = True) -> dict[str, Any]:
-    """The fixes on `raw` (read from `path`), written back atomically after a backup when they change anything;
-    the summary lines printed and an entry appended to `log`. `journaled`: recorded in the intent journal first
-    (our own pipeline's heal settles it)."""
-    from selfheal.pipeline.fixes import fix, summary_lines
+def fix_in_place(path: Path, fixing: Callable[[], tuple[Any, dict[str, Any]]], dq: DataQualityParams, *, log: Path,
+                 backups: Path, method: str, journaled: bool = True) -> dict[str, Any]:
+    """The fixes (`fixing`: the fixed data read from `path`, and the report), written back atomically after a
+    backup when they change anything; the summary lines printed and an entry appended to `log`. `journaled`:
+    recorded in the intent journal first (our own pipeline's heal settles it)."""
+    from selfheal.pipeline.fixreport import summary_lines
 
     started = time.perf_counter()
-    clean, report = fix(raw, schema, dq, source=str(path))
+    clean, report = fixing()
     n = changes(report) if dq.auto_fix_enabled else 0
     changing = journal.intent("auto_fix_data", log, f"fix-data on {path}", data_path=str(path)) \
         if n and journaled else nullcontext()

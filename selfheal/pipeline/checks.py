@@ -8,16 +8,18 @@ read_csv_typed reads columns of plain numbers as numbers straight away, the othe
 from __future__ import annotations
 
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from selfheal.core.errors import ConfigError, DataError
+from selfheal.core.errors import DataError
+from selfheal.pipeline import numfix
 from selfheal.pipeline.csvread import csv_header, numbers_table, read_csv_text
+from selfheal.pipeline.schema import Parsed, Problem, Schema, fatal_shape, schema_of
 
 # Written in place of a value by people and tools; compared after stripping, case-insensitively.
 PLACEHOLDERS = ["", "n/a", "na", "?", "null", "none", "nan", "-"]
@@ -63,21 +65,6 @@ def _text(series: pd.Series) -> pa.ChunkedArray:
         series = series.astype("str")
     arr = pa.array(series)
     return pc.fill_null(arr, "")
-
-
-@dataclass
-class Parsed:
-    """A column read as numbers. `text` cells were not plain numbers; `converted` marks those that parsed once
-    stripped of spaces (None when no cell needed it); `nonfinite` numbers (1e309 overflows to inf) are missing."""
-
-    values: np.ndarray
-    text: int = 0
-    converted: np.ndarray | None = None
-    nonfinite: int = 0
-
-    @property
-    def n_converted(self) -> int:
-        return 0 if self.converted is None else int(self.converted.sum())
 
 
 def _cast_numbers(s: pa.ChunkedArray | pa.Array) -> np.ndarray | None:
@@ -149,50 +136,11 @@ def _looks_numeric(series: pd.Series) -> bool:
     return n_present == 0 or n_numbers >= NUMERIC_SHARE * n_present
 
 
-@dataclass
-class Schema:
-    """Column kinds ("numeric" | "categorical") in file order, the target and declared valid ranges."""
-
-    columns: dict[str, str]
-    target: str
-    task: str = "regression"
-    ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
-
-    @property
-    def features(self) -> list[str]:
-        return [c for c in self.columns if c != self.target]
-
-
 def infer_schema(
     df: pd.DataFrame, target: str, task: str = "regression", overrides: dict | None = None, ranges: dict | None = None
 ) -> Schema:
     """Numeric when >= 95% of a column's non-placeholder values are numbers; `overrides` (data.columns) win."""
-    overrides, ranges = overrides or {}, ranges or {}
-    for key, names in (("data.columns", overrides), ("data.ranges", ranges)):
-        unknown = sorted(set(names) - set(df.columns))
-        if unknown:
-            raise ConfigError(f"params.yaml: {key}: unknown column(s) {unknown}; the data has {list(df.columns)}")
-    kinds = {c: overrides.get(c) or ("numeric" if _looks_numeric(df[c]) else "categorical") for c in df.columns}
-    checked = {}
-    for col, (lo, hi) in ranges.items():
-        if kinds[col] != "numeric":
-            raise ConfigError(f"params.yaml: data.ranges: {col} is categorical; ranges apply to numeric columns")
-        if lo > hi:
-            raise ConfigError(f"params.yaml: data.ranges: {col}: lower bound {lo} is above upper bound {hi}")
-        checked[col] = (float(lo), float(hi))
-    return Schema(kinds, target, task, checked)
-
-
-@dataclass
-class Problem:
-    """One finding of `validate`; a fatal one means the data cannot be fixed."""
-
-    column: str | None
-    kind: str  # target_missing | target_not_numeric | no_rows | empty_column | dtype_mismatch | non_finite |
-    #            missing | out_of_range | duplicates
-    count: int
-    message: str
-    fatal: bool = False
+    return schema_of(list(df.columns), lambda c: _looks_numeric(df[c]), target, task, overrides, ranges)
 
 
 def typed(df: pd.DataFrame, schema: Schema) -> tuple[pd.DataFrame, dict[str, Parsed]]:
@@ -201,7 +149,7 @@ def typed(df: pd.DataFrame, schema: Schema) -> tuple[pd.DataFrame, dict[str, Par
     for col, kind in schema.columns.items():
         if kind == "numeric":
             p = parsed[col] = parse_numbers(df[col])
-            p.values = p.values if p.values.flags.writeable else p.values.copy()  # the fixes write into it
+            p.values = p.values if p.values.flags.writeable else p.values.copy()  # callers write into it (partitioned)
             cols[col] = pd.Series(p.values, index=df.index, copy=False)
         else:
             cols[col] = categorical_values(df[col])
@@ -212,64 +160,43 @@ def out_of_range(values: pd.Series, bounds: tuple[float, float]) -> pd.Series:
     return (values < bounds[0]) | (values > bounds[1])
 
 
+class SeriesText:
+    """numfix.TextColumns on the str Series of a typed frame (missing as NA)."""
+
+    def missing(self, values: pd.Series) -> np.ndarray:
+        return values.isna().to_numpy()
+
+    def hash(self, values: pd.Series) -> np.ndarray:
+        return pd.util.hash_pandas_object(values, index=False).to_numpy()
+
+    def take(self, values: pd.Series, keep: np.ndarray) -> pd.Series:
+        return values[keep]
+
+    def fill(self, values: pd.Series) -> tuple[pd.Series, str]:
+        mode = values.mode().iloc[0]
+        return values.fillna(mode), str(mode)
+
+
+def as_columns(frame: pd.DataFrame, schema: Schema) -> dict[str, Any]:
+    """A typed frame's columns as numfix takes them: numeric ones as float64 arrays, text ones as Series."""
+    return {c: frame[c].to_numpy() if kind == "numeric" else frame[c] for c, kind in schema.columns.items()}
+
+
 def row_hashes(frame: pd.DataFrame) -> np.ndarray:
-    """A 64-bit hash of each row's values (the index left out)."""
-    return pd.util.hash_pandas_object(frame, index=False).to_numpy()
+    """A 64-bit hash of each row's values (the index left out; the same as pandas.util.hash_pandas_object's)."""
+    text = SeriesText()
+    return numfix.combine_hashes((numfix.hash_numbers(s.to_numpy()) if s.dtype == np.float64 else text.hash(s)
+                                  for _, s in frame.items()), frame.shape[1])
 
 
-def duplicated_rows(frame: pd.DataFrame, hashes: np.ndarray | None = None) -> np.ndarray:
-    """Later copies of a row, by a 64-bit hash of its values (`hashes`: row_hashes(frame), already computed):
-    4x faster than DataFrame.duplicated on 1M rows, and a false match between two different rows is a
-    1-in-10^7 event even then."""
-    return pd.Series(row_hashes(frame) if hashes is None else hashes).duplicated().to_numpy()
-
-
-def fatal_shape(df: pd.DataFrame, schema: Schema) -> Problem | None:
-    """The problems no fix can get past, found without reading values: no target column, no rows, a text
-    target for regression."""
-    if schema.target not in df.columns:
-        return Problem(schema.target, "target_missing", 1, f"target column {schema.target!r} not found "
-                       f"(columns: {', '.join(map(str, df.columns))})", fatal=True)
-    if len(df) == 0:
-        return Problem(None, "no_rows", 0, "no data rows", fatal=True)
-    if schema.task == "regression" and schema.columns.get(schema.target) == "categorical":
-        return Problem(schema.target, "target_not_numeric", 1, f"target column {schema.target!r} is not numeric "
-                       "(regression needs numbers; for labels set data.task: classification)", fatal=True)
-    return None
-
-
-def problems(frame: pd.DataFrame, parsed: dict[str, Parsed], schema: Schema,
-             hashes: np.ndarray | None = None) -> list[Problem]:
-    """The findings on a frame already typed by `typed` (so a caller that needs both parses only once);
-    `hashes`: its row_hashes when the caller has them."""
-    found = []
-    for col in schema.columns:
-        n_missing = int(frame[col].isna().sum())
-        if n_missing == len(frame):
-            found.append(Problem(col, "empty_column", n_missing, f"column {col!r} is entirely empty", fatal=True))
-            continue
-        if col in parsed and parsed[col].text:
-            n = parsed[col].text
-            found.append(Problem(col, "dtype_mismatch", n, f"{col}: {n} text value(s) in a numeric column"))
-        if col in parsed and parsed[col].nonfinite:
-            n = parsed[col].nonfinite
-            found.append(Problem(col, "non_finite", n, f"{col}: {n} non-finite value(s) (inf or beyond float range)"))
-        if n_missing:
-            found.append(Problem(col, "missing", n_missing, f"{col}: {n_missing} missing value(s)"))
-        if col in schema.ranges:
-            n = int(out_of_range(frame[col], schema.ranges[col]).sum())
-            if n:
-                lo, hi = schema.ranges[col]
-                found.append(Problem(col, "out_of_range", n, f"{col}: {n} value(s) outside [{lo:g}, {hi:g}]"))
-    n_dup = int(duplicated_rows(frame, hashes).sum())
-    if n_dup:
-        found.append(Problem(None, "duplicates", n_dup, f"{n_dup} duplicate row(s)"))
-    return found
+def problems(frame: pd.DataFrame, parsed: dict[str, Parsed], schema: Schema) -> list[Problem]:
+    """The findings on a frame already typed by `typed` (so a caller that needs both parses only once)."""
+    return numfix.problems(as_columns(frame, schema), schema, parsed, SeriesText())
 
 
 def validate(df: pd.DataFrame, schema: Schema) -> list[Problem]:
     """Everything wrong with `df` under `schema`; duplicates are counted on the typed values."""
-    fatal = fatal_shape(df, schema)
+    fatal = fatal_shape(list(df.columns), len(df), schema)
     if fatal:
         return [fatal]
     return problems(*typed(df, schema), schema)

@@ -14,8 +14,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from selfheal.core.errors import DataError
@@ -104,9 +104,26 @@ def numbers_table(path: str | Path, text_columns: tuple[str, ...] = ()) -> pa.Ta
     return None
 
 
-def _plain(values: pa.ChunkedArray) -> bool:
+def _plain(column: pa.ChunkedArray) -> bool:
     """No NaN or infinite number among the values (the text repair, not the reader, decides about those)."""
-    return not pc.any(pc.invert(pc.is_finite(values))).as_py()
+    for numbers, present in map(_chunk_floats, column.chunks):
+        finite = np.isfinite(numbers)
+        if not (finite.all() if present is None else finite[present].all()):
+            return False
+    return True
+
+
+def _chunk_floats(chunk: pa.Array) -> tuple[np.ndarray, np.ndarray | None]:
+    """A float64 array's numbers (read-only, in place; what an empty cell holds is undefined) and which cells
+    are not empty (None: all of them), read from its buffers: pyarrow's to_numpy and compute would import
+    pandas, which the all-numbers fix does without."""
+    n, start = len(chunk), chunk.offset
+    validity, data = chunk.buffers()
+    numbers = np.frombuffer(data, np.float64, n, start * 8)
+    if not chunk.null_count:
+        return numbers, None
+    return numbers, np.unpackbits(np.frombuffer(validity, np.uint8), count=start + n, bitorder="little")[start:] \
+        .astype(bool)
 
 
 def prefetch(path: str | Path, text_columns: tuple[str, ...] = ()) -> Future[pa.Table | None]:
@@ -115,3 +132,27 @@ def prefetch(path: str | Path, text_columns: tuple[str, ...] = ()) -> Future[pa.
     pending = pool.submit(numbers_table, path, text_columns)
     pool.shutdown(wait=False)  # the read goes on; the pool is done once it ends
     return pending
+
+
+def float_columns(table: pa.Table) -> dict[str, np.ndarray] | None:
+    """The table's columns as float64 arrays (empty cells as NaN) when every column is float64, else None."""
+    if not all(t == pa.float64() for t in table.schema.types):
+        return None
+    out = {}
+    for name in table.column_names:
+        chunks = [_chunk_floats(chunk) for chunk in table.column(name).chunks]
+        values = out[name] = np.concatenate([numbers for numbers, _ in chunks] or [np.empty(0)])
+        if table.column(name).null_count:
+            values[~np.concatenate([np.ones(len(v), bool) if p is None else p for v, p in chunks])] = np.nan
+    return out
+
+
+def table_of(columns: dict[str, np.ndarray]) -> pa.Table:
+    """float64 arrays as a table, NaN as empty (null) as pandas' conversion makes it; no pandas needed."""
+    arrays = []
+    for values in columns.values():
+        values = np.ascontiguousarray(values, dtype=np.float64)
+        present = ~np.isnan(values)
+        valid = None if present.all() else pa.py_buffer(np.packbits(present, bitorder="little"))
+        arrays.append(pa.Array.from_buffers(pa.float64(), len(values), [valid, pa.py_buffer(values)]))
+    return pa.Table.from_arrays(arrays, names=list(columns))

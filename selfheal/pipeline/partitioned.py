@@ -10,7 +10,7 @@ small merge on the driver, in the order of `fixes.fix`:
    the FILLED data (the fill value added `missing` times to each column's profile, profiles.filled);
 3. fill and cap each partition, write it with which cells were capped and its row hashes, return the profile of
    the capped data; on the driver, drop the rows capping made identical (a global pass over the hashes, as in
-   2). As `fixes._cap_until_stable`, this repeats (at most fixes.MAX_CAP_PASSES times) until a pass would change
+   2). As `numfix._cap_until_stable`, this repeats (at most MAX_CAP_PASSES times) until a pass would change
    nothing: the merged profile gives the next fences, and when no row was dropped and every value already lies
    within them the next pass is known to be a no-op and is not run (after a drop, one more map profiles the
    rows left first; a last map drops the rows the final pass found when the bound is hit).
@@ -35,8 +35,10 @@ import pandas as pd
 from selfheal.core.config import DataQualityParams, ScaleParams
 from selfheal.core.errors import DataError
 from selfheal.pipeline import engine, profiles
-from selfheal.pipeline.checks import Problem, Schema, fatal_shape, infer_schema, out_of_range, row_hashes, typed
-from selfheal.pipeline.fixes import MAX_CAP_PASSES, fix_report
+from selfheal.pipeline.checks import Problem, Schema, infer_schema, out_of_range, row_hashes, typed
+from selfheal.pipeline.fixreport import fix_report
+from selfheal.pipeline.numfix import MAX_CAP_PASSES
+from selfheal.pipeline.schema import fatal_shape, findings
 
 BUCKET_ROWS = 2_000_000  # row hashes deduplicated at once on the driver (~50 MB): flat memory at any row count
 Fences = dict[str, tuple[float, float]]
@@ -177,27 +179,10 @@ def _sum(parts: list[dict[str, Any]], col: str, key: str) -> int:
 
 
 def _problems_before(typed_parts: list[dict[str, Any]], schema: Schema, rows: int, n_dup: int) -> list[Problem]:
-    found = []
-    for col in schema.columns:
-        missing = _sum(typed_parts, col, "missing_typed")
-        if missing == rows:
-            found.append(Problem(col, "empty_column", missing, f"column {col!r} is entirely empty", fatal=True))
-            continue
-        text = _sum(typed_parts, col, "text")
-        if text:
-            found.append(Problem(col, "dtype_mismatch", text, f"{col}: {text} text value(s) in a numeric column"))
-        n = _sum(typed_parts, col, "non_finite")
-        if n:
-            found.append(Problem(col, "non_finite", n, f"{col}: {n} non-finite value(s) (inf or beyond float range)"))
-        if missing:
-            found.append(Problem(col, "missing", missing, f"{col}: {missing} missing value(s)"))
-        n = _sum(typed_parts, col, "range_typed")
-        if n:
-            lo, hi = schema.ranges[col]
-            found.append(Problem(col, "out_of_range", n, f"{col}: {n} value(s) outside [{lo:g}, {hi:g}]"))
-    if n_dup:
-        found.append(Problem(None, "duplicates", n_dup, f"{n_dup} duplicate row(s)"))
-    return found
+    counts = {col: {"missing": _sum(typed_parts, col, "missing_typed"), "text": _sum(typed_parts, col, "text"),
+                    "non_finite": _sum(typed_parts, col, "non_finite"),
+                    "out_of_range": _sum(typed_parts, col, "range_typed")} for col in schema.columns}
+    return findings(schema, rows, counts, n_dup)
 
 
 def _open_after(fixed: list[dict[str, Any]], schema: Schema, rows: int, n_dup: int) -> list[str]:
@@ -235,7 +220,7 @@ def _report_columns(typed_parts: list[dict[str, Any]], schema: Schema, dq: DataQ
 
 def _fill_plan(kept: profiles.Profile, schema: Schema, cols: dict[str, dict]) -> dict[str, Any]:
     """Per feature: the median / mode of the kept rows to fill with (None: nothing to fill, or nothing to fill
-    from); reported as `fixes._fill` does."""
+    from); reported as `numfix.fix_columns does."""
     fill: dict[str, Any] = {}
     for col in schema.features:
         p, info = kept.columns[col], cols[col]
@@ -260,7 +245,7 @@ def _idle(merged: profiles.Profile, fences: Fences) -> bool:
 def _cap_until_stable(
     run: engine.Mapper, schema: Schema, dq: DataQualityParams, step: Step, masks: Masks, cols: dict[str, dict]
 ) -> tuple[list[dict[str, Any]], int]:
-    """`fixes._cap_until_stable` over partitions: cap, then drop the rows capping made identical, until a pass
+    """`numfix._cap_until_stable` over partitions: cap, then drop the rows capping made identical, until a pass
     changes nothing (at most MAX_CAP_PASSES); the last pass's results and the rows dropped."""
     capped, dups = dict.fromkeys(step.numeric, 0), 0
     for n_pass in range(1, MAX_CAP_PASSES + 1):
@@ -311,7 +296,7 @@ def fix_partitioned(
     parts = engine.partitions(source, partition_mb)
     first = engine.read_part(parts[0])
     schema = infer_schema(first, target, task, overrides, ranges)
-    shape = fatal_shape(first, schema)
+    shape = fatal_shape(list(first.columns), len(first), schema)
     if shape and shape.kind != "no_rows":
         raise DataError(f"{source}: {shape.message}")
     out = Path(out)
