@@ -302,6 +302,7 @@ def _runner(conn: socket.socket) -> None:
         _become(request, fds)
     for fd in fds:
         os.close(fd)
+    print(f"preload: {request['module']} in {request['cwd']} runs as pid {pid}", file=sys.stderr, flush=True)
     done = os.pidfd_open(pid)
     caller = True
     while True:

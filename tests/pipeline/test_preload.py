@@ -18,6 +18,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import yaml
 
 from selfheal.ops import sandbox
 from selfheal.pipeline import preload
@@ -150,3 +151,25 @@ def test_a_stale_socket_is_replaced(project: Path, environ: dict[str, str]) -> N
     server = warm(project, environ, not_pid=old)
     proc, seen, _ = probe(project, environ)
     assert seen["pid"] != proc.pid and seen["grandparent"] == server  # stage <- runner <- warm
+
+
+@pytest.mark.slow
+def test_the_pipeline_in_warm_forks_writes_what_fresh_processes_write(tmp_path: Path) -> None:
+    """The real `dvc repro`, once with the warm interpreter (train, validate and monitor forked from it) and once
+    with every stage a fresh process: every output's md5 in dvc.lock is the same."""
+    own = {"SELFHEAL_TEST_KEY": uuid.uuid4().hex}
+    warm_repo, fresh_repo = (sandbox.create(tmp_path / name, sandbox.SOURCE) for name in ("warm", "fresh"))
+    try:
+        sandbox.run(["dvc", "repro"], warm_repo, extra_env=own)
+        sandbox.run(["dvc", "repro"], fresh_repo, extra_env={preload.SWITCH: "0"})
+        served = preload._paths(preload.key_for({**sandbox.env(), **own}))[2].read_text()
+    finally:
+        preload.stop(preload.key_for({**sandbox.env(), **own}))
+    for stage in ("train", "validate", "monitor"):
+        assert f"stages.{stage} in {warm_repo}" in served
+    assert outputs(warm_repo) == outputs(fresh_repo)
+
+
+def outputs(repo: Path) -> dict[str, str]:
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    return {out["path"]: out["md5"] for stage in lock["stages"].values() for out in stage.get("outs", [])}
