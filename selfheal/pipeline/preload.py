@@ -26,6 +26,7 @@ import hashlib
 import io
 import json
 import os
+import resource
 import select
 import signal
 import socket
@@ -58,6 +59,7 @@ _READY = b"R"
 _HEADER = struct.Struct("!I")
 _SIGNAL = struct.Struct("!i")
 _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_LIMITS = ("RLIMIT_AS", "RLIMIT_DATA", "RLIMIT_CPU", "RLIMIT_FSIZE", "RLIMIT_NOFILE", "RLIMIT_CORE")  # ulimit's
 
 
 def run_stage(main: Callable[[], int | None]) -> None:
@@ -164,7 +166,7 @@ def _delegate(conn: socket.socket, module: str) -> NoReturn:
     umask = os.umask(0)
     os.umask(umask)
     request = {"module": module, "argv": sys.argv, "cwd": os.getcwd(), "env": dict(os.environ), "path": sys.path,
-               "umask": umask}
+               "umask": umask, "limits": [[name, *resource.getrlimit(getattr(resource, name))] for name in _LIMITS]}
     payload = json.dumps(request).encode()
     socket.send_fds(conn, [_HEADER.pack(len(payload))], _std_fds())
     conn.sendall(payload)
@@ -205,6 +207,8 @@ def serve(key: str) -> None:
     lock.truncate(0)
     lock.write(str(os.getpid()))
     lock.flush()
+    with contextlib.suppress(OSError):
+        os.ftruncate(sys.stderr.fileno(), 0)  # the log: this warm interpreter's lines only
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     tmp = sock_path.with_name(f".{sock_path.name}.{os.getpid()}")
     tmp.unlink(missing_ok=True)
@@ -233,6 +237,7 @@ def serve(key: str) -> None:
     finally:
         if _still(sock_path, mine):
             sock_path.unlink(missing_ok=True)
+        lock_path.unlink(missing_ok=True)  # still held: a newcomer opening it now fails its lock and leaves
 
 
 def _preload(name: str) -> None:
@@ -325,6 +330,7 @@ def _become(request: dict[str, Any], fds: list[int]) -> NoReturn:
     """Turn this fork into `python -m <module>` as the caller started it, run it, and exit as it would."""
     import atexit
     import runpy
+    import threading
     import traceback
 
     for target, fd in enumerate(fds):
@@ -332,6 +338,9 @@ def _become(request: dict[str, Any], fds: list[int]) -> NoReturn:
         os.close(fd)
     os.chdir(request["cwd"])
     os.umask(request["umask"])
+    for name, soft, hard in request["limits"]:
+        with contextlib.suppress(ValueError, OSError):  # above this process's hard limit: it keeps its own
+            resource.setrlimit(getattr(resource, name), (soft, hard))
     os.environ.clear()
     os.environ.update(request["env"])
     os.environ[SWITCH] = "0"  # the stage runs here, not in yet another fork
@@ -354,6 +363,7 @@ def _become(request: dict[str, Any], fds: list[int]) -> NoReturn:
     except BaseException:
         traceback.print_exc()
         code = 1
+    threading._shutdown()  # type: ignore[attr-defined]  # as the interpreter's exit: non-daemon threads finish
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError):

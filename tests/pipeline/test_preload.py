@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -24,7 +25,7 @@ from selfheal.ops import sandbox
 from selfheal.pipeline import preload
 
 PROBE = '''
-import json, os, sys, time
+import json, os, resource, sys, time
 import psutil
 from selfheal.pipeline.preload import run_stage
 from stages import helper
@@ -34,7 +35,8 @@ def main():
     os.umask(umask)
     print(json.dumps({"pid": os.getpid(), "grandparent": psutil.Process(os.getppid()).ppid(), "argv": sys.argv, "cwd": os.getcwd(), "umask": umask,
                       "exp": os.environ.get("DVC_EXP_NAME"),
-                      "helper": helper.VALUE, "pandas": "pandas" in sys.modules}), flush=True)
+                      "helper": helper.VALUE, "pandas": "pandas" in sys.modules,
+                      "nofile": resource.getrlimit(resource.RLIMIT_NOFILE)[0]}), flush=True)
     print("to stderr", file=sys.stderr)
     options = dict(arg.split("=") for arg in sys.argv[1:] if "=" in arg)
     time.sleep(float(options.get("sleep", 0)))
@@ -103,16 +105,21 @@ def test_first_stage_runs_itself_and_starts_a_warm_interpreter(project: Path, en
     server = warm(project, environ)
     proc, seen, _ = probe(project, environ)
     assert proc.returncode == 0 and seen["pid"] != proc.pid and seen["grandparent"] == server  # stage <- runner <- warm
+    sock, lock, _ = preload._paths(preload.key_for(environ))
+    assert preload.stop(preload.key_for(environ)) and ended(server)
+    assert not sock.exists() and not lock.exists()
 
 
 def test_a_forked_stage_is_the_stage_the_caller_started(project: Path, environ: dict[str, str]) -> None:
     server = warm(project, environ)
     (project / "stages" / "helper.py").write_text("VALUE = 2\n")  # edited code: the fork must run the new one
     env = {**environ, "DVC_EXP_NAME": "wiser-newt"}  # set by `dvc exp run`: the variables DVC sets keep the key
-    proc, seen, err = probe(project, env, "exit=3", "x y", umask=0o027)
+    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)
+    proc, seen, err = probe(project, env, "exit=3", "x y", umask=0o027,
+                            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (123, nofile[1])))
     assert seen["pid"] != proc.pid and seen["grandparent"] == server  # stage <- runner <- warm
     assert seen["argv"] == [str(project / "stages" / "probe.py"), "exit=3", "x y"]
-    assert seen["cwd"] == str(project) and seen["umask"] == 0o027
+    assert seen["cwd"] == str(project) and seen["umask"] == 0o027 and seen["nofile"] == 123  # ulimit -n 123
     assert seen["exp"] == "wiser-newt"
     assert seen["helper"] == 2 and seen["pandas"]  # fresh project code, preloaded libraries
     assert err.strip() == "to stderr" and proc.returncode == 3
@@ -163,6 +170,7 @@ def test_the_pipeline_in_warm_forks_writes_what_fresh_processes_write(tmp_path: 
         sandbox.run(["dvc", "repro"], warm_repo, extra_env=own)
         sandbox.run(["dvc", "repro"], fresh_repo, extra_env={preload.SWITCH: "0"})
         served = preload._paths(preload.key_for({**sandbox.env(), **own}))[2].read_text()
+        assert preload.stop(preload.key_for({**sandbox.env(), **own}))  # the key the stages used
     finally:
         preload.stop(preload.key_for({**sandbox.env(), **own}))
     for stage in ("train", "validate", "monitor"):
