@@ -195,7 +195,7 @@ def serve(key: str) -> None:
     import fcntl
     import time
 
-    sock_path, lock_path, _ = _paths(key)
+    sock_path, lock_path, log_path = _paths(key)
     lock = open(lock_path, "a+")  # noqa: SIM115 - held for the life of the process
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -238,6 +238,7 @@ def serve(key: str) -> None:
         if _still(sock_path, mine):
             sock_path.unlink(missing_ok=True)
         lock_path.unlink(missing_ok=True)  # still held: a newcomer opening it now fails its lock and leaves
+        log_path.unlink(missing_ok=True)  # an orderly end; a warm interpreter that crashed leaves its log
 
 
 def _preload(name: str) -> None:

@@ -105,9 +105,9 @@ def test_first_stage_runs_itself_and_starts_a_warm_interpreter(project: Path, en
     server = warm(project, environ)
     proc, seen, _ = probe(project, environ)
     assert proc.returncode == 0 and seen["pid"] != proc.pid and seen["grandparent"] == server  # stage <- runner <- warm
-    sock, lock, _ = preload._paths(preload.key_for(environ))
+    files = preload._paths(preload.key_for(environ))  # socket, lock, log
     assert preload.stop(preload.key_for(environ)) and ended(server)
-    assert not sock.exists() and not lock.exists()
+    assert not any(path.exists() for path in files)
 
 
 def test_a_forked_stage_is_the_stage_the_caller_started(project: Path, environ: dict[str, str]) -> None:
