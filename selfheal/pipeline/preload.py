@@ -26,7 +26,6 @@ import hashlib
 import io
 import json
 import os
-import resource
 import select
 import signal
 import socket
@@ -58,7 +57,7 @@ _OWN = ("selfheal", "stages")  # imported fresh in every fork
 _READY = b"R"
 _HEADER = struct.Struct("!I")
 _SIGNAL = struct.Struct("!i")
-_FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_FORWARDED = ("SIGINT", "SIGTERM", "SIGHUP")
 _LIMITS = ("RLIMIT_AS", "RLIMIT_DATA", "RLIMIT_CPU", "RLIMIT_FSIZE", "RLIMIT_NOFILE", "RLIMIT_CORE")  # ulimit's
 
 
@@ -163,6 +162,7 @@ def _std_fds() -> list[int]:
 
 def _delegate(conn: socket.socket, module: str) -> NoReturn:
     """Hand the stage to the fork, relay signals to it, and end the way it ended."""
+    import resource
     umask = os.umask(0)
     os.umask(umask)
     request = {"module": module, "argv": sys.argv, "cwd": os.getcwd(), "env": dict(os.environ), "path": sys.path,
@@ -170,8 +170,8 @@ def _delegate(conn: socket.socket, module: str) -> NoReturn:
     payload = json.dumps(request).encode()
     socket.send_fds(conn, [_HEADER.pack(len(payload))], _std_fds())
     conn.sendall(payload)
-    for sig in _FORWARDED:
-        signal.signal(sig, lambda signum, _frame: conn.sendall(_SIGNAL.pack(signum)))
+    for name in _FORWARDED:
+        signal.signal(getattr(signal, name), lambda signum, _frame: conn.sendall(_SIGNAL.pack(signum)))
     reply = b""
     while chunk := conn.recv(4096):
         reply += chunk
@@ -330,6 +330,7 @@ def _runner(conn: socket.socket) -> None:
 def _become(request: dict[str, Any], fds: list[int]) -> NoReturn:
     """Turn this fork into `python -m <module>` as the caller started it, run it, and exit as it would."""
     import atexit
+    import resource
     import runpy
     import threading
     import traceback
@@ -350,8 +351,8 @@ def _become(request: dict[str, Any], fds: list[int]) -> NoReturn:
     for name in [m for m in sys.modules if m.partition(".")[0] in _OWN]:
         del sys.modules[name]
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_DFL)
+    for name in _FORWARDED[1:]:
+        signal.signal(getattr(signal, name), signal.SIG_DFL)
     if "numpy" in sys.modules:  # a fresh process seeds numpy's global generator from the OS; `random` reseeds itself
         sys.modules["numpy"].random.seed()
     if isinstance(sys.stdout, io.TextIOWrapper):
