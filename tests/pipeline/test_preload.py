@@ -181,3 +181,14 @@ def test_the_pipeline_in_warm_forks_writes_what_fresh_processes_write(tmp_path: 
 def outputs(repo: Path) -> dict[str, str]:
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
     return {out["path"]: out["md5"] for stage in lock["stages"].values() for out in stage.get("outs", [])}
+
+
+def test_a_socket_folder_others_can_enter_turns_it_off(project: Path, environ: dict[str, str], tmp_path: Path) -> None:
+    folder = tmp_path / "tmp" / f"selfheal-preload-{os.getuid()}"
+    folder.mkdir(parents=True)
+    folder.chmod(0o755)
+    env = {**environ, "TMPDIR": str(folder.parent)}
+    for _ in range(2):
+        proc, seen, _ = probe(project, env)
+        assert seen["pid"] == proc.pid  # in its own process both times: no warm interpreter was started
+    assert list(folder.iterdir()) == []
