@@ -11,8 +11,9 @@ What keeps a fork equal to a fresh `python -m stages.<name>`:
   the variables that change on every run (VOLATILE): a library that reads a variable when imported saw the value
   the stage would have seen;
 - the fork takes the caller's argv, working directory, environment, umask and stdin/stdout/stderr (passed as file
-  descriptors); the caller exits with the fork's status, or dies of the same signal; SIGINT, SIGTERM and SIGHUP
-  sent to the caller reach the fork, and a caller that dies takes the fork with it (SIGTERM).
+  descriptors) and its resource limits; the caller exits with the fork's status, or dies of the same signal; SIGINT, SIGTERM and SIGHUP
+  sent to the caller reach the fork, and a caller that dies takes the fork with it (SIGTERM), as does the runner
+  between them (then the caller says the stage was lost, exit 1).
 
 A warm interpreter that cannot be reached in WAIT_S, or any other failure before the fork, runs the stage in the
 caller, as before. SELFHEAL_PRELOAD=0 turns this off. Linux only (pidfd, SCM_RIGHTS); elsewhere stages run in
@@ -335,6 +336,10 @@ def _become(request: dict[str, Any], fds: list[int]) -> NoReturn:
     import threading
     import traceback
 
+    runner = os.getppid()
+    _end_with_parent()
+    if os.getppid() != runner:  # the runner died before that took effect: nobody would report this stage
+        os._exit(1)
     for target, fd in enumerate(fds):
         os.dup2(fd, target)
         os.close(fd)
@@ -371,6 +376,15 @@ def _become(request: dict[str, Any], fds: list[int]) -> NoReturn:
         with contextlib.suppress(OSError):
             stream.flush()
     os._exit(code)
+
+
+def _end_with_parent() -> None:
+    """SIGTERM when the runner dies (PR_SET_PDEATHSIG): the caller can no longer learn how the stage ended, and
+    has already reported it lost."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
 
 
 def _exit_code(code: object) -> int:

@@ -142,6 +142,18 @@ def test_signals_reach_the_fork_and_a_dead_caller_takes_it_along(project: Path, 
         proc.stderr.close()
 
 
+def test_a_stage_whose_runner_dies_ends_and_its_caller_says_so(project: Path, environ: dict[str, str]) -> None:
+    warm(project, environ)
+    proc = subprocess.Popen([sys.executable, "-m", "stages.probe", "sleep=60"], cwd=project, env=environ,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    forked = json.loads(proc.stdout.readline())["pid"]
+    os.kill(psutil.Process(forked).ppid(), signal.SIGKILL)  # the runner between the caller and the stage
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1 and "ended without a status" in err
+    assert ended(forked)
+
+
 def test_switched_off_every_stage_runs_in_its_caller(project: Path, environ: dict[str, str]) -> None:
     warm(project, environ)
     proc, seen, _ = probe(project, {**environ, preload.SWITCH: "0"})
