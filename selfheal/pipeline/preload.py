@@ -41,6 +41,7 @@ from selfheal.core.errors import run_main
 
 SWITCH = "SELFHEAL_PRELOAD"
 IDLE_S = 120.0  # a warm interpreter unused this long exits
+MAX_WARM = 3  # per user: each holds ~400 MB and spends seconds of CPU importing; beyond this, stages run as before
 WAIT_S = 30.0  # the longest a stage waits to be taken (a warm interpreter accepts between two imports)
 # in order of first use along fix_data -> train -> validate -> monitor; `module:function` is also called once:
 # MLflow maps installed packages to modules (0.6 s) in every process that logs a model, and the map holds as long
@@ -55,6 +56,8 @@ LIBRARIES = (
 )
 VOLATILE = frozenset({"PWD", "OLDPWD", "SHLVL", "_", "PYTEST_CURRENT_TEST", SWITCH})  # and every DVC_*
 _OWN = ("selfheal", "stages")  # imported fresh in every fork
+_SOCKET_PATH_MAX = 108  # sun_path, with its terminating NUL
+_NAME_MAX = 40  # "/.<key>.sock.<pid>", the longest name a socket is bound at
 _READY = b"R"
 _HEADER = struct.Struct("!I")
 _SIGNAL = struct.Struct("!i")
@@ -86,7 +89,8 @@ def _directory() -> Path | None:
     except OSError:
         return None
     private = path.is_dir() and not path.is_symlink() and st.st_uid == os.getuid() and not st.st_mode & 0o077
-    return path if private else None
+    fits = len(os.fsencode(path)) + _NAME_MAX < _SOCKET_PATH_MAX  # a long TMPDIR: no room for a socket's name
+    return path if private and fits else None
 
 
 def _key() -> str:
@@ -136,9 +140,12 @@ def _connect(key: str) -> socket.socket | None:
 
 
 def _start(key: str) -> None:
-    """Start a warm interpreter for this key in the background (it exits at once if another one holds the key)."""
+    """Start a warm interpreter for this key in the background (it exits at once if another one holds the key),
+    unless MAX_WARM are running already (other environments: other projects' interpreters or variables)."""
     import subprocess
 
+    if sum(1 for lock in workspace.PRELOAD_DIR.glob("*.lock") if _holder(lock)) >= MAX_WARM:
+        return
     log = _paths(key)[2]
     root = str(Path(__file__).resolve().parents[2])
     code = f"import sys; sys.path.insert(0, {root!r}); from selfheal.pipeline.preload import serve; serve(sys.argv[1])"
@@ -399,18 +406,22 @@ def _exit_code(code: object) -> int:
 
 def stop(key: str | None = None) -> bool:
     """Stop the warm interpreter of `key` (default: this process's); True when one was running."""
+    pid = _holder(_paths(key or _key())[1])
+    if pid:
+        os.kill(pid, signal.SIGTERM)
+    return bool(pid)
+
+
+def _holder(lock_path: Path) -> int:
+    """The pid of the warm interpreter holding this lock, 0 when none does."""
     import fcntl
 
-    lock_path = _paths(key or _key())[1]
     try:
         with open(lock_path) as lock:
             try:
                 fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                return False  # nobody holds it
+                return 0  # nobody holds it
             except OSError:
-                pid = int(lock.read().strip() or 0)
+                return int(lock.read().strip() or 0)
     except (OSError, ValueError):
-        return False
-    if pid:
-        os.kill(pid, signal.SIGTERM)
-    return bool(pid)
+        return 0
