@@ -62,16 +62,17 @@ def run() -> dict:
             own = {COLD_ENV: str(len(keys))}  # a key of its own: no warm interpreter from an earlier run
             keys.append(own)
             runs["cold"].append(wall(["dvc", "repro"], copy("cold"), own))
+            preload.stop(preload.key_for({**sandbox.env(), **own}))  # never counted against preload.MAX_WARM
             runs["unloaded"].append(wall(["dvc", "repro"], copy("unloaded"), {preload.SWITCH: "0"}))
             runs["bare"].append(wall([sys.executable, "-c", BARE], copy("bare")))
             return runs["cold"][-1]
 
         try:
             cold_figures = median_of(3, cold)
-            noop_figures = median_of(3, lambda: wall(["dvc", "repro"], Path(tmp) / "cold", keys[-1]))
         finally:
             for own in keys:
                 preload.stop(preload.key_for({**sandbox.env(), **own}))
+        noop_figures = median_of(3, lambda: wall(["dvc", "repro"], Path(tmp) / "cold", keys[-1]))
         unloaded_figures = median_of(3, iter(runs["unloaded"]).__next__)
         bare_figures = median_of(3, iter(runs["bare"]).__next__)
     return {
