@@ -62,7 +62,7 @@ def run() -> dict:
             own = {COLD_ENV: str(len(keys))}  # a key of its own: no warm interpreter from an earlier run
             keys.append(own)
             runs["cold"].append(wall(["dvc", "repro"], copy("cold"), own))
-            preload.stop(preload.key_for({**sandbox.env(), **own}))  # never counted against preload.MAX_WARM
+            preload.stop(preload.key_for({**sandbox.env(), **own}))  # the next run starts cold
             runs["unloaded"].append(wall(["dvc", "repro"], copy("unloaded"), {preload.SWITCH: "0"}))
             runs["bare"].append(wall([sys.executable, "-c", BARE], copy("bare")))
             return runs["cold"][-1]

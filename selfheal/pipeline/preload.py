@@ -41,7 +41,6 @@ from selfheal.core.errors import run_main
 
 SWITCH = "SELFHEAL_PRELOAD"
 IDLE_S = 120.0  # a warm interpreter unused this long exits
-MAX_WARM = 3  # per user: each holds ~400 MB and spends seconds of CPU importing; beyond this, stages run as before
 WAIT_S = 30.0  # the longest a stage waits to be taken (a warm interpreter accepts between two imports)
 # in order of first use along fix_data -> train -> validate -> monitor; `module:function` is also called once:
 # MLflow maps installed packages to modules (0.6 s) in every process that logs a model, and the map holds as long
@@ -140,12 +139,9 @@ def _connect(key: str) -> socket.socket | None:
 
 
 def _start(key: str) -> None:
-    """Start a warm interpreter for this key in the background (it exits at once if another one holds the key),
-    unless MAX_WARM are running already (other environments: other projects' interpreters or variables)."""
+    """Start a warm interpreter for this key in the background (it exits at once if another one holds the key)."""
     import subprocess
 
-    if sum(1 for lock in workspace.PRELOAD_DIR.glob("*.lock") if _holder(lock)) >= MAX_WARM:
-        return
     log = _paths(key)[2]
     root = str(Path(__file__).resolve().parents[2])
     code = f"import sys; sys.path.insert(0, {root!r}); from selfheal.pipeline.preload import serve; serve(sys.argv[1])"

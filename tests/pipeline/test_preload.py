@@ -6,15 +6,12 @@ Each test has an environment of its own, so a warm interpreter of its own, stopp
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import resource
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -207,35 +204,6 @@ def test_a_socket_folder_others_can_enter_turns_it_off(project: Path, environ: d
         proc, seen, _ = probe(project, env)
         assert seen["pid"] == proc.pid  # in its own process both times: no warm interpreter was started
     assert list(folder.iterdir()) == []
-
-
-def test_no_more_warm_interpreters_than_the_cap(project: Path, environ: dict[str, str], tmp_path: Path) -> None:
-    """MAX_WARM held already (here: locks this test holds, as running warm interpreters hold theirs): the stage
-    runs in its own process and starts none."""
-    short = Path(tempfile.mkdtemp(prefix="sh-"))  # a socket path must fit in 108 bytes
-    folder = short / f"selfheal-preload-{os.getuid()}"
-    folder.mkdir(mode=0o700)
-    held = []
-    for n in range(preload.MAX_WARM):
-        lock = open(folder / f"other{n}.lock", "w")  # noqa: SIM115 - held until the end of the test
-        lock.write(str(os.getpid()))
-        lock.flush()
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        held.append(lock)
-    env = {**environ, "TMPDIR": str(folder.parent)}
-    for _ in range(2):
-        proc, seen, _ = probe(project, env)
-        assert seen["pid"] == proc.pid
-    assert sorted(p.name for p in folder.iterdir()) == [f"other{n}.lock" for n in range(preload.MAX_WARM)]
-    held[0].close()  # one fewer: the next stage starts one
-    probe(project, env)
-    deadline = time.monotonic() + 60
-    while not list(folder.glob("*.sock")):
-        assert time.monotonic() < deadline, "no warm interpreter started below the cap"
-        time.sleep(0.1)
-    (lock,) = [p for p in folder.glob("*.lock") if not p.name.startswith("other")]
-    os.kill(int(lock.read_text()), signal.SIGTERM)
-    shutil.rmtree(short, ignore_errors=True)
 
 
 def test_a_tmpdir_too_long_for_a_socket_turns_it_off(project: Path, environ: dict[str, str], tmp_path: Path) -> None:
