@@ -205,8 +205,9 @@ def serve(key: str) -> None:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         return  # another warm interpreter holds this key
-    if _key() != key:
-        print(f"preload: this interpreter's key {_key()} is not {key}; not serving", file=sys.stderr)
+    own = _key()
+    if own != key:
+        print(f"preload: this interpreter's key {own} is not {key}; not serving", file=sys.stderr)
         return
     lock.truncate(0)
     lock.write(str(os.getpid()))
@@ -321,6 +322,8 @@ def _runner(conn: socket.socket) -> None:
         if done in ready:
             break
         data = conn.recv(_SIGNAL.size)
+        with contextlib.suppress(ConnectionError):  # a signal number split across reads is read whole
+            data += _recv_exact(conn, _SIGNAL.size - len(data)) if data else b""
         if len(data) == _SIGNAL.size:
             os.kill(pid, _SIGNAL.unpack(data)[0])
         else:  # the caller died: so does its stage

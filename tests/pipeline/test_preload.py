@@ -23,6 +23,7 @@ import yaml
 
 from selfheal.ops import sandbox
 from selfheal.pipeline import preload
+from selfheal.service import procs
 
 PROBE = '''
 import json, os, resource, sys, time
@@ -86,19 +87,6 @@ def warm(project: Path, env: dict[str, str], not_pid: int = 0) -> int:
         time.sleep(0.1)
 
 
-def ended(pid: int, timeout: float = 30) -> bool:
-    """The process is gone (or a zombie its parent has yet to reap) within `timeout`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def test_first_stage_runs_itself_and_starts_a_warm_interpreter(project: Path, environ: dict[str, str]) -> None:
     proc, seen, _ = probe(project, environ)
     assert proc.returncode == 0 and seen["pid"] == proc.pid  # ran in the caller
@@ -106,7 +94,7 @@ def test_first_stage_runs_itself_and_starts_a_warm_interpreter(project: Path, en
     proc, seen, _ = probe(project, environ)
     assert proc.returncode == 0 and seen["pid"] != proc.pid and seen["grandparent"] == server  # stage <- runner <- warm
     files = preload._paths(preload.key_for(environ))  # socket, lock, log
-    assert preload.stop(preload.key_for(environ)) and ended(server)
+    assert preload.stop(preload.key_for(environ)) and procs.wait_gone(server, 30)
     assert not any(path.exists() for path in files)
 
 
@@ -136,7 +124,7 @@ def test_signals_reach_the_fork_and_a_dead_caller_takes_it_along(project: Path, 
         assert forked != proc.pid and psutil.pid_exists(forked)
         proc.send_signal(sig)
         assert proc.wait(timeout=30) == code  # SIGINT: the stage's own "interrupted" exit, relayed
-        assert ended(forked)
+        assert procs.wait_gone(forked, 30)
         proc.stdout.close()
         assert proc.stderr is not None
         proc.stderr.close()
@@ -151,7 +139,7 @@ def test_a_stage_whose_runner_dies_ends_and_its_caller_says_so(project: Path, en
     os.kill(psutil.Process(forked).ppid(), signal.SIGKILL)  # the runner between the caller and the stage
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 1 and "ended without a status" in err
-    assert ended(forked)
+    assert procs.wait_gone(forked, 30)
 
 
 def test_switched_off_every_stage_runs_in_its_caller(project: Path, environ: dict[str, str]) -> None:
@@ -164,7 +152,7 @@ def test_a_stale_socket_is_replaced(project: Path, environ: dict[str, str]) -> N
     """A warm interpreter killed outright leaves its socket behind: the next stage runs itself and starts anew."""
     old = warm(project, environ)
     os.kill(old, signal.SIGKILL)
-    assert ended(old)
+    assert procs.wait_gone(old, 30)
     proc, seen, _ = probe(project, environ)
     assert proc.returncode == 0 and seen["pid"] == proc.pid  # the stale socket refused: ran in the caller
     server = warm(project, environ, not_pid=old)
