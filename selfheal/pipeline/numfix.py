@@ -103,9 +103,15 @@ def iqr_fences(values: np.ndarray, k: float) -> tuple[float, float] | None:
     if not present.size:
         return None
     q1, q3 = np.percentile(present, [25.0, 75.0])
+    return fences(float(q1), float(q3), k)
+
+
+def fences(q1: float, q3: float, k: float) -> tuple[float, float] | None:
+    """Q1 - k*IQR, Q3 + k*IQR from the quartiles, however they were found (here exactly; the partitioned fix from
+    merged profiles); None when IQR is 0 or not finite."""
     if not np.isfinite(q3 - q1) or q3 == q1:
         return None
-    return float(q1 - k * (q3 - q1)), float(q3 + k * (q3 - q1))
+    return q1 - k * (q3 - q1), q3 + k * (q3 - q1)
 
 
 def out_of_range(values: np.ndarray, bounds: tuple[float, float]) -> np.ndarray:

@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from selfheal.pipeline import numfix
+
 K = 2048  # KLL accuracy parameter: normalized rank error ~0.13% (single-sided), a few thousand items retained
 EXACT_VALUES = 100_000  # keep the values themselves up to this many per column: exact quantiles and tests
 LEVELS = 20  # value counts of a numeric column are kept while it has at most this many distinct values
@@ -157,10 +159,8 @@ def merge(profiles: list[Profile]) -> Profile:
 
 
 def iqr_fences(col: ColumnProfile, k: float) -> tuple[float, float] | None:
-    """Q1 - k*IQR, Q3 + k*IQR from the profile; None when IQR is 0 (as fixes._iqr_fences)."""
+    """Q1 - k*IQR, Q3 + k*IQR from the profile's quartiles (numfix.fences, as the in-memory fix); None when IQR
+    is 0."""
     if not col.n:
         return None
-    q1, q3 = col.quantile(0.25), col.quantile(0.75)
-    if not np.isfinite(q3 - q1) or q3 == q1:
-        return None
-    return float(q1 - k * (q3 - q1)), float(q3 + k * (q3 - q1))
+    return numfix.fences(float(col.quantile(0.25)), float(col.quantile(0.75)), k)
