@@ -39,6 +39,7 @@ from benchmarks.loadgen import run_load
 from selfheal.core import workspace
 from selfheal.ops import sandbox
 from selfheal.service import procs
+from tests.servicekit import record_production
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -83,9 +84,8 @@ def _project(tmp: Path) -> tuple[Path, list[dict], dict]:
     df = make_housing(params.synth.rows, params.synth.seed)
     pipeline, meta, _, holdout = train(df, params)
     project = tmp / "project"
-    md5 = save_model(pipeline, meta, project / workspace.MODEL)
-    # the service serves only bytes the project records as production (or dvc.lock has)
-    (project / workspace.PRODUCTION).write_text(json.dumps({"version": "bench", "md5": md5}))
+    save_model(pipeline, meta, project / workspace.MODEL)
+    record_production(project, project / "models")  # the service serves only the registry's production
     raw = yaml.safe_load((ROOT / workspace.PARAMS).read_text())
     raw["service_recovery"]["max_recovery_attempts"] = 30  # 15 faults (some retried) in one watch window
     (project / workspace.PARAMS).write_text(yaml.safe_dump(raw))

@@ -306,7 +306,7 @@ def versions(as_json: Annotated[bool, typer.Option("--json", help="Print JSON")]
             typer.echo(f"{'*' if r['production'] else ' '} {r['tag']:<32} {r['created_at']:<26} {metric:<8} "
                        f"{(r['md5'] or '-')[:12]}" + (f"  <- {project.gate.stage}" if r["production"] else ""))
         return
-    prod = workspace.read_production() or {}
+    prod = registry.production_record() or {}
     rows: list[dict[str, Any]] = [{"version": v.name, "alias": v.alias, "promoted_at": v.meta.get("promoted_at") or v.created_at,
              "metric_name": v.meta.get("metric_name"), "metric": v.meta.get("metric"), "md5": v.md5,
              "production": v.name == prod.get("version")} for v in registry.versions()]

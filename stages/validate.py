@@ -1,5 +1,6 @@
-"""DVC stage `validate`: score the model on the holdout, compare it with the threshold and the production model,
-and record the verdict with its reasons. It exits 0 whatever the verdict: acting on it is `make heal`'s job."""
+"""DVC stage `validate`: score the model on the holdout, judge it on its own (threshold, gain over a trivial
+baseline, degenerate output) and record the verdict with its reasons. Production is not read here: the gate in
+selfheal compares with it. It exits 0 whatever the verdict: acting on it is `make heal`'s job."""
 
 from __future__ import annotations
 
@@ -35,8 +36,7 @@ def main() -> None:
     y_pred = predict(model.pipeline, holdout[model.feature_names])
     scores = score(task, y_true, y_pred)
     checks, baseline = against_baseline(task, y_true, y_pred, mv.min_baseline_gain)
-    result = verdict(task, scores, mv.min_accuracy_threshold, mv.max_relative_drop, workspace.read_production(),
-                     checks, model.features)
+    result = verdict(task, scores, mv.min_accuracy_threshold, checks)
     n = scores.pop("n")
     tracking.log_holdout(tracking.run_for_model(model.md5), scores, result["passed"])
     record = {"task": task, **result, **scores, **baseline, "n_holdout": n, "model_md5": model.md5}

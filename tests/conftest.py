@@ -14,6 +14,9 @@ from selfheal.ops import sandbox
 # Two pytest workers share two cores: one OpenMP thread each (inherited by the stages they start) avoids
 # the oversubscription that makes gradient boosting fits several times slower. Set before sklearn loads.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# every git commit a test makes (sandboxes, registries) has an identity, also where the machine has none
+for _key, _value in sandbox.GIT_IDENTITY.items():
+    os.environ.setdefault(_key, _value)
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -52,6 +52,14 @@ def read(repo: Path, rel: str) -> dict:
     return json.loads((repo / rel).read_text())
 
 
+def production_of(repo: Path) -> dict:
+    """{version, md5} of the latest production assignment, read from the git tags with plain git (the drill's
+    outside judge, not selfheal's registry code); {} before the first promotion."""
+    from selfheal.ops.drill import production_tags
+
+    return production_tags(repo)
+
+
 def model_md5(repo: Path) -> str:
     return md5_file(repo / "models/model.joblib")
 

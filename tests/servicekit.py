@@ -7,7 +7,7 @@ its test.
 
 from __future__ import annotations
 
-import json
+import hashlib
 import shutil
 import socket
 import subprocess
@@ -50,8 +50,8 @@ def two_models(root: Path) -> dict[str, Path]:
 
 
 def make_project(path: Path, models: Path, service_recovery: dict | None = None) -> Path:
-    """A project directory: params.yaml (with service_recovery overrides) and models/ copied from `models`,
-    recorded as production (the service verifies the model's hash against that record)."""
+    """A project directory: a git repo with params.yaml (with service_recovery overrides) and models/ copied
+    from `models`, promoted to production in the registry (the service serves only production)."""
     path.mkdir(parents=True, exist_ok=True)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["service_recovery"].update(service_recovery or {})
@@ -62,14 +62,34 @@ def make_project(path: Path, models: Path, service_recovery: dict | None = None)
 
 
 def record_production(project: Path, source: Path) -> None:
-    """Make the model in `source` production in the project's record (models/production.json), as promote does."""
-    md5 = json.loads((source / "model.json").read_text())["md5"]
-    (project / workspace.PRODUCTION).write_text(json.dumps({"version": md5[:12], "md5": md5}))
+    """Promote the model in `source` as `selfheal promote` records it: its bytes in the DVC cache, a commit whose
+    dvc.lock pins them, a version tag and a production assignment (the registry's own functions)."""
+    from selfheal.versions import registry, vcs
+
+    if not (project / ".git").is_dir():
+        sandbox.run(["git", "init", "-q", "-b", "main"], project)
+    outs = []
+    for name in ("model.joblib", "model.json"):
+        data = (source / name).read_bytes()
+        md5 = hashlib.md5(data).hexdigest()
+        cached = vcs.cache_path(md5, project)
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        cached.write_bytes(data)
+        outs.append({"path": f"models/{name}", "md5": md5, "size": len(data), "hash": "md5"})
+    lock = {"schema": "2.0", "stages": {"train": {"cmd": "python -m stages.train", "outs": outs}}}
+    (project / workspace.DVC_LOCK).write_text(yaml.safe_dump(lock, sort_keys=False))
+    sandbox.run(["git", "add", str(workspace.DVC_LOCK)], project)
+    sandbox.run(["git", "commit", "-q", "--allow-empty", "-m", f"model {outs[0]['md5'][:12]}"], project)
+    known = registry.versions(project)
+    md5 = outs[0]["md5"]
+    version = registry.by_md5(md5, known) or registry.register(
+        registry.next_version(known), vcs.head(project) or "", {"md5": md5}, project)
+    assert version is not None
+    registry.assign_production(version, "test", project)
 
 
 def use_model(project: Path, source: Path) -> None:
-    """Put a trained model in the project's workspace as a rollback does: the production record, then the
-    checkout (joblib first, then json)."""
+    """Make a trained model production and put it in the project's workspace, as a rollback does."""
     record_production(project, source)
     for name in ("model.joblib", "model.json"):
         shutil.copyfile(source / name, project / "models" / name)

@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "selfheal"
 
 # a layer may import the layers of a lower rank and itself; equal ranks do not import each other
-RANK = {"core": 0, "pipeline": 1, "service": 2, "versions": 2, "recovery": 3, "healing": 4, "ops": 5, "cli": 6}
-# the service stands beside versions: it may use the model artifact of pipeline, nothing else of it
+RANK = {"core": 0, "pipeline": 1, "versions": 2, "service": 3, "recovery": 4, "healing": 5, "ops": 6, "cli": 7}
+# the service serves production, which the registry (versions) names; of pipeline it may use the model artifact
 SERVICE_MAY_USE = {"selfheal.pipeline.artifact"}
 
 

@@ -115,6 +115,12 @@ class ServiceSection(_Section):
         return self
 
 
+class RegistrySection(_Section):
+    # a git remote shared by every clone that promotes (`origin`): versions and production assignments are
+    # fetched from it and claimed on it; unset, the registry is this clone's tags and nothing is pushed
+    remote: str | None = Field(None, min_length=1)
+
+
 class Project(_Section):
     kind: Literal["dvc", "selfheal"] = "dvc"
     model: ModelSection
@@ -124,6 +130,7 @@ class Project(_Section):
     drift: DriftSection | None = None
     retrain: RetrainSection = Field(default_factory=RetrainSection)
     service: ServiceSection | None = None
+    registry: RegistrySection = Field(default_factory=RegistrySection)
     records: str = str(RECORDS)
 
     @model_validator(mode="after")

@@ -12,10 +12,6 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
-
-from selfheal.core import atomic
-from selfheal.core.errors import SelfHealError
 
 # configuration and DVC's own files
 PARAMS = Path("params.yaml")
@@ -23,12 +19,11 @@ DVC_YAML = Path("dvc.yaml")
 DVC_LOCK = Path("dvc.lock")
 EXP_GRID = Path("config/exp_grid.yaml")
 
-# the model artifact (train), its drift reference and holdout, and the production record (promote / rollback)
+# the model artifact (train), its drift reference and holdout (production is the registry: GTO tags in git)
 MODEL = Path("models/model.joblib")
 MODEL_META = Path("models/model.json")
 REFERENCE = Path("models/reference.parquet")
 HOLDOUT = Path("data/split/holdout.parquet")
-PRODUCTION = Path("models/production.json")
 
 # the metrics declared in dvc.yaml (committed to git): flat, numeric and few, so `dvc metrics show` and
 # `dvc exp show` stay readable; floats rounded, so a seeded run writes the same bytes
@@ -114,11 +109,3 @@ def project_id(root: str | Path = ".") -> str:
     """
     return os.environ.get(PROJECT_ID_ENV) or hashlib.sha256(str(Path(root).resolve()).encode()).hexdigest()[:16]
 
-
-def read_production(path: str | Path = PRODUCTION) -> dict[str, Any] | None:
-    """The production record (which registered version serves, with its md5), or None before any promotion."""
-    try:
-        record = atomic.read_json(path)
-    except ValueError as exc:
-        raise SelfHealError(f"{path}: not valid JSON ({exc}); restore it with `git checkout -- {path}`") from None
-    return record if isinstance(record, dict) and record.get("version") else None

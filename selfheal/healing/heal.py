@@ -46,15 +46,24 @@ def _service(params: Params) -> dict[str, Any] | None:
     return {"state": health.state, "detail": health.detail}
 
 
+def _judged(cwd: Path, production: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The validate stage's verdict judged by the gate against production; None when missing or damaged."""
+    from selfheal.versions.promote import candidate_verdict
+
+    try:
+        return candidate_verdict(cwd, production)
+    except ValueError:
+        return None  # a damaged record is as good as none: the pipeline rewrites it
+
+
 def observe(params: Params, cwd: Path = Path(".")) -> Observations:
     lock = vcs.read_lock(cwd / workspace.DVC_LOCK)
     ran = all(stage in lock for stage in STAGES)
     raw = cwd / params.data.raw
     recorded = vcs.hashes(lock.get("fix_data", {}), "deps").get(params.data.raw)
     model = cwd / workspace.MODEL
-    production = workspace.read_production(cwd / workspace.PRODUCTION)
     known = registry.versions(cwd)
-    history = registry.assignments(cwd) if production else []
+    production = registry.production_record(cwd, known)
     drift = _json(cwd / workspace.DRIFT)
     return Observations(
         now=datetime.now(UTC),
@@ -64,10 +73,9 @@ def observe(params: Params, cwd: Path = Path(".")) -> Observations:
         model_path=str(workspace.MODEL),
         model_md5=atomic.md5_file(model) if model.exists() else None,
         trained_md5=vcs.hashes(lock.get("train", {})).get(str(workspace.MODEL)),
-        validation=_json(cwd / workspace.VALIDATION),
+        validation=_judged(cwd, production),
         production=production,
         registered_md5s=frozenset(v.md5 for v in known if v.md5),
-        production_tagged=not production or bool(history and history[-1].version == production["version"]),
         drift=drift,
         drift_path=str(workspace.DRIFT),
         # a report from before drift.json named its model: the model the monitor stage last read (dvc.lock)

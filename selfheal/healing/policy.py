@@ -42,7 +42,6 @@ class Observations:
     validation: dict[str, Any] | None = None
     production: dict[str, Any] | None = None
     registered_md5s: frozenset[str] = frozenset()
-    production_tagged: bool = True  # the newest production assignment tag names production's version
     drift: dict[str, Any] | None = None  # metrics/drift.json; None when missing or unreadable
     drift_path: str = "the drift report"  # workspace.DRIFT, for messages
     drift_model_md5: str | None = None  # the model the drift report describes
@@ -200,9 +199,10 @@ def _gate(obs: Observations, params: Params) -> Decision:
     if v.get("passed"):
         if candidate != obs.model_md5:
             return Decision("gate", "report", "the validation result describes another model file: run `dvc repro`")
-        if candidate == prod_md5 and candidate in obs.registered_md5s and obs.production_tagged:
+        if candidate == prod_md5:
             return Decision("gate", "skip", f"production {prod_name} is the validated model ({score})")
-        why = "finish an interrupted promotion" if candidate == prod_md5 else "promote it to production"
+        why = ("registered earlier: assign it production again" if candidate in obs.registered_md5s
+               else "promote it to production")
         passed = f"model {str(candidate)[:12]} passed validation ({score})"
         stale = _stale_monitoring(obs)
         if stale:

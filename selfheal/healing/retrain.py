@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from selfheal.core import audit, journal, workspace
 from selfheal.core.clock import now_iso, parse_time
 from selfheal.healing.policy import retrain_decision
-from selfheal.versions import vcs
+from selfheal.versions import registry, vcs
 
 if TYPE_CHECKING:
     import numpy as np
@@ -194,7 +194,7 @@ def retrain(params: Any, *, drift_detected: bool = False, drift_score: float | N
             print(f"❌ Retraining failed: {exc}", file=sys.stderr)
         entry |= {"timestamp": now_iso(), "success": entry["outcome"] == "promoted",
                   "duration_s": round(time.perf_counter() - t0, 1), "backup": str(backup_dir),
-                  "production": (workspace.read_production(cwd / workspace.PRODUCTION) or {}).get("version")}
+                  "production": getattr(registry.production(cwd), "name", None)}
         _record(log, entry, completed=entry["outcome"] in ("promoted", "rolled_back"))
         if entry["success"]:
             print("✅ Retraining completed successfully")
@@ -233,11 +233,11 @@ def _repro_and_gate(reason: str, before: dict[str, Any], backup_dir: Path, raw: 
     from selfheal.healing import guard
     from selfheal.service.client import reloader
     from selfheal.versions.checkout import from_backup, restore_stages
-    from selfheal.versions.promote import promote
+    from selfheal.versions.promote import candidate_verdict, promote
     from selfheal.versions.rollback import rollback
 
     proc = vcs.dvc("repro", cwd=cwd, check=False)
-    validation = audit.read(cwd / workspace.VALIDATION, {}) or {}
+    validation = candidate_verdict(cwd, registry.production_record(cwd)) or {}
     quality = audit.read(cwd / workspace.DATA_QUALITY, {}) or {}
     out: dict[str, Any] = {"metric": validation.get("metric"), "metric_name": validation.get("metric_name")}
     undo: list[str] | None = ["fix_data", "train", "validate", "monitor"]

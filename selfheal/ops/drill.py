@@ -115,7 +115,7 @@ def prepare(source: Path, dest: Path, env: Env, quick: bool, say: Callable[[str]
     if proc.returncode != 0:
         raise SelfHealError(f"drill: the baseline `dvc repro` failed: {proc.stderr.strip()[-500:]}")
     proc, _ = env.run([_selfheal(), "heal"], dest)
-    production = atomic.read_json(dest / workspace.PRODUCTION) or {}
+    production = production_tags(dest)
     if proc.returncode != 0 or not production.get("version"):
         raise SelfHealError(f"drill: the baseline heal did not promote a version: {(proc.stdout + proc.stderr)[-500:]}")
     sandbox.commit(dest, "drill baseline: promoted")
@@ -285,6 +285,27 @@ def _tags(root: Path) -> dict[str, str | None]:
     return tags
 
 
+def production_tags(root: Path) -> dict[str, Any]:
+    """{version, md5} of the latest `model#prod#N` assignment tag, read with plain git; {} before any."""
+    out = subprocess.run(["git", "for-each-ref", "--format=%(refname:strip=2)%00%(contents)%01",
+                          "refs/tags/model#prod#*"], cwd=root, capture_output=True, text=True).stdout
+    latest: tuple[int, str] | None = None
+    for record in out.split("\x01"):
+        name, _, message = record.strip("\n").partition("\x00")
+        counter = name.rsplit("#", 1)[-1]
+        start = message.find("{")
+        if counter.isdigit() and start >= 0:
+            try:
+                version = json.loads(message[start:]).get("version")
+            except ValueError:
+                continue
+            if latest is None or int(counter) > latest[0]:
+                latest = (int(counter), str(version))
+    if latest is None:
+        return {}
+    return {"version": latest[1], "md5": _tags(root).get(f"model@{latest[1]}")}
+
+
 def end_state(root: Path, raw: Path, clean: Path, escalated: bool = False) -> list[str]:
     """What is wrong with the project's state, checked from the outside; [] when it is good.
 
@@ -296,7 +317,7 @@ def end_state(root: Path, raw: Path, clean: Path, escalated: bool = False) -> li
     from selfheal.versions import vcs
 
     problems = []
-    prod = atomic.read_json(root / workspace.PRODUCTION) or {}
+    prod = production_tags(root)
     tag_md5 = _tags(root).get(f"model@{prod.get('version')}")
     model_md5 = _md5(root / workspace.MODEL)
     if not prod.get("version") or tag_md5 is None:
@@ -388,7 +409,7 @@ def run_trial(fault: Fault, n: int, base: Path, work: Path, env: Env, rng: np.ra
     t = Trial(fault.name, fault.group, fault.expected, n)
     data, url = params["data"], params["service_recovery"]["service_url"]
     raw, current, clean = Path(data["raw"]), Path(data["current"]), Path(data["clean"])
-    before = atomic.read_json(root / workspace.PRODUCTION) or {}
+    before = production_tags(root)
     tags_before = _tags(root)
     serving = fault.needs_service or fault.group == "model"  # model faults: is a rollback seen by clients?
     load: Load | None = None
@@ -420,7 +441,7 @@ def run_trial(fault: Fault, n: int, base: Path, work: Path, env: Env, rng: np.ra
     if load is not None:
         t.requests, t.requests_failed = load.requests, load.failed
         t.healthy_share = round(sum(h for _, h, _ in load.probes) / len(load.probes), 4) if load.probes else None
-    after = atomic.read_json(root / workspace.PRODUCTION) or {}
+    after = production_tags(root)
     t.end_state = end_state(root, raw, clean, escalated=t.exit_code not in (0, None))
     if serving and fault.name != "port_taken_by_foreign_process" and load is not None:
         last = load.probes[-1] if load.probes else None

@@ -28,7 +28,6 @@ PROJECT_FILES = [
     "stages",
     "selfheal",
     "config",
-    str(workspace.PRODUCTION),
     ".dvc/config",
     ".dvcignore",
     ".gitignore",

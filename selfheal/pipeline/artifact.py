@@ -6,8 +6,9 @@ columns) and `model.json` (what the service and the drift monitor need to know a
 
 from __future__ import annotations
 
+import hashlib
 import io
-from collections.abc import Mapping
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,49 +41,6 @@ def meta_path_for(model_path: str | Path) -> Path:
     return Path(model_path).with_suffix(".json")
 
 
-def _registered_version(model_path: Path, md5: str) -> str | None:
-    """The registered version name (e.g. v0.0.3) when these bytes are production's, so /health can say it."""
-    record = workspace.read_production(model_path.parent / workspace.PRODUCTION.name)
-    return record["version"] if record and record.get("md5") == md5 else None
-
-
-def trusted_md5s(model_path: str | Path, root: str | Path = ".") -> dict[str, str]:
-    """The md5s these model bytes may have, each with where it is recorded: the production record beside the
-    model (models/production.json, tracked by git) and dvc.lock's outs for this path (the trained candidate).
-
-    Never model.json: whoever can replace model.joblib can replace the file next to it too.
-    """
-    model_path = Path(model_path)
-    trusted = {}
-    production_path = model_path.parent / workspace.PRODUCTION.name
-    record = workspace.read_production(production_path)
-    if record and record.get("md5"):
-        trusted[str(record["md5"])] = f"{production_path} ({record['version']})"
-    lock_path = Path(root) / workspace.DVC_LOCK
-    try:
-        key = str(model_path.resolve().relative_to(Path(root).resolve()))
-    except ValueError:
-        key = str(model_path)
-    for out in _lock_outs(lock_path):
-        if out.get("path") == key and out.get("md5"):
-            trusted.setdefault(str(out["md5"]), str(lock_path))
-    return trusted
-
-
-def _lock_outs(lock_path: Path) -> list[dict[str, Any]]:
-    import yaml
-
-    try:
-        lock = yaml.safe_load(lock_path.read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        return []
-    stages = lock.get("stages") if isinstance(lock, dict) else None
-    if not isinstance(stages, dict):
-        return []
-    return [o for stage in stages.values() if isinstance(stage, dict) for o in stage.get("outs") or []
-            if isinstance(o, dict)]
-
-
 def save_model(pipeline: Any, meta: dict[str, Any], model_path: str | Path = workspace.MODEL) -> str:
     """Write the pipeline and its metadata atomically; returns the md5 of the model bytes (as DVC records it)."""
     import joblib
@@ -96,14 +54,9 @@ def save_model(pipeline: Any, meta: dict[str, Any], model_path: str | Path = wor
     return md5
 
 
-def load_model(model_path: str | Path = workspace.MODEL, expected_md5: str | None = None,
-               trusted: Mapping[str, str] | None = None) -> LoadedModel:
-    """Load fully and verify before anyone uses it: a corrupt or mismatched file raises, nothing half-loaded.
-
-    `trusted` (md5 -> where it is recorded, see trusted_md5s): the bytes must have one of these md5s, checked
-    before unpickling (a pickle runs code)."""
-    import joblib
-
+def load_model(model_path: str | Path = workspace.MODEL, expected_md5: str | None = None) -> LoadedModel:
+    """Load the workspace model fully and verify it before anyone uses it: a corrupt or mismatched file raises,
+    nothing half-loaded."""
     model_path = Path(model_path)
     meta_path = meta_path_for(model_path)
     if not model_path.exists():
@@ -111,21 +64,29 @@ def load_model(model_path: str | Path = workspace.MODEL, expected_md5: str | Non
     if not meta_path.exists():
         raise SelfHealError(f"{meta_path}: model metadata missing")
     data = model_path.read_bytes()
-    import hashlib
-
     md5 = hashlib.md5(data).hexdigest()
     if expected_md5 is not None and md5 != expected_md5:
         raise SelfHealError(f"{model_path}: md5 {md5} does not match the expected {expected_md5}")
-    if trusted is not None and md5 not in trusted:
-        where = " or ".join(sorted(set(trusted.values()))) or "nowhere"
-        raise SelfHealError(f"{model_path}: md5 {md5} is not the hash recorded in {where}; not loading it")
-    meta = atomic.read_json(meta_path)
-    if not meta.get("version"):
-        meta = {**meta, "version": _registered_version(model_path, md5)}
+    return from_bytes(data, meta_path.read_bytes(), str(model_path))
+
+
+def from_bytes(data: bytes, meta: bytes, source: str, version: str | None = None) -> LoadedModel:
+    """A model from its verified bytes and metadata (a pickle runs code: check the md5 before calling this);
+    `source` names where the bytes came from in errors, `version` is the registered name when there is one."""
+    import joblib
+
+    try:
+        meta_doc = json.loads(meta)
+    except ValueError as exc:
+        raise SelfHealError(f"{meta_path_for(source)}: not valid JSON ({exc})") from None
+    if not isinstance(meta_doc, dict):
+        raise SelfHealError(f"{meta_path_for(source)}: expected a JSON object")
+    if version:
+        meta_doc = {**meta_doc, "version": version}
     try:
         pipeline = joblib.load(io.BytesIO(data))
     except Exception as exc:  # any unpickling failure means a corrupt or foreign file
-        raise SelfHealError(f"{model_path}: cannot load the model ({type(exc).__name__}: {exc})") from None
+        raise SelfHealError(f"{source}: cannot load the model ({type(exc).__name__}: {exc})") from None
     if not hasattr(pipeline, "predict"):
-        raise SelfHealError(f"{model_path}: not a model (no predict method)")
-    return LoadedModel(pipeline=pipeline, meta=meta, md5=md5)
+        raise SelfHealError(f"{source}: not a model (no predict method)")
+    return LoadedModel(pipeline=pipeline, meta=meta_doc, md5=hashlib.md5(data).hexdigest())

@@ -90,66 +90,10 @@ def against_baseline(task: str, y_true: Any, y_pred: Any, min_gain: float) -> tu
     return checks, {"baseline": baseline, "baseline_metric": baseline_metric, "baseline_gain": gain}
 
 
-def _against_production(
-    name: str, metric: float, max_relative_drop: float, production: dict[str, Any]
-) -> tuple[bool, str, float | None]:
-    """(passed, reason, relative drop) versus the production model's recorded metric."""
-    version, prod = production["version"], production.get("metric")
-    if production.get("metric_name", name) != name or not isinstance(prod, (int, float)):
-        return True, f"production {version} has no recorded {name}: no comparison", None
-    # relative to the production metric's size (R2 can be negative); a production metric of 0 compares absolutely
-    drop = (prod - metric) / (abs(prod) or 1.0)
-    limit = f"max {max_relative_drop * 100:g}%"
-    change = f"improved {-drop:.1%}" if drop < 0 else f"dropped {drop:.1%}"
-    reason = f"{name} {_fmt(metric)} {change} versus production {version} ({_fmt(prod)}), {limit}"
-    return drop <= max_relative_drop, reason, drop
-
-
-def input_schema(features: list[dict[str, Any]]) -> list[dict[str, str]]:
-    """What a client must send: each feature's name and kind (categories may grow; unseen ones are tolerated)."""
-    return [{"name": str(f["name"]), "kind": str(f["kind"])} for f in features]
-
-
-def schema_changes(features: list[dict[str, Any]], production: dict[str, Any]) -> list[str]:
-    """How the model's input columns differ from production's recorded ones (`features` in production.json);
-    [] when they match or production records none (promoted before the schema was recorded: nothing to compare)."""
-    recorded = production.get("features")
-    if not isinstance(recorded, list):
-        return []
-    old = {f["name"]: f["kind"] for f in input_schema(recorded)}
-    new = {f["name"]: f["kind"] for f in input_schema(features)}
-    removed, added = [n for n in old if n not in new], [n for n in new if n not in old]
-    changes = [f"column {n!r} was {old[n]}, now {new[n]}" for n in old if n in new and old[n] != new[n]]
-    if removed:
-        changes.append(f"column(s) {removed} no longer taken")
-    if added:
-        changes.append(f"new column(s) {added}")
-    return changes
-
-
-def _schema_reason(changes: list[str], production: dict[str, Any]) -> str:
-    version = production["version"]
-    if changes:
-        return (f"input schema differs from production {version}: {'; '.join(changes)} (its clients would get 422; "
-                "`selfheal promote --accept-schema-change` accepts it)")
-    if not isinstance(production.get("features"), list):
-        return f"production {version} records no input schema: not compared"
-    return f"input columns and types match production {version}"
-
-
-def verdict(
-    task: str,
-    scores: dict[str, float],
-    min_threshold: float,
-    max_relative_drop: float,
-    production: dict[str, Any] | None,
-    checks: Sequence[Check] = (),
-    features: list[dict[str, Any]] | None = None,
-) -> dict[str, Any]:
-    """Pass only if the gate metric meets the absolute threshold, has not dropped too far below production, every
-    further check (`against_baseline`) passed, and the model's input columns (`features`, from model.json) are
-    production's. `passed_except_schema` tells heal a good model whose inputs changed (a person decides) from a
-    bad one (rolled back)."""
+def verdict(task: str, scores: dict[str, float], min_threshold: float, checks: Sequence[Check] = ()) -> dict[str, Any]:
+    """The candidate judged on its own: the gate metric meets the absolute threshold and every further check
+    (`against_baseline`) passed. Production is not consulted: comparing with it is the gate's job in selfheal
+    (selfheal.versions.gate), so this verdict depends only on the stage's declared deps."""
     name = metric_name(task)
     metric = scores[name]
     results: list[Check] = []
@@ -159,32 +103,14 @@ def verdict(
         results.append((False, f"{name} {_fmt(metric)} below threshold {_fmt(min_threshold)}"))
     else:
         results.append((True, f"{name} {_fmt(metric)} meets threshold {_fmt(min_threshold)}"))
-
-    relative_drop = None
-    if production is None:
-        results.append((True, "no production model to compare with"))
-    elif not math.isnan(metric):
-        ok, reason, relative_drop = _against_production(name, metric, max_relative_drop, production)
-        results.append((ok, reason))
     results += checks
-    passed = all(ok for ok, _ in results)
-    changes: list[str] = []
-    if features is not None and production:
-        changes = schema_changes(features, production)
-        results.append((not changes, _schema_reason(changes, production)))
     return {
         "metric_name": name,
         "metric": metric,
         "threshold": min_threshold,
-        "max_relative_drop": max_relative_drop,
-        "passed": passed and not changes,
-        "passed_except_schema": passed,
-        "schema_changes": changes,
+        "passed": all(ok for ok, _ in results),
         "reasons": [reason for _, reason in results],
         "failures": [reason for ok, reason in results if not ok],
-        "production_version": production["version"] if production else None,
-        "production_metric": production.get("metric") if production else None,
-        "relative_drop": relative_drop,
     }
 
 

@@ -18,7 +18,7 @@ DIGITS = 6
 
 DATA_QUALITY = ("rows_in", "rows_out", "problems_before", "problems_after", "duplicates_removed")
 TRAIN = ("train_score", "n_train", "n_holdout")
-VALIDATION = ("metric", "passed", "r2", "rmse", "mae", "accuracy", "f1", "relative_drop")
+VALIDATION = ("metric", "passed", "r2", "rmse", "mae", "accuracy", "f1")
 DRIFT = ("drift_detected", "drift_score", "number_of_drifted_columns", "prediction_drift_score",
          "target_drift_score", "current_rows")
 

@@ -45,7 +45,8 @@ PREDICT_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 @dataclass(frozen=True)
 class ServiceSettings:
-    model_path: Path = workspace.MODEL
+    model_path: Path = workspace.MODEL  # the model output, relative to root, whose production version is served
+    root: Path = Path(".")  # the project: its registry names production
     params_path: Path | None = workspace.PARAMS
     max_batch_size: int = 1000
     admin_token: str | None = None  # None: admin endpoints answer loopback clients only
@@ -75,7 +76,7 @@ def _error(status: int, message: str, errors: list[dict[str, Any]] | None = None
 
 
 def create_app(settings: ServiceSettings) -> FastAPI:
-    holder = ModelHolder(settings.model_path, settings.max_batch_size)
+    holder = ModelHolder(settings.root, settings.model_path, settings.max_batch_size)
     batcher = MicroBatcher(max_rows=max(settings.max_batch_size, 256))
     metrics = Metrics()
     started = time.time()

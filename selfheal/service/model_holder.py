@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from selfheal.core import workspace
 from selfheal.core.clock import now_iso
 from selfheal.core.errors import SelfHealError
 from selfheal.pipeline import artifact
 from selfheal.service.schema import RequestSchema
+from selfheal.versions.served import production_model
 
 
 @dataclass(frozen=True)
@@ -38,25 +38,16 @@ class Snapshot:
         return self.model.pipeline.predict(frame).tolist()
 
 
-def build_snapshot(model_path: Path, max_batch_size: int, expected_md5: str | None = None) -> Snapshot:
-    """Load and check a model completely; raises SelfHealError (naming the file) on any problem.
+def build_snapshot(root: Path, model_path: Path, max_batch_size: int, expected_md5: str | None = None) -> Snapshot:
+    """Load and check production's model completely; raises SelfHealError (naming what failed) on any problem.
 
-    The bytes are checked against the hashes the project records (production.json, dvc.lock), never against
-    model.json beside them; `expected_md5` (a reload after promote or rollback) must be one of those too.
+    The bytes are production's as the registry pins them (selfheal.versions.served), never the workspace's
+    candidate; `expected_md5` (a reload after promote or rollback) must be production's md5.
     """
-    trusted = artifact.trusted_md5s(model_path)
-    if not trusted:
-        raise SelfHealError(
-            f"{model_path}: no recorded hash to verify it against (no production record in "
-            f"{model_path.parent / workspace.PRODUCTION.name}, no entry in {workspace.DVC_LOCK}): "
-            "run the pipeline (`make run`) or promote a version first"
-        )
-    if expected_md5:
-        if expected_md5 not in trusted:
-            raise SelfHealError(f"{model_path}: the expected md5 {expected_md5} is not recorded in "
-                                f"{' or '.join(sorted(set(trusted.values())))}")
-        trusted = {expected_md5: trusted[expected_md5]}
-    model = artifact.load_model(model_path, trusted=trusted)
+    served = production_model(root, model_path)
+    if expected_md5 and expected_md5 != served.md5:
+        raise SelfHealError(f"production is {served.version} (md5 {served.md5}), not the expected md5 {expected_md5}")
+    model = artifact.from_bytes(served.model, served.meta, f"{served.version}:{model_path}", served.version)
     schema = RequestSchema.from_features(model.features, max_batch_size)
     snapshot = Snapshot(model, schema, now_iso())
     try:
@@ -69,8 +60,8 @@ def build_snapshot(model_path: Path, max_batch_size: int, expected_md5: str | No
 class ModelHolder:
     """Owns the current snapshot; reloads are serialized, reads are a single attribute load."""
 
-    def __init__(self, model_path: str | Path, max_batch_size: int) -> None:
-        self.model_path = Path(model_path)
+    def __init__(self, root: str | Path, model_path: str | Path, max_batch_size: int) -> None:
+        self.root, self.model_path = Path(root), Path(model_path)
         self.max_batch_size = max_batch_size
         self.current: Snapshot | None = None
         self.last_error: str | None = None
@@ -79,12 +70,12 @@ class ModelHolder:
         self._lock = threading.Lock()
 
     def reload(self, expected_md5: str | None = None, max_batch_size: int | None = None) -> Snapshot:
-        """Install the model file's current content, or raise and keep serving the old one."""
+        """Install production's model, or raise and keep serving the old one."""
         with self._lock:
             started = time.perf_counter()
             batch = max_batch_size or self.max_batch_size
             try:
-                snapshot = build_snapshot(self.model_path, batch, expected_md5)
+                snapshot = build_snapshot(self.root, self.model_path, batch, expected_md5)
             except SelfHealError as exc:
                 self.last_error = str(exc)
                 self.reloads["failure"] += 1

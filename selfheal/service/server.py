@@ -32,7 +32,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m selfheal.service", description="Serve the production model.")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--model", default=str(workspace.MODEL), help="model file (model.json beside it)")
+    p.add_argument("--model", default=str(workspace.MODEL),
+                   help="the model output whose production version is served (model.json beside it)")
     p.add_argument("--params", default=str(workspace.PARAMS), help="params.yaml (service_recovery.max_batch_size)")
     p.add_argument("--standby", action="store_true", help="import everything, then wait for 'go' on stdin")
     return p

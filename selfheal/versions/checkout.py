@@ -71,6 +71,16 @@ def push_object(md5: str, remote: str, cwd: str | Path = ".") -> None:
         raise SelfHealError(f"dvc push of {md5} to remote '{remote}' failed")
 
 
+def verified(path: str, md5: str, source: Source, cwd: str | Path = ".", fetch: Fetch | None = None) -> bytes:
+    """One output's bytes by md5: from the DVC cache, else `source`, else (after `fetch`) the cache again."""
+    return _verified(path, md5, source, Path(cwd), [fetch])
+
+
+def from_workspace(cwd: str | Path = ".") -> Source:
+    """Files as they are in the workspace now (used only through `verified`, which checks their md5)."""
+    return lambda path: (Path(cwd) / path).read_bytes() if (Path(cwd) / path).is_file() else None
+
+
 def _verified(path: str, md5: str, source: Source, cwd: Path, fetch: list[Fetch | None]) -> bytes:
     """The output's bytes from the cache, else `source`, else the remote; always checked against `md5` (a `.dir`
     manifest against its hash without the suffix)."""
@@ -93,14 +103,13 @@ def restore_stages(
     stages: list[str],
     source: Source,
     cwd: str | Path = ".",
-    extra: dict[str, bytes] | None = None,
     last: str | None = None,
     fetch: Fetch | None = None,
 ) -> dict[str, str]:
     """Restore `stages` of `lock` (a parsed dvc.lock) into the workspace; returns {path: md5} restored.
 
-    `extra` files (e.g. models/production.json) are written after dvc.lock; `last` (an output path) is written
-    after everything else, so an interrupted restore is visible in it and a rerun completes the job.
+    `last` (an output path) is written after everything else, so an interrupted restore is visible in it and a
+    rerun completes the job.
     `fetch` downloads missing cache objects from the DVC remote (called at most once).
     """
     cwd = Path(cwd)
@@ -134,8 +143,6 @@ def restore_stages(
     for directory in dirs:
         _prune(cwd / directory, {cwd / p for p in staged})
     _merge_lock(cwd / workspace.DVC_LOCK, {s: lock[s] for s in stages})
-    for path, data in (extra or {}).items():
-        atomic.write_bytes(cwd / path, data)
     if last in staged:
         atomic.write_bytes(cwd / last, staged[last][0])
     return {**{path: md5 for path, (_, md5) in staged.items()}, **dirs}

@@ -16,12 +16,13 @@ from __future__ import annotations
 import json
 import re
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from selfheal.core import atomic, workspace
+from selfheal.core import workspace
 from selfheal.core.errors import SelfHealError
 from selfheal.versions import vcs
 
@@ -147,9 +148,18 @@ def next_version(known: list[Version]) -> str:
 
 
 def shared_remote(cwd: str | Path = ".") -> str | None:
-    """The git remote holding the shared registry: `origin`, else the only remote; None without remotes."""
-    names = vcs.git("remote", cwd=cwd).split()
-    return "origin" if "origin" in names else (names[0] if len(names) == 1 else None)
+    """The git remote that holds the shared registry, when the user configured one (`registry.remote` in
+    selfheal.yaml); None otherwise: then tags stay in this clone and nothing is pushed to any git remote."""
+    from selfheal.core import project
+
+    path = Path(cwd) / project.PROJECT_FILE
+    remote = project.load(path).registry.remote if path.is_file() else None
+    if remote is None:
+        return None
+    if remote not in vcs.git("remote", cwd=cwd).split():
+        raise SelfHealError(f"{project.PROJECT_FILE}: registry.remote {remote!r} is not a git remote of this "
+                            f"repository (`git remote -v` lists them)")
+    return remote
 
 
 def sync(remote: str, cwd: str | Path = ".", artifact: str = ARTIFACT, stage: str = STAGE) -> None:
@@ -192,12 +202,13 @@ def register(name: str, commit: str, meta: dict[str, Any], cwd: str | Path = "."
 
 
 def assign_production(version: Version, reason: str, cwd: str | Path = ".", remote: str | None = None,
-                      stage: str = STAGE) -> bool:
+                      stage: str = STAGE, judge: Callable[[Version | None], Any] | None = None) -> bool:
     """Record `version` entering production (a GTO `stage` assignment), unless it is already the latest one;
     True when a new assignment tag was written.
 
-    With `remote`, the counter is claimed there: a runner that loses it reads the remote's history again, and
-    stands down when the winner assigned the same version."""
+    With `remote`, the counter is claimed there: a runner that loses it reads the remote's history again, stands
+    down when the winner assigned the same version, and otherwise calls `judge` with the production the winner
+    assigned (it raises when `version` no longer passes against it) before claiming the next counter."""
     meta = {"version": version.name, "reason": reason, "host": socket.gethostname()}
     message = (f"Assigning stage {stage} to artifact {version.artifact} version {version.name}\n\n"
                f"{json.dumps(meta, indent=2)}")
@@ -208,16 +219,37 @@ def assign_production(version: Version, reason: str, cwd: str | Path = ".", remo
         counter = max((a.counter for a in history), default=0) + 1
         if _claim(f"{version.artifact}#{stage}#{counter}", message, version.commit, remote, cwd):
             return True
+        if judge is not None:
+            judge(production(cwd, version.artifact, stage))
     raise SelfHealError(f"could not claim a production assignment on git remote {remote!r} in {CLAIM_TRIES} tries")
 
 
-def production(path: str | Path = workspace.PRODUCTION) -> dict[str, Any] | None:
-    """The production record (models/production.json), or None when nothing was promoted yet."""
-    try:
-        record = atomic.read_json(path)
-    except ValueError as exc:
-        raise SelfHealError(f"{path}: not valid JSON ({exc}); restore it with `git checkout -- {path}`") from None
-    return record if isinstance(record, dict) and record.get("version") else None
+def production(cwd: str | Path = ".", artifact: str = ARTIFACT, stage: str = STAGE,
+               known: list[Version] | None = None) -> Version | None:
+    """Production: the version named by the latest `<artifact>#<stage>#N` assignment, whoever made it (selfheal
+    or a person with `gto assign`); None before the first assignment."""
+    history = assignments(cwd, artifact, stage)
+    if not history:
+        return None
+    by_name = {v.name: v for v in (known if known is not None else versions(cwd, artifact))}
+    return by_name.get(history[-1].version)
+
+
+def record(version: Version, cwd: str | Path = ".", model: str = str(workspace.MODEL),
+           stage: str = "train") -> dict[str, Any]:
+    """What the registry knows of a version as one mapping: its tag's metadata, its name, and the md5s of the
+    model (and the model's metadata file) its commit's dvc.lock pins - so a version GTO registered without
+    metadata is recognised by its bytes too."""
+    pinned = vcs.hashes(vcs.parse_lock(vcs.show(version.commit, workspace.DVC_LOCK, cwd)).get(stage) or {})
+    meta_path = str(Path(model).with_suffix(".json"))
+    return {**version.meta, "version": version.name, "tag": version.tag, "commit": version.commit,
+            "md5": version.md5 or pinned.get(model), "meta_md5": pinned.get(meta_path)}
+
+
+def production_record(cwd: str | Path = ".", known: list[Version] | None = None) -> dict[str, Any] | None:
+    """Production's `record`, or None before the first promotion."""
+    version = production(cwd, known=known)
+    return record(version, cwd) if version else None
 
 
 def mlflow_alias(version: Version, cwd: str | Path = ".") -> str | None:

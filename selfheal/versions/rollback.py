@@ -1,8 +1,9 @@
 """Roll production back to a registered version: a checkout of that revision's model and its metrics.
 
 What is restored: the `train` and `validate` stages of the version's dvc.lock (model.joblib, model.json, the
-drift reference, the holdout, metrics/train.json, the verdict metrics/records/validation.json and its plots) and its
-models/production.json - each file's bytes verified against the md5 that revision recorded. Nothing is retrained.
+drift reference, the holdout, metrics/train.json, the verdict metrics/records/validation.json and its plots) -
+each file's bytes verified against the md5 that revision recorded - and the version is assigned production in
+the registry. Nothing is retrained.
 What is not: the data stages (fix_data, monitor) keep describing your current inputs, and params.yaml stays
 yours, so `dvc status` afterwards says honestly where the workspace differs from the restored version.
 The failed candidate is kept in the DVC cache (and pushed to the default remote); the rollback log names it.
@@ -30,14 +31,13 @@ class NothingToRestore(SelfHealError):
 
 
 def choose_target(bad_md5: str | None, known: list[Version], history: list[registry.Assignment],
-                  production: dict[str, Any] | None, rejected: frozenset[str] | set[str] = frozenset()
-                  ) -> Version | None:
-    """The last good production version that is not the bad model: production itself when the bad model is a
-    new candidate, else the version production held before (walking the assignment history back). A version an
-    earlier rollback `rejected` is never chosen: two rollbacks in a row must not bring it back."""
+                  rejected: frozenset[str] | set[str] = frozenset()) -> Version | None:
+    """The last good production version that is not the bad model: production (the latest assignment) when the
+    bad model is a new candidate, else the version production held before (walking the assignment history
+    back). A version an earlier rollback `rejected` is never chosen: two rollbacks in a row must not bring it
+    back."""
     by_name = {v.name: v for v in known}
-    names = [production["version"]] if production else []
-    names += [a.version for a in reversed(history)] + [v.name for v in reversed(known)]
+    names = [a.version for a in reversed(history)] + [v.name for v in reversed(known)]
     for name in names:
         v = by_name.get(name)
         if v and v.md5 != bad_md5 and v.name not in rejected:
@@ -71,16 +71,10 @@ def failure_reason(validation: dict[str, Any]) -> str:
 
 
 def restore(target: Version, cwd: str | Path = ".") -> dict[str, str]:
-    """Check out `target`'s model stages and production record; returns the restored {path: md5}."""
+    """Check out `target`'s model stages; returns the restored {path: md5}."""
     lock = vcs.parse_lock(vcs.show(target.commit, workspace.DVC_LOCK, cwd))
-    prod = vcs.show(target.commit, workspace.PRODUCTION, cwd)
-    if prod is None:
-        raise SelfHealError(f"{target.tag}: its revision has no {workspace.PRODUCTION}; nothing was changed")
-    restored = restore_stages(
-        lock, STAGES, from_revision(target.commit, cwd), cwd,
-        extra={str(workspace.PRODUCTION): prod}, last=str(workspace.VALIDATION),
-        fetch=lambda: fetch_revision(target.commit, cwd),
-    )
+    restored = restore_stages(lock, STAGES, from_revision(target.commit, cwd), cwd, last=str(workspace.VALIDATION),
+                              fetch=lambda: fetch_revision(target.commit, cwd))
     model_md5 = restored.get(str(workspace.MODEL))
     if model_md5 is None or atomic.md5_file(Path(cwd) / workspace.MODEL) != target.md5:
         raise SelfHealError(f"{workspace.MODEL}: after restoring {target.tag} its md5 is not the registered {target.md5}")
@@ -126,7 +120,9 @@ def rollback(
                 return None
             reason = f"Model accuracy {current_metric:.2f} below threshold {threshold:.2f}"
         elif reason is None:
-            validation = atomic.read_json(cwd / workspace.VALIDATION)
+            from selfheal.versions.promote import candidate_verdict
+
+            validation = candidate_verdict(cwd, registry.production_record(cwd, known))
             if validation is None:
                 raise SelfHealError(f"{workspace.VALIDATION}: not found; run `dvc repro` first (or pass --version)")
             if validation.get("passed"):
@@ -136,8 +132,7 @@ def rollback(
             bad_md5 = validation.get("model_md5") or bad_md5
             reason = failure_reason(validation)
         rejected = rejected_versions(cwd)
-        target = choose_target(bad_md5, known, registry.assignments(cwd),
-                               workspace.read_production(cwd / workspace.PRODUCTION), rejected)
+        target = choose_target(bad_md5, known, registry.assignments(cwd), rejected)
     failed = registry.by_md5(bad_md5, known)
     details = {
         "failed_version": failed.name if failed else (f"candidate-{bad_md5[:12]}" if bad_md5 else None),

@@ -17,7 +17,7 @@ import pytest
 from selfheal.core import audit, workspace
 from selfheal.healing import guard
 from selfheal.versions import registry, vcs
-from tests.heal_support import env, model_md5, read, run, selfheal
+from tests.heal_support import env, model_md5, production_of, read, run, selfheal
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,12 +70,12 @@ def test_heal_rolls_a_failed_candidate_back(bad_candidate: Path, workdir) -> Non
 
 def test_heal_restores_a_deleted_model_from_production(promoted: Path, workdir) -> None:
     repo = workdir(promoted)
-    production = read(repo, "models/production.json")
+    production = production_of(repo)
     (repo / "models/model.joblib").unlink()
     assert "gate      restore  " in selfheal("heal", "--plan", cwd=repo).stdout
     out = selfheal("heal", cwd=repo).stdout
     assert "models/model.joblib is missing: restore production v0.0.1" in out
-    assert model_md5(repo) == production["md5"] and read(repo, "models/production.json") == production
+    assert model_md5(repo) == production["md5"] and production_of(repo) == production
     (entry,) = audit.entries(workspace.ROLLBACK_LOG)
     assert (entry["action"], entry["success"], entry["version_restored"], entry["failed_md5"]) == (
         "auto_rollback", True, "v0.0.1", None)
@@ -191,10 +191,10 @@ def test_heal_killed_during_a_rollback_leaves_a_good_model_and_valid_logs(bad_ca
         assert _heal_killed_at(bad_candidate, repo, n).returncode == -9
         all_logs_valid(repo)
         assert model_md5(repo) in (candidate, production), n  # a whole model, never a torn file
-        assert read(repo, "models/production.json")["md5"] == production, n
+        assert production_of(repo)["md5"] == production, n
         selfheal("heal", cwd=repo)  # the next heal finishes the job
         assert model_md5(repo) == production and read(repo, "metrics/validation.json")["passed"] is True, n
-        assert read(repo, "models/production.json")["version"] == "v0.0.2"
+        assert production_of(repo)["version"] == "v0.0.2"
         all_logs_valid(repo)
 
 
@@ -205,15 +205,14 @@ def test_heal_killed_during_a_promotion_is_finished_by_the_next_heal(built_proje
         assert _heal_killed_at(built_project, repo, n).returncode == -9
         all_logs_valid(repo)
         assert model_md5(repo) == candidate, n
-        assert read(repo, "models/production.json").get("md5") in (None, candidate), n
+        assert production_of(repo).get("md5") in (None, candidate), n
         selfheal("heal", cwd=repo)
         versions = registry.versions(repo)
         assert [(v.name, v.md5) for v in versions] == [("v0.0.1", candidate)], n
-        assert read(repo, "models/production.json")["version"] == "v0.0.1"
+        assert production_of(repo)["version"] == "v0.0.1"
         assert registry.assignments(repo)[-1].version == "v0.0.1"
         assert json.loads(run(["dvc", "status", "--json"], repo).stdout) == {}, n
-        committed = ["dvc.lock", "params.yaml", "models/production.json", "metrics/validation.json",
-                     "metrics/records/validation.json"]
+        committed = ["dvc.lock", "params.yaml", "metrics/validation.json", "metrics/records/validation.json"]
         assert vcs.git("status", "--porcelain", "--", *committed, cwd=repo) == "", n
         all_logs_valid(repo)
 
@@ -236,7 +235,7 @@ def test_heal_recovers_a_crashed_service(promoted: Path, workdir) -> None:
         assert "service   recover" in selfheal("heal", "--plan", cwd=repo).stdout
         proc = selfheal("heal", cwd=repo)
         assert "heal: service: done" in proc.stdout
-        assert wait_status(url_of(port), timeout=5)["model_md5"] == read(repo, "models/production.json")["md5"]
+        assert wait_status(url_of(port), timeout=5)["model_md5"] == production_of(repo)["md5"]
         assert audit.entries(workspace.RECOVERY_LOG)[-1]["success"] is True
     finally:
         stop_all(repo)

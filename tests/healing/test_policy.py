@@ -87,8 +87,11 @@ def test_first_model_is_promoted_when_nothing_is_in_production() -> None:
 
 
 def test_interrupted_promotion_is_finished() -> None:
-    assert actions(replace(HEALTHY, registered_md5s=frozenset()))["gate"] == "promote"
-    assert actions(replace(HEALTHY, production_tagged=False))["gate"] == "promote"
+    # registered (its version tag written) but never assigned production: production is still the older version
+    older = {**PROD, "version": "v0.0.1", "md5": "o" * 32}
+    obs = replace(HEALTHY, production=older, registered_md5s=frozenset({"o" * 32, "p" * 32}))
+    decision = next(d for d in plan(obs, params()) if d.step == "gate")
+    assert decision.action == "promote" and "registered earlier" in decision.reason
 
 
 def test_stale_validation_is_reported_not_acted_on() -> None:

@@ -16,6 +16,7 @@ from selfheal.ops import faults, sandbox
 from selfheal.ops.drill import classify, markdown
 from selfheal.ops.faults import Fault, Project
 from selfheal.ops.sandbox import run
+from tests.heal_support import production_of
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,7 +25,7 @@ SUBSET = "missing_values,corrupted_model_file,invalid_params_value"
 
 def _really_good(copy: Path) -> None:
     """Production is a git-tagged version whose recorded md5 is the model file's; the clean data is clean."""
-    production = json.loads((copy / "models/production.json").read_text())
+    production = production_of(copy)
     message = subprocess.run(["git", "tag", "-l", "--format=%(contents)", f"model@{production['version']}"],
                              cwd=copy, capture_output=True, text=True, check=True).stdout
     tagged = json.loads(message[message.index("{"):])["md5"]
@@ -58,7 +59,7 @@ def test_quick_drill_on_a_subset_scores_and_heals_for_real(tmp_path: Path) -> No
     assert "Auto-fix success rate: 100.0 %" in text
     # the user's workspace was not touched: no versions, no production, no logs
     assert not run(["git", "tag"], project).stdout.strip()
-    assert json.loads((project / "models/production.json").read_text())["version"] is None
+    assert production_of(project) == {}
     assert not (project / "monitoring").exists()
 
 

@@ -205,7 +205,7 @@ def test_main_workflow_heals_and_commits_back_what_heal_changed() -> None:
     heal = next(i for i, r in enumerate(runs) if r.strip() == "selfheal heal")
     commit = next(i for i, r in enumerate(runs) if "git push --follow-tags" in r)
     assert heal < commit and "always()" in steps[commit]["if"]
-    for path in ("dvc.lock", "models/production.json", "models/rollback_log.json", "monitoring/*.json",
+    for path in ("dvc.lock", "models/rollback_log.json", "monitoring/*.json",
                  ".github/triggers/retraining_log.json"):
         assert path in runs[commit], path
     # tests never read data/raw: no "fix the data, then retest" retry

@@ -36,13 +36,16 @@ def test_round_trip_records_the_dvc_md5(saved: tuple[Path, str]) -> None:
     assert loaded.version == md5[:12]  # nothing registered: the md5 prefix names it
 
 
-def test_version_is_the_registered_one_only_for_production_bytes(saved: tuple[Path, str]) -> None:
+def test_from_bytes_names_the_registered_version(saved: tuple[Path, str]) -> None:
     path, md5 = saved
-    production = path.parent / "production.json"
-    production.write_text(json.dumps({"version": "v0.0.3", "md5": md5}))
-    assert artifact.load_model(path).version == "v0.0.3"
-    production.write_text(json.dumps({"version": "v0.0.2", "md5": "0" * 32}))
-    assert artifact.load_model(path).version == md5[:12]
+    meta = artifact.meta_path_for(path).read_bytes()
+    loaded = artifact.from_bytes(path.read_bytes(), meta, "model@v0.0.3", "v0.0.3")
+    assert (loaded.version, loaded.md5) == ("v0.0.3", md5)
+    assert loaded.pipeline.predict(pd.DataFrame({"x": [1.0]}))[0] == pytest.approx(3.0)
+    with pytest.raises(SelfHealError, match=r"model@v0\.0\.3: cannot load the model"):
+        artifact.from_bytes(b"not a model", meta, "model@v0.0.3")
+    with pytest.raises(SelfHealError, match="not valid JSON"):
+        artifact.from_bytes(path.read_bytes(), b"{", str(path))
 
 
 def test_wrong_or_corrupt_bytes_are_refused(saved: tuple[Path, str]) -> None:

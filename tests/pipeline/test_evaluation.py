@@ -1,4 +1,4 @@
-"""The model gate: scores, the verdict and its reasons, the production record, and the validate stage."""
+"""The validate stage's judgement: scores, the candidate's own verdict and its reasons, and the stage itself."""
 
 from __future__ import annotations
 
@@ -16,12 +16,11 @@ from selfheal.core.config import parse_params
 from selfheal.core.errors import ConfigError
 from selfheal.ops.sandbox import run_stage
 from selfheal.pipeline import artifact
-from selfheal.pipeline.evaluation import against_baseline, input_schema, plot_frames, schema_changes, score, verdict
+from selfheal.pipeline.evaluation import against_baseline, plot_frames, score, verdict
 from selfheal.pipeline.synth import TARGET, make_housing
 from selfheal.pipeline.training import train
 
 ROOT = Path(__file__).resolve().parents[2]
-PROD_V3 = {"version": "v3", "metric_name": "r2", "metric": 0.81, "md5": "0" * 32}
 
 
 def test_regression_scores() -> None:
@@ -35,53 +34,21 @@ def test_classification_scores_use_macro_f1_on_any_labels() -> None:
     assert s == pytest.approx({"accuracy": 0.75, "f1": (0.8 + 2 / 3) / 2, "n": 4})
 
 
-def test_pass_without_production_explains_itself() -> None:
-    v = verdict("regression", {"r2": 0.8123}, 0.70, 0.05, None)
+def test_the_verdict_judges_the_candidate_on_its_own_and_explains_itself() -> None:
+    v = verdict("regression", {"r2": 0.8123}, 0.70)
     assert v["passed"] is True and v["metric_name"] == "r2" and v["metric"] == 0.8123 and v["threshold"] == 0.70
-    assert v["reasons"] == ["r2 0.812 meets threshold 0.700", "no production model to compare with"]
-    assert v["production_version"] is None and v["production_metric"] is None
+    assert v["reasons"] == ["r2 0.812 meets threshold 0.700"] and v["failures"] == []
+    assert not any("production" in key for key in v)  # comparing with production is the gate's (versions.gate)
 
 
 def test_below_threshold_fails() -> None:
-    v = verdict("regression", {"r2": 0.62}, 0.70, 0.05, None)
+    v = verdict("regression", {"r2": 0.62}, 0.70)
     assert v["passed"] is False
     assert v["reasons"][0] == "r2 0.620 below threshold 0.700"
 
 
-def test_relative_drop_versus_production_fails_even_above_threshold() -> None:
-    v = verdict("regression", {"r2": 0.74}, 0.70, 0.05, PROD_V3)
-    assert v["passed"] is False
-    assert v["reasons"] == [
-        "r2 0.740 meets threshold 0.700",
-        "r2 0.740 dropped 8.6% versus production v3 (0.810), max 5%",
-    ]
-    assert v["production_version"] == "v3" and v["production_metric"] == 0.81
-    assert v["relative_drop"] == pytest.approx(0.07 / 0.81)
-
-
-@pytest.mark.parametrize(("metric", "change"), [(0.80, "dropped 1.2%"), (0.85, "improved 4.9%")])
-def test_small_drop_or_improvement_versus_production_passes(metric: float, change: str) -> None:
-    v = verdict("regression", {"r2": metric}, 0.70, 0.05, PROD_V3)
-    assert v["passed"] is True
-    assert v["reasons"][1] == f"r2 {metric:.3f} {change} versus production v3 (0.810), max 5%"
-
-
-def test_classification_gate_uses_accuracy() -> None:
-    prod = {"version": "v1", "metric_name": "accuracy", "metric": 0.9}
-    v = verdict("classification", {"accuracy": 0.88, "f1": 0.5}, 0.7, 0.05, prod)
-    assert v["passed"] is True and v["metric_name"] == "accuracy"
-    assert v["reasons"][1] == "accuracy 0.880 dropped 2.2% versus production v1 (0.900), max 5%"
-
-
-def test_production_scored_by_another_metric_is_not_compared() -> None:
-    prod = {"version": "v1", "metric_name": "accuracy", "metric": 0.95}
-    v = verdict("regression", {"r2": 0.75}, 0.7, 0.05, prod)
-    assert v["passed"] is True
-    assert v["reasons"][1] == "production v1 has no recorded r2: no comparison"
-
-
 def test_undefined_metric_fails() -> None:
-    v = verdict("regression", {"r2": math.nan, "n": 1}, 0.7, 0.05, None)
+    v = verdict("regression", {"r2": math.nan, "n": 1}, 0.7)
     assert v["passed"] is False and v["reasons"][0] == "r2 is undefined on 1 holdout row(s)"
 
 
@@ -95,14 +62,14 @@ def test_plot_frames() -> None:
 
 
 def test_validate_stage_records_a_failed_verdict_and_exits_zero(tmp_path: Path) -> None:
-    """A model worse than production: the stage writes the verdict and its plots, and leaves acting to heal."""
+    """A model below the threshold: the stage writes the verdict and its plots, and leaves acting to heal."""
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["model_validation"]["min_accuracy_threshold"] = 0.99
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     pipeline, meta, _, holdout = train(make_housing(1000, seed=5), parse_params(raw))
     md5 = artifact.save_model(pipeline, meta, tmp_path / workspace.MODEL)
     (tmp_path / workspace.HOLDOUT).parent.mkdir(parents=True)
     holdout.to_parquet(tmp_path / workspace.HOLDOUT, index=False)
-    (tmp_path / "models/production.json").write_text(json.dumps({**PROD_V3, "metric": 0.99}))
 
     proc = run_stage("validate", tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -110,8 +77,7 @@ def test_validate_stage_records_a_failed_verdict_and_exits_zero(tmp_path: Path) 
     assert result["passed"] is False and result["task"] == "regression" and result["metric_name"] == "r2"
     assert result["metric"] == result["r2"] > 0.6 and result["rmse"] > 0 and result["mae"] > 0
     assert result["n_holdout"] == 200 and result["model_md5"] == md5
-    assert (result["production_version"], result["production_metric"]) == ("v3", 0.99)
-    assert "versus production v3 (0.990), max 5%" in result["reasons"][1]
+    assert result["failures"][0].endswith("below threshold 0.990")
     assert proc.stdout.startswith("validate: FAILED: r2 ")
     predictions = pd.read_csv(tmp_path / "metrics/plots/predictions.csv")
     residuals = pd.read_csv(tmp_path / "metrics/plots/residuals.csv")
@@ -131,7 +97,7 @@ def test_constant_target_fails_even_with_a_perfect_r2() -> None:
     s = score("regression", y, y)
     assert s["r2"] == 1.0  # what let the degenerate model through
     checks, fields = against_baseline("regression", y, y, 0.1)
-    v = verdict("regression", s, 0.70, 0.05, PROD_V3, checks)
+    v = verdict("regression", s, 0.70, checks)
     assert v["passed"] is False
     assert v["failures"] == ["the target has no variance on the holdout (every value 2.5): nothing to learn"]
     assert fields["baseline_gain"] is None
@@ -182,37 +148,3 @@ def test_min_baseline_gain_is_a_validated_param() -> None:
     assert yaml.safe_load((ROOT / "params.yaml").read_text())["model_validation"]["min_baseline_gain"] == 0.1
     with pytest.raises(ConfigError, match="min_baseline_gain"):
         parse_params({"model_validation": {"min_baseline_gain": 2}})
-
-
-# --- the input schema versus production's (issue 10) ---
-
-FEATURES = [{"name": "a", "kind": "numeric"}, {"name": "b", "kind": "numeric"}, {"name": "c", "kind": "categorical",
-                                                                                 "categories": ["x", "y"]}]
-
-
-def test_schema_changes_name_each_difference() -> None:
-    prod = {**PROD_V3, "features": input_schema(FEATURES)}
-    assert "categories" not in prod["features"][2]  # categories may grow: not part of the schema
-    assert schema_changes(FEATURES, prod) == []
-    new = [{"name": "a", "kind": "categorical", "categories": ["1"]}, {"name": "bb", "kind": "numeric"}, FEATURES[2]]
-    assert schema_changes(new, prod) == [
-        "column 'a' was numeric, now categorical", "column(s) ['b'] no longer taken", "new column(s) ['bb']"]
-
-
-def test_schema_change_fails_the_gate_but_says_the_model_is_otherwise_good() -> None:
-    prod = {**PROD_V3, "features": input_schema(FEATURES)}
-    new = [{**FEATURES[0], "kind": "categorical"}, *FEATURES[1:]]
-    v = verdict("regression", {"r2": 0.82}, 0.70, 0.05, prod, [], new)
-    assert v["passed"] is False and v["passed_except_schema"] is True
-    assert v["schema_changes"] == ["column 'a' was numeric, now categorical"]
-    (failure,) = v["failures"]
-    assert failure.startswith("input schema differs from production v3: column 'a' was numeric, now categorical")
-    assert "--accept-schema-change" in failure
-    same = verdict("regression", {"r2": 0.82}, 0.70, 0.05, prod, [], FEATURES)
-    assert same["passed"] is True and same["reasons"][-1] == "input columns and types match production v3"
-
-
-def test_production_recorded_before_the_schema_is_not_compared() -> None:
-    v = verdict("regression", {"r2": 0.82}, 0.70, 0.05, PROD_V3, [], FEATURES)
-    assert v["passed"] is True and v["schema_changes"] == []
-    assert v["reasons"][-1] == "production v3 records no input schema: not compared"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -188,7 +187,6 @@ def stage_dir(tmp_path: Path, data: pd.DataFrame, **train_params: Any) -> Path:
     clean.parent.mkdir(parents=True)
     data.to_parquet(clean, index=False)
     (tmp_path / "models").mkdir()
-    shutil.copy(ROOT / "models" / "production.json", tmp_path / "models")
     return tmp_path
 
 

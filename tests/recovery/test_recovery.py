@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -99,9 +100,14 @@ def test_crash_and_hang_are_detected_and_recovered(workdir: Path, models: dict[s
 
 
 def test_unhealthy_service_escalates_then_alerts_and_a_reload_fixes_it(workdir: Path, models: dict[str, Path]) -> None:
-    """No model: 503. auto tries cache, config, then a restart (still 503): alert, exit 1. With the model back,
-    the first step (cache: reload the model) is enough and the process is not restarted."""
+    """Production's bytes lost (DVC cache and workspace, no remote): 503. auto tries cache, config, then a restart
+    (still 503): alert, exit 1. With the bytes back, the first step (cache: reload the model) is enough and the
+    process is not restarted."""
+    from selfheal.versions import vcs
+
     project = make_project(workdir, models["a"], FAST)
+    md5 = hashlib.md5((models["a"] / "model.joblib").read_bytes()).hexdigest()
+    vcs.cache_path(md5, project).unlink()
     (project / "models" / "model.joblib").unlink()
     port = free_port()
     url = url_of(port)
@@ -114,10 +120,10 @@ def test_unhealthy_service_escalates_then_alerts_and_a_reload_fixes_it(workdir: 
                                                                    ("process", False)]
     (alert,) = log(project, "monitoring/alerts.json")
     assert alert["kind"] == "service_recovery_exhausted" and alert["attempts"] == 3
-    assert "no model" in alert["reason"]
+    assert f"no copy with the recorded md5 {md5}" in alert["reason"]
 
     restarted = service_pid(project)
-    use_model(project, models["a"])
+    use_model(project, models["a"])  # the bytes are back (a rollback's checkout)
     out = run_cli(project, "recover", "--service-url", url)
     assert out.returncode == 0, out.stdout + out.stderr
     assert [(e["method"], e["success"]) for e in log(project)][-1] == ("cache", True)

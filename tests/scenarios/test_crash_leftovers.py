@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from selfheal.core.atomic import PAUSE_ENV, md5_file
-from tests.heal_support import env, model_md5, read, selfheal
+from tests.heal_support import env, model_md5, production_of, selfheal
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +42,7 @@ def log(repo: Path, rel: str) -> list[dict]:
 
 def test_a_killed_rollback_and_a_killed_write_are_settled_by_the_next_heal(bad_candidate: Path, workdir) -> None:
     repo = workdir(bad_candidate)
-    good = read(repo, "models/production.json")["md5"]
+    good = production_of(repo)["md5"]
     assert model_md5(repo) != good
 
     kill_at("rollback:restored", "rollback", cwd=repo)

@@ -23,7 +23,7 @@ from selfheal.core.atomic import md5_file
 from selfheal.pipeline.checks import infer_schema, read_csv_checked, validate
 from selfheal.pipeline.synth import inject_faults, make_current, make_housing
 from selfheal.versions import registry
-from tests.heal_support import model_md5, read, run, selfheal
+from tests.heal_support import model_md5, production_of, read, run, selfheal
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # two dvc repro runs each, on shared cores
 ROWS = 3000  # tests/conftest.py SMALL_SYNTH
@@ -110,7 +110,7 @@ def test_exp_apply_then_forced_retrain_undoes_cleanly_and_failures_keep_the_cool
     run(["dvc", "exp", "run", "--name", "tiny", "-S", "train.hist_gradient_boosting.max_iter=1"], repo)
     run(["dvc", "exp", "apply", "tiny"], repo)
     assert not (repo / workspace.DRIFT_REPORT).exists()  # what `dvc exp apply` does to an uncached output
-    production, raw = read(repo, "models/production.json"), md5_file(repo / RAW)
+    production, raw = production_of(repo), md5_file(repo / RAW)
 
     proc = selfheal("retrain", "--force", cwd=repo, check=False)
     assert proc.returncode == 1 and "nothing was changed" not in proc.stdout + proc.stderr

@@ -21,7 +21,7 @@ from selfheal.pipeline.artifact import load_model
 from selfheal.pipeline.synth import make_current, make_housing
 from selfheal.pipeline.training import predict
 from selfheal.versions import registry
-from tests.heal_support import model_md5, read, run, selfheal, set_max_iter
+from tests.heal_support import model_md5, production_of, read, run, selfheal, set_max_iter
 from tests.scenarios.test_heal_scenarios import ROWS, write_csv
 
 pytestmark = pytest.mark.slow
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.slow
 
 def test_constant_target_model_is_refused_and_production_keeps_serving(promoted: Path, workdir) -> None:
     repo = workdir(promoted)
-    production = read(repo, "models/production.json")
+    production = production_of(repo)
     write_csv(repo / "data/raw/housing.csv", make_housing(ROWS, 42).assign(MedHouseVal=2.5))
     proc = selfheal("heal", cwd=repo, check=False)
 
@@ -52,18 +52,44 @@ def _changed_schema(df):
 
 
 def test_schema_change_is_not_promoted_automatically_until_a_person_accepts_it(promoted: Path, workdir) -> None:
+    import os
+    import signal
+
+    import psutil
+    import requests
+
+    from selfheal.ops.sandbox import set_params
+    from tests.servicekit import free_port, service_pid, start_service, stop_all, url_of, wait_status
+
     repo = workdir(promoted)
-    production = read(repo, "models/production.json")
-    assert {"name": "HouseAge", "kind": "numeric"} in production["features"]  # recorded at promotion
+    production = production_of(repo)
+    recorded = registry.production_record(repo)
+    assert recorded is not None and {"name": "HouseAge", "kind": "numeric"} in recorded["features"]
+    old_client = make_housing(5, 7).drop(columns=["MedHouseVal"]).iloc[0].to_dict()
+    port = free_port()
+    set_params(repo, service_recovery={"service_url": url_of(port), "backoff_seconds": 0.1, "warm_standby": False})
     write_csv(repo / "data/raw/housing.csv", _changed_schema(make_housing(ROWS, 42)))
     write_csv(repo / "data/current/housing.csv", _changed_schema(make_current(800, 0.0, 42)))
-
-    proc = selfheal("heal", cwd=repo, check=False)
-    assert proc.returncode == 1, proc.stdout
+    try:
+        start_service(repo, port)
+        wait_status(url_of(port))
+        proc = selfheal("heal", cwd=repo, check=False)
+        assert proc.returncode == 1, proc.stdout
+        assert model_md5(repo) != production["md5"]  # the unpromoted candidate is in the workspace
+        os.kill(service_pid(repo), signal.SIGKILL)  # the service crashes; recovery restarts it
+        selfheal("recover", "--method", "process", cwd=repo)
+        assert wait_status(url_of(port), timeout=30)["model_md5"] == production["md5"]  # production, not the candidate
+        answer = requests.post(url_of(port) + "/predict", json=old_client, timeout=10)
+        assert answer.status_code == 200 and answer.json()["model_md5"] == production["md5"]
+        service = psutil.Process(service_pid(repo))
+        service.terminate()  # the operator stops it (SIGTERM): heal leaves a stopped service alone
+        service.wait(30)
+    finally:
+        stop_all(repo)
     assert "column 'HouseAge' was numeric, now categorical" in proc.stdout
     assert "column(s) ['AveRooms'] no longer taken" in proc.stdout and "new column(s) ['rooms']" in proc.stdout
     assert "--accept-schema-change" in proc.stdout
-    assert read(repo, "models/production.json") == production
+    assert production_of(repo) == production
     assert [v.name for v in registry.versions(repo)] == ["v0.0.1"]
     (alert,) = audit.entries(workspace.ALERTS_LOG)
     assert alert["kind"] == "heal_escalation_model" and "HouseAge" in alert["reason"]
@@ -73,14 +99,15 @@ def test_schema_change_is_not_promoted_automatically_until_a_person_accepts_it(p
     assert "input schema differs from production v0.0.1" in refused.stderr
 
     selfheal("promote", "--accept-schema-change", cwd=repo)
-    now = read(repo, "models/production.json")
-    assert now["version"] == "v0.0.2" and now["md5"] == model_md5(repo)
+    now = registry.production_record(repo)
+    assert now is not None and now["version"] == "v0.0.2" and now["md5"] == model_md5(repo)
+    assert production_of(repo) == {"version": "v0.0.2", "md5": now["md5"]}
     assert {"name": "HouseAge", "kind": "categorical"} in now["features"]
     assert {"name": "rooms", "kind": "numeric"} in now["features"]
     promoted_entry = audit.entries(workspace.HEAL_LOG)[-1]
     assert promoted_entry["action"] == "promote" and "--accept-schema-change" in promoted_entry["reason"]
     assert "column 'HouseAge' was numeric, now categorical" in promoted_entry["accepted_schema_change"]
-    assert read(repo, "metrics/records/validation.json")["passed"] is True  # validated again against its own record
+    assert read(repo, "metrics/records/validation.json")["passed"] is True  # its own verdict never depended on production
     after = selfheal("heal", cwd=repo)
     assert "heal: healthy" in after.stdout
 
@@ -109,10 +136,10 @@ def test_no_promotion_while_drift_cannot_be_measured(promoted: Path, workdir) ->
     proc = selfheal("heal", cwd=repo, check=False)
     assert proc.returncode == 1 and "heal: healthy" not in proc.stdout
     assert "describes model" in proc.stdout and "not promoted until drift is measured" in proc.stdout
-    assert read(repo, "models/production.json")["version"] == "v0.0.1"
+    assert production_of(repo)["version"] == "v0.0.1"
     assert [v.name for v in registry.versions(repo)] == ["v0.0.1"]
 
     batch.write_bytes(saved)  # monitoring works again: drift is measured, then the candidate is promoted
     proc = selfheal("heal", cwd=repo)
     assert read(repo, "metrics/records/drift.json")["model_md5"] == model_md5(repo)
-    assert read(repo, "models/production.json")["version"] == "v0.0.2"
+    assert production_of(repo)["version"] == "v0.0.2"

@@ -20,7 +20,7 @@ from selfheal.core import audit, workspace
 from selfheal.core.atomic import atomic_write, md5_file
 from selfheal.pipeline.synth import inject_faults, make_current, make_housing
 from selfheal.versions import registry, vcs
-from tests.heal_support import model_md5, read, run, selfheal, set_max_iter
+from tests.heal_support import model_md5, production_of, read, run, selfheal, set_max_iter
 
 pytestmark = pytest.mark.slow
 ROWS = 3000  # tests/conftest.py SMALL_SYNTH
@@ -52,7 +52,7 @@ def test_1_dirty_data_is_healed_and_the_pipeline_passes(promoted: Path, workdir)
     assert "✅ Removed 30 duplicate rows" in proc.stdout
     assert read(repo, "metrics/records/data_quality.json")["valid_after"] is True
     assert read(repo, "metrics/validation.json")["passed"] is True
-    assert read(repo, "models/production.json")["version"] == "v0.0.2"  # the healed data's model, promoted
+    assert production_of(repo)["version"] == "v0.0.2"  # the healed data's model, promoted
     assert md5_file(repo / "data/raw/housing.csv") == raw_md5  # the pipeline never rewrites its input
     assert json.loads(run(["dvc", "status", "--json"], repo).stdout) == {}
 
@@ -64,7 +64,7 @@ def test_2_bad_candidate_is_rolled_back_then_a_named_version_restored(bad_candid
     assert (repo / "models/model.joblib").read_bytes() == model_from_cache(repo, "v0.0.2")
     selfheal("rollback", "--version", "v0.0.1", cwd=repo)
     assert (repo / "models/model.joblib").read_bytes() == model_from_cache(repo, "v0.0.1")
-    assert read(repo, "models/production.json")["version"] == "v0.0.1"
+    assert production_of(repo)["version"] == "v0.0.1"
     auto, manual = audit.entries(workspace.ROLLBACK_LOG)
     for entry in (auto, manual):
         assert {"timestamp", "action", "reason", "success", "version_restored", "failed_version",
@@ -103,12 +103,12 @@ def test_3_drift_retrains_once_respects_the_cooldown_and_never_keeps_a_worse_mod
     assert len(history) == 2 and history[1]["action"] == "forced_retrain" and history[1]["rows_added"] == 0
     assert forced.returncode == 1 and history[1]["outcome"] == "nothing_new"  # the batch is in already
 
-    production = read(repo, "models/production.json")
+    production = production_of(repo)
     raw, drift = md5_file(repo / "data/raw/housing.csv"), (repo / "metrics/drift.json").read_bytes()
     set_max_iter(repo, 1)  # the next retrain produces a much worse model
     worse = selfheal("retrain", "--force", cwd=repo, check=False)
     assert worse.returncode == 1 and "Rolling back to v0.0.2" in worse.stdout
-    assert read(repo, "models/production.json") == production and model_md5(repo) == production["md5"]
+    assert production_of(repo) == production and model_md5(repo) == production["md5"]
     assert md5_file(repo / "data/raw/housing.csv") == raw and (repo / "metrics/drift.json").read_bytes() == drift
     assert yaml.safe_load((repo / "data/raw/housing.csv.dvc").read_text()) == versioned  # the fold undone, its .dvc too
     last = read(repo, str(workspace.RETRAINING_LOG))["history"][-1]
@@ -116,4 +116,4 @@ def test_3_drift_retrains_once_respects_the_cooldown_and_never_keeps_a_worse_mod
     status = json.loads(run(["dvc", "status", "--json"], repo).stdout)
     assert list(status) == ["train"], status  # only the params the user changed differ from production
     assert [v.name for v in registry.versions(repo)] == ["v0.0.1", "v0.0.2"]
-    assert vcs.git("status", "--porcelain", "--", "data", "models/production.json", cwd=repo) == ""
+    assert vcs.git("status", "--porcelain", "--", "data", cwd=repo) == ""

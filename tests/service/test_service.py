@@ -48,10 +48,11 @@ def local(models: dict[str, Path]) -> dict[str, dict]:
     from selfheal.pipeline.artifact import load_model
 
     out = {}
-    for name, path in models.items():
+    # the registered names in the service's project: a is promoted when it is made, b when first used
+    for (name, path), version in zip(models.items(), ("v0.0.1", "v0.0.2"), strict=True):
         model = load_model(path / "model.joblib")
         frame = pd.DataFrame([RECORD], columns=model.feature_names)
-        out[name] = {"version": model.version, "md5": model.md5, "prediction": model.pipeline.predict(frame)[0]}
+        out[name] = {"version": version, "md5": model.md5, "prediction": model.pipeline.predict(frame)[0]}
     return out
 
 
@@ -191,30 +192,41 @@ def test_reload_swaps_to_the_new_model(serving_a: tuple[str, Path], models: dict
     assert pred["predictions"] == [pytest.approx(local["b"]["prediction"])]
 
 
-def test_a_model_file_that_fails_to_load_leaves_the_old_model_serving(serving_a: tuple[str, Path], local: dict) -> None:
+def test_production_bytes_that_fail_their_md5_leave_the_old_model_serving(serving_a: tuple[str, Path],
+                                                                         models: dict[str, Path], local: dict) -> None:
+    """b is promoted, but its bytes are damaged everywhere the service looks (the DVC cache and the workspace):
+    the reload is refused, naming the md5, and a keeps serving."""
+    from selfheal.versions import vcs
+
     url, project = serving_a
-    (project / "models" / "model.joblib").write_bytes(b"not a model at all")
-    resp = requests.post(url + "/admin/reload", timeout=60)
-    assert resp.status_code == 409 and resp.json()["reloaded"] is False
-    assert "md5" in resp.json()["error"]  # model.json's recorded hash no longer matches the bytes
-    health = requests.get(url + "/health", timeout=5).json()
-    assert health["model_version"] == local["a"]["version"] and "md5" in health["last_reload_error"]
-    assert requests.post(url + "/predict", json=RECORD, timeout=5).json()["model_version"] == local["a"]["version"]
+    record_production(project, models["b"])
+    for damaged in (vcs.cache_path(local["b"]["md5"], project), project / "models" / "model.joblib"):
+        damaged.write_bytes(b"not a model at all")
+    try:
+        resp = requests.post(url + "/admin/reload", timeout=60)
+        assert resp.status_code == 409 and resp.json()["reloaded"] is False
+        assert f"no copy with the recorded md5 {local['b']['md5']}" in resp.json()["error"]
+        health = requests.get(url + "/health", timeout=5).json()
+        assert health["model_version"] == local["a"]["version"] and local["b"]["md5"] in health["last_reload_error"]
+        assert requests.post(url + "/predict", json=RECORD, timeout=5).json()["model_version"] == local["a"]["version"]
+    finally:
+        vcs.cache_path(local["b"]["md5"], project).write_bytes((models["b"] / "model.joblib").read_bytes())
 
 
-def test_a_replaced_model_and_model_json_are_refused_on_reload(serving_a: tuple[str, Path], models: dict[str, Path],
-                                                              local: dict) -> None:
-    """Whoever replaces model.joblib can replace model.json beside it: the bytes are checked against the
-    production record (models/production.json), so a swapped pair is never unpickled and a stays in service."""
+def test_the_workspace_model_is_a_candidate_never_served(serving_a: tuple[str, Path], models: dict[str, Path],
+                                                          local: dict) -> None:
+    """Whoever replaces model.joblib can replace model.json beside it, and a pipeline run writes a candidate
+    there: the service serves production's bytes (the registry's md5s), so a swapped pair is never unpickled,
+    and b serves only once it is promoted."""
     url, project = serving_a
     for name in ("model.joblib", "model.json"):  # a consistent pair, but not production's
         (project / "models" / name).write_bytes((models["b"] / name).read_bytes())
     resp = requests.post(url + "/admin/reload", timeout=60)
-    assert resp.status_code == 409
-    assert f"md5 {local['b']['md5']} is not the hash recorded in" in resp.json()["error"]
-    assert "production.json" in resp.json()["error"]
+    assert resp.status_code == 200 and resp.json()["model_md5"] == local["a"]["md5"]
     pred = requests.post(url + "/predict", json=RECORD, timeout=5).json()
     assert pred["model_version"] == local["a"]["version"] and pred["model_md5"] == local["a"]["md5"]
+    expecting_b = requests.post(url + "/admin/reload", json={"expected_md5": local["b"]["md5"]}, timeout=60)
+    assert expecting_b.status_code == 409 and "not the expected md5" in expecting_b.json()["error"]
     record_production(project, models["b"])  # promoted: now it is production's and loads
     assert requests.post(url + "/admin/reload", timeout=60).json()["model_md5"] == local["b"]["md5"]
 
@@ -350,11 +362,11 @@ def test_admin_reload_is_guarded(models: dict[str, Path], tmp_path: Path, monkey
 
     from selfheal.service.app import ServiceSettings, create_app
 
-    use_model(make_project(tmp_path / "p", models["a"]), models["a"])
-    settings = ServiceSettings(model_path=tmp_path / "p/models/model.joblib", params_path=None)
+    make_project(tmp_path / "p", models["a"])
+    settings = ServiceSettings(root=tmp_path / "p", params_path=None)
     with TestClient(create_app(settings)) as client:  # its client address is "testclient", not loopback
         assert client.post("/admin/reload").status_code == 403
-    guarded = ServiceSettings(model_path=settings.model_path, params_path=None, admin_token="s3cret")
+    guarded = ServiceSettings(root=settings.root, params_path=None, admin_token="s3cret")
     with TestClient(create_app(guarded)) as client:
         assert client.post("/admin/reload").status_code == 401
         assert client.post("/admin/reload", headers={"Authorization": "Bearer wrong"}).status_code == 401

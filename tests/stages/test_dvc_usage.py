@@ -16,6 +16,7 @@ from selfheal.core.atomic import md5_file
 from selfheal.core.config import load_params
 from selfheal.pipeline.synth import write_default_data
 from tests.conftest import ROOT, run
+from tests.heal_support import production_of
 from tests.readme_dvc import block_with, dvc_blocks, run_block
 
 pytestmark = pytest.mark.slow
@@ -90,7 +91,7 @@ def test_built_project_versions_its_data_with_dvc(built_project: Path) -> None:
 def test_readme_artifacts_get_fetches_production_from_the_remote(promoted: Path, tmp_path: Path) -> None:
     repo = tmp_path / "project"
     shutil.copytree(promoted, repo, symlinks=True)
-    production = json.loads((repo / workspace.PRODUCTION).read_text())
+    production = production_of(repo)
     shutil.rmtree(repo / ".dvc/cache")  # only the remote has the bytes
     run_block(block_with("dvc artifacts get"), repo)
     assert md5_file(repo / "prod_model.joblib") == production["md5"]

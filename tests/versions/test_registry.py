@@ -9,12 +9,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
-from selfheal.core import workspace
 from selfheal.core.errors import SelfHealError
+from selfheal.ops import sandbox
 from selfheal.versions import registry, vcs
 from selfheal.versions.promote import promote
-from tests.heal_support import env, model_md5, read, run, selfheal, set_max_iter
+from tests.heal_support import env, model_md5, production_of, read, run, selfheal, set_max_iter
 
 
 @pytest.fixture()
@@ -89,35 +90,24 @@ def test_production_assignments_are_gto_stage_tags(repo: Path) -> None:
         ("v0.0.1", ("prod",)), ("v0.0.2", ())}
 
 
-def test_production_record(tmp_path: Path) -> None:
-    path = tmp_path / "production.json"
-    assert workspace.read_production(path) is None
-    path.write_bytes((Path(__file__).resolve().parents[2] / workspace.PRODUCTION).read_bytes())
-    assert workspace.read_production(path) is None  # the committed initial record: version null
-    path.write_text('{"version": "v0.0.1", "md5": "x"}')
-    assert workspace.read_production(path)["md5"] == "x"
-    path.write_text("{broken")
-    with pytest.raises(SelfHealError, match="not valid JSON"):
-        workspace.read_production(path)
-
-
 @pytest.mark.slow
 def test_promotion_registers_commits_pushes_and_leaves_dvc_clean(built_project: Path, workdir) -> None:
     repo = workdir(built_project)
     md5 = model_md5(repo)
     entry = promote(reason="test")
-    prod = read(repo, "models/production.json")
-    assert entry["version"] == prod["version"] == "v0.0.1" and prod["md5"] == md5
+    assert production_of(repo) == {"version": "v0.0.1", "md5": md5} and entry["version"] == "v0.0.1"
+    prod = registry.production_record()
+    assert prod is not None and prod["md5"] == md5 and prod["version"] == "v0.0.1"
     assert {"metric_name", "metric", "alias", "promoted_at", "params", "data_md5", "model"} <= set(prod)
     assert prod["features"][0] == {"name": "MedInc", "kind": "numeric"}  # the input schema the next model must keep
     (v1,) = registry.versions()
     assert v1.commit == vcs.head() and v1.md5 == md5 and v1.meta["data_md5"] == prod["data_md5"]
-    assert vcs.git("log", "-1", "--format=%s").startswith("Promote model v0.0.1 to production: r2 ")
+    assert vcs.git("log", "-1", "--format=%s") == "dvc repro\n"  # the state was committed already: no empty commit
     assert registry.assignments()[-1].version == "v0.0.1"
     assert (repo / ".dvcstore/files/md5" / md5[:2] / md5[2:]).is_file()  # the bytes are on the DVC remote
     assert json.loads(run(["dvc", "status", "--json"], repo).stdout) == {}
-    committed = set(vcs.git("show", "--name-only", "--format=", "HEAD").split())
-    assert {"dvc.lock", "models/production.json"} <= committed
+    committed = set(vcs.git("ls-tree", "-r", "--name-only", v1.commit).split())  # what the version's commit holds
+    assert {"dvc.lock", "params.yaml", "data/raw/housing.csv.dvc", "metrics/records/validation.json"} <= committed
     assert not vcs.git("status", "--porcelain", "--", "dvc.lock", "params.yaml", "metrics").strip()
     promote(reason="again")  # idempotent: same version, no new tag or commit
     assert [v.name for v in registry.versions()] == ["v0.0.1"] and len(registry.assignments()) == 1
@@ -126,9 +116,9 @@ def test_promotion_registers_commits_pushes_and_leaves_dvc_clean(built_project: 
 @pytest.mark.slow
 def test_a_failed_candidate_cannot_be_promoted(bad_candidate: Path, workdir) -> None:
     repo = workdir(bad_candidate)
-    with pytest.raises(SelfHealError, match="failed validation"):
+    with pytest.raises(SelfHealError, match="failed the gate"):
         promote()
-    assert read(repo, "models/production.json")["version"] == "v0.0.2"
+    assert production_of(repo)["version"] == "v0.0.2"
 
 
 @pytest.mark.slow
@@ -140,16 +130,45 @@ def test_versions_command_marks_production(two_versions: Path, workdir) -> None:
     assert [r["production"] for r in rows] == [False, True] and rows[1]["metric_name"] == "r2"
 
 
-def _runners(base: Path, root: Path) -> tuple[Path, Path, Path]:
-    """A bare git remote of `base` and two clones of it (workspaces with the same candidate), like two CI runners."""
+def _runners(base: Path, root: Path, shared: bool = True) -> tuple[Path, Path, Path]:
+    """A bare git remote of `base` and two clones of it (workspaces with the same candidate), like two CI runners;
+    `shared`: both name it as the registry remote in selfheal.yaml."""
     bare = root / "registry.git"
     run(["git", "clone", "--quiet", "--bare", str(base), str(bare)], root)
     clones = []
     for name in ("a", "b"):
         clone = shutil.copytree(base, root / name, symlinks=True)
         run(["git", "remote", "add", "origin", str(bare)], clone)
+        if shared:
+            config = yaml.safe_load((clone / "selfheal.yaml").read_text())
+            (clone / "selfheal.yaml").write_text(yaml.safe_dump({**config, "registry": {"remote": "origin"}}))
         clones.append(clone)
     return bare, clones[0], clones[1]
+
+
+@pytest.mark.slow
+def test_without_a_configured_registry_remote_promotion_pushes_no_tag(built_project: Path, tmp_path: Path) -> None:
+    """A clone of someone's repository: `selfheal promote` tags locally and never writes into the remote."""
+    bare, a, _ = _runners(built_project, tmp_path, shared=False)
+    before = run(["git", "for-each-ref", "refs/tags/"], bare).stdout
+    selfheal("promote", cwd=a)
+    assert production_of(a)["version"] == "v0.0.1"
+    assert run(["git", "for-each-ref", "refs/tags/"], bare).stdout == before == ""
+
+
+@pytest.mark.slow
+def test_a_shared_registry_judges_against_the_remotes_production(built_project: Path, tmp_path: Path) -> None:
+    """Runner a promotes first; runner b's weaker candidate passes its own validation (a lower threshold) and its
+    clone has no production yet, but b judges against the remote's production and refuses it."""
+    bare, a, b = _runners(built_project, tmp_path)
+    selfheal("promote", cwd=a)
+    sandbox.set_params(b, model_validation={"min_accuracy_threshold": 0.1})
+    set_max_iter(b, 2)
+    run(["dvc", "repro", "validate"], b)
+    refused = selfheal("promote", cwd=b, check=False)
+    assert refused.returncode != 0 and "versus production v0.0.1" in refused.stderr, refused.stdout + refused.stderr
+    assert sorted(_remote_tags(bare, "model@*")) == ["model@v0.0.1"]
+    assert _remote_tags(bare, "model#prod#*") == {"model#prod#1": "v0.0.1"}
 
 
 def _remote_tags(bare: Path, pattern: str) -> dict[str, str]:
@@ -188,9 +207,9 @@ def test_two_runners_promoting_at_once_get_one_version_per_model(built_project: 
     assigned = _remote_tags(bare, "model#prod#*")
     assert sorted(assigned) == [f"model#prod#{n}" for n in range(1, len(models) + 1)]
     assert len(set(assigned.values())) == len(assigned)  # never the same version assigned twice
-    for clone in (a, b):  # each runner's production record names the version the remote holds for its bytes
-        prod = read(clone, "models/production.json")
-        assert versions[f"model@{prod['version']}"] == prod["md5"] == model_md5(clone)
+    for clone in (a, b):  # each runner's production is a version the remote holds, by its bytes
+        prod = production_of(clone)
+        assert versions[f"model@{prod['version']}"] == prod["md5"] in models
         (entry,) = read(clone, "monitoring/heal_log.json")
         assert entry["host"] == socket.gethostname() and entry["registry_remote"] == "origin"
 

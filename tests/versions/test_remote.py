@@ -14,7 +14,7 @@ import pytest
 
 from selfheal.core import audit, workspace
 from selfheal.core.atomic import md5_file
-from tests.heal_support import model_md5, read, run, selfheal, set_max_iter
+from tests.heal_support import model_md5, production_of, read, run, selfheal, set_max_iter
 from tests.moto_support import CREDENTIALS, moto_server, s3_client
 from tests.readme_dvc import block_with, run_block
 
@@ -55,7 +55,7 @@ def test_rollback_restores_production_from_the_s3_remote_after_the_cache_is_clea
 
     promoted = selfheal("promote", cwd=repo).stdout
     assert "pushed to DVC remote 'shared'" in promoted
-    production = read(repo, str(workspace.PRODUCTION))
+    production = production_of(repo)
     assert _key(production["md5"]) in _keys(s3)
 
     set_max_iter(repo, 1)  # a much worse candidate

@@ -10,7 +10,7 @@ import pytest
 from selfheal.core import audit, workspace
 from selfheal.versions import registry, vcs
 from selfheal.versions.rollback import NothingToRestore, choose_target, rollback
-from tests.heal_support import model_md5, read, run, selfheal
+from tests.heal_support import model_md5, production_of, run, selfheal
 
 pytestmark = pytest.mark.slow
 
@@ -35,7 +35,7 @@ def test_auto_rollback_restores_production_byte_identical(bad_candidate: Path, w
     entry = rollback()
     assert (repo / "models/model.joblib").read_bytes() == version_bytes(repo, "v0.0.2")
     for rel in ("metrics/validation.json", "metrics/records/validation.json", "metrics/train.json", "models/model.json",
-                "models/production.json", "models/reference.parquet", "data/split/holdout.parquet"):
+                "models/reference.parquet", "data/split/holdout.parquet"):
         assert (repo / rel).read_bytes() == version_bytes(repo, "v0.0.2", rel), rel
     assert entry["action"] == "auto_rollback" and entry["success"] is True
     assert entry["reason"].startswith("Model r2 ") and "below threshold 0.70" in entry["reason"]
@@ -58,7 +58,7 @@ def test_manual_rollback_by_version_and_by_seed_name(two_versions: Path, workdir
     entry = rollback(version="v0.0.1")
     assert entry["action"] == "manual_rollback" and entry["version_restored"] == "v0.0.1"
     assert (repo / "models/model.joblib").read_bytes() == version_bytes(repo, "v0.0.1")
-    assert read(repo, "models/production.json")["version"] == "v0.0.1"
+    assert production_of(repo)["version"] == "v0.0.1"
     assert registry.assignments()[-1].version == "v0.0.1"  # GTO sees the rollback as a stage assignment
     rollback(version=registry.find("v0.0.2", registry.versions()).alias)  # v20241120_150000-style name
     assert (repo / "models/model.joblib").read_bytes() == version_bytes(repo, "v0.0.2")
@@ -109,10 +109,9 @@ def test_choose_target_walks_production_history() -> None:
 
     vs = [Version(f"v0.0.{i}", f"c{i}", "", {"md5": f"m{i}"}) for i in (1, 2, 3)]
     hist = [Assignment(n, v, "", "") for n, v in enumerate(["v0.0.1", "v0.0.3", "v0.0.2"], 1)]
-    prod = {"version": "v0.0.2"}
-    assert choose_target("candidate", vs, hist, prod).name == "v0.0.2"  # a new candidate: back to production
-    assert choose_target("m2", vs, hist, prod).name == "v0.0.3"  # production itself is bad: the one before it
-    assert choose_target("m1", vs[:1], [], {"version": "v0.0.1"}) is None
+    assert choose_target("candidate", vs, hist).name == "v0.0.2"  # a new candidate: back to production
+    assert choose_target("m2", vs, hist).name == "v0.0.3"  # production itself is bad: the one before it
+    assert choose_target("m1", vs[:1], [Assignment(1, "v0.0.1", "", "")]) is None
 
 
 def test_seed_flags_do_not_ping_pong_to_the_version_just_rejected(two_versions: Path, workdir) -> None:
@@ -123,7 +122,7 @@ def test_seed_flags_do_not_ping_pong_to_the_version_just_rejected(two_versions: 
     assert first["version_restored"] == "v0.0.1" and first["rejected_version"] == "v0.0.2"
     proc = selfheal("rollback", "--current-metric", "0.60", "--threshold", "0.70", cwd=repo, check=False)
     assert proc.returncode == 1 and "v0.0.2 rejected by an earlier rollback" in proc.stderr
-    assert model_md5(repo) == v1.md5 and read(repo, "models/production.json")["version"] == "v0.0.1"
+    assert model_md5(repo) == v1.md5 and production_of(repo)["version"] == "v0.0.1"
     # a person brings v0.0.2 back by name: from then on it is a rollback target again
     rollback(version="v0.0.2")
     assert rollback(current_metric=0.60, threshold=0.70)["version_restored"] == "v0.0.1"
@@ -135,5 +134,5 @@ def test_choose_target_skips_rejected_versions() -> None:
 
     vs = [Version(f"v0.0.{i}", f"c{i}", "", {"md5": f"m{i}"}) for i in (1, 2, 3)]
     hist = [Assignment(n, v, "", "") for n, v in enumerate(["v0.0.1", "v0.0.2", "v0.0.3"], 1)]
-    assert choose_target("m3", vs, hist, {"version": "v0.0.3"}, {"v0.0.2"}).name == "v0.0.1"
-    assert choose_target("m1", vs, hist, {"version": "v0.0.1"}, {"v0.0.2", "v0.0.3"}) is None
+    assert choose_target("m3", vs, hist, {"v0.0.2"}).name == "v0.0.1"
+    assert choose_target("m1", vs, [*hist, Assignment(4, "v0.0.1", "", "")], {"v0.0.2", "v0.0.3"}) is None
