@@ -1,4 +1,4 @@
-"""Guarding a project selfheal did not write (selfheal.ops.foreign: example-get-started's shape, `selfheal init`).
+"""Guarding a project selfheal did not write (tests/foreign_project.py: example-get-started's shape, `selfheal init`).
 
 - heal_healthy: `selfheal heal` on the healthy project, whole process (target < 1 s);
 - heal_healthy_all_sections: the same on the CSV variant with every optional section configured (data.fix,
@@ -24,8 +24,9 @@ from pathlib import Path
 import yaml
 
 from benchmarks.timing import median_of, wall
-from selfheal.ops import foreign, sandbox
+from selfheal.ops import sandbox
 from selfheal.service import procs
+from tests import foreign_project as foreign
 
 
 def _cpu_of(cmd: list[str], cwd: Path) -> tuple[float, float]:

@@ -1,7 +1,7 @@
 """Pipeline speed on the default data: cold `dvc repro` (fresh clone) against the bare cost of its parts, and
 no-op `dvc repro`.
 
-The bare parts (issue 14): one fresh interpreter that imports what the stages use and does their work once, with
+The bare parts: one fresh interpreter that imports what the stages use and does their work once, with
 no DVC, no MLflow and no process per stage: fix the raw data, fit the model, one drift run of the current batch.
 Cold repro and bare parts run interleaved, each on a fresh copy; the ratio is of their medians. A cold repro
 starts with no warm stage interpreter (selfheal.pipeline.preload): each run has an environment of its own, so it

@@ -1,4 +1,4 @@
-"""Issue 14's scale figures, on real-shaped data: 49 copies of the California housing CSV (~1M rows) with 1% NaN in
+"""Scale figures, on real-shaped data: 49 copies of the California housing CSV (~1M rows) with 1% NaN in
 3 columns, 0.1% outliers and 1% duplicate rows.
 
 - fix_vs_peer: `selfheal fix-data` in place against the peer's scripts/auto_fix_data_issues.py

@@ -13,7 +13,7 @@ Knobs: SELFHEAL_BENCH_SERVICE_SECONDS (8), SELFHEAL_BENCH_REPEATS (3).
 
 Recovery: `selfheal recover --watch` (default params except a larger attempt budget, so 15 faults in a row
 are not a restart storm) keeps the service up; the time is from the fault (SIGKILL, or SIGSTOP for a hang)
-to the first healthy answer from a new process, median of 3 each. Goals (issue 13): crash < 1 s, hang < 3 s.
+to the first healthy answer from a new process, median of 3 each. Goals: crash < 1 s, hang < 3 s.
 Beside that best case (a watcher long at work): a crash right after a recovery (the moment the replacement
 answers), and the requests that fail under a steady one-connection load while one crash, and one hang, is
 recovered.

@@ -1,6 +1,6 @@
-"""The audit trail: the seed's log files, each valid JSON at every instant (atomic rewrite under a file lock).
+"""The audit trail: the guide's log files, each valid JSON at every instant (atomic rewrite under a file lock).
 
-Entries follow the seed's format: timestamp, action, reason, success, plus the host name and action-specific
+Entries follow the guide's format: timestamp, action, reason, success, plus the host name and action-specific
 details.
 """
 

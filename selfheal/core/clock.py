@@ -11,6 +11,6 @@ def now_iso() -> str:
 
 
 def parse_time(value: str) -> datetime:
-    """Parse a log timestamp; the seed's naive timestamps are taken as UTC."""
+    """Parse a log timestamp; the guide's naive timestamps are taken as UTC."""
     ts = datetime.fromisoformat(value)
     return ts if ts.tzinfo else ts.replace(tzinfo=UTC)

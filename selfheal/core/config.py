@@ -1,6 +1,6 @@
 """The one source of configuration: params.yaml, validated. Unknown keys and wrong types are clear errors.
 
-The self-healing groups keep the key names of the seed's `config/self_healing_config.json`, which is also
+The self-healing groups keep the key names of the guide's `config/self_healing_config.json`, which is also
 accepted (`--config`) and overrides those groups.
 """
 
@@ -100,7 +100,7 @@ class DriftParams(_Group):
 
 
 class ScaleParams(_Group):
-    """How fix_data and monitor handle data larger than memory (issue 14); the defaults change nothing for
+    """How fix_data and monitor handle data larger than memory; the defaults change nothing for
     data under partition_mb."""
 
     engine: Literal["local", "dask"] = "local"  # dask: a LocalCluster, or $SELFHEAL_DASK_SCHEDULER
@@ -127,8 +127,8 @@ class ServiceRecoveryParams(_Group):
 
 
 class EscalationParams(_Group):
-    """When `selfheal heal` stops acting on a recurring issue and asks for a person (the seed's "when to
-    intervene manually"); the defaults are the seed's numbers."""
+    """When `selfheal heal` stops acting on a recurring issue and asks for a person (the guide's "when to
+    intervene manually"); the defaults are the guide's numbers."""
 
     window_hours: float = Field(24, gt=0)  # the window for repeated issues and repeated rollbacks
     max_same_issue: int = Field(3, ge=0)  # escalate when one issue occurs more often than this in the window
@@ -213,7 +213,7 @@ def load_params(path: str | Path = workspace.PARAMS, healing_config: str | Path 
 
 
 def load_healing_config(path: str | Path) -> dict[str, dict[str, Any]]:
-    """Read `config/self_healing_config.json` (the seed's format): only the four self-healing groups."""
+    """Read `config/self_healing_config.json` (the guide's format): only the four self-healing groups."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: not found")

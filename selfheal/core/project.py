@@ -5,7 +5,7 @@ the stages restored together as one version), the gate (a metrics file, a dotted
 bound, the largest relative change versus production), how a candidate is made, and where selfheal keeps its
 own records (`.selfheal/` by default, never the project's folders). `selfheal init` writes it.
 
-`kind: selfheal` marks this repository's own pipeline: its knobs stay in params.yaml (the seed's keys) and its
+`kind: selfheal` marks this repository's own pipeline: its knobs stay in params.yaml (the guide's keys) and its
 selfheal.yaml only names, for the same tools, what the built-in pipeline hard-codes (a test keeps them in step).
 """
 

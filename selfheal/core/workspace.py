@@ -2,7 +2,7 @@
 
 Stages, healing actions, the service and the reports all take their paths from here; dvc.yaml declares the
 same outputs (a test keeps the two in step). Input data paths are knobs, not contract: they live in params.yaml
-(`data.raw`, `data.clean`, `data.current`). The audit logs keep the seed's file names for users coming from it.
+(`data.raw`, `data.clean`, `data.current`). The audit logs keep the guide's file names for users coming from it.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ BENCH = Path("metrics/bench.json")  # `make bench`
 DRILL = Path("metrics/drill.json")  # `selfheal drill`: the scorecard's data ...
 DRILL_CARD = Path("metrics/drill.md")  # ... and its Markdown, for a PR comment
 
-# the audit trail: the seed's log files
+# the audit trail: the guide's log files
 DATA_FIX_LOG = Path("monitoring/data_fix_log.json")
 ROLLBACK_LOG = Path("models/rollback_log.json")
 RETRAINING_LOG = Path(".github/triggers/retraining_log.json")

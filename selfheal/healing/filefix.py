@@ -1,8 +1,8 @@
-"""`selfheal fix-data --data-path P`: the seed's in-place fixer, for users coming from its script.
+"""`selfheal fix-data --data-path P`: the guide's in-place fixer, for users coming from its script.
 
 The fixes are the fix_data stage's (selfheal.pipeline.numfix, same params; a CSV of plain numbers is fixed on
 arrays without pandas, any other through fixes.fix), applied to a CSV in place: a timestamped
-backup first (.selfheal/backups/), then an atomic rewrite, the seed's summary lines and an entry in
+backup first (.selfheal/backups/), then an atomic rewrite, the guide's summary lines and an entry in
 monitoring/data_fix_log.json. Inside the pipeline prefer `dvc repro`: it never rewrites data/raw.
 
 A project guarded through selfheal.yaml gets the same fixes on the files its `data.fix` names (CSV or parquet,

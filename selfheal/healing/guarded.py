@@ -213,7 +213,7 @@ def measure_drift(project: Project, cwd: Path = Path("."), remember: bool = True
         return last
     from selfheal.pipeline import profile_drift, profiles
     from selfheal.pipeline.checks import infer_schema, typed
-    from selfheal.pipeline.drift import dataset_drift
+    from selfheal.pipeline.profile_drift import dataset_drift
 
     ref, cur = _frame(project, d.reference, cwd), _frame(project, d.current, cwd)
     target = project.data.target if project.data else None
@@ -417,7 +417,7 @@ def retrain(project: Project, force: bool = False, cwd: Path = Path(".")) -> dic
 
 
 def status(project: Project, cwd: Path = Path(".")) -> dict[str, Any]:
-    """The seed's success metrics from this project's records (written to <records>/status.json)."""
+    """The guide's success metrics from this project's records (written to <records>/status.json)."""
     from selfheal.healing.status import compute
 
     logs = {"rollback": audit.entries(cwd / project.record(workspace.ROLLBACK_LOG)),

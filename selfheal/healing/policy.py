@@ -1,12 +1,12 @@
 """The heal policy: observations in, ordered decisions out, each with its reason. Pure: no I/O, no clock.
 
-Order is the seed's: fix data -> gate the model (promote or roll back) -> retrain on drift -> recover the service,
+Order is the guide's: fix data -> gate the model (promote or roll back) -> retrain on drift -> recover the service,
 with one step of ours before the gate: monitoring must describe the model that serves. A missing, unreadable or
 stale drift report (one that describes another model) is a problem to repair (`dvc repro` of the monitor stage),
 never "healthy", and no model is promoted while its drift is unmeasured.
 The gate first checks that the workspace model is one the pipeline made or registered: a corrupted, replaced or
 deleted model file is restored from production, never retrained from (its validation describes other bytes).
-Escalation (the seed's "when to intervene manually", thresholds in params.yaml `escalation`) is read from the
+Escalation (the guide's "when to intervene manually", thresholds in params.yaml `escalation`) is read from the
 audit trail: when an issue keeps coming back, heal stops acting on it, raises an alert and exits non-zero. One
 exception: restoring the production version is never blocked - it only restores a model already proven good -
 but repeated rollbacks stop heal from producing new candidates (no pipeline rerun, no retrain) until a person looks.
@@ -246,7 +246,7 @@ def retrain_decision(
 ) -> RetrainDecision:
     """Retrain when the monitor detected drift and the cooldown has passed.
 
-    `drift_detected` is the monitor's verdict (selfheal.pipeline.drift.dataset_drift), never judged again here:
+    `drift_detected` is the monitor's verdict (selfheal.pipeline.profile_drift.dataset_drift), never judged again here:
     `drift_score` and `threshold` (the one the monitor applied) only explain it. `force` skips the cooldown
     (never the drift condition); `enabled` is drift_detection.auto_retrain_enabled.
     """

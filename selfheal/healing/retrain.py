@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 
 def read_log(log: Path = workspace.RETRAINING_LOG) -> dict[str, Any]:
-    """The retraining log: {"last_retrain_time": ..., "history": [...]} (the seed's shape)."""
+    """The retraining log: {"last_retrain_time": ..., "history": [...]} (the guide's shape)."""
     data = audit.read(log, {})
     return data if isinstance(data, dict) else {"last_retrain_time": None, "history": list(data)}
 
@@ -122,16 +122,16 @@ def fold_current(raw: Path, current: Path, target: str, columns: dict[str, str] 
 
 def _drift_input(drift_detected: bool, drift_score: float | None, threshold: float, drift_file: Path
                  ) -> tuple[bool, float, float, str]:
-    """(detected, score, threshold, detected_at): the seed's flags when given, else the monitor's verdict in
+    """(detected, score, threshold, detected_at): the guide's flags when given, else the monitor's verdict in
     metrics/records/drift.json (with the threshold it applied, and the file's write time). Never re-judged here."""
     from selfheal.core import atomic
     from selfheal.core.errors import SelfHealError
 
-    if drift_score is not None:  # the seed's --drift-score: judged by the monitor's own rule, the one rule
-        from selfheal.pipeline.drift import dataset_drift
+    if drift_score is not None:  # the guide's --drift-score: judged by the monitor's own rule, the one rule
+        from selfheal.pipeline.profile_drift import dataset_drift
 
         return dataset_drift(drift_score, threshold), float(drift_score), threshold, now_iso()
-    if drift_detected:  # the seed's --drift-detected alone: the caller's verdict
+    if drift_detected:  # the guide's --drift-detected alone: the caller's verdict
         return True, 1.0, threshold, now_iso()
     drift = atomic.read_json(drift_file)
     if not isinstance(drift, dict):

@@ -1,4 +1,4 @@
-"""The seed's success metrics, computed from the audit trail: `selfheal status` and metrics/self_healing.json.
+"""The guide's success metrics, computed from the audit trail: `selfheal status` and metrics/self_healing.json.
 
 - auto_fix_success_rate: % of issues handled automatically that ended fixed (data fixes, automatic rollbacks,
   retrains, service incidents), with the per-area counts;

@@ -20,15 +20,13 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,64 +37,22 @@ from selfheal.core.errors import SelfHealError
 from selfheal.core.project import Project as GuardedProject
 from selfheal.ops import sandbox
 from selfheal.ops.faults import OURS, Fault, Project
+from selfheal.ops.trials import Env, Load, Trial, Watcher, free_port, heal, judge, md5_of, selfheal_command, watch
 from selfheal.service import procs
 
 QUICK_SYNTH = {"rows": 3000, "current_rows": 800}  # the test suite's small data: a repro takes seconds
-WATCH_DEADLINE_S = 30.0
-LOAD_INTERVAL_S = 0.02
-ACTING = ("run_pipeline", "promote", "rollback", "restore", "retrain", "recover", "escalate", "report", "repro",
-          "refuse", "fix")  # a `heal --plan` decision with one of these: the problem is detected (fix: a guarded
-#                             project's data step)
 LOGS = (workspace.DATA_FIX_LOG, workspace.ROLLBACK_LOG, workspace.RETRAINING_LOG, workspace.RECOVERY_LOG,
         workspace.ALERTS_LOG, workspace.HEAL_LOG)
 
 
-@dataclass
-class Trial:
-    fault: str
-    group: str
-    expected: str
-    repeat: int
-    injected: str = ""
-    detected: bool = False
-    action: str = ""
-    outcome: str = "missed"
-    ok: bool = False
-    time_to_detect_s: float | None = None
-    time_to_recover_s: float | None = None
-    requests: int = 0
-    requests_failed: int = 0
-    healthy_share: float | None = None  # of the health probes during a service trial
-    end_state_good: bool = False
-    end_state: list[str] = field(default_factory=list)  # what is wrong with it
-    exit_code: int | None = None
-    note: str = ""
 
 
-def _selfheal() -> str:
-    return str(Path(sys.executable).parent / "selfheal")
 
 
-def _md5(path: Path) -> str | None:
-    return atomic.md5_file(path) if path.is_file() else None
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
-class Env:
-    """The subprocess environment of a drill: the venv first on PATH, a git identity, MLflow as chosen."""
-
-    def __init__(self, mlflow: bool) -> None:
-        self.vars = {**sandbox.env(), **({} if mlflow else {"SELFHEAL_MLFLOW": "0"})}
-
-    def run(self, argv: list[str], cwd: Path, timeout: float = 900) -> tuple[subprocess.CompletedProcess, float]:
-        started = time.perf_counter()
-        proc = subprocess.run(argv, cwd=cwd, env=self.vars, capture_output=True, text=True, timeout=timeout)
-        return proc, time.perf_counter() - started
 
 
 # -- the baseline ---------------------------------------------------------------------------------------------
@@ -108,18 +64,18 @@ def prepare(source: Path, dest: Path, env: Env, quick: bool, say: Callable[[str]
     (dest / ".dvc/config").write_text(
         f"[core]\n    remote = drill\n    autostage = true\n    analytics = false\n"
         f"['remote \"drill\"']\n    url = {dest.parent / 'remote'}\n", encoding="utf-8")
-    sandbox.set_params(dest, service_recovery={"service_url": f"http://127.0.0.1:{_free_port()}"})
+    sandbox.set_params(dest, service_recovery={"service_url": f"http://127.0.0.1:{free_port()}"})
     sandbox.commit(dest, "drill baseline")
     say("drill: preparing the baseline (dvc repro, then selfheal heal promotes the first version)")
     proc, cold = env.run(["dvc", "repro"], dest)
     if proc.returncode != 0:
         raise SelfHealError(f"drill: the baseline `dvc repro` failed: {proc.stderr.strip()[-500:]}")
-    proc, _ = env.run([_selfheal(), "heal"], dest)
+    proc, _ = env.run([selfheal_command(), "heal"], dest)
     production = production_tags(dest)
     if proc.returncode != 0 or not production.get("version"):
         raise SelfHealError(f"drill: the baseline heal did not promote a version: {(proc.stdout + proc.stderr)[-500:]}")
     sandbox.commit(dest, "drill baseline: promoted")
-    plan, _ = env.run([_selfheal(), "heal", "--plan"], dest)
+    plan, _ = env.run([selfheal_command(), "heal", "--plan"], dest)
     acting = [line for line in plan.stdout.splitlines() if line.startswith("  ") and " skip " not in line]
     if acting:
         raise SelfHealError("drill: the baseline is not healthy: " + " | ".join(acting))
@@ -129,60 +85,6 @@ def prepare(source: Path, dest: Path, env: Env, quick: bool, say: Callable[[str]
 
 # -- the service side -----------------------------------------------------------------------------------------
 
-class Load:
-    """A steady request load on /predict (one record every LOAD_INTERVAL_S) and a health probe, in threads."""
-
-    def __init__(self, url: str, record: dict[str, Any]) -> None:
-        self.url, self.record = url, record
-        self.requests = self.failed = 0
-        self.probes: list[tuple[float, bool, str | None]] = []  # (monotonic, healthy, model md5)
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._load, daemon=True),
-                         threading.Thread(target=self._probe, daemon=True)]
-
-    def __enter__(self) -> Load:
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(5)
-
-    def _load(self) -> None:
-        import requests
-
-        session = requests.Session()
-        while not self._stop.wait(LOAD_INTERVAL_S):
-            self.requests += 1
-            try:
-                ok = session.post(self.url + "/predict", json=self.record, timeout=2).status_code == 200
-            except requests.RequestException:
-                ok = False
-            self.failed += not ok
-
-    def _probe(self) -> None:
-        import requests
-
-        while not self._stop.wait(0.05):
-            try:
-                resp = requests.get(self.url + "/health", timeout=0.5)
-                body = resp.json() if resp.status_code == 200 else {}
-                self.probes.append((time.monotonic(), resp.status_code == 200, body.get("model_md5")))
-            except (requests.RequestException, ValueError):
-                self.probes.append((time.monotonic(), False, None))
-
-    def recovered_after(self, t0: float, md5: str | None) -> float | None:
-        """Seconds from t0 to the first healthy probe (serving `md5`) after a failed one; None if none."""
-        failed = False
-        for when, healthy, served in self.probes:
-            if when < t0:
-                continue
-            failed = failed or not healthy
-            if failed and healthy and (md5 is None or served == md5):
-                return when - t0
-        return None
 
 
 def _record(root: Path) -> dict[str, Any]:
@@ -236,35 +138,6 @@ def _foreign_service(root: Path, port: int) -> None:
         time.sleep(0.2)
 
 
-class Watcher:
-    """`selfheal recover --watch` with its output timestamped as it arrives (detection = its first failure line)."""
-
-    def __init__(self, root: Path, env: Env) -> None:
-        self.lines: list[tuple[float, str]] = []
-        self.proc = subprocess.Popen([_selfheal(), "recover", "--watch"], cwd=root, env=env.vars, text=True,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append((time.monotonic(), line.rstrip()))
-
-    def first(self, text: str, after: float) -> float | None:
-        return next((t for t, line in self.lines if t >= after and text in line), None)
-
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        """Until the watcher watches, and its warm standby (if it keeps one) is ready: a watcher in production
-        runs long before a fault comes (a crash right after a recovery is measured by the service benchmark)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not self._ready():
-            time.sleep(0.1)
-
-    def _ready(self) -> bool:
-        watching = next((line for _, line in self.lines if line.startswith("Watching ")), None)
-        if watching is None:
-            return False
-        return "warm standby" not in watching or any(line.startswith("Warm standby ready") for _, line in self.lines)
 
 
 # -- judging --------------------------------------------------------------------------------------------------
@@ -319,10 +192,10 @@ def end_state(root: Path, raw: Path, clean: Path, escalated: bool = False) -> li
     problems = []
     prod = production_tags(root)
     tag_md5 = _tags(root).get(f"model@{prod.get('version')}")
-    model_md5 = _md5(root / workspace.MODEL)
+    model_md5 = md5_of(root / workspace.MODEL)
     if not prod.get("version") or tag_md5 is None:
         problems.append(f"production {prod.get('version')} is not a registered version")
-    elif model_md5 != tag_md5 and not (escalated and _md5(vcs.cache_path(tag_md5, root)) == tag_md5):
+    elif model_md5 != tag_md5 and not (escalated and md5_of(vcs.cache_path(tag_md5, root)) == tag_md5):
         problems.append(f"{workspace.MODEL} md5 {model_md5} is not production {prod['version']}'s {tag_md5}")
     for log in LOGS:
         try:
@@ -344,62 +217,17 @@ def _raw_consumed(root: Path, raw: Path) -> bool:
     from selfheal.versions import vcs
 
     recorded = vcs.hashes(vcs.read_lock(root / workspace.DVC_LOCK).get("fix_data", {}), "deps").get(str(raw))
-    return recorded == _md5(root / raw)
+    return recorded == md5_of(root / raw)
 
 
-def classify(fault: Fault, t: Trial, *, prod_changed: bool, new_versions: bool, fixed: bool, acted: bool) -> str:
-    """The trial's outcome from what was observed (see the module docstring)."""
-    if not t.end_state_good:
-        return "wrong" if acted else "missed"
-    escalated = t.exit_code not in (0, None)
-    if fault.expected == "left_alone":
-        if new_versions or prod_changed or acted:
-            return "wrong"
-        return "escalated" if escalated else "left_alone"
-    if fault.expected == "escalated":
-        if prod_changed or new_versions:
-            return "wrong"
-        return "escalated" if escalated else "missed"
-    if escalated:
-        return "escalated"
-    return "healed" if fixed else "missed"
 
 
 # -- one trial ------------------------------------------------------------------------------------------------
 
-def _heal_actions(stdout: str) -> list[str]:
-    """The actions heal took, from its `heal: <step>: <action>: <reason>` lines."""
-    acts = []
-    for line in stdout.splitlines():
-        parts = line.split(": ")
-        if line.startswith("heal: ") and len(parts) >= 3 and parts[2] not in ("skip", "ok", "done", "FAILED"):
-            acts.append(parts[2])
-    return list(dict.fromkeys(acts))
 
 
-def heal(t: Trial, root: Path, env: Env) -> None:
-    """What production runs: `selfheal heal --plan` (when the problem is detected), then `selfheal heal`."""
-    plan, seconds = env.run([_selfheal(), "heal", "--plan"], root)
-    decisions = [line for line in plan.stdout.splitlines() if line.startswith("  ")]
-    t.detected = plan.returncode != 0 or any(f" {a} " in line for line in decisions for a in ACTING)
-    t.time_to_detect_s = round(seconds, 3)
-    done, seconds = env.run([_selfheal(), "heal"], root)
-    t.exit_code, t.time_to_recover_s = done.returncode, round(seconds, 2)
-    t.action = ",".join(_heal_actions(done.stdout)) or ("error" if done.returncode else "")
-    t.note = (done.stderr.strip().splitlines() or done.stdout.strip().splitlines() or [""])[-1][:200]
 
 
-def _watch(t: Trial, watcher: Watcher, load: Load, t0: float, prod_md5: str | None) -> None:
-    """Wait for `recover --watch` to bring the service back (serving production's model), and time it."""
-    deadline = time.monotonic() + WATCH_DEADLINE_S
-    while time.monotonic() < deadline and load.recovered_after(t0, prod_md5) is None:
-        time.sleep(0.05)
-    recovered = load.recovered_after(t0, prod_md5)
-    detected_at = watcher.first("Health check failed", t0)
-    t.detected, t.action = detected_at is not None, "recover" if detected_at is not None else ""
-    t.time_to_detect_s = round(detected_at - t0, 3) if detected_at is not None else None
-    t.time_to_recover_s = round(recovered, 3) if recovered is not None else None
-    t.exit_code = watcher.proc.poll()
 
 
 def run_trial(fault: Fault, n: int, base: Path, work: Path, env: Env, rng: np.random.Generator,
@@ -433,7 +261,7 @@ def run_trial(fault: Fault, n: int, base: Path, work: Path, env: Env, rng: np.ra
         if fault.then_repro:  # the candidate / the drift measurement heal then judges
             env.run(["dvc", "repro"], root)
         if watcher is not None and load is not None:
-            _watch(t, watcher, load, t0, before.get("md5"))
+            watch(t, watcher, load, t0, before.get("md5"))
         else:
             heal(t, root, env)
         if load is not None:
@@ -454,12 +282,6 @@ def run_trial(fault: Fault, n: int, base: Path, work: Path, env: Env, rng: np.ra
     return t
 
 
-def judge(fault: Fault, t: Trial, *, prod_changed: bool, new_versions: bool, fixed: bool) -> None:
-    """Set the trial's outcome from its end state (already filled in) and what changed."""
-    t.end_state_good = not t.end_state
-    acted = bool(t.action) and t.action != "error"
-    t.outcome = classify(fault, t, prod_changed=prod_changed, new_versions=new_versions, fixed=fixed, acted=acted)
-    t.ok = t.outcome == fault.expected
 
 
 def _fixed(fault: Fault, t: Trial, root: Path, raw: Path, prod_changed: bool) -> bool:
@@ -484,7 +306,7 @@ def _median(values: list[float | None]) -> float | None:
 
 
 def summarise(trials: list[Trial], baseline: dict[str, Any]) -> dict[str, Any]:
-    """Per fault kind, and the seed's success metrics computed from the drill."""
+    """Per fault kind, and the guide's success metrics computed from the drill."""
     kinds: dict[str, dict[str, Any]] = {}
     for t in trials:
         k = kinds.setdefault(t.fault, {"group": t.group, "expected": t.expected, "trials": 0, "outcomes": {},
@@ -553,7 +375,7 @@ def markdown(card: dict[str, Any]) -> str:
                          f"{k['end_state_good']}/{k['trials']} |")
         lines.append("")
     lines += [
-        "## The seed's success metrics, measured",
+        "## The guide's success metrics, measured",
         "",
         f"- Auto-fix success rate: {_fmt(s['auto_fix_success_rate'])} % of trials ended as expected",
         f"- Rollbacks (and restores) performed: {s['rollbacks']}"

@@ -45,7 +45,7 @@ from selfheal.core.errors import SelfHealError
 from selfheal.core.project import PROJECT_FILE, Project, load
 from selfheal.ops import faults as catalogue
 from selfheal.ops import sandbox
-from selfheal.ops.drill import Env, Load, Trial, Watcher, _selfheal, _watch, heal, judge
+from selfheal.ops.trials import Env, Load, Trial, Watcher, heal, judge, selfheal_command, watch
 
 TABULAR = {".csv": ",", ".tsv": "\t"}
 SKIP = {".git", ".dvc", "__pycache__"}
@@ -166,7 +166,7 @@ def prepare(source: Path, dest: Path, config: Project, env: Env, say: Any) -> di
     if proc.returncode != 0:
         raise SelfHealError(f"drill: the baseline `dvc repro` failed: {proc.stderr.strip()[-500:]}")
     try:
-        proc, _ = env.run([_selfheal(), "heal"], dest)  # a service section: heal starts the service
+        proc, _ = env.run([selfheal_command(), "heal"], dest)  # a service section: heal starts the service
         spec = spec_of(dest, config)
         prod = production(dest, spec)
         if proc.returncode != 0 or prod is None:
@@ -176,7 +176,7 @@ def prepare(source: Path, dest: Path, config: Project, env: Env, say: Any) -> di
         sandbox.must(["git", "commit", "-q", "--allow-empty", "-m", "drill baseline"], dest)
         sandbox.must(["dvc", "push", "-q"], dest)  # the drill's remote holds the baseline, as a user's would
         problems = end_state(dest, spec, {}, set())
-        plan, _ = env.run([_selfheal(), "heal", "--plan"], dest)
+        plan, _ = env.run([selfheal_command(), "heal", "--plan"], dest)
         acting = [line for line in plan.stdout.splitlines() if line.startswith("  ") and " ok " not in line]
         health = _health_url(dest)
         if health and not _answers(health):
@@ -196,7 +196,7 @@ def own_port(root: Path) -> None:
     of service.health, and of service.reload on the same address, when service.start takes `{port}`."""
     from urllib.parse import urlsplit
 
-    from selfheal.ops.drill import _free_port
+    from selfheal.ops.trials import free_port
 
     path = root / PROJECT_FILE
     doc = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -204,7 +204,7 @@ def own_port(root: Path) -> None:
     if not service.get("health") or "{port}" not in str(service.get("start") or ""):
         return
     old = urlsplit(service["health"])
-    new = f"{old.hostname}:{_free_port()}"
+    new = f"{old.hostname}:{free_port()}"
     for key in ("health", "reload"):
         url = urlsplit(service.get(key) or "")
         if url.netloc == old.netloc:
@@ -259,7 +259,7 @@ def production(root: Path, spec: Spec) -> tuple[str, str] | None:
     return (on_commit[-1][1].split("@", 1)[1] if on_commit else "?"), latest[1]
 
 
-def _md5(path: Path) -> str | None:
+def md5_of(path: Path) -> str | None:
     return atomic.md5_file(path) if path.is_file() else None
 
 
@@ -275,7 +275,7 @@ def _directory_problems(root: Path, out: str, md5: str) -> list[str]:
     problems = [f"{out}/{rel} is missing" for rel in sorted(set(expected) - present)]
     problems += [f"{out}/{rel} is not in the version" for rel in sorted(present - set(expected))]
     problems += [f"{out}/{rel} md5 differs from the version's" for rel in sorted(set(expected) & present)
-                 if _md5(directory / rel) != expected[rel]]
+                 if md5_of(directory / rel) != expected[rel]]
     return problems
 
 
@@ -316,8 +316,8 @@ def end_state(root: Path, spec: Spec, before: dict[str, tuple[int, int]], inject
             for out, md5 in _paths((lock.get("stages") or {}).get(stage) or {}, "outs").items():
                 if md5.endswith(".dir"):
                     problems += _directory_problems(root, out, md5)
-                elif _md5(root / out) != md5:
-                    problems.append(f"{out} md5 {_md5(root / out)} is not {prod[0]}'s {md5}")
+                elif md5_of(root / out) != md5:
+                    problems.append(f"{out} md5 {md5_of(root / out)} is not {prod[0]}'s {md5}")
     for log in sorted((root / spec.records).glob("*.json")):
         try:
             json.loads(log.read_bytes())
@@ -363,7 +363,7 @@ def _servers(root: Path, but: set[int]) -> list[psutil.Process]:
 def start_service(root: Path, env: Env, url: str) -> int:
     """The copy's own service, started the way production does (`selfheal recover`: the start command); its pid,
     read from the process table."""
-    proc, _ = env.run([_selfheal(), "recover"], root, timeout=120)
+    proc, _ = env.run([selfheal_command(), "recover"], root, timeout=120)
     running = _servers(root, set())
     if proc.returncode != 0 or not _answers(url) or len(running) != 1:
         raise SelfHealError(f"drill: the service did not start in {root.name}: {(proc.stdout + proc.stderr)[-300:]}")
@@ -409,7 +409,7 @@ def _data_problems(root: Path, path: Path, faulty: bytes, spec: Spec, target: st
     if not any(f.read_bytes() == faulty for f in backups.rglob("*") if f.is_file()):
         problems.append(f"no backup of the faulty {rel} under {spec.records}/backups")
     recorded = {p: md5 for entry in _lock(root).values() for p, md5 in _paths(entry, "deps").items()}
-    if rel in recorded and recorded[rel] != _md5(path):
+    if rel in recorded and recorded[rel] != md5_of(path):
         problems.append(f"dvc.lock's candidate was not made from the fixed {rel}")
     return problems
 
@@ -445,7 +445,7 @@ def run_trial(fault: catalogue.Fault, n: int, base: Path, work: Path, env: Env, 
             watcher.wait_ready()
             t0 = time.monotonic()
             t.injected = fault.inject(project, rng)
-            _watch(t, watcher, polls, t0, None)
+            watch(t, watcher, polls, t0, None)
             time.sleep(0.3)
             t.healthy_share = round(sum(h for _, h, _ in polls.probes) / len(polls.probes), 4) if polls.probes else None
             checks = _service_problems(root, url, pid, watcher.proc.pid)

@@ -146,7 +146,7 @@ def verdict(
 ) -> str:
     """One line: rolled back / worse / better / unchanged / new, with the numbers that decided it."""
     rollbacks = [a for a in actions if a["log"] == "rollback" and a.get("success")]
-    if rollbacks:  # the seed's (and `selfheal rollback`'s) entry names the version in `version_restored`
+    if rollbacks:  # the guide's (and `selfheal rollback`'s) entry names the version in `version_restored`
         to = f" to {rollbacks[-1]['version_restored']}" if rollbacks[-1].get("version_restored") else ""
         return f"**rolled back**{to}: {rollbacks[-1].get('reason', 'see models/rollback_log.json')}"
     if not current:

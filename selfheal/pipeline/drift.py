@@ -9,7 +9,7 @@ or a distance depending on its `stattest`; `drifted` is always Evidently's own v
 The dataset verdict: drift_detected = at least one feature column drifted and
 share_of_drifted_columns >= drift_threshold. ">=" is Evidently's own rule for "dataset drift", so drift.json and
 the HTML report always agree (the extra "at least one" keeps a threshold of 0 from flagging a batch that has
-no drift at all). `drift_score` is that share, the number the seed's `--drift-score` carries.
+no drift at all). `drift_score` is that share, the number the guide's `--drift-score` carries.
 
 The current batch may hold the same dirty cells as raw data. Columns are read the way fix_data reads them
 (selfheal.pipeline.checks: padded numbers parse, placeholders such as "N/A" and other text in numeric columns become
@@ -28,12 +28,8 @@ import pandas as pd
 
 from selfheal.core.errors import DataError
 from selfheal.pipeline.checks import categorical_values, parse_numbers
+from selfheal.pipeline.profile_drift import dataset_drift
 from selfheal.pipeline.training import PREDICTION, predict
-
-
-def dataset_drift(share: float, threshold: float) -> bool:
-    """The one drift rule: some feature column drifted and their share reached the threshold (Evidently's ">=")."""
-    return share > 0 and share >= threshold
 
 
 def _numbers(series: pd.Series) -> pd.Series:

@@ -15,6 +15,8 @@ from evidently.core.container import MetricContainer
 from evidently.legacy.renderers.html_widgets import CounterData, counter
 from evidently.metrics import ValueDrift
 
+from selfheal.pipeline.profile_drift import dataset_drift
+
 
 def drifted(result: Any) -> bool:
     """A ValueDrift result's verdict: its drift test failed."""
@@ -32,8 +34,6 @@ class ColumnsDrift(MetricContainer):
         return [ValueDrift(column=c) for c in self.columns]
 
     def render(self, context: Any, child_widgets: Any = None) -> list[Any]:
-        from selfheal.pipeline.drift import dataset_drift
-
         verdicts = {m.column: drifted(context.get_metric_result(m)) for m in self.metrics(context)}
         count = sum(verdicts[c] for c in self.features)
         share = count / len(self.features)

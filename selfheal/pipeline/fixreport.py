@@ -1,4 +1,4 @@
-"""The fix report (metrics/records/data_quality.json) and the seed's summary lines from it; no pandas, so the
+"""The fix report (metrics/records/data_quality.json) and the guide's summary lines from it; no pandas, so the
 all-numbers fix (numfix) and `selfheal fix-data` print them without importing it.
 """
 
@@ -24,7 +24,7 @@ def fix_report(
 
 
 def summary_lines(report: dict) -> list[str]:
-    """The seed's log lines: "Filled MedInc missing values with median: 3.87", "Capped 45 outliers in HouseAge"."""
+    """The guide's log lines: "Filled MedInc missing values with median: 3.87", "Capped 45 outliers in HouseAge"."""
     lines = []
     for col, c in report["columns"].items():
         unreadable = c.get("dtype_mismatches", 0) - c.get("converted", 0)

@@ -35,6 +35,11 @@ SMALL_REFERENCE = 1000
 THRESHOLDS = {"ks": 0.05, "chisquare": 0.05, "z": 0.05, "wasserstein": 0.1, "jensenshannon": 0.1}
 
 
+def dataset_drift(share: float, threshold: float) -> bool:
+    """The one drift rule: some feature column drifted and their share reached the threshold (Evidently's ">=")."""
+    return share > 0 and share >= threshold
+
+
 def _levels(ref: ColumnProfile, cur: ColumnProfile) -> int | None:
     """Distinct present values over both sides, or None when a side has too many to count (numeric only)."""
     if ref.counts is None or cur.counts is None:

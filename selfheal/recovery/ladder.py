@@ -1,7 +1,7 @@
 """Service auto-recovery (`selfheal recover`): detect, act, verify, log, and give up loudly.
 
 Detection is one health check with a timeout: refused = crash ("down"), no answer in time = hang ("hung",
-e.g. a SIGSTOPped process), any non-200 answer = "unhealthy" (503: no model). Methods, as in the seed:
+e.g. a SIGSTOPped process), any non-200 answer = "unhealthy" (503: no model). Methods, as in the guide:
 cache (drop and reload the model), config (reload configuration, then the model), process (restart the
 process), docker (restart the container), and auto, which escalates cache -> config -> process, starting
 where it can help (a dead or hung process cannot reload anything, so those go straight to process).

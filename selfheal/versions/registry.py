@@ -3,7 +3,7 @@
 A version is `<artifact>@vX.Y.Z` (`model@vX.Y.Z` for our pipeline; a configured project names its own artifact) (an annotated tag on the promotion commit, whose dvc.lock pins the model's hash);
 production assignments are `model#prod#N` tags, so `gto show` / `gto history` read this registry as well. The
 tags are written and read with plain git: `import gto` costs over a second and `selfheal versions` or a
-rollback must stay quick. The seed's timestamp names (`v20241120_150000`) are kept as each version's alias.
+rollback must stay quick. The guide's timestamp names (`v20241120_150000`) are kept as each version's alias.
 
 With a git remote (`origin`, or the only remote), the remote is the registry two runners share: its tags are
 fetched first, and a version number or an assignment counter is claimed by pushing its tag. git never lets a
@@ -73,7 +73,7 @@ def semver(name: str) -> tuple[int, int, int] | None:
 
 
 def alias_for(when: datetime) -> str:
-    """The seed's version name for a promotion time: v20241120_150000."""
+    """The guide's version name for a promotion time: v20241120_150000."""
     return when.strftime("v%Y%m%d_%H%M%S")
 
 

@@ -63,7 +63,7 @@ def rejected_versions(cwd: str | Path = ".") -> set[str]:
 
 
 def failure_reason(validation: dict[str, Any]) -> str:
-    """The seed's wording: "Model r2 0.65 below threshold 0.70" (or the relative drop, or the recorded reasons)."""
+    """The guide's wording: "Model r2 0.65 below threshold 0.70" (or the relative drop, or the recorded reasons)."""
     name, metric, threshold = validation.get("metric_name"), validation.get("metric"), validation.get("threshold")
     if isinstance(metric, (int, float)) and isinstance(threshold, (int, float)) and metric < threshold:
         return f"Model {name} {metric:.3f} below threshold {threshold:.2f}"

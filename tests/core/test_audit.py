@@ -45,7 +45,7 @@ def test_retraining_log_keeps_its_history_under_a_key(tmp_path: Path) -> None:
     log = tmp_path / "retraining_log.json"
     log.write_text(json.dumps({"last_retrain_time": "2024-11-25T10:30:00", "history": [{"action": "retrain"}]}))
     assert audit.entries(log) == [{"action": "retrain"}]
-    # the seed's naive timestamps are read as UTC
+    # the guide's naive timestamps are read as UTC
     assert clock.parse_time("2024-11-25T10:30:00").utcoffset().total_seconds() == 0
 
 

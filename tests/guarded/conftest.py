@@ -1,4 +1,4 @@
-"""Foreign projects shaped like iterative/example-get-started (selfheal.ops.foreign), built once per run."""
+"""Foreign projects shaped like iterative/example-get-started (tests/foreign_project.py), built once per run."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from selfheal.ops import foreign
+from tests import foreign_project as foreign
 from tests.heal_support import _shared
 
 

@@ -24,8 +24,9 @@ import pytest
 import yaml
 
 from selfheal.core import atomic
-from selfheal.ops import foreign, sandbox
+from selfheal.ops import sandbox
 from selfheal.service import procs
+from tests import foreign_project as foreign
 
 DATA = "data/data.csv"
 

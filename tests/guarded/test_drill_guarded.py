@@ -19,9 +19,10 @@ import yaml
 
 from selfheal.core.errors import SelfHealError
 from selfheal.core.project import parse
-from selfheal.ops import faults, foreign
+from selfheal.ops import faults
 from selfheal.ops.drill_guarded import capabilities
 from selfheal.ops.sandbox import run
+from tests import foreign_project as foreign
 
 SUBSET = ["candidate_below_gate", "corrupted_file_in_output_dir", "deleted_model_file", "invalid_selfheal_yaml_value"]
 

@@ -18,7 +18,8 @@ import pytest
 import yaml
 
 from selfheal.core.atomic import md5_file
-from selfheal.ops import foreign, sandbox
+from selfheal.ops import sandbox
+from tests import foreign_project as foreign
 
 pytestmark = pytest.mark.slow  # each test reproduces a candidate with DVC
 

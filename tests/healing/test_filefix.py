@@ -1,4 +1,4 @@
-"""`selfheal fix-data`: the seed's in-place fixer - backup first, the fix_data stage's fixes, a log entry."""
+"""`selfheal fix-data`: the guide's in-place fixer - backup first, the fix_data stage's fixes, a log entry."""
 
 from __future__ import annotations
 
@@ -98,7 +98,7 @@ def test_cli_exit_codes_and_one_line_errors(dirty: Path) -> None:
 
 
 def test_a_second_fix_data_is_a_no_op_and_says_so(dirty: Path, capsys: pytest.CaptureFixture) -> None:
-    """Issue 10.5: fix-data on its own output changes nothing (it used to cap more cells every run)."""
+    """Fix-data on its own output changes nothing (it used to cap more cells every run)."""
     inject_faults(make_housing(3000, 3), missing=0.05, outliers=0.01, duplicates=0.01, dtype_errors=0.01,
                   seed=3).to_csv(dirty, index=False)
     first = fix_file(dirty, parse_params({}))

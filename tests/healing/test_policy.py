@@ -274,7 +274,7 @@ def test_escalation_defaults_are_the_seeds_numbers() -> None:
         24, 3, 2, 3, 7)
 
 
-# --- monitoring must describe the model that serves (issue 10) ---
+# --- monitoring must describe the model that serves ---
 
 NEW = {**PASSED, "model_md5": "n" * 32}
 
@@ -302,7 +302,7 @@ def test_monitoring_waits_for_the_gate_to_replace_a_bad_or_foreign_model() -> No
     assert actions(replace(HEALTHY, raw_changed=True, drift=None))["monitor"] == "skip"  # dvc repro measures it
 
 
-# --- a model whose inputs changed is a person's decision (issue 10) ---
+# --- a model whose inputs changed is a person's decision ---
 
 def test_schema_change_escalates_instead_of_promoting_or_rolling_back() -> None:
     changed = {**NEW, "passed": False, "passed_except_schema": True,
@@ -322,7 +322,7 @@ def test_schema_change_escalates_instead_of_promoting_or_rolling_back() -> None:
 
 
 def test_drift_after_retraining_on_this_very_batch_is_explained_not_retrained_again() -> None:
-    """Issue 10.9: the reference now mixes old data and the batch; another retrain would fold nothing new."""
+    """The reference now mixes old data and the batch; another retrain would fold nothing new."""
     obs = replace(HEALTHY, drift=DRIFT, last_retrain=NOW - timedelta(hours=30))
     assert actions(obs)["retrain"] == "retrain"
     (d,) = [d for d in plan(replace(obs, batch_trained_by="v0.0.3"), params()) if d.step == "retrain"]

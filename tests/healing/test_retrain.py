@@ -98,7 +98,7 @@ def test_retrain_not_due_changes_nothing(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def test_fold_compares_rows_by_value_not_text(tmp_path: Path) -> None:
-    """Issue 10.8: after `selfheal fix-data` rewrote raw (41 -> 41.0), the batch's copies of raw rows came back."""
+    """After `selfheal fix-data` rewrote raw (41 -> 41.0), the batch's copies of raw rows came back."""
     raw = _csv(tmp_path / "raw.csv", ["41.0,2.5,3.0", "4.0,5.0,6.0", "1.1,1.0,1.2", "0.1234567895,1,2"])
     current = _csv(tmp_path / "cur.csv", ["41,2.50,3", " 4 ,5,6.000000000001", "1.1,1,N/A", "7,8,9", "7.0,8,9",
                                           "0.12345678950001,1,2", "0.1234568,1,2"])

@@ -13,9 +13,10 @@ import pandas as pd
 import pytest
 
 from selfheal.ops import faults, sandbox
-from selfheal.ops.drill import classify, markdown
+from selfheal.ops.drill import markdown
 from selfheal.ops.faults import Fault, Project
 from selfheal.ops.sandbox import run
+from selfheal.ops.trials import classify
 from tests.heal_support import production_of
 
 pytestmark = pytest.mark.slow
@@ -88,7 +89,7 @@ def test_injection_is_deterministic_for_a_seed(tmp_path: Path) -> None:
     ("left_alone", {"exit_code": 0, "good": True, "new_versions": True, "acted": True}, "wrong"),
 ])
 def test_outcomes_count_wrong_actions_not_only_misses(expected: str, facts: dict, outcome: str) -> None:
-    from selfheal.ops.drill import Trial
+    from selfheal.ops.trials import Trial
 
     fault = Fault("f", "data", expected, lambda p, r: "")  # type: ignore[arg-type]
     t = Trial("f", "data", expected, 1, exit_code=facts["exit_code"], end_state_good=facts["good"])

@@ -18,7 +18,8 @@ import pytest
 
 from selfheal.core.config import TrainParams
 from selfheal.core.errors import DataError
-from selfheal.pipeline.drift import coerce_features, dataset_drift, detect_drift, predict_batch, summary
+from selfheal.pipeline.drift import coerce_features, detect_drift, predict_batch, summary
+from selfheal.pipeline.profile_drift import dataset_drift
 from selfheal.pipeline.synth import FEATURES, TARGET, make_current, make_housing
 from selfheal.pipeline.training import PREDICTION, build_pipeline, infer_features
 
@@ -156,7 +157,7 @@ def test_the_one_drift_rule_is_inclusive_and_needs_a_drifted_column() -> None:
 
 
 def test_each_column_is_tested_once(model, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Issue 14: DataDriftPreset ran every column's test three times (ValueDrift, its drifted-column count, the
+    """DataDriftPreset ran every column's test three times (ValueDrift, its drifted-column count, the
     table of its HTML); now each column (features, prediction, target) is tested once and the HTML still leads
     with the dataset verdict."""
     import evidently.legacy.calculations.data_drift as legacy_drift
@@ -191,7 +192,7 @@ class _ThreadProbe:
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: OpenMP has one thread anyway")
 def test_monitor_predicts_single_threaded(model) -> None:
-    # OpenMP's spin-waiting on a busy machine made monitor's predict take seconds (issue 14)
+    # OpenMP's spin-waiting on a busy machine made monitor's predict take seconds
     from threadpoolctl import threadpool_limits
 
     pipeline, features, _ = model

@@ -1,4 +1,4 @@
-"""Issue 14: the partitioned engine reads its input from S3 (s3fs; endpoint and credentials from the standard AWS
+"""The partitioned engine reads its input from S3 (s3fs; endpoint and credentials from the standard AWS
 environment) and gets what it gets from the same files on disk. On a real moto server; marked `remote`: run by
 `make test-remote`, not by `make test`."""
 

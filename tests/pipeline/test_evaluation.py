@@ -86,7 +86,7 @@ def test_validate_stage_records_a_failed_verdict_and_exits_zero(tmp_path: Path) 
     assert predictions["actual"].tolist() == pytest.approx(holdout[TARGET].tolist(), abs=1e-5)
 
 
-# --- the trivial-baseline checks (issue 10): a model must learn something ---
+# --- the trivial-baseline checks: a model must learn something ---
 
 def _failures(checks: list) -> list[str]:
     return [reason for ok, reason in checks if not ok]

@@ -186,7 +186,7 @@ def test_unfixable_data_names_the_source(tmp_path) -> None:
 
 
 def test_fixing_its_own_output_changes_nothing(tmp_path) -> None:
-    """Issue 10.5: the second run used to cap more cells (the fences moved once gaps were filled)."""
+    """The second run used to cap more cells (the fences moved once gaps were filled)."""
     dirty = inject_faults(make_housing(2000, seed=5), missing=0.03, outliers=0.01, duplicates=0.01,
                           dtype_errors=0.01, seed=5)
     once, first = run(tmp_path, dirty)
@@ -198,7 +198,7 @@ def test_fixing_its_own_output_changes_nothing(tmp_path) -> None:
 
 
 def test_rows_made_identical_by_capping_are_dropped(tmp_path, clean) -> None:
-    """Issue 10.5: two rows that differ only in an outlier become one row once capped; the output stays valid."""
+    """Two rows that differ only in an outlier become one row once capped; the output stays valid."""
     dirty = clean.copy()
     dirty.loc[N] = dirty.loc[7]
     dirty.loc[7, "Population"], dirty.loc[N, "Population"] = 1e7, 2e7
@@ -210,7 +210,7 @@ def test_rows_made_identical_by_capping_are_dropped(tmp_path, clean) -> None:
 
 @pytest.mark.parametrize("cell", ["1e309", "-1e309", "inf", "-inf", "nan", "Infinity"])
 def test_a_non_finite_target_drops_the_row(tmp_path, clean, cell: str) -> None:
-    """Issue 10.6: 1e309 used to pass as valid data and crash train."""
+    """1e309 used to pass as valid data and crash train."""
     dirty = clean.astype({"MedHouseVal": object})
     dirty.loc[[4, 9], "MedHouseVal"] = cell
     out, report = run(tmp_path, dirty)

@@ -110,7 +110,7 @@ def test_partitioned_local_fix_equals_the_in_memory_fix(tmp_path: Path) -> None:
 
 
 def test_duplicates_found_bucket_by_bucket_equal_the_in_memory_fix(tmp_path: Path, monkeypatch) -> None:
-    """Issue 14 (flat memory): the driver deduplicates the spilled row hashes one hash bucket at a time; with
+    """Flat memory: the driver deduplicates the spilled row hashes one hash bucket at a time; with
     buckets of 500 rows (4,000 rows: 8 buckets) the first copies kept and the report are the in-memory fix's."""
     monkeypatch.setattr(partitioned, "BUCKET_ROWS", 500)
     raw = _dirty_csv(tmp_path / "raw.csv")

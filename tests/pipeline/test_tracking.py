@@ -105,7 +105,7 @@ def test_unusable_store_is_one_clear_error(tmp_path: Path, monkeypatch: pytest.M
 def test_a_new_store_starts_from_the_environments_migrated_empty_store(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trained: tuple
 ) -> None:
-    """Issue 14: MLflow's schema migrations (a quarter of train on a fresh clone) run once per environment; each
+    """MLflow's schema migrations (a quarter of train on a fresh clone) run once per environment; each
     new store is a copy of that migrated empty store, which MLflow opens, verifies and writes as its own."""
     import sqlite3
 

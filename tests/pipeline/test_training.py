@@ -93,7 +93,7 @@ def test_same_seed_same_model_other_seed_other_split(housing: pd.DataFrame, trai
 
 
 def test_boosting_takes_l2_and_early_stopping_from_params(housing: pd.DataFrame, trained: dict) -> None:
-    """Issue 10: unregularised boosting for a fixed 200 rounds overfit a rare class on real multiclass data; L2
+    """Unregularised boosting for a fixed 200 rounds overfit a rare class on real multiclass data; L2
     (default 1.0) and early stopping are params, and reach the estimator as written."""
     default = trained["hist_gradient_boosting"][0].named_steps["model"]
     assert (default.l2_regularization, default.early_stopping, default.n_iter_) == (1.0, False, 200)

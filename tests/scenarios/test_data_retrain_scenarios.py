@@ -1,4 +1,4 @@
-"""Data fixes that converge and retrains that tell the truth (issue 10), end to end on real git + DVC sandboxes.
+"""Data fixes that converge and retrains that tell the truth, end to end on real git + DVC sandboxes.
 
 1. double fix-data: a second `selfheal fix-data` on its own output changes nothing and says so, and capping
    never leaves the file invalid; heal then runs without escalating.

@@ -1,4 +1,4 @@
-"""The model gate's judgement and honest monitoring, end to end (issue 10): real git, DVC, training and Evidently.
+"""The model gate's judgement and honest monitoring, end to end: real git, DVC, training and Evidently.
 
 1. A constant target: the pipeline trains a model with R2 1.0 that predicts one value; heal refuses it and
    production keeps serving a model that discriminates.

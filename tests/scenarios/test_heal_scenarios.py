@@ -1,4 +1,4 @@
-"""The seed's self-healing scenarios, end to end, as a user runs them: real git, DVC, training and Evidently.
+"""The guide's self-healing scenarios, end to end, as a user runs them: real git, DVC, training and Evidently.
 
 1. Data with missing values, outliers, duplicates and dtype mismatches: `selfheal heal` reruns the pipeline,
    fix_data heals the data, the new model passes and is promoted.

@@ -82,7 +82,7 @@ def test_unfixable_input_is_one_error_line_and_exit_2(tmp_path, content, params,
 
 
 def test_an_infinite_target_is_dropped_and_train_runs(tmp_path, monkeypatch) -> None:
-    """Issue 10.6: `1e309` in the target was "Data valid"; train then failed with a traceback."""
+    """`1e309` in the target was "Data valid"; train then failed with a traceback."""
     monkeypatch.chdir(tmp_path)
     params = {"synth": {"rows": 600, "current_rows": 10}, "train": {"model": "linear"}}
     write_default_data(parse_params(params))

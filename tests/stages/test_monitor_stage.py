@@ -50,7 +50,7 @@ def test_drifted_dirty_batch_writes_metrics_report_and_plot(workdir: Path) -> No
 
     metrics = json.loads((workdir / "metrics/records/drift.json").read_text())
     assert metrics["drift_detected"] is True and metrics["drift_score"] == 0.75 == metrics["share_of_drifted_columns"]
-    # which model the report describes: heal measures drift again when the model changed (issue 10)
+    # which model the report describes: heal measures drift again when the model changed
     assert metrics["model_md5"] == md5_file(workdir / "models/model.joblib")
     assert (metrics["number_of_drifted_columns"], metrics["number_of_columns"], metrics["threshold"]) == (6, 8, 0.5)
     assert metrics["prediction_drifted"] is True and metrics["target_drifted"] is False
@@ -81,7 +81,7 @@ def test_batch_missing_a_feature_is_one_line_error_exit_2(workdir: Path) -> None
 @pytest.mark.parametrize("outliers", [0.002, 0.01], ids=["default-data", "more-outliers"])
 def test_a_sample_of_the_training_data_is_not_drift(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                     outliers: float) -> None:
-    """Issue 10.7: the reference is capped training data, the batch raw; a random sample of the raw training data
+    """The reference is capped training data, the batch raw; a random sample of the raw training data
     used to show drift (4 of 8 columns on the default data)."""
     import yaml
 
@@ -105,7 +105,7 @@ def test_a_sample_of_the_training_data_is_not_drift(tmp_path: Path, monkeypatch:
 
 
 def test_a_batch_above_the_sample_size_is_sampled_before_prediction_with_the_same_verdicts(workdir: Path) -> None:
-    """Issue 14: monitor types, caps and predicts only the rows it tests; the record equals drift of the whole
+    """Monitor types, caps and predicts only the rows it tests; the record equals drift of the whole
     batch (typed, capped and predicted) sampled afterwards, as monitor did before."""
     import pandas as pd
 

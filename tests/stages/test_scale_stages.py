@@ -1,4 +1,4 @@
-"""Issue 14 at the stage and command level: a large (here: above a tiny partition_mb) input is fixed in partitions
+"""A large (here: above a tiny partition_mb) input is fixed in partitions
 into a parquet directory the train stage reads, with the same rows as the in-memory path; fix-data writes its CSV
 with pyarrow and the values read back unchanged; monitor's Evidently run is on a seeded sample that drift.json
 names."""

@@ -28,7 +28,7 @@ def cwd(tmp_path: Path) -> Path:
 
 
 def test_a_missing_uncached_report_is_left_not_fatal(cwd: Path, capsys: pytest.CaptureFixture) -> None:
-    """Issue 10.10: `dvc exp apply` deletes monitoring/drift_report.html; the undo of a retrain then failed."""
+    """`dvc exp apply` deletes monitoring/drift_report.html; the undo of a retrain then failed."""
     lock = _lock({DRIFT: b'{"drift_detected": true}', REPORT: b"<html>report</html>"})
     restored = restore_stages(lock, ["monitor"], lambda p: b'{"drift_detected": true}' if p == DRIFT else None, cwd)
     assert restored == {DRIFT: hashlib.md5(b'{"drift_detected": true}').hexdigest()}

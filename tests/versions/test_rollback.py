@@ -115,7 +115,7 @@ def test_choose_target_walks_production_history() -> None:
 
 
 def test_seed_flags_do_not_ping_pong_to_the_version_just_rejected(two_versions: Path, workdir) -> None:
-    """Issue 10.11: a second `--current-metric 0.60` used to restore v0.0.2, the version the first one rejected."""
+    """A second `--current-metric 0.60` used to restore v0.0.2, the version the first one rejected."""
     repo = workdir(two_versions)
     v1, v2 = (registry.find(n, registry.versions()) for n in ("v0.0.1", "v0.0.2"))
     first = rollback(current_metric=0.65, threshold=0.70)
