@@ -257,34 +257,56 @@ def _locked(action: str, params: Path, config: Path | None, wait: float, settle:
         yield loaded
 
 
+def _service_reloader(project: Project, params: Path, config: Path | None) -> Any:
+    """How promote and rollback tell the service production changed: our service's admin reload, or the
+    project's own service section."""
+    if project.kind == "selfheal":
+        from selfheal.service.client import reloader
+
+        return reloader(_own_params(params, config).service_recovery.service_url)
+    from selfheal.healing.guarded import reloader as project_reloader
+
+    return project_reloader(project)
+
+
+@contextmanager
+def _acting(action: str, params: Path, config: Path | None, wait: float) -> Iterator[Project]:
+    """The project (either kind), with the healing lock held for `action` and what killed actions left behind
+    completed or reported first."""
+    from selfheal.core.journal import settle
+    from selfheal.core.project import current
+    from selfheal.healing.guard import exclusive
+
+    project = current()
+    folders: set[str] = set()
+    if project.kind == "selfheal":
+        from selfheal.healing.heal import data_folders
+
+        folders = data_folders(_own_params(params, config))
+    with exclusive(action, wait):
+        for line in settle(folders).lines():
+            typer.echo(f"{action}: {line}")
+        yield project
+
+
 @app.command()
 def rollback(
     version: Annotated[str | None, typer.Option(help="Version to restore: v0.0.3, model@v0.0.3 or v20241120_150000")] = None,
-    current_metric: Annotated[float | None, typer.Option(help="Metric of the current model (seed flag)")] = None,
-    threshold: Annotated[float | None, typer.Option(help="Threshold for --current-metric (default: params)")] = None,
+    current_metric: Annotated[float | None, typer.Option(help="Metric of the current model (the guide's flag)")] = None,
+    threshold: Annotated[float | None, typer.Option(help="Threshold for --current-metric (default: the gate's)")] = None,
     params: ParamsOpt = workspace.PARAMS,
     config: ConfigOpt = None,
     wait: WaitOpt = 0.0,
 ) -> None:
     """Restore the last good production model (auto) or --version V: a verified checkout from git + DVC."""
-    from selfheal.service.client import reloader
     from selfheal.versions.rollback import rollback as run_rollback
 
-    with _guarding("rollback", wait) as project:
-        if project is not None:
-            if current_metric is not None:
-                raise SelfHealError("--current-metric applies to selfheal's own pipeline; a guarded project's "
-                                    "gate reads its metrics file (selfheal.yaml gate:)")
-            from selfheal.healing.guarded import reloader as project_reloader
-            from selfheal.versions.configured import rollback as guarded_rollback
-
-            guarded_rollback(project, version=version, reload=project_reloader(project))
-            return
-    with _locked("rollback", params, config, wait) as p:
+    with _acting("rollback", params, config, wait) as project:
         if current_metric is not None and threshold is None:
-            threshold = p.model_validation.min_accuracy_threshold
-        run_rollback(version=version, current_metric=current_metric, threshold=threshold,
-                     reload=reloader(p.service_recovery.service_url))
+            threshold = (_own_params(params, config).model_validation.min_accuracy_threshold
+                         if project.kind == "selfheal" else project.gate.bound)
+        run_rollback(project, version=version, current_metric=current_metric, threshold=threshold,
+                     reload=_service_reloader(project, params, config))
 
 
 @app.command()
@@ -292,34 +314,22 @@ def versions(as_json: Annotated[bool, typer.Option("--json", help="Print JSON")]
     """List registered model versions (oldest first) and mark production."""
     import json
 
-    from selfheal.versions import registry
+    from selfheal.core.project import current
+    from selfheal.versions.catalog import Versions
 
-    project = _configured()
-    if project is not None:
-        from selfheal.versions.configured import rows as configured_rows
-
-        table = configured_rows(project)
-        if as_json:
-            typer.echo(json.dumps(table, indent=2))
-        for r in [] if as_json else table:
-            metric = f"{r['metric']:.4f}" if isinstance(r["metric"], (int, float)) else "-"
-            typer.echo(f"{'*' if r['production'] else ' '} {r['tag']:<32} {r['created_at']:<26} {metric:<8} "
-                       f"{(r['md5'] or '-')[:12]}" + (f"  <- {project.gate.stage}" if r["production"] else ""))
-        return
-    prod = registry.production_record() or {}
-    rows: list[dict[str, Any]] = [{"version": v.name, "alias": v.alias, "promoted_at": v.meta.get("promoted_at") or v.created_at,
-             "metric_name": v.meta.get("metric_name"), "metric": v.meta.get("metric"), "md5": v.md5,
-             "production": v.name == prod.get("version")} for v in registry.versions()]
+    project = current()
+    rows = Versions(project).rows()
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
     if not rows:
-        typer.echo("no registered versions yet (a model that passes validation is promoted by `make heal`)")
+        typer.echo(f"no registered versions of {project.model.artifact} yet (a candidate that passes the gate is "
+                   "promoted by `selfheal heal`)")
     for r in rows:
         metric = f"{r['metric_name']} {r['metric']:.3f}" if isinstance(r["metric"], (int, float)) else "-"
-        typer.echo(f"{'*' if r['production'] else ' '} {r['version']:<9} {r['alias'] or '-':<17} "
-                   f"{r['promoted_at']:<26} {metric:<10} {(r['md5'] or '-')[:12]}"
-                   + ("  <- production" if r["production"] else ""))
+        typer.echo(f"{'*' if r['production'] else ' '} {r['tag']:<24} {r['alias'] or '-':<17} "
+                   f"{r['created_at']:<26} {metric:<12} {(r['md5'] or '-')[:12]}"
+                   + (f"  <- {project.gate.stage}" if r["production"] else ""))
 
 
 @app.command()
@@ -328,20 +338,13 @@ def promote(
     accept_schema_change: Annotated[bool, typer.Option(
         "--accept-schema-change", help="Promote a model whose input columns or types differ from production's")] = False,
 ) -> None:
-    """Promote the validated workspace model: push to the DVC remote, commit, tag the version, set production."""
-    from selfheal.service.client import reloader
+    """Promote the workspace candidate that passes the gate: push to the DVC remote, commit, tag, set production."""
     from selfheal.versions.promote import promote as run_promote
 
     reason = "promoted by `selfheal promote`" + (" --accept-schema-change" if accept_schema_change else "")
-    with _guarding("promote", wait) as project:
-        if project is not None:
-            from selfheal.healing.guarded import reloader as project_reloader
-            from selfheal.versions.configured import promote as guarded_promote
-
-            guarded_promote(project, reason=reason, reload=project_reloader(project))
-            return
-    with _locked("promote", params, config, wait) as p:
-        run_promote(reason=reason, reload=reloader(p.service_recovery.service_url), accept_schema_change=accept_schema_change)
+    with _acting("promote", params, config, wait) as project:
+        run_promote(project, reason=reason, reload=_service_reloader(project, params, config),
+                    accept_schema_change=accept_schema_change)
 
 
 @app.command()

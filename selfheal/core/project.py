@@ -145,9 +145,10 @@ class Project(_Section):
         return Path(self.records)
 
     def record(self, path: Path) -> Path:
-        """A file of selfheal's own (a log, the status) inside the records directory: the workspace contract's
-        file of that name (`workspace.HEAL_LOG` -> `.selfheal/heal_log.json`)."""
-        return self.records_dir / path.name
+        """A file of selfheal's own (a log, the status): for our pipeline the workspace contract's place (the
+        guide's log files), for any other project inside the records directory under that name
+        (`workspace.HEAL_LOG` -> `.selfheal/heal_log.json`)."""
+        return path if self.kind == "selfheal" else self.records_dir / path.name
 
 
 def parse(raw: Any, source: str = str(PROJECT_FILE)) -> Project:
@@ -162,6 +163,20 @@ def parse(raw: Any, source: str = str(PROJECT_FILE)) -> Project:
 def load(path: str | Path = PROJECT_FILE) -> Project:
     path = Path(path)
     return parse(read_yaml(path, "not found; run `selfheal init` in the project root"), str(path))
+
+
+# this repository's own pipeline, as its selfheal.yaml declares it (a test keeps the two equal): what a project
+# with our layout but no selfheal.yaml (a copy of models/ and params.yaml, say) is taken to be
+OURS = {"kind": "selfheal", "model": {"artifact": "model", "outs": ["models/model.joblib"], "stages": ["train", "validate"]},
+        "gate": {"metrics": "metrics/records/validation.json", "key": "metric", "direction": "max",
+                 "max_relative_change": 0.05, "stage": "prod"},
+        "repro": {"target": "validate"}, "records": str(RECORDS)}
+
+
+def current(root: str | Path = ".") -> Project:
+    """The project at `root`, of either kind: its selfheal.yaml, else our own pipeline's layout (OURS)."""
+    path = Path(root) / PROJECT_FILE
+    return load(path) if path.exists() else parse(OURS, "selfheal's own pipeline")
 
 
 def find(root: str | Path = ".") -> Project | None:

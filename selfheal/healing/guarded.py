@@ -27,7 +27,9 @@ from typing import Any
 from selfheal.core import atomic, audit, clock, workspace
 from selfheal.core.errors import SelfHealError
 from selfheal.core.project import Project
-from selfheal.versions import checkout, configured, vcs
+from selfheal.versions import catalog, checkout, gate, vcs
+from selfheal.versions.promote import promote
+from selfheal.versions.rollback import rollback
 
 
 @dataclass(frozen=True)
@@ -129,12 +131,12 @@ def _data_step(project: Project, cwd: Path, remember: bool) -> Step | None:
 
 def _model_step(project: Project, cwd: Path, remember: bool) -> Step:
     try:
-        _, hashes = configured.candidate(project, cwd)
+        _, hashes = catalog.candidate(project, cwd)
     except SelfHealError as exc:
         return Step("model", "refuse", str(exc))
-    reg = configured.Registry(project, cwd)
+    reg = catalog.Versions(project, cwd)
     prod = reg.production()
-    ident = configured.identity(hashes)
+    ident = catalog.identity(hashes)
     if prod is not None and ident == reg.identity(prod):
         altered = _not_as_pinned(project, vcs.read_lock(cwd / "dvc.lock"), cwd)
         if altered:
@@ -145,13 +147,16 @@ def _model_step(project: Project, cwd: Path, remember: bool) -> Step:
         return Step("model", "refuse" if prod is None else "restore",
                     f"{', '.join(altered)} differ from dvc.lock; run `dvc checkout` or `dvc repro`")
     try:
-        metric = configured.workspace_metric(project, cwd)
+        verdict = gate.verdict(project, cwd, reg, prod)
     except SelfHealError as exc:
         return Step("model", "refuse", str(exc))
-    reasons = configured.judge(metric, reg.metric(prod) if prod else None, project)
+    if verdict is None:
+        return Step("model", "refuse", f"{project.gate.metrics}: not found; run `dvc repro`")
+    reasons = verdict["failures"]
     if not reasons:
         against = f" vs {prod.tag}" if prod else " (first production version)"
-        return Step("model", "promote", f"candidate {project.gate.key} {metric:.4f} passes the gate{against}")
+        return Step("model", "promote",
+                    f"candidate {project.gate.key} {verdict['metric']:.4f} passes the gate{against}")
     if prod is None:
         return Step("model", "refuse", "candidate fails the gate and no production version exists: "
                     + "; ".join(reasons))
@@ -299,11 +304,12 @@ def act(project: Project, step: Step, cwd: Path = Path(".")) -> tuple[bool, str]
         if step.action == "repro":
             return _repro(project, cwd, step.reason)
         if step.action == "promote":
-            return True, configured.promote(project, reason=step.reason, reload=reloader(project), cwd=cwd)["tag"]
+            return True, promote(project, reason=step.reason, reload=reloader(project), cwd=cwd)["tag"]
         if step.action in ("rollback", "restore"):
-            prod = configured.Registry(project, cwd).production() if step.action == "restore" else None
-            entry = configured.rollback(project, version=prod.name if prod else None, reason=step.reason,
-                                        reload=reloader(project), cwd=cwd)
+            prod = catalog.Versions(project, cwd).production() if step.action == "restore" else None
+            entry = rollback(project, version=prod.name if prod else None, reason=step.reason,
+                             reload=reloader(project), cwd=cwd)
+            assert entry is not None  # with a reason a rollback restores or raises
             return True, entry["tag"]
         if step.action == "retrain":
             done = retrain(project, cwd=cwd)

@@ -15,9 +15,11 @@ from typing import Any
 
 from selfheal.core import atomic, audit, journal, workspace
 from selfheal.core.config import Params
+from selfheal.core.project import current
 from selfheal.healing.policy import ISSUES, Decision, Observations, plan
 from selfheal.healing.retrain import batch_trained_by, last_retrain_time
-from selfheal.versions import registry, vcs
+from selfheal.versions import gate, vcs
+from selfheal.versions.catalog import Versions
 
 STAGES = ("fix_data", "train", "validate", "monitor")
 LOGS = {"data_quality": workspace.DATA_FIX_LOG, "model": workspace.ROLLBACK_LOG, "drift": workspace.RETRAINING_LOG,
@@ -46,12 +48,10 @@ def _service(params: Params) -> dict[str, Any] | None:
     return {"state": health.state, "detail": health.detail}
 
 
-def _judged(cwd: Path, production: dict[str, Any] | None) -> dict[str, Any] | None:
+def _judged(cwd: Path, versions: Versions) -> dict[str, Any] | None:
     """The validate stage's verdict judged by the gate against production; None when missing or damaged."""
-    from selfheal.versions.promote import candidate_verdict
-
     try:
-        return candidate_verdict(cwd, production)
+        return gate.verdict(versions.project, cwd, versions, versions.production())
     except ValueError:
         return None  # a damaged record is as good as none: the pipeline rewrites it
 
@@ -62,8 +62,8 @@ def observe(params: Params, cwd: Path = Path(".")) -> Observations:
     raw = cwd / params.data.raw
     recorded = vcs.hashes(lock.get("fix_data", {}), "deps").get(params.data.raw)
     model = cwd / workspace.MODEL
-    known = registry.versions(cwd)
-    production = registry.production_record(cwd, known)
+    versions = Versions(current(cwd), cwd)
+    production = versions.production_record()
     drift = _json(cwd / workspace.DRIFT)
     return Observations(
         now=datetime.now(UTC),
@@ -73,9 +73,9 @@ def observe(params: Params, cwd: Path = Path(".")) -> Observations:
         model_path=str(workspace.MODEL),
         model_md5=atomic.md5_file(model) if model.exists() else None,
         trained_md5=vcs.hashes(lock.get("train", {})).get(str(workspace.MODEL)),
-        validation=_judged(cwd, production),
+        validation=_judged(cwd, versions),
         production=production,
-        registered_md5s=frozenset(v.md5 for v in known if v.md5),
+        registered_md5s=frozenset(filter(None, map(versions.identity, versions.known))),
         drift=drift,
         drift_path=str(workspace.DRIFT),
         # a report from before drift.json named its model: the model the monitor stage last read (dvc.lock)

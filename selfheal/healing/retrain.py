@@ -230,14 +230,18 @@ def _repro_and_gate(reason: str, before: dict[str, Any], backup_dir: Path, raw: 
     """`dvc repro`, then promote a passing model on valid data, else roll back to production and undo the fold.
     Returns the entry's outcome fields; raises SelfHealError (after undoing what it can) when that fails."""
     from selfheal.core.errors import SelfHealError
+    from selfheal.core.project import current
     from selfheal.healing import guard
     from selfheal.service.client import reloader
+    from selfheal.versions import gate
+    from selfheal.versions.catalog import Versions
     from selfheal.versions.checkout import from_backup, restore_stages
-    from selfheal.versions.promote import candidate_verdict, promote
+    from selfheal.versions.promote import promote
     from selfheal.versions.rollback import rollback
 
     proc = vcs.dvc("repro", cwd=cwd, check=False)
-    validation = candidate_verdict(cwd, registry.production_record(cwd)) or {}
+    versions = Versions(current(cwd), cwd)
+    validation = gate.verdict(versions.project, cwd, versions, versions.production()) or {}
     quality = audit.read(cwd / workspace.DATA_QUALITY, {}) or {}
     out: dict[str, Any] = {"metric": validation.get("metric"), "metric_name": validation.get("metric_name")}
     undo: list[str] | None = ["fix_data", "train", "validate", "monitor"]

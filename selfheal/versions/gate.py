@@ -1,7 +1,8 @@
 """The gate: the validate stage's verdict on a candidate, judged again against production (the registry's).
 
-The validate stage judges a candidate on its own (threshold, gain over a trivial baseline, degenerate output),
-so its outputs depend only on its declared deps. What depends on production is judged here, at the moment of
+Our pipeline's validate stage judges a candidate on its own (threshold, gain over a trivial baseline, degenerate
+output), so its outputs depend only on its declared deps; any other DVC project names a metrics file, a key, a
+direction and an absolute bound in selfheal.yaml. What depends on production is judged here, at the moment of
 promoting, against whatever the registry says production is then: how much worse the candidate's metric is
 than production's (relative to its size), and whether its input columns are production's (its clients would
 get 422 otherwise).
@@ -9,7 +10,14 @@ get 422 otherwise).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+from selfheal.core import atomic, workspace
+from selfheal.core.errors import SelfHealError
+from selfheal.core.project import Project, dig, parse_metrics
+from selfheal.versions.catalog import Versions
+from selfheal.versions.registry import Version
 
 
 def input_schema(features: list[dict[str, Any]]) -> list[dict[str, str]]:
@@ -94,3 +102,57 @@ def judge(validation: dict[str, Any], production: dict[str, Any] | None, max_rel
         "production_metric": production.get("metric") if production else None,
         "relative_drop": relative_drop,
     }
+
+
+def _own_pipeline(cwd: Path, production: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Our pipeline's verdict: the validate stage's record (threshold, baseline gain, degenerate output), judged
+    against production's metric and input schema; None before the pipeline validated a model."""
+    from selfheal.core.config import load_params
+
+    validation = atomic.read_json(cwd / workspace.VALIDATION)
+    if not isinstance(validation, dict):
+        return None
+    meta = atomic.read_json(cwd / workspace.MODEL_META, {}) or {}
+    features = meta.get("features") if meta.get("md5") == validation.get("model_md5") else None
+    drop = load_params(cwd / workspace.PARAMS).model_validation.max_relative_drop
+    return judge(validation, production, drop, features if isinstance(features, list) else None)
+
+
+def _metric_gate(project: Project, cwd: Path, production: dict[str, Any] | None,
+                 production_metric: float | None) -> dict[str, Any]:
+    """Any DVC project's verdict: the configured metric against the absolute bound, then against production's."""
+    gate = project.gate
+    path = cwd / gate.metrics
+    if not path.is_file():
+        raise SelfHealError(f"{gate.metrics}: not found; run `dvc repro` so the candidate is evaluated")
+    metric = dig(parse_metrics(path.read_bytes(), gate.metrics), gate.key, gate.metrics)
+    worse = (lambda a, b: a < b) if gate.direction == "max" else (lambda a, b: a > b)
+    checks: list[tuple[bool, str]] = []
+    if gate.bound is not None:
+        word = ("below" if gate.direction == "max" else "above") if worse(metric, gate.bound) else "within"
+        checks.append((not worse(metric, gate.bound), f"{gate.key} {metric:.4f} {word} bound {gate.bound:g}"))
+    relative = None
+    if production is not None and production_metric is not None and production_metric != 0:
+        relative = ((production_metric - metric if gate.direction == "max" else metric - production_metric)
+                    / abs(production_metric))
+        change = f"{relative:.1%} worse than" if relative > 0 else f"{-relative:.1%} better than"
+        checks.append((relative <= gate.max_relative_change,
+                       f"{gate.key} {metric:.4f} is {change} production {production['version']} "
+                       f"{production_metric:.4f} (max {gate.max_relative_change:.0%} worse)"))
+    elif production is None:
+        checks.append((True, "no production model to compare with"))
+    passed = all(ok for ok, _ in checks)
+    return {"metric_name": gate.key, "metric": metric, "threshold": gate.bound, "passed": passed,
+            "passed_except_schema": passed, "schema_changes": [], "reasons": [r for _, r in checks],
+            "failures": [r for ok, r in checks if not ok], "max_relative_drop": gate.max_relative_change,
+            "production_version": production["version"] if production else None,
+            "production_metric": production_metric, "relative_drop": relative}
+
+
+def verdict(project: Project, cwd: Path, versions: Versions, production: Version | None) -> dict[str, Any] | None:
+    """The gate's verdict on the workspace candidate against `production` (None: the first version), one
+    interface for every project kind: our pipeline's richer verdict, or the configured dotted-key metric."""
+    record = versions.record(production) if production else None
+    if project.kind == "selfheal":
+        return _own_pipeline(cwd, record)
+    return _metric_gate(project, cwd, record, versions.metric(production) if production else None)

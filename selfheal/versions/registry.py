@@ -22,7 +22,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from selfheal.core import workspace
 from selfheal.core.errors import SelfHealError
 from selfheal.versions import vcs
 
@@ -235,32 +234,16 @@ def production(cwd: str | Path = ".", artifact: str = ARTIFACT, stage: str = STA
     return by_name.get(history[-1].version)
 
 
-def record(version: Version, cwd: str | Path = ".", model: str = str(workspace.MODEL),
-           stage: str = "train") -> dict[str, Any]:
-    """What the registry knows of a version as one mapping: its tag's metadata, its name, and the md5s of the
-    model (and the model's metadata file) its commit's dvc.lock pins - so a version GTO registered without
-    metadata is recognised by its bytes too."""
-    pinned = vcs.hashes(vcs.parse_lock(vcs.show(version.commit, workspace.DVC_LOCK, cwd)).get(stage) or {})
-    meta_path = str(Path(model).with_suffix(".json"))
-    return {**version.meta, "version": version.name, "tag": version.tag, "commit": version.commit,
-            "md5": version.md5 or pinned.get(model), "meta_md5": pinned.get(meta_path)}
-
-
-def production_record(cwd: str | Path = ".", known: list[Version] | None = None) -> dict[str, Any] | None:
-    """Production's `record`, or None before the first promotion."""
-    version = production(cwd, known=known)
-    return record(version, cwd) if version else None
-
-
-def mlflow_alias(version: Version, cwd: str | Path = ".") -> str | None:
-    """Move MLflow's `prod` alias to the model now in production (the run tagged with its md5), so the MLflow
-    UI agrees with GTO. Returns the MLflow version number, or None when there is nothing to move. A store
-    failure is a warning: production has already changed, and the next promote or rollback fixes it."""
+def mlflow_alias(version: Version, md5: str | None, cwd: str | Path = ".") -> str | None:
+    """Move MLflow's `prod` alias to the model now in production (the run tagged with its `md5`), so the MLflow
+    UI agrees with GTO. Returns the MLflow version number, or None when there is nothing to move (no store, no
+    run made these bytes). A store failure is a warning: production has already changed, and the next promote
+    or rollback fixes it."""
     from selfheal.pipeline import tracking
 
     cwd = Path(cwd)
     try:
-        return tracking.set_production_alias(tracking.run_for_model(version.md5, cwd), version.name, cwd)
+        return tracking.set_production_alias(tracking.run_for_model(md5, cwd), version.name, cwd)
     except SelfHealError as exc:
         print(f"⚠️  MLflow alias '{tracking.PROD_ALIAS}' not moved to {version.name}: {exc}")
         return None

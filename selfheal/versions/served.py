@@ -13,7 +13,9 @@ from pathlib import Path
 
 from selfheal.core import workspace
 from selfheal.core.errors import SelfHealError
-from selfheal.versions import checkout, registry
+from selfheal.core.project import current
+from selfheal.versions import checkout
+from selfheal.versions.catalog import Versions
 
 
 @dataclass(frozen=True)
@@ -26,11 +28,12 @@ class Served:
 
 def production_model(cwd: str | Path = ".", model: str | Path = workspace.MODEL) -> Served:
     """Production's model file and metadata, verified; an error naming what is missing otherwise."""
-    version = registry.production(cwd)
+    versions = Versions(current(cwd), cwd)
+    version = versions.production()
     if version is None:
         raise SelfHealError("no model in production yet: `selfheal heal` (or `selfheal promote`) promotes a validated "
                             "model; the service serves only promoted versions")
-    record = registry.record(version, cwd, str(model))
+    record = versions.record(version)
     md5, meta_md5 = record.get("md5"), record.get("meta_md5")
     if not md5 or not meta_md5:
         raise SelfHealError(f"{version.tag}: its commit's dvc.lock pins no {model} and its metadata file")

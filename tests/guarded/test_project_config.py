@@ -14,18 +14,19 @@ import yaml
 from selfheal.core import project, workspace
 from selfheal.core.config import Params
 from selfheal.core.errors import ConfigError
-from selfheal.versions import registry, rollback
+from selfheal.versions import registry
 
 ROOT = Path(__file__).resolve().parents[2]
 SELFHEAL = [str(Path(sys.executable).parent / "selfheal")]  # this venv's command, whatever PATH says
 
 
-def test_our_pipeline_selfheal_yaml_names_what_the_pipeline_hard_codes() -> None:
+def test_our_pipeline_selfheal_yaml_is_the_layout_selfheal_assumes_without_one() -> None:
     ours = project.load(ROOT / "selfheal.yaml")
     defaults = Params().model_validation
+    assert ours == project.parse(project.OURS) == project.current(ROOT)
     assert ours.kind == "selfheal" and project.find(ROOT) is None  # our commands keep reading params.yaml
     assert ours.model.artifact == registry.ARTIFACT and ours.gate.stage == registry.STAGE
-    assert ours.model.outs == [str(workspace.MODEL)] and ours.model.stages == rollback.STAGES
+    assert ours.model.outs == [str(workspace.MODEL)] and ours.model.stages == ["train", "validate"]
     assert ours.gate.metrics == str(workspace.VALIDATION) and ours.gate.direction == "max"
     assert ours.gate.max_relative_change == defaults.max_relative_drop
 

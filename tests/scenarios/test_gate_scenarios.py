@@ -17,10 +17,12 @@ import pytest
 
 from selfheal.core import audit, workspace
 from selfheal.core.atomic import md5_file
+from selfheal.core.project import current
 from selfheal.pipeline.artifact import load_model
 from selfheal.pipeline.synth import make_current, make_housing
 from selfheal.pipeline.training import predict
 from selfheal.versions import registry
+from selfheal.versions.catalog import Versions
 from tests.heal_support import model_md5, production_of, read, run, selfheal, set_max_iter
 from tests.scenarios.test_heal_scenarios import ROWS, write_csv
 
@@ -63,7 +65,7 @@ def test_schema_change_is_not_promoted_automatically_until_a_person_accepts_it(p
 
     repo = workdir(promoted)
     production = production_of(repo)
-    recorded = registry.production_record(repo)
+    recorded = Versions(current(repo), repo).production_record()
     assert recorded is not None and {"name": "HouseAge", "kind": "numeric"} in recorded["features"]
     old_client = make_housing(5, 7).drop(columns=["MedHouseVal"]).iloc[0].to_dict()
     port = free_port()
@@ -99,7 +101,7 @@ def test_schema_change_is_not_promoted_automatically_until_a_person_accepts_it(p
     assert "input schema differs from production v0.0.1" in refused.stderr
 
     selfheal("promote", "--accept-schema-change", cwd=repo)
-    now = registry.production_record(repo)
+    now = Versions(current(repo), repo).production_record()
     assert now is not None and now["version"] == "v0.0.2" and now["md5"] == model_md5(repo)
     assert production_of(repo) == {"version": "v0.0.2", "md5": now["md5"]}
     assert {"name": "HouseAge", "kind": "categorical"} in now["features"]

@@ -12,8 +12,10 @@ import pytest
 import yaml
 
 from selfheal.core.errors import SelfHealError
+from selfheal.core.project import current
 from selfheal.ops import sandbox
-from selfheal.versions import registry, vcs
+from selfheal.versions import registry
+from selfheal.versions.catalog import Versions, vcs
 from selfheal.versions.promote import promote
 from tests.heal_support import env, model_md5, production_of, read, run, selfheal, set_max_iter
 
@@ -96,7 +98,7 @@ def test_promotion_registers_commits_pushes_and_leaves_dvc_clean(built_project: 
     md5 = model_md5(repo)
     entry = promote(reason="test")
     assert production_of(repo) == {"version": "v0.0.1", "md5": md5} and entry["version"] == "v0.0.1"
-    prod = registry.production_record()
+    prod = Versions(current()).production_record()
     assert prod is not None and prod["md5"] == md5 and prod["version"] == "v0.0.1"
     assert {"metric_name", "metric", "alias", "promoted_at", "params", "data_md5", "model"} <= set(prod)
     assert prod["features"][0] == {"name": "MedInc", "kind": "numeric"}  # the input schema the next model must keep
@@ -125,7 +127,7 @@ def test_a_failed_candidate_cannot_be_promoted(bad_candidate: Path, workdir) -> 
 def test_versions_command_marks_production(two_versions: Path, workdir) -> None:
     repo = workdir(two_versions)
     out = selfheal("versions", cwd=repo).stdout.splitlines()
-    assert len(out) == 2 and out[0].startswith("  v0.0.1") and out[1].startswith("* v0.0.2")
+    assert len(out) == 2 and out[0].startswith("  model@v0.0.1 ") and out[1].startswith("* model@v0.0.2 ")
     rows = json.loads(selfheal("versions", "--json", cwd=repo).stdout)
     assert [r["production"] for r in rows] == [False, True] and rows[1]["metric_name"] == "r2"
 
