@@ -326,7 +326,8 @@ def versions(as_json: Annotated[bool, typer.Option("--json", help="Print JSON")]
         typer.echo(f"no registered versions of {project.model.artifact} yet (a candidate that passes the gate is "
                    "promoted by `selfheal heal`)")
     for r in rows:
-        metric = f"{r['metric_name']} {r['metric']:.3f}" if isinstance(r["metric"], (int, float)) else "-"
+        metric = (f"{r['metric_name']} {r['metric']:.3f}" if isinstance(r["metric"], (int, float))
+                  else "-" if r["reachable"] else "unknown: outputs not reachable")
         typer.echo(f"{'*' if r['production'] else ' '} {r['tag']:<24} {r['alias'] or '-':<17} "
                    f"{r['created_at']:<26} {metric:<12} {(r['md5'] or '-')[:12]}"
                    + (f"  <- {project.gate.stage}" if r["production"] else ""))

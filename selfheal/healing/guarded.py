@@ -269,7 +269,7 @@ def _repro(project: Project, cwd: Path, reason: str) -> tuple[bool, str]:
     argv = project.repro.argv()
     if argv is None:
         proc = subprocess.run(project.repro.command or "", shell=True, cwd=cwd, capture_output=True, text=True,
-                              env=vcs.env())
+                              env=vcs.env(cwd))
     else:
         proc = vcs.dvc(*argv, cwd=cwd, check=False)
     error = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-3:]) if proc.returncode else ""

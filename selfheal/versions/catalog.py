@@ -17,7 +17,7 @@ from selfheal.core import workspace
 from selfheal.core.errors import SelfHealError
 from selfheal.core.project import Project, dig, parse_metrics
 from selfheal.versions import registry, vcs
-from selfheal.versions.checkout import fetch_revision, from_revision, read_output
+from selfheal.versions.checkout import available, fetch_revision, from_revision, read_output
 from selfheal.versions.registry import Version
 
 
@@ -61,6 +61,7 @@ class Versions:
         self.known = registry.versions(self.cwd, self.artifact)
         self.history = registry.assignments(self.cwd, self.artifact, self.stage)
         self._locks: dict[str, dict[str, Any]] = {}
+        self._reachable: dict[str, bool] = {}
 
     def lock(self, v: Version) -> dict[str, Any]:
         if v.commit not in self._locks:
@@ -81,14 +82,28 @@ class Versions:
     def find(self, ref: str) -> Version:
         return registry.find(ref, self.known)
 
+    def reachable(self, v: Version) -> bool:
+        """Whether its outputs can be restored (the DVC cache, git, or the remote): a version whose outputs were
+        pushed to a remote this clone cannot read is listed, never restored."""
+        if v.name not in self._reachable:
+            self._reachable[v.name] = available(self.lock(v), self.project.model.stages,
+                                                 from_revision(v.commit, self.cwd), self.cwd,
+                                                 fetch=lambda: fetch_revision(v.commit, self.cwd))
+        return self._reachable[v.name]
+
     def metric(self, v: Version) -> float | None:
-        """The gate metric of a registered version: from its tag when selfheal registered it, else its files."""
+        """The gate metric of a registered version: from its tag when selfheal registered it, else its files;
+        None when neither has it (its outputs are not reachable)."""
         gate = self.project.gate
         if v.meta.get("gate_key", v.meta.get("metric_name")) == gate.key and isinstance(v.meta.get("metric"),
                                                                                        (int, float)):
             return float(v.meta["metric"])
-        data = read_output(self.lock(v), gate.metrics, from_revision(v.commit, self.cwd), self.cwd,
-                           fetch=lambda: fetch_revision(v.commit, self.cwd)) or vcs.show(v.commit, gate.metrics, self.cwd)
+        try:
+            data = read_output(self.lock(v), gate.metrics, from_revision(v.commit, self.cwd), self.cwd,
+                               fetch=lambda: fetch_revision(v.commit, self.cwd)) or vcs.show(v.commit, gate.metrics,
+                                                                                             self.cwd)
+        except SelfHealError:
+            return None  # listed as "not reachable"; never a reason for heal or `versions` to fail
         if data is None:
             return None
         return dig(parse_metrics(data, f"{v.tag}:{gate.metrics}"), gate.key, f"{v.tag}:{gate.metrics}")
@@ -113,5 +128,6 @@ class Versions:
         return [{"version": v.name, "tag": v.tag, "alias": v.alias,
                  "created_at": v.meta.get("promoted_at") or v.created_at,
                  "metric_name": v.meta.get("metric_name") or self.project.gate.key, "metric": self.metric(v),
-                 "md5": self.identity(v), "production": prod is not None and v.name == prod.name}
+                 "md5": self.identity(v), "production": prod is not None and v.name == prod.name,
+                 "reachable": self.reachable(v)}
                 for v in self.known]

@@ -148,6 +148,37 @@ def restore_stages(
     return {**{path: md5 for path, (_, md5) in staged.items()}, **dirs}
 
 
+def available(lock: dict[str, Any], stages: list[str], source: Source, cwd: str | Path = ".",
+              fetch: Fetch | None = None) -> bool:
+    """Whether every output of `stages` has a copy to restore from - the DVC cache (every file of a directory
+    output too) or `source` for outputs git keeps - after at most one `fetch` from the remote. Presence only:
+    a restore verifies every byte anyway."""
+    cwd = Path(cwd)
+
+    def present(path: str, md5: str) -> bool:
+        cached = vcs.cache_path(md5, cwd)
+        if not md5.endswith(".dir"):
+            return cached.is_file() or source(path) is not None
+        if not cached.is_file():
+            return False
+        try:
+            entries = json.loads(cached.read_bytes())
+        except ValueError:
+            return False
+        return isinstance(entries, list) and all(vcs.cache_path(e["md5"], cwd).is_file() for e in entries)
+
+    outs = [(p, m) for s in stages for p, m in vcs.hashes(lock.get(s) or {}).items() if m]
+    if all(present(p, m) for p, m in outs):
+        return True
+    if fetch is None:
+        return False
+    try:
+        fetch()
+    except SelfHealError:
+        return False
+    return all(present(p, m) for p, m in outs)
+
+
 def _manifest(path: str, md5: str, cwd: Path, fetch: list[Fetch | None]) -> list[dict[str, str]]:
     """A directory output's file list [{relpath, md5}] from its verified `.dir` object."""
     entries = json.loads(_verified(path, md5, lambda _: None, cwd, fetch))

@@ -141,6 +141,9 @@ def _metric_gate(project: Project, cwd: Path, production: dict[str, Any] | None,
                        f"{production_metric:.4f} (max {gate.max_relative_change:.0%} worse)"))
     elif production is None:
         checks.append((True, "no production model to compare with"))
+    elif production_metric is None:
+        checks.append((True, f"production {production['version']}'s {gate.key} is unknown (its outputs are not "
+                             "reachable and its tag does not record it): not compared"))
     passed = all(ok for ok, _ in checks)
     return {"metric_name": gate.key, "metric": metric, "threshold": gate.bound, "passed": passed,
             "passed_except_schema": passed, "schema_changes": [], "reasons": [r for _, r in checks],

@@ -120,7 +120,7 @@ def promote(project: Project | None = None, *, reason: str = "passed the gate", 
     project = project or current(cwd)
     shared = registry.shared_remote(cwd)
     if shared:
-        registry.sync(shared, cwd, project.model.artifact, project.gate.stage)
+        registry.sync(shared, cwd, project.model.artifact)
     versions = Versions(project, cwd)
     verdict, ident, hashes = passing_candidate(project, cwd, versions, versions.production(), accept_schema_change)
     with journal.intent("promote", cwd / project.record(workspace.HEAL_LOG), reason, md5=ident):

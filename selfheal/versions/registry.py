@@ -161,11 +161,11 @@ def shared_remote(cwd: str | Path = ".") -> str | None:
     return remote
 
 
-def sync(remote: str, cwd: str | Path = ".", artifact: str = ARTIFACT, stage: str = STAGE) -> None:
+def sync(remote: str, cwd: str | Path = ".", artifact: str = ARTIFACT) -> None:
     """Fetch the remote's version and assignment tags; the remote wins over a local tag of the same name (a
     claim this runner lost, left by an interrupted promotion)."""
     vcs.git("fetch", "--quiet", "--no-tags", remote, f"+refs/tags/{artifact}@*:refs/tags/{artifact}@*",
-            f"+refs/tags/{artifact}#{stage}#*:refs/tags/{artifact}#{stage}#*", cwd=cwd)
+            f"+refs/tags/{artifact}#*:refs/tags/{artifact}#*", cwd=cwd)
 
 
 def _claim(tag: str, message: str, commit: str, remote: str | None, cwd: str | Path) -> bool:
@@ -200,6 +200,13 @@ def register(name: str, commit: str, meta: dict[str, Any], cwd: str | Path = "."
     return next(v for v in versions(cwd, artifact) if v.name == name)
 
 
+def _last_counter(cwd: str | Path, artifact: str) -> int:
+    """The highest assignment number of `artifact` in any stage: GTO numbers `<artifact>#<stage>#N` per artifact
+    (`#dev#1`, `#prod#2`, `#staging#3`), so a new assignment never reuses a number another stage holds."""
+    numbers = [name.rsplit("#", 1)[1] for name, *_ in _tags(f"{artifact}#*#*", cwd)]
+    return max((int(n) for n in numbers if n.isdigit()), default=0)
+
+
 def assign_production(version: Version, reason: str, cwd: str | Path = ".", remote: str | None = None,
                       stage: str = STAGE, judge: Callable[[Version | None], Any] | None = None) -> bool:
     """Record `version` entering production (a GTO `stage` assignment), unless it is already the latest one;
@@ -215,7 +222,7 @@ def assign_production(version: Version, reason: str, cwd: str | Path = ".", remo
         history = assignments(cwd, version.artifact, stage)
         if history and history[-1].version == version.name:
             return False
-        counter = max((a.counter for a in history), default=0) + 1
+        counter = _last_counter(cwd, version.artifact) + 1
         if _claim(f"{version.artifact}#{stage}#{counter}", message, version.commit, remote, cwd):
             return True
         if judge is not None:

@@ -33,16 +33,17 @@ class NothingToRestore(SelfHealError):
 
 def choose_target(bad: str | None, known: list[Version], history: list[registry.Assignment],
                   rejected: frozenset[str] | set[str] = frozenset(),
-                  ident: Callable[[Version], str | None] = lambda v: v.md5) -> Version | None:
+                  ident: Callable[[Version], str | None] = lambda v: v.md5,
+                  usable: Callable[[Version], bool] = lambda v: True) -> Version | None:
     """The last good production version that is not the bad model (by `ident`): production (the latest
     assignment) when the bad model is a new candidate, else the version production held before (walking the
     assignment history back). A version an earlier rollback `rejected` is never chosen: two rollbacks in a row
-    must not bring it back."""
+    must not bring it back; nor is one whose outputs cannot be restored (`usable`)."""
     by_name = {v.name: v for v in known}
     names = [a.version for a in reversed(history)] + [v.name for v in reversed(known)]
-    for name in names:
+    for name in dict.fromkeys(names):
         v = by_name.get(name)
-        if v and ident(v) != bad and v.name not in rejected:
+        if v and ident(v) != bad and v.name not in rejected and usable(v):
             return v
     return None
 
@@ -121,7 +122,7 @@ def rollback(
     log = cwd / project.record(workspace.ROLLBACK_LOG)
     shared = registry.shared_remote(cwd)
     if shared:  # the versions and assignments other runners made
-        registry.sync(shared, cwd, project.model.artifact, project.gate.stage)
+        registry.sync(shared, cwd, project.model.artifact)
     versions = Versions(project, cwd)
     bad = _workspace_identity(project, cwd)
     target: Version | None
@@ -150,7 +151,8 @@ def rollback(
             bad = verdict.get("model_md5") or bad
             reason = failure_reason(verdict)
         rejected = rejected_versions(project, cwd)
-        target = choose_target(bad, versions.known, versions.history, rejected, versions.identity)
+        target = choose_target(bad, versions.known, versions.history, rejected, versions.identity,
+                               versions.reachable)
     failed = versions.by_identity(bad)
     single = _model_file(project)
     details = {

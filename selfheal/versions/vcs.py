@@ -21,21 +21,39 @@ from selfheal.core import workspace
 from selfheal.core.errors import SelfHealError
 
 
-def _tool(name: str) -> str:
-    """The venv's own git/dvc first (the one next to this interpreter), then PATH."""
+def _ours(cwd: str | Path) -> bool:
+    """Whether `cwd` is selfheal's own pipeline, whose stages are selfheal's code (kind selfheal, or our
+    layout without a selfheal.yaml)."""
+    from selfheal.core.project import current
+
+    try:
+        return current(cwd).kind == "selfheal"
+    except SelfHealError:
+        return False
+
+
+def _tool(name: str, cwd: str | Path = ".") -> str:
+    """The dvc a project's commands use: for our own pipeline the one beside this interpreter; for any other
+    project the user's (the first on PATH, as their shell finds it), else ours."""
     beside = Path(sys.executable).parent / name
-    return str(beside) if beside.exists() else (shutil.which(name) or name)
+    if _ours(cwd):
+        return str(beside) if beside.exists() else (shutil.which(name) or name)
+    return shutil.which(name) or (str(beside) if beside.exists() else name)
 
 
-def env() -> dict[str, str]:
-    """This environment with this interpreter's directory first on PATH: the `python` of the stages' commands
-    must be the one selfheal runs in, whether or not the venv was activated."""
+def env(cwd: str | Path = ".") -> dict[str, str]:
+    """The environment a project's commands run in: the user's, as their shell has it - selfheal never puts its
+    own interpreter first for a project it did not write, whose stages need that project's packages. Our own
+    pipeline's stages call `python`, which must be the interpreter selfheal runs in (its venv holds the
+    pipeline's packages), whether or not the venv was activated: for it that directory comes first."""
+    if not _ours(cwd):
+        return dict(os.environ)
     return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
 
 
 def _run(cmd: list[str], cwd: str | Path, check: bool) -> subprocess.CompletedProcess:
     try:
-        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env())
+        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env(cwd))
     except FileNotFoundError:
         raise SelfHealError(f"`{cmd[0]}` not found on PATH") from None
     if check and proc.returncode != 0:
@@ -49,7 +67,7 @@ def git(*args: str, cwd: str | Path = ".", check: bool = True) -> str:
 
 
 def dvc(*args: str, cwd: str | Path = ".", check: bool = True) -> subprocess.CompletedProcess:
-    return _run([_tool("dvc"), *args], cwd, check)
+    return _run([_tool("dvc", cwd), *args], cwd, check)
 
 
 

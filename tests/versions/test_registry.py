@@ -6,6 +6,7 @@ import json
 import shutil
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -90,6 +91,19 @@ def test_production_assignments_are_gto_stage_tags(repo: Path) -> None:
                                       env=vcs.env(), check=True).stdout)
     assert {(v["version"], tuple(s["stage"] for s in v["stages"])) for v in shown} == {
         ("v0.0.1", ("prod",)), ("v0.0.2", ())}
+
+
+def test_assignment_numbers_count_per_artifact_as_gto_does(repo: Path) -> None:
+    """A person's `gto assign --stage dev` takes #1: selfheal's prod assignment is #2, and gto agrees."""
+    c1, _, _ = commits()
+    v1 = registry.register("v0.0.1", c1, {"md5": "a" * 32})
+    gto = Path(sys.executable).parent / "gto"
+    run([str(gto), "assign", "model", "--version", "v0.0.1", "--stage", "dev"], repo)
+    registry.assign_production(v1, "passed the gate")
+    assert sorted(vcs.git("tag", "--list", "model#*").split()) == ["model#dev#1", "model#prod#2"]
+    history = json.loads(run([str(gto), "history", "model", "--json"], repo).stdout)
+    assert {(h["ref"], h["stage"], h["version"]) for h in history if h.get("event") == "assignment"} == {
+        ("model#dev#1", "dev", "v0.0.1"), ("model#prod#2", "prod", "v0.0.1")}
 
 
 @pytest.mark.slow

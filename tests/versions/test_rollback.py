@@ -136,3 +136,21 @@ def test_choose_target_skips_rejected_versions() -> None:
     hist = [Assignment(n, v, "", "") for n, v in enumerate(["v0.0.1", "v0.0.2", "v0.0.3"], 1)]
     assert choose_target("m3", vs, hist, {"v0.0.2"}).name == "v0.0.1"
     assert choose_target("m1", vs, [*hist, Assignment(4, "v0.0.1", "", "")], {"v0.0.2", "v0.0.3"}) is None
+
+
+def test_a_version_whose_outputs_are_unreachable_is_listed_never_restored(two_versions: Path, workdir) -> None:
+    """v0.0.1's model is in no cache and no remote (pushed to a remote this clone cannot read): `versions` and
+    `heal --plan` still work, and a rollback that could only go to v0.0.1 restores nothing and says so."""
+    repo = workdir(two_versions)
+    v1 = registry.find("v0.0.1", registry.versions())
+    assert v1.md5
+    for store in (repo / ".dvc/cache", repo / ".dvcstore"):
+        (store / "files/md5" / v1.md5[:2] / v1.md5[2:]).unlink()
+    rows = {r["version"]: r for r in json.loads(selfheal("versions", "--json", cwd=repo).stdout)}
+    assert rows["v0.0.1"]["reachable"] is False and rows["v0.0.2"]["reachable"] is True
+    assert isinstance(rows["v0.0.1"]["metric"], float)  # from its tag
+    assert selfheal("heal", "--plan", cwd=repo).returncode == 0
+    before = model_md5(repo)
+    refused = selfheal("rollback", "--current-metric", "0.5", "--threshold", "0.7", cwd=repo, check=False)
+    assert refused.returncode == 1 and "no earlier good model version to roll back to" in refused.stderr
+    assert model_md5(repo) == before and production_of(repo)["version"] == "v0.0.2"
