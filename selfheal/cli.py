@@ -338,14 +338,17 @@ def promote(
     wait: WaitOpt = 0.0, params: ParamsOpt = workspace.PARAMS, config: ConfigOpt = None,
     accept_schema_change: Annotated[bool, typer.Option(
         "--accept-schema-change", help="Promote a model whose input columns or types differ from production's")] = False,
+    force: Annotated[bool, typer.Option(
+        help="Promote even when the candidate fails the gate (the heal log records who overrode what)")] = False,
 ) -> None:
     """Promote the workspace candidate that passes the gate: push to the DVC remote, commit, tag, set production."""
     from selfheal.versions.promote import promote as run_promote
 
-    reason = "promoted by `selfheal promote`" + (" --accept-schema-change" if accept_schema_change else "")
+    reason = "promoted by `selfheal promote`" + (" --accept-schema-change" if accept_schema_change else "") + (
+        " --force" if force else "")
     with _acting("promote", params, config, wait) as project:
         run_promote(project, reason=reason, reload=_service_reloader(project, params, config),
-                    accept_schema_change=accept_schema_change)
+                    accept_schema_change=accept_schema_change, force=force)
 
 
 @app.command()

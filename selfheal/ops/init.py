@@ -23,7 +23,8 @@ from selfheal.versions import registry, vcs
 
 Ask = Callable[[str, str], str]  # (question, default) -> answer
 _MINIMISE = re.compile(r"loss|err|rmse|mse|mae|mape|perplexity|latency", re.IGNORECASE)
-_DATA = (".csv", ".parquet", ".tsv")
+# a stage's own code: a change to it reruns the stage, but it is not data a new candidate is made from
+_CODE = (".py", ".r", ".R", ".sh", ".ipynb", ".jl", ".scala", ".java", ".js", ".ts", ".sql", ".toml", ".cfg")
 
 
 class InitError(SelfHealError):
@@ -41,7 +42,8 @@ class Found:
     metrics_file: str
     versions: list[str] = field(default_factory=list)
     gto_stages: list[str] = field(default_factory=list)
-    data: list[str] = field(default_factory=list)
+    data: list[str] = field(default_factory=list)  # input files no stage produces (any format)
+    data_dirs: list[str] = field(default_factory=list)  # input directories no stage produces
 
 
 def _paths(items: list[Any] | None) -> list[str]:
@@ -107,10 +109,12 @@ def discover(cwd: Path, artifact: str | None = None) -> Found:
     gto_stages = sorted({t.split("#")[1] for t in vcs.git("tag", "--list", f"{name}#*", cwd=cwd).split()
                          if t.count("#") == 2})
     made = {o for st in stages.values() for o in _paths(st.get("outs"))}
-    data = [d for st in stages.values() for d in st.get("deps") or []
-            if isinstance(d, str) and d.endswith(_DATA) and d not in made]
+    inputs = [d.rstrip("/") for st in stages.values() for d in _paths(st.get("deps"))
+              if not any(d.rstrip("/") == o or Path(o) in Path(d).parents for o in made)]
+    inputs = [d for d in dict.fromkeys(inputs) if not d.endswith(_CODE) and d not in (str(workspace.PARAMS),)]
     return Found(name, path, list(models), version_stages, metrics, key, metrics_file,
-                 [v.name for v in known], gto_stages, list(dict.fromkeys(data)))
+                 [v.name for v in known], gto_stages, [d for d in inputs if not (cwd / d).is_dir()],
+                 [d for d in inputs if (cwd / d).is_dir()])
 
 
 def build(found: Found, ask: Ask | None = None) -> Project:
@@ -169,7 +173,8 @@ def render(project: Project) -> str:
     return HEADER + body.replace("  fix:\n", "  fix:  # checked and fixed in place before a candidate is made\n") + OPTIONAL
 
 
-def report(found: Found, project: Project, cwd: Path) -> list[str]:
+def report(found: Found, project: Project, cwd: Path, answered: bool = False) -> list[str]:
+    """What init found and wrote, and what is left to choose (`answered`: the gate was chosen interactively)."""
     gate = project.gate
     lines = [
         f"found model artifact {found.artifact} at {found.path}"
@@ -183,6 +188,9 @@ def report(found: Found, project: Project, cwd: Path) -> list[str]:
     ]
     if found.data:
         lines.append(f"found data deps {', '.join(found.data)} (a change makes heal reproduce a candidate)")
+    if found.data_dirs:
+        lines.append(f"found data directories {', '.join(found.data_dirs)}: not watched (selfheal compares files "
+                     "with dvc.lock; name the files a candidate is made from in data.deps)")
     if project.data and project.data.fix:
         lines.append(f"data.fix: {', '.join(project.data.fix)} are checked and fixed in place (backup first); "
                      "set data.target to a label column, if any, so it is never filled or capped")
@@ -192,12 +200,27 @@ def report(found: Found, project: Project, cwd: Path) -> list[str]:
         todo.append("gate.bound (the absolute value the metric must meet; none set)")
     if gate.stage not in found.gto_stages:
         todo.append(f"gate.stage: no {gate.stage!r} assignment yet; the first candidate that passes becomes it")
-    todo.append(f"the gate key and direction: {gate.key} ({gate.direction}) was guessed")
+    if not answered:
+        qualifying = [f"{f}:{k}" for f, keys in found.metrics.items() for k in keys]
+        others = [q for q in qualifying if q != f"{gate.metrics}:{gate.key}"]
+        todo.append(f"the gate key and direction: {gate.key} ({gate.direction}) was guessed"
+                    + (f" among {len(qualifying)} numeric keys ({', '.join(others)} also qualify): set gate.metrics "
+                       "and gate.key, or run `selfheal init --interactive --force`" if others else ""))
     lines += [f"still to choose: {t}" for t in todo]
-    ignore = cwd / ".gitignore"
-    if f"{project.records}/" not in (ignore.read_text(encoding="utf-8") if ignore.exists() else "").split():
-        lines.append(f"add {project.records}/ to .gitignore: selfheal keeps its records there")
     return lines
+
+
+def ignore_records(project: Project, cwd: Path) -> str | None:
+    """Add the records folder to .gitignore (selfheal's logs and locks are no project file); the line to print,
+    or None when it was already ignored."""
+    ignore = cwd / ".gitignore"
+    text = ignore.read_text(encoding="utf-8") if ignore.exists() else ""
+    entry = f"/{project.records.strip('/')}/"
+    if entry in text.split() or f"{project.records.strip('/')}/" in text.split():
+        return None
+    atomic.write_text(ignore, text + ("" if not text or text.endswith("\n") else "\n")
+                      + f"# selfheal's records (logs, locks, backups)\n{entry}\n")
+    return f"added {entry} to .gitignore (selfheal's records)"
 
 
 def init(cwd: Path = Path("."), *, force: bool = False, artifact: str | None = None,
@@ -209,4 +232,16 @@ def init(cwd: Path = Path("."), *, force: bool = False, artifact: str | None = N
     found = discover(cwd, artifact)
     project = build(found, ask)
     atomic.write_text(target, render(project))
-    return [*report(found, project, cwd), f"wrote {PROJECT_FILE}"]
+    ignored = ignore_records(project, cwd)
+    unreachable = _unreachable(project, cwd)
+    return [*report(found, project, cwd, answered=ask is not None), *([ignored] if ignored else []),
+            *(f"warning: {v}'s outputs are in no cache and no remote this clone can read: it is listed, never "
+              "restored" for v in unreachable), f"wrote {PROJECT_FILE}"]
+
+
+def _unreachable(project: Project, cwd: Path) -> list[str]:
+    """The registered versions whose outputs cannot be restored here."""
+    from selfheal.versions.catalog import Versions
+
+    versions = Versions(project, cwd)
+    return [v.tag for v in versions.known if not versions.reachable(v)]

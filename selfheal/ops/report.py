@@ -67,7 +67,8 @@ def resolve_base(rev: str) -> Base:
     if len(found) != 2:
         known = registry.versions()
         try:
-            found = _commit(f"refs/tags/{registry.find(rev, known).tag}")
+            rev = registry.find(rev, known).tag  # a name git and DVC resolve too (`dvc metrics diff`)
+            found = _commit(f"refs/tags/{rev}")
         except SelfHealError:
             names = ", ".join(v.name for v in known) or "none registered yet"
             raise SelfHealError(

@@ -25,10 +25,12 @@ META_KEYS = ["task", "target", "model", "params", "data_md5", "n_train", "n_hold
 
 
 def passing_candidate(project: Project, cwd: Path, versions: Versions, production: registry.Version | None,
-                      accept_schema_change: bool = False) -> tuple[dict[str, Any], str, dict[str, str]]:
+                      accept_schema_change: bool = False, force: bool = False
+                      ) -> tuple[dict[str, Any], str, dict[str, str]]:
     """(verdict, identity, model hashes) when the workspace candidate is what dvc.lock pins and passes the gate
     against `production`; else an error saying what to do. `accept_schema_change`: a person's decision to promote
-    a model that failed only because its input columns differ from production's."""
+    a model that failed only because its input columns differ from production's; `force`: a person's decision
+    to promote it whatever the gate says (the verdict is returned, and recorded by the caller)."""
     _, hashes = candidate(project, cwd)
     ident = identity(hashes)
     altered = [out for out, md5 in hashes.items() if checkout.differs(out, md5, cwd)]
@@ -41,6 +43,8 @@ def passing_candidate(project: Project, cwd: Path, versions: Versions, productio
         raise SelfHealError(f"{project.gate.metrics} describes model {verdict['model_md5']}, but dvc.lock pins "
                             f"{ident}; run `dvc repro` so the model is validated")
     changes = verdict.get("schema_changes") or []
+    if force:
+        return verdict, str(ident), hashes
     if not verdict.get("passed") and changes and verdict.get("passed_except_schema"):
         if not accept_schema_change:
             raise SelfHealError(f"the candidate passed validation, but its input schema differs from production "
@@ -48,8 +52,17 @@ def passing_candidate(project: Project, cwd: Path, versions: Versions, productio
                                 "would need the new schema: `selfheal promote --accept-schema-change` promotes it")
     elif not verdict.get("passed"):
         raise SelfHealError(f"the candidate failed the gate ({'; '.join(verdict.get('failures') or [])}); "
-                            "only a candidate that passed can be promoted")
+                            "only a candidate that passed can be promoted (`selfheal promote --force` overrides "
+                            "the gate, and the heal log records who did)")
     return verdict, str(ident), hashes
+
+
+def _who() -> str:
+    """Who overrode the gate: the identity git commits as here (else the login name), and the host."""
+    import getpass
+
+    name = vcs.git("var", "GIT_AUTHOR_IDENT", check=False).split(" <")[0].strip() or getpass.getuser()
+    return f"{name}@{socket.gethostname()}"
 
 
 def _commit_paths(cwd: Path) -> list[str]:
@@ -108,7 +121,7 @@ def _commit(cwd: Path, meta: dict[str, Any], artifact: str, reason: str) -> str:
 
 
 def promote(project: Project | None = None, *, reason: str = "passed the gate", reload: Reload | None = None,
-            cwd: str | Path = ".", accept_schema_change: bool = False) -> dict:
+            cwd: str | Path = ".", accept_schema_change: bool = False, force: bool = False) -> dict:
     """Make the workspace candidate production; returns the audit entry.
 
     The gate judges it against the registry's production, read after fetching the shared registry when one is
@@ -122,16 +135,22 @@ def promote(project: Project | None = None, *, reason: str = "passed the gate", 
     if shared:
         registry.sync(shared, cwd, project.model.artifact)
     versions = Versions(project, cwd)
-    verdict, ident, hashes = passing_candidate(project, cwd, versions, versions.production(), accept_schema_change)
+    verdict, ident, hashes = passing_candidate(project, cwd, versions, versions.production(), accept_schema_change,
+                                               force)
+    overridden = [] if verdict.get("passed") or not force else list(verdict.get("failures") or [])
+    if overridden:
+        print(f"⚠️  --force: promoting past the gate: {'; '.join(overridden)}")
     with journal.intent("promote", cwd / project.record(workspace.HEAL_LOG), reason, md5=ident):
-        return _promote(project, cwd, verdict, ident, hashes, reason, reload, shared, accept_schema_change)
+        return _promote(project, cwd, verdict, ident, hashes, reason, reload, shared, accept_schema_change,
+                        overridden)
 
 
 def _promote(project: Project, cwd: Path, verdict: dict[str, Any], ident: str, hashes: dict[str, str], reason: str,
-             reload: Reload | None, shared: str | None, accept_schema_change: bool) -> dict:
+             reload: Reload | None, shared: str | None, accept_schema_change: bool, overridden: list[str]) -> dict:
     def judge(production: registry.Version | None) -> dict[str, Any]:
         """The verdict against `production`, raising when the candidate no longer passes (production moved)."""
-        return passing_candidate(project, cwd, Versions(project, cwd), production, accept_schema_change)[0]
+        return passing_candidate(project, cwd, Versions(project, cwd), production, accept_schema_change,
+                                 bool(overridden))[0]
 
     artifact = project.model.artifact
     remote = vcs.default_remote(cwd)
@@ -158,7 +177,7 @@ def _promote(project: Project, cwd: Path, verdict: dict[str, Any], ident: str, h
     registry.assign_production(version, reason, cwd, shared, stage=project.gate.stage, judge=judge)
     reloaded = reload(ident) if reload else False  # the service first: MLflow's alias is bookkeeping
     mlflow_version = registry.mlflow_alias(version, ident, cwd)
-    accepted = [] if verdict.get("passed") else verdict["schema_changes"]
+    accepted = [] if verdict.get("passed") or overridden else verdict["schema_changes"]
     entry = audit.append(
         cwd / project.record(workspace.HEAL_LOG), "promote", reason, True, version=version.name, tag=version.tag,
         alias=meta.get("alias"), md5=ident, metric_name=verdict["metric_name"], metric=verdict["metric"],
@@ -166,6 +185,7 @@ def _promote(project: Project, cwd: Path, verdict: dict[str, Any], ident: str, h
         relative_drop=verdict.get("relative_drop"), pushed_to=remote, registry_remote=shared,
         service_reloaded=reloaded, mlflow_version=mlflow_version,
         **({"accepted_schema_change": accepted} if accepted else {}),
+        **({"forced_past_gate": overridden, "forced_by": _who()} if overridden else {}),
     )
     print(f"✅ Promoted {version.tag} to {project.gate.stage} ({meta.get('alias')}): {verdict['metric_name']} "
           f"{verdict['metric']:.3f}, md5 {ident}"

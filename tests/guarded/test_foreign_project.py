@@ -177,3 +177,20 @@ def test_retrain_makes_a_candidate_gates_it_reloads_the_service_and_keeps_its_co
     assert "v1.0.1" in gto("show", "text-classification#prod", "--plain", cwd=repo)
     assert _Reloads.posts == ["/reload"]
     assert "cooldown" in selfheal("retrain", cwd=repo).stdout
+
+
+def test_promote_runs_the_gate_and_force_records_who_overrode_it(example: Path, copy_of: Callable[[Path], Path]) -> None:
+    """`selfheal promote` refuses a candidate far worse than production, as heal would; `--force` promotes it
+    and the heal log names what was overridden and by whom."""
+    repo = copy_of(example)
+    selfheal("init", cwd=repo)
+    bad_candidate(repo)
+    refused = selfheal("promote", cwd=repo, check=False)
+    assert refused.returncode == 2 and "failed the gate" in refused.stderr and "worse than production" in refused.stderr
+    assert "v1.0.0" in gto("show", "text-classification#prod", "--plain", cwd=repo)
+    forced = selfheal("promote", "--force", cwd=repo)
+    assert "--force: promoting past the gate" in forced.stdout
+    assert "v1.0.1" in gto("show", "text-classification#prod", "--plain", cwd=repo)
+    (entry,) = json.loads((repo / ".selfheal/heal_log.json").read_text())
+    assert entry["action"] == "promote" and "--force" in entry["reason"]
+    assert "worse than production" in entry["forced_past_gate"][0] and entry["forced_by"].startswith("selfheal sandbox@")

@@ -101,3 +101,25 @@ def test_init_asks_only_when_interactive_and_keeps_the_answers(tmp_path: Path) -
     assert asked.returncode == 0, asked.stderr
     gate = yaml.safe_load((repo / "selfheal.yaml").read_text())["gate"]
     assert (gate["key"], gate["direction"], gate["bound"], gate["stage"]) == ("acc", "max", 0.8, "prod")
+
+
+def test_init_watches_every_input_no_stage_makes_and_ignores_its_records(tmp_path: Path) -> None:
+    """An XML raw input (example-get-started's data.xml) is watched like any data file; code is not data; the
+    records folder goes into .gitignore; interactive answers are not reported as guesses."""
+    stages = {"prepare": {"cmd": "python src/prepare.py", "deps": ["data/data.xml", "src/prepare.py", "data/lookup"],
+                          "outs": ["data/prepared"]},
+              "train": {"cmd": "python train.py", "deps": ["data/prepared"], "outs": ["model.pkl"],
+                        "metrics": ["metrics.json"]}}
+    repo = _repo(tmp_path / "repo", {"artifacts": MODEL, "stages": stages}, {"acc": 0.9, "f1": 0.8})
+    (repo / "data/lookup").mkdir(parents=True)
+    (repo / ".gitignore").write_text("/model.pkl")
+    quiet = subprocess.run([*SELFHEAL, "init"], cwd=repo, capture_output=True, text=True)
+    assert quiet.returncode == 0, quiet.stderr
+    assert yaml.safe_load((repo / "selfheal.yaml").read_text())["data"] == {"deps": ["data/data.xml"]}
+    assert "found data directories data/lookup: not watched" in quiet.stdout
+    assert "was guessed among 2 numeric keys (metrics.json:f1 also qualify)" in quiet.stdout
+    assert (repo / ".gitignore").read_text().splitlines()[-1] == "/.selfheal/"
+    asked = subprocess.run([*SELFHEAL, "init", "--interactive", "--force"], cwd=repo, capture_output=True, text=True,
+                           input="metrics.json:acc\nmax\n0.8\nprod\n")
+    assert asked.returncode == 0 and "guessed" not in asked.stdout and "added" not in asked.stdout
+    assert (repo / ".gitignore").read_text().count(".selfheal") == 1

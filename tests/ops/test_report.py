@@ -83,11 +83,13 @@ def test_base_may_be_a_model_version(promoted: Path, workdir) -> None:
     from selfheal.ops.report import resolve_base
     from selfheal.versions import registry
 
-    workdir(promoted)
+    repo = workdir(promoted)
     tagged = registry.find("v0.0.1", registry.versions()).commit
     assert resolve_base("v0.0.1").sha == resolve_base("model@v0.0.1").sha == tagged
     with pytest.raises(SelfHealError, match=r"--base v0\.0\.9: not a commit .* not a model version \(known: v0\.0\.1\)"):
         resolve_base("v0.0.9")
+    run(["selfheal", "report", "--base", "v0.0.1"], repo)  # the README's `make report BASE=v0.0.1`: DVC's diffs too
+    assert "model@v0.0.1 @ " in (repo / "report.md").read_text()
 
 
 def _val(metric: float, passed: bool = True) -> dict:
