@@ -46,6 +46,7 @@ class GateSection(_Section):
 class ReproSection(_Section):
     target: str | None = None  # `dvc repro <target>` (all stages when empty)
     command: str | None = None  # or any shell command that produces a candidate
+    max_failures: int = Field(3, gt=0)  # failed builds from the same inputs before an alert asks for a person
 
     def argv(self) -> list[str] | None:
         """The `dvc repro` arguments, or None when `command` (a shell line) is configured instead."""

@@ -73,6 +73,7 @@ RESTART_HOLDER = STATE_DIR / "restart.holder.json"
 DATA_CHECKED = STATE_DIR / "data_checked.json"  # {path: md5} of data files last checked with nothing to fix
 DRIFT_CHECKED = STATE_DIR / "drift.json"  # the last drift measurement and the md5s it was made on
 STATUS = STATE_DIR / "status.json"  # `selfheal status` of a configured project
+FAILED_CANDIDATE = STATE_DIR / "failed_candidate.json"  # the last candidate that failed to build, and its inputs
 
 # `make report`
 REPORT = Path("report.md")

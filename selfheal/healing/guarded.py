@@ -113,6 +113,9 @@ def decide(project: Project, cwd: Path = Path("."), remember: bool = False) -> l
 
 
 def _data_step(project: Project, cwd: Path, remember: bool) -> Step | None:
+    failed = _failed_step(project, cwd)
+    if failed is not None:
+        return failed
     if project.data is None:
         return None
     try:
@@ -127,6 +130,20 @@ def _data_step(project: Project, cwd: Path, remember: bool) -> Step | None:
     if left:
         return Step("data", "report", f"faults left (data.quality.auto_fix_enabled is false): {'; '.join(left)}")
     return Step("data", "ok", f"{', '.join(project.data.watched) or 'data'} as dvc.lock recorded")
+
+
+def _failed_step(project: Project, cwd: Path) -> Step | None:
+    """After a candidate failed to build, the stages after the failed one are stale: never "ok" until a build
+    succeeds. Built again once an input or the code changed; refused (not healthy) until then."""
+    failed = audit.read(cwd / project.record(workspace.FAILED_CANDIDATE), None)
+    if not isinstance(failed, dict):
+        return None
+    moved = [p for p, md5 in _inputs(project, cwd).items() if (failed.get("inputs") or {}).get(p) != md5]
+    if moved:
+        return Step("data", "repro", f"inputs changed since the candidate that failed to build: {', '.join(moved)}")
+    return Step("data", "refuse", f"the candidate made from the current inputs failed to build "
+                f"{failed.get('attempts')} time(s) ({failed.get('error')}); production's outputs were restored "
+                "and still serve; heal builds again when an input or the code changes")
 
 
 def _model_step(project: Project, cwd: Path, remember: bool) -> Step:
@@ -264,19 +281,53 @@ def _retrain_verdict(project: Project, measured: dict[str, Any], cwd: Path, forc
     return verdict
 
 
+def _inputs(project: Project, cwd: Path) -> dict[str, str]:
+    """{path: md5} of what a candidate is made from: the watched data and every file a stage of dvc.lock reads
+    (its code and params files included), so a failed build is tried again only once one of them changes."""
+    paths = set(project.data.watched if project.data else [])
+    for entry in vcs.read_lock(cwd / workspace.DVC_LOCK).values():
+        paths |= set(vcs.hashes(entry, "deps")) | set(entry.get("params") or {})
+    return {p: atomic.md5_file(cwd / p) for p in sorted(paths) if (cwd / p).is_file()}
+
+
+def _failed_build(project: Project, cwd: Path, error: str, inputs: dict[str, str]) -> str:
+    """After a stage failed: production's version outputs restored (verified), the failure recorded with the
+    inputs it was made from, an alert once the same inputs failed `repro.max_failures` times."""
+    record = cwd / project.record(workspace.FAILED_CANDIDATE)
+    last = audit.read(record, None)
+    attempts = (last.get("attempts", 0) if isinstance(last, dict) and last.get("inputs") == inputs else 0) + 1
+    atomic.write_json(record, {"timestamp": clock.now_iso(), "error": error, "inputs": inputs, "attempts": attempts})
+    prod = catalog.Versions(project, cwd).production()
+    note = "no production version to restore"
+    if prod is not None:
+        entry = rollback(project, version=prod.name, reason=f"the candidate failed to build: {error}",
+                         reload=reloader(project), cwd=cwd)
+        note = f"{prod.tag}'s outputs restored" if entry else note
+    if attempts >= project.repro.max_failures:
+        from selfheal.core.alerts import raise_alert
+
+        raise_alert("candidate_build_failed", f"the candidate failed to build {attempts} times from the same inputs: "
+                    f"{error}", cwd / project.record(workspace.ALERTS_LOG), attempts=attempts)
+    return note
+
+
 def _repro(project: Project, cwd: Path, reason: str) -> tuple[bool, str]:
     started = time.perf_counter()
+    inputs = _inputs(project, cwd)
     argv = project.repro.argv()
     if argv is None:
         proc = subprocess.run(project.repro.command or "", shell=True, cwd=cwd, capture_output=True, text=True,
                               env=vcs.env(cwd))
     else:
         proc = vcs.dvc(*argv, cwd=cwd, check=False)
-    error = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-3:]) if proc.returncode else ""
+    error = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:]) if proc.returncode else ""
     audit.append(cwd / project.record(workspace.HEAL_LOG), "repro", reason, proc.returncode == 0,
                  command=project.repro.command or f"dvc {' '.join(argv or [])}", error=error or None,
-                 duration_s=round(time.perf_counter() - started, 1))
-    return proc.returncode == 0, error or "candidate reproduced"
+                 inputs=inputs, duration_s=round(time.perf_counter() - started, 1))
+    if proc.returncode:
+        return False, f"{error}; {_failed_build(project, cwd, error, inputs)}"
+    (cwd / project.record(workspace.FAILED_CANDIDATE)).unlink(missing_ok=True)
+    return True, "candidate reproduced"
 
 
 def reloader(project: Project) -> Any:

@@ -243,3 +243,33 @@ def test_recover_without_a_service_section_says_what_to_add(example: Path, copy_
     done = selfheal("recover", cwd=repo, check=False)
     assert done.returncode == 2 or done.returncode == 1
     assert "service.health is not set" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_candidate_that_fails_to_build_restores_production_and_is_retried_only_on_change(
+        example: Path, copy_of: Callable[[Path], Path]) -> None:
+    """New data arrives while a param breaks `train`: production's outputs are put back, verified; the failure
+    is recorded with its inputs and heal is not "healthy" (the later stages are stale); nothing is rebuilt from
+    the same inputs; once the param is fixed the candidate is built and judged."""
+    from tests.guarded.test_foreign_project import snapshot
+
+    repo = copy_of(example)
+    configure(repo)
+    production = snapshot(repo, "model.pkl", "eval")
+    with (repo / "data/data.tsv").open("a") as out:  # one more row: new data
+        out.write((repo / "data/data.tsv").read_text().splitlines()[-1] + "\n")
+    foreign.set_params(repo, "train", n_est=0)  # the forest refuses 0 trees: train exits non-zero
+    first = selfheal("heal", cwd=repo, check=False)
+    assert first.returncode == 1 and "heal: data: FAILED" in first.stdout
+    assert snapshot(repo, "model.pkl", "eval") == production  # production's outputs, byte for byte
+    failed = yaml.safe_load((repo / ".selfheal/failed_candidate.json").read_text())
+    assert failed["attempts"] == 1 and "params.yaml" in failed["inputs"] and "data/data.tsv" in failed["inputs"]
+    again = selfheal("heal", cwd=repo, check=False)
+    assert again.returncode == 1 and "heal: healthy" not in again.stdout
+    assert "failed to build 1 time(s)" in again.stdout
+    log = yaml.safe_load((repo / ".selfheal/heal_log.json").read_text())
+    assert [e["success"] for e in log if e["action"] == "repro"] == [False]  # not built again from the same inputs
+    foreign.set_params(repo, "train", n_est=30)
+    fixed = selfheal("heal", cwd=repo, check=False)
+    assert "inputs changed since the candidate that failed to build: params.yaml" in fixed.stdout
+    assert not (repo / ".selfheal/failed_candidate.json").exists()
+    assert "heal: healthy" in selfheal("heal", cwd=repo).stdout
