@@ -232,12 +232,15 @@ def init(
     force: Annotated[bool, typer.Option(help="Overwrite an existing selfheal.yaml")] = False,
     artifact: Annotated[str | None, typer.Option(help="Model artifact to guard when dvc.yaml declares several")] = None,
     interactive: Annotated[bool, typer.Option(help="Ask for the gate metric, direction, bound and stage")] = False,
+    add_artifact: Annotated[bool, typer.Option(
+        "--add-artifact", help="Write an inferred model's artifacts: entry into dvc.yaml")] = False,
 ) -> None:
-    """Discover this DVC project's model artifact, stages, metrics and GTO tags; write selfheal.yaml."""
+    """Discover this DVC project's model (its artifacts: entry, or the stage output that looks like a model),
+    stages, metrics and GTO tags; write selfheal.yaml."""
     from selfheal.ops.init import init as run_init
 
     ask = (lambda question, default: typer.prompt(question, default=default, show_default=True)) if interactive else None
-    for line in run_init(Path("."), force=force, artifact=artifact, ask=ask):
+    for line in run_init(Path("."), force=force, artifact=artifact, ask=ask, add=add_artifact):
         typer.echo(line)
 
 

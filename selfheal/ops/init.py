@@ -44,48 +44,120 @@ class Found:
     gto_stages: list[str] = field(default_factory=list)
     data: list[str] = field(default_factory=list)  # input files no stage produces (any format)
     data_dirs: list[str] = field(default_factory=list)  # input directories no stage produces
+    declared: bool = True  # the model is an `artifacts:` entry of dvc.yaml (else inferred from the stages)
 
 
-def _paths(items: list[Any] | None) -> list[str]:
-    """Paths of a dvc.yaml outs/metrics/plots list (plain strings or {path: options})."""
-    return [str(next(iter(i))) if isinstance(i, dict) else str(i) for i in items or []]
+# files and folders that look like a trained model (pickles, torch, keras, onnx, tensorflow, xgboost, catboost...)
+MODEL_SUFFIXES = (".pkl", ".pickle", ".joblib", ".sav", ".pt", ".pth", ".ckpt", ".h5", ".hdf5", ".keras", ".onnx",
+                  ".pb", ".tflite", ".safetensors", ".bin", ".model", ".cbm", ".ubj", ".mlmodel")
 
 
-def _produces(stage: dict[str, Any], path: str) -> bool:
-    outs = _paths(stage.get("outs")) + _paths(stage.get("metrics")) + _paths(stage.get("plots"))
-    return any(path == o or Path(o) in Path(path).parents for o in outs)
+@dataclass
+class Stage:
+    outs: list[str]  # every output, metrics and plots included, relative to the repository root
+    metrics: list[str]
+    deps: list[str]
 
 
-def _stages(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    stages = doc.get("stages") or {}
-    if any("foreach" in s or "matrix" in s for s in stages.values() if isinstance(s, dict)):
-        raise InitError("dvc.yaml uses foreach/matrix stages; write selfheal.yaml by hand (see docs/guarding.md)")
-    return {name: s for name, s in stages.items() if isinstance(s, dict)}
+@dataclass
+class Pipeline:
+    """dvc.yaml as DVC itself resolves it (vars, ${...}, foreach and matrix stages, several params files)."""
+
+    stages: dict[str, Stage]
+    metrics: list[str]  # every declared metrics file: stage-level and top-level, cached or not
+    artifacts: dict[str, str]  # {name: path} of the `artifacts:` of type model
 
 
-def discover(cwd: Path, artifact: str | None = None) -> Found:
+def _read_pipeline(cwd: Path) -> Pipeline:
+    """The root dvc.yaml through DVC's API (never parsed by hand); a one-line error when DVC cannot read it."""
+    import os
+
+    from dvc.repo import Repo
+
+    root = cwd.resolve()
+
+    def rel(fs_path: str) -> str:
+        return Path(os.path.relpath(fs_path, root)).as_posix()
+
+    try:
+        with Repo(str(root)) as repo:
+            stages = {}
+            for stage in repo.index.stages:
+                if Path(stage.path).resolve() != root / workspace.DVC_YAML:
+                    continue  # a dvc.yaml in a subfolder keeps its own dvc.lock: not guarded from the root
+                stages[stage.addressing] = Stage([rel(o.fs_path) for o in stage.outs],
+                                                 [rel(o.fs_path) for o in stage.outs if getattr(o, "metric", False)],
+                                                 [rel(d.fs_path) for d in stage.deps])
+            artifacts = {name: a.path for name, a in (repo.artifacts.read().get(str(workspace.DVC_YAML))
+                                                      or {}).items() if a.type == "model" and a.path}
+    except Exception as exc:  # DVC's own parse and template errors: say which and stop
+        raise InitError(f"dvc.yaml: DVC cannot read it ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+    doc = yaml.safe_load((cwd / workspace.DVC_YAML).read_text(encoding="utf-8")) or {}
+    top = [str(next(iter(m))) if isinstance(m, dict) else str(m) for m in doc.get("metrics") or []]
+    metrics = [m for st in stages.values() for m in st.metrics] + top
+    return Pipeline(stages, list(dict.fromkeys(metrics)), artifacts)
+
+
+def _produces(stage: Stage, path: str) -> bool:
+    return any(path == o or Path(o) in Path(path).parents for o in stage.outs)
+
+
+def _looks_like_model(path: str, cwd: Path) -> bool:
+    target = cwd / path
+    if target.is_dir():
+        return (target / "saved_model.pb").is_file() or "model" in target.name.lower()
+    return path.lower().endswith(MODEL_SUFFIXES) or "model" in Path(path).stem.lower()
+
+
+def _name(path: str) -> str:
+    """A GTO artifact name from a model's file name: models/rf_model.pkl -> rf_model."""
+    name = re.sub(r"[^a-z0-9._-]+", "-", Path(path).stem.lower()).strip("-._") or "model"
+    return name if name[0].isalnum() else f"model-{name}"
+
+
+def _inferred_models(pipeline: Pipeline, cwd: Path) -> dict[str, str]:
+    """{name: path} of the outputs that look like a model among the inputs of the stages that write metrics
+    (and, failing that, among every stage's outputs upstream of them)."""
+    evaluators = [st for st in pipeline.stages.values() if any(_produces(st, m) for m in pipeline.metrics)]
+    made = [o for st in pipeline.stages.values() for o in st.outs if o not in pipeline.metrics]
+    direct = [o for o in made if any(o in ev.deps for ev in evaluators) and _looks_like_model(o, cwd)]
+    found = direct or [o for o in made if _looks_like_model(o, cwd)]
+    return {_name(p): p for p in dict.fromkeys(found)}
+
+
+def discover(cwd: Path, artifact: str | None = None, ask: Ask | None = None) -> Found:
     """Everything init can learn from dvc.yaml, the workspace metrics and the git tags; errors say what to add."""
     if not (cwd / ".dvc").is_dir() or not (cwd / workspace.DVC_YAML).is_file():
         raise InitError("no DVC pipeline here (.dvc/ and dvc.yaml are needed): run `dvc init` and declare your "
                         "stages in dvc.yaml, then `selfheal init` again")
-    doc = yaml.safe_load((cwd / workspace.DVC_YAML).read_text(encoding="utf-8")) or {}
-    models = {name: a for name, a in (doc.get("artifacts") or {}).items()
-              if isinstance(a, dict) and a.get("type") == "model" and a.get("path")}
+    pipeline = _read_pipeline(cwd)
+    models, declared = pipeline.artifacts, bool(pipeline.artifacts)
     if not models:
-        raise InitError("dvc.yaml has no artifact of type model: add `artifacts: {<name>: {path: <model file or "
-                        "directory>, type: model}}` to dvc.yaml, then `selfheal init` again")
+        models = _inferred_models(pipeline, cwd)
+    if not models:
+        raise InitError("dvc.yaml has no artifact of type model, and no stage output that feeds the metrics looks "
+                        "like one: add `artifacts: {<name>: {path: <model file or directory>, type: model}}` to "
+                        "dvc.yaml, then `selfheal init` again")
     if artifact is not None and artifact not in models:
-        raise InitError(f"dvc.yaml has no model artifact {artifact!r}; model artifacts: {', '.join(models)}")
+        raise InitError(f"no model artifact {artifact!r}; models: "
+                        + ", ".join(f"{n} ({p})" for n, p in models.items()))
+    if artifact is None and len(models) > 1:
+        listed = ", ".join(f"{n} ({p})" for n, p in models.items())
+        if ask is None:
+            raise InitError(f"several models: {listed}; pick one with `selfheal init --artifact NAME` (each "
+                            "artifact is guarded by its own selfheal.yaml)")
+        artifact = ask(f"model to guard ({listed})", next(iter(models)))
+        if artifact not in models:
+            raise InitError(f"{artifact!r} is none of the models: {listed}")
     name = artifact or next(iter(models))
-    path = str(models[name]["path"]).rstrip("/")
-    stages = _stages(doc)
+    path = str(models[name]).rstrip("/")
+    stages = pipeline.stages
     producer = next((s for s, st in stages.items() if _produces(st, path)), None)
     if producer is None:
         raise InitError(f"dvc.yaml: no stage has {path} (artifact {name}) in its outs; selfheal restores stage "
                         "outputs, so declare it as an output of the stage that trains it")
-    declared = _paths(doc.get("metrics")) + [m for st in stages.values() for m in _paths(st.get("metrics"))]
     metrics: dict[str, dict[str, float]] = {}
-    for file in dict.fromkeys(declared):
+    for file in pipeline.metrics:
         target = cwd / file
         if target.is_file():
             try:
@@ -95,10 +167,12 @@ def discover(cwd: Path, artifact: str | None = None) -> Found:
             if keys:
                 metrics[file] = keys
     if not metrics:
-        what = ", ".join(declared) if declared else "none declared"
+        what = ", ".join(pipeline.metrics) if pipeline.metrics else "none declared"
         raise InitError(f"no numeric metric found (metrics files: {what}): declare a JSON/YAML metrics file under "
                         "`metrics:` in dvc.yaml and run `dvc repro` so it exists, then `selfheal init` again")
-    metrics_file = next(iter(metrics))
+    # the metrics of the stage that evaluates this model, when one reads it
+    judging = [f for f in metrics for st in stages.values() if _produces(st, f) and path in st.deps]
+    metrics_file = judging[0] if judging else next(iter(metrics))
     names = list(metrics[metrics_file])
     key = next((k for k in names if "test" in k.split(".")), names[0])
     version_stages = [producer]
@@ -108,13 +182,28 @@ def discover(cwd: Path, artifact: str | None = None) -> Found:
     known = registry.versions(cwd, name)
     gto_stages = sorted({t.split("#")[1] for t in vcs.git("tag", "--list", f"{name}#*", cwd=cwd).split()
                          if t.count("#") == 2})
-    made = {o for st in stages.values() for o in _paths(st.get("outs"))}
-    inputs = [d.rstrip("/") for st in stages.values() for d in _paths(st.get("deps"))
-              if not any(d.rstrip("/") == o or Path(o) in Path(d).parents for o in made)]
-    inputs = [d for d in dict.fromkeys(inputs) if not d.endswith(_CODE) and d not in (str(workspace.PARAMS),)]
+    made = {o for st in stages.values() for o in st.outs}
+    inputs = [d for st in stages.values() for d in st.deps
+              if not any(d == o or Path(o) in Path(d).parents for o in made)]
+    inputs = [d for d in dict.fromkeys(inputs) if not d.endswith(_CODE) and d != str(workspace.PARAMS)
+              and not Path(d).name.startswith("params")]
     return Found(name, path, list(models), version_stages, metrics, key, metrics_file,
                  [v.name for v in known], gto_stages, [d for d in inputs if not (cwd / d).is_dir()],
-                 [d for d in inputs if (cwd / d).is_dir()])
+                 [d for d in inputs if (cwd / d).is_dir()], declared)
+
+
+def add_artifact(found: Found, cwd: Path) -> str:
+    """Write the `artifacts:` entry for the inferred model into dvc.yaml (appended: the file's comments and
+    layout stay), so DVC's and GTO's tools see the same model; the line to print."""
+    path = cwd / workspace.DVC_YAML
+    text = path.read_text(encoding="utf-8")
+    doc = yaml.safe_load(text) or {}
+    if "artifacts" in doc:
+        raise InitError("dvc.yaml already has an artifacts: section: add the model to it by hand "
+                        f"({found.artifact}: {{path: {found.path}, type: model}})")
+    entry = yaml.safe_dump({"artifacts": {found.artifact: {"path": found.path, "type": "model"}}}, sort_keys=False)
+    atomic.write_text(path, text + ("" if text.endswith("\n") else "\n") + entry)
+    return f"added artifacts: {found.artifact} ({found.path}, type model) to dvc.yaml"
 
 
 def build(found: Found, ask: Ask | None = None) -> Project:
@@ -152,6 +241,8 @@ HEADER = """# selfheal.yaml: what `selfheal heal` guards in this DVC project (do
 
 OPTIONAL = """
 # Optional, left for you to choose (docs/guarding.md):
+# registry:                          # share versions and production with every clone that promotes
+#   remote: origin
 # drift:                             # compare a new batch with the data the model learnt from; retrain on drift
 #   reference: data/train.csv
 #   current: data/new_batch.csv
@@ -165,6 +256,8 @@ OPTIONAL = """
 
 def render(project: Project) -> str:
     doc = project.model_dump(exclude_none=True)
+    if not doc.get("registry"):
+        doc.pop("registry", None)  # unset: this clone's tags (the commented example below shows the key)
     doc["gate"].setdefault("bound", None)  # shown, so the choice left to the user is visible
     if "data" in doc:
         doc["data"] = {k: v for k, v in doc["data"].items() if v and k != "quality"}  # quality: the defaults
@@ -177,7 +270,9 @@ def report(found: Found, project: Project, cwd: Path, answered: bool = False) ->
     """What init found and wrote, and what is left to choose (`answered`: the gate was chosen interactively)."""
     gate = project.gate
     lines = [
-        f"found model artifact {found.artifact} at {found.path}"
+        (f"found model artifact {found.artifact} at {found.path}" if found.declared else
+         f"inferred model {found.artifact} at {found.path} (no artifacts: entry in dvc.yaml; `selfheal init "
+         "--add-artifact` writes one)")
         + (f" (others: {', '.join(a for a in found.artifacts if a != found.artifact)}; pick with --artifact)"
            if len(found.artifacts) > 1 else ""),
         f"found version stages {', '.join(found.stages)} (restored together on rollback)",
@@ -224,17 +319,23 @@ def ignore_records(project: Project, cwd: Path) -> str | None:
 
 
 def init(cwd: Path = Path("."), *, force: bool = False, artifact: str | None = None,
-         ask: Ask | None = None) -> list[str]:
-    """Discover, write selfheal.yaml, and return the lines to print."""
+         ask: Ask | None = None, add: bool = False) -> list[str]:
+    """Discover, write selfheal.yaml, and return the lines to print. `add`: write an inferred model's
+    `artifacts:` entry into dvc.yaml too (asked when interactive)."""
     target = cwd / PROJECT_FILE
     if target.exists() and not force:
         raise InitError(f"{PROJECT_FILE} exists; pass --force to overwrite it")
-    found = discover(cwd, artifact)
+    found = discover(cwd, artifact, ask)
     project = build(found, ask)
+    if not found.declared and ask is not None and not add:
+        add = ask(f"add `artifacts: {found.artifact}` to dvc.yaml, so DVC and GTO see the same model (y/n)",
+                  "y").strip().lower().startswith("y")
+    added = add_artifact(found, cwd) if add and not found.declared else None
     atomic.write_text(target, render(project))
     ignored = ignore_records(project, cwd)
     unreachable = _unreachable(project, cwd)
-    return [*report(found, project, cwd, answered=ask is not None), *([ignored] if ignored else []),
+    return [*report(found, project, cwd, answered=ask is not None), *([added] if added else []),
+            *([ignored] if ignored else []),
             *(f"warning: {v}'s outputs are in no cache and no remote this clone can read: it is listed, never "
               "restored" for v in unreachable), f"wrote {PROJECT_FILE}"]
 

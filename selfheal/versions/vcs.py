@@ -102,20 +102,37 @@ def hashes(entry: dict[str, Any], key: str = "outs") -> dict[str, str]:
     return {item["path"]: item.get("md5", "") for item in entry.get(key) or []}
 
 
-def git_tracked_outputs(dvc_yaml: str | Path = workspace.DVC_YAML, kinds: tuple[str, ...] = ("outs", "metrics", "plots")
-                        ) -> dict[str, list[str]]:
-    """{stage: [paths]} of the `kinds` of outputs declared `cache: false`: git, not the DVC cache, keeps them."""
-    stages = (yaml.safe_load(Path(dvc_yaml).read_text(encoding="utf-8")) or {}).get("stages") or {}
+def git_tracked_outputs(dvc_yaml: str | Path = workspace.DVC_YAML) -> dict[str, list[str]]:
+    """{stage: [paths]} of the outputs (outs, metrics, plots) declared `cache: false`: git, not the DVC cache,
+    keeps them. A plain dvc.yaml is read directly; a templated one (`${...}`, foreach, matrix) through DVC's API,
+    which resolves it as `dvc repro` does."""
+    text = Path(dvc_yaml).read_text(encoding="utf-8")
+    if "${" in text or "foreach:" in text or "matrix:" in text:
+        return _resolved_git_outputs(Path(dvc_yaml))
+    stages = (yaml.safe_load(text) or {}).get("stages") or {}
     out: dict[str, list[str]] = {}
     for name, stage in stages.items():
         paths = []
-        for key in kinds:
+        for key in ("outs", "metrics", "plots"):
             for item in stage.get(key) or []:
                 path, opts = (next(iter(item.items())) if isinstance(item, dict) else (item, {}))
                 if (opts or {}).get("cache", True) is False:
                     paths.append(str(path))
         out[name] = paths
     return out
+
+
+def _resolved_git_outputs(dvc_yaml: Path) -> dict[str, list[str]]:
+    from dvc.repo import Repo
+
+    root = dvc_yaml.resolve().parent
+    try:
+        with Repo(str(root)) as repo:
+            return {stage.addressing: [Path(os.path.relpath(o.fs_path, root)).as_posix() for o in stage.outs
+                                       if not o.use_cache]
+                    for stage in repo.index.stages if Path(stage.path).resolve() == dvc_yaml.resolve()}
+    except Exception as exc:  # DVC's parse and template errors
+        raise SelfHealError(f"{dvc_yaml}: DVC cannot read it ({type(exc).__name__}: {exc})") from None
 
 
 def _dvc_config(root: Path) -> configparser.ConfigParser:

@@ -69,7 +69,8 @@ MODEL = {"clf": {"path": "model.pkl", "type": "model"}}
 
 @pytest.mark.parametrize(("dvc_yaml", "metrics", "says"), [
     (None, None, "no DVC pipeline here (.dvc/ and dvc.yaml are needed): run `dvc init`"),
-    ({"stages": TRAIN}, {"acc": 0.9}, "dvc.yaml has no artifact of type model: add `artifacts:"),
+    ({"stages": {"train": {"cmd": "x", "outs": ["weights.out"], "metrics": ["metrics.json"]}}}, {"acc": 0.9},
+     "dvc.yaml has no artifact of type model, and no stage output that feeds the metrics looks like one"),
     ({"artifacts": MODEL, "stages": TRAIN}, {"acc": "high"}, "no numeric metric found (metrics files: metrics.json)"),
     ({"artifacts": MODEL, "stages": {"train": {"cmd": "x", "outs": ["other.pkl"]}}}, None, "dvc.yaml: no stage has model.pkl"),
 ])
