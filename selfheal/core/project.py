@@ -12,6 +12,7 @@ selfheal.yaml only names, for the same tools, what the built-in pipeline hard-co
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,6 +23,13 @@ from selfheal.core.errors import ConfigError, SelfHealError
 
 PROJECT_FILE = Path("selfheal.yaml")
 RECORDS = Path(".selfheal")
+# another file than selfheal.yaml: one per artifact, when one repository guards several models
+PROJECT_ENV = "SELFHEAL_PROJECT"
+
+
+def project_file() -> Path:
+    """The configuration this process reads: $SELFHEAL_PROJECT (e.g. selfheal.nn.yaml), else selfheal.yaml."""
+    return Path(os.environ.get(PROJECT_ENV) or PROJECT_FILE)
 
 
 class _Section(BaseModel):
@@ -161,8 +169,8 @@ def parse(raw: Any, source: str = str(PROJECT_FILE)) -> Project:
         raise _explain(source, exc) from None
 
 
-def load(path: str | Path = PROJECT_FILE) -> Project:
-    path = Path(path)
+def load(path: str | Path | None = None) -> Project:
+    path = Path(path or project_file())
     return parse(read_yaml(path, "not found; run `selfheal init` in the project root"), str(path))
 
 
@@ -176,14 +184,14 @@ OURS = {"kind": "selfheal", "model": {"artifact": "model", "outs": ["models/mode
 
 def current(root: str | Path = ".") -> Project:
     """The project at `root`, of either kind: its selfheal.yaml, else our own pipeline's layout (OURS)."""
-    path = Path(root) / PROJECT_FILE
+    path = Path(root) / project_file()
     return load(path) if path.exists() else parse(OURS, "selfheal's own pipeline")
 
 
 def find(root: str | Path = ".") -> Project | None:
     """The project's configuration when it is a configured foreign project (kind dvc); None for our own
     pipeline (no selfheal.yaml, or kind selfheal), whose commands read params.yaml as before."""
-    path = Path(root) / PROJECT_FILE
+    path = Path(root) / project_file()
     if not path.exists():
         return None
     project = load(path)

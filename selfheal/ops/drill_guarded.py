@@ -42,7 +42,7 @@ import yaml
 
 from selfheal.core import atomic, workspace
 from selfheal.core.errors import SelfHealError
-from selfheal.core.project import PROJECT_FILE, Project, load
+from selfheal.core.project import Project, load, project_file
 from selfheal.ops import faults as catalogue
 from selfheal.ops import sandbox
 from selfheal.ops.trials import Env, Load, Trial, Watcher, heal, judge, selfheal_command, watch
@@ -156,9 +156,9 @@ def prepare(source: Path, dest: Path, config: Project, env: Env, say: Any) -> di
     dest.parent.mkdir(parents=True, exist_ok=True)
     say("drill: cloning the project (its git history and tags, its outputs from your DVC cache)")
     sandbox.clone(dest, source, dest.parent.parent / "remote")
-    shutil.copy2(source / PROJECT_FILE, dest / PROJECT_FILE)  # the configuration being drilled, even uncommitted
+    shutil.copy2(source / project_file(), dest / project_file())  # the configuration being drilled, even uncommitted
     own_port(dest)
-    sandbox.must(["git", "add", "--", str(PROJECT_FILE), ".dvc/config"], dest)
+    sandbox.must(["git", "add", "--", str(project_file()), ".dvc/config"], dest)
     sandbox.must(["git", "commit", "-q", "--allow-empty", "-m", "drill: selfheal.yaml and the drill's DVC remote"],
                  dest)
     say("drill: preparing the baseline (dvc repro, then selfheal heal)")
@@ -198,7 +198,7 @@ def own_port(root: Path) -> None:
 
     from selfheal.ops.trials import free_port
 
-    path = root / PROJECT_FILE
+    path = root / project_file()
     doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     service = doc.get("service") or {}
     if not service.get("health") or "{port}" not in str(service.get("start") or ""):
@@ -213,7 +213,7 @@ def own_port(root: Path) -> None:
 
 
 def _health_url(root: Path) -> str | None:
-    service = (yaml.safe_load((root / PROJECT_FILE).read_text(encoding="utf-8")) or {}).get("service") or {}
+    service = (yaml.safe_load((root / project_file()).read_text(encoding="utf-8")) or {}).get("service") or {}
     return service.get("health") if service.get("start") else None
 
 
@@ -431,7 +431,7 @@ def run_trial(fault: catalogue.Fault, n: int, base: Path, work: Path, env: Env, 
     root = work / f"{fault.name}-{n}"
     shutil.copytree(base, root, symlinks=True)
     t = Trial(fault.name, fault.group, fault.expected, n)
-    config = load(root / PROJECT_FILE)  # the copy's own: its service has a port of its own
+    config = load(root / project_file())  # the copy's own: its service has a port of its own
     url = _health_url(root)
     checks: list[str] = []
     with contextlib.ExitStack() as stack:

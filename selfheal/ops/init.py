@@ -18,7 +18,16 @@ import yaml
 
 from selfheal.core import atomic, workspace
 from selfheal.core.errors import SelfHealError
-from selfheal.core.project import DATA_FORMATS, PROJECT_FILE, RECORDS, Project, numeric_keys, parse, parse_metrics
+from selfheal.core.project import (
+    DATA_FORMATS,
+    PROJECT_FILE,
+    RECORDS,
+    Project,
+    numeric_keys,
+    parse,
+    parse_metrics,
+    project_file,
+)
 from selfheal.versions import registry, vcs
 
 Ask = Callable[[str, str], str]  # (question, default) -> answer
@@ -144,8 +153,8 @@ def discover(cwd: Path, artifact: str | None = None, ask: Ask | None = None) -> 
     if artifact is None and len(models) > 1:
         listed = ", ".join(f"{n} ({p})" for n, p in models.items())
         if ask is None:
-            raise InitError(f"several models: {listed}; pick one with `selfheal init --artifact NAME` (each "
-                            "artifact is guarded by its own selfheal.yaml)")
+            raise InitError(f"several models: {listed}; pick one with `selfheal init --artifact NAME` (to guard "
+                            "each: SELFHEAL_PROJECT=selfheal.NAME.yaml selfheal init --artifact NAME, per model)")
         artifact = ask(f"model to guard ({listed})", next(iter(models)))
         if artifact not in models:
             raise InitError(f"{artifact!r} is none of the models: {listed}")
@@ -206,7 +215,7 @@ def add_artifact(found: Found, cwd: Path) -> str:
     return f"added artifacts: {found.artifact} ({found.path}, type model) to dvc.yaml"
 
 
-def build(found: Found, ask: Ask | None = None) -> Project:
+def build(found: Found, ask: Ask | None = None, records: Path = RECORDS) -> Project:
     """The configuration from what was found (and, with `ask`, the user's answers)."""
     key, metrics_file = found.key, found.metrics_file
     if ask is not None:
@@ -227,7 +236,7 @@ def build(found: Found, ask: Ask | None = None) -> Project:
         "gate": {"metrics": metrics_file, "key": key, "direction": direction, "bound": bound,
                  "max_relative_change": 0.05, "stage": stage},
         "repro": {"target": found.stages[-1]},
-        "records": str(RECORDS),
+        "records": str(records),
     }
     if found.data:
         fixable = [d for d in found.data if d.endswith(DATA_FORMATS)]
@@ -310,8 +319,9 @@ def ignore_records(project: Project, cwd: Path) -> str | None:
     or None when it was already ignored."""
     ignore = cwd / ".gitignore"
     text = ignore.read_text(encoding="utf-8") if ignore.exists() else ""
-    entry = f"/{project.records.strip('/')}/"
-    if entry in text.split() or f"{project.records.strip('/')}/" in text.split():
+    top = Path(project.records).parts[0]  # .selfheal, also for one artifact's .selfheal/nn
+    entry = f"/{top}/"
+    if entry in text.split() or f"{top}/" in text.split():
         return None
     atomic.write_text(ignore, text + ("" if not text or text.endswith("\n") else "\n")
                       + f"# selfheal's records (logs, locks, backups)\n{entry}\n")
@@ -322,11 +332,12 @@ def init(cwd: Path = Path("."), *, force: bool = False, artifact: str | None = N
          ask: Ask | None = None, add: bool = False) -> list[str]:
     """Discover, write selfheal.yaml, and return the lines to print. `add`: write an inferred model's
     `artifacts:` entry into dvc.yaml too (asked when interactive)."""
-    target = cwd / PROJECT_FILE
+    target = cwd / project_file()
     if target.exists() and not force:
-        raise InitError(f"{PROJECT_FILE} exists; pass --force to overwrite it")
+        raise InitError(f"{target.name} exists; pass --force to overwrite it")
     found = discover(cwd, artifact, ask)
-    project = build(found, ask)
+    # a file of its own per artifact keeps its records apart too
+    project = build(found, ask, RECORDS if target.name == PROJECT_FILE.name else RECORDS / found.artifact)
     if not found.declared and ask is not None and not add:
         add = ask(f"add `artifacts: {found.artifact}` to dvc.yaml, so DVC and GTO see the same model (y/n)",
                   "y").strip().lower().startswith("y")
@@ -337,7 +348,7 @@ def init(cwd: Path = Path("."), *, force: bool = False, artifact: str | None = N
     return [*report(found, project, cwd, answered=ask is not None), *([added] if added else []),
             *([ignored] if ignored else []),
             *(f"warning: {v}'s outputs are in no cache and no remote this clone can read: it is listed, never "
-              "restored" for v in unreachable), f"wrote {PROJECT_FILE}"]
+              "restored" for v in unreachable), f"wrote {target.name}"]
 
 
 def _unreachable(project: Project, cwd: Path) -> list[str]:

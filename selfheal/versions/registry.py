@@ -151,12 +151,12 @@ def shared_remote(cwd: str | Path = ".") -> str | None:
     selfheal.yaml); None otherwise: then tags stay in this clone and nothing is pushed to any git remote."""
     from selfheal.core import project
 
-    path = Path(cwd) / project.PROJECT_FILE
+    path = Path(cwd) / project.project_file()
     remote = project.load(path).registry.remote if path.is_file() else None
     if remote is None:
         return None
     if remote not in vcs.git("remote", cwd=cwd).split():
-        raise SelfHealError(f"{project.PROJECT_FILE}: registry.remote {remote!r} is not a git remote of this "
+        raise SelfHealError(f"{project.project_file()}: registry.remote {remote!r} is not a git remote of this "
                             f"repository (`git remote -v` lists them)")
     return remote
 

@@ -134,3 +134,25 @@ def test_two_models_are_listed_and_one_is_chosen(tmp_path: Path) -> None:
     assert config["gate"]["metrics"] == "eval/nn.json"
     sandbox.commit(repo, "selfheal init")
     _guard_then_promote_and_roll_back(repo, "models/nn.pkl", "nn")
+
+
+def test_two_models_are_guarded_side_by_side_with_a_file_each(tmp_path: Path) -> None:
+    """SELFHEAL_PROJECT names each model's file: each has its own records and tags; a bad nn candidate is
+    rolled back while rf's production is untouched."""
+    repo = _repo(tmp_path / "two", TWO_MODELS)
+    for name in ("rf", "nn"):
+        sandbox.run(["selfheal", "init", "--artifact", name], repo, extra_env={"SELFHEAL_PROJECT": f"selfheal.{name}.yaml"})
+        assert yaml.safe_load((repo / f"selfheal.{name}.yaml").read_text())["records"] == f".selfheal/{name}"
+    assert (repo / ".gitignore").read_text().count(".selfheal") == 1 and not (repo / "selfheal.yaml").exists()
+    sandbox.commit(repo, "selfheal init, one file per model")
+    for name in ("rf", "nn"):
+        sandbox.run(["selfheal", "heal"], repo, extra_env={"SELFHEAL_PROJECT": f"selfheal.{name}.yaml"})
+    assert sorted(sandbox.run(["git", "tag"], repo).stdout.split()) == ["nn#prod#1", "nn@v0.0.1", "rf#prod#1",
+                                                                        "rf@v0.0.1"]
+    good = (repo / "models/nn.pkl").read_bytes()
+    _candidate(repo, "nn", 0.5)
+    rolled = sandbox.run(["selfheal", "heal"], repo, extra_env={"SELFHEAL_PROJECT": "selfheal.nn.yaml"})
+    assert "Rolling back to v0.0.1" in rolled.stdout and (repo / "models/nn.pkl").read_bytes() == good
+    assert json.loads((repo / ".selfheal/nn/rollback_log.json").read_text())[-1]["version_restored"] == "v0.0.1"
+    rf = sandbox.run(["selfheal", "heal", "--plan"], repo, extra_env={"SELFHEAL_PROJECT": "selfheal.rf.yaml"})
+    assert "rf@v0.0.1 is prod" in rf.stdout
