@@ -72,8 +72,8 @@ test-remote: $(STAMP) ## On a real local S3-compatible server (moto_server): the
 bench: $(STAMP) ## Run the benchmarks; results in metrics/bench.json
 	$(BIN)/python -m benchmarks.run
 
-drill: $(STAMP) ## Fault-injection scorecard on a throwaway copy (QUICK=1: small data; FAULTS=all|names; REPEAT=N)
-	$(BIN)/selfheal drill --faults $(or $(FAULTS),all) --repeat $(or $(REPEAT),1) $(if $(QUICK),--quick)
+drill: $(STAMP) ## Fault-injection scorecard on a throwaway copy (QUICK=1: small data; FAULTS=all|names; REPEAT=N; BUSY=N CPU hogs)
+	$(BIN)/selfheal drill --faults $(or $(FAULTS),all) --repeat $(or $(REPEAT),1) $(if $(QUICK),--quick) --busy $(or $(BUSY),0)
 
 report: $(STAMP) ## Write report.md (+ report/ images): params, metrics, plots, drift, healing vs BASE (default main)
 	$(BIN)/selfheal report --base $(BASE)

@@ -453,6 +453,7 @@ def drill(
     out: Annotated[Path | None, typer.Option(help=f"Scorecard JSON [default: {workspace.DRILL}; .selfheal/drill.json in a guarded project]")] = None,
     card: Annotated[Path | None, typer.Option(help=f"Scorecard Markdown [default: {workspace.DRILL_CARD}; .selfheal/drill.md in a guarded project]")] = None,
     keep: Annotated[Path | None, typer.Option(help="Keep the throwaway copies in this (new) folder")] = None,
+    busy: Annotated[int, typer.Option(min=0, help="CPU-bound processes to run throughout (a busy machine: e.g. one per core)")] = 0,
 ) -> None:
     """Inject faults into a throwaway copy of this project (ours, or one guarded by selfheal.yaml), let selfheal
     heal, and score it (never touches the workspace or its remotes); exit 1 unless every trial ended as
@@ -467,7 +468,7 @@ def drill(
         out, card = out or on.config.record(workspace.DRILL), card or on.config.record(workspace.DRILL_CARD)
     out, card = out or workspace.DRILL, card or workspace.DRILL_CARD
     scorecard = run_drill.run(Path.cwd(), chosen, on=on, repeat=repeat, seed=seed, quick=quick, keep=keep,
-                              say=typer.echo)
+                              say=typer.echo, busy=busy)
     atomic.write_json(out, scorecard)
     atomic.write_text(card, run_drill.markdown(scorecard))
     summary = scorecard["summary"]

@@ -37,7 +37,21 @@ from selfheal.core.errors import SelfHealError
 from selfheal.core.project import Project as GuardedProject
 from selfheal.ops import sandbox
 from selfheal.ops.faults import OURS, Fault, Project
-from selfheal.ops.trials import Env, Load, Trial, Watcher, free_port, heal, judge, md5_of, selfheal_command, watch
+from selfheal.ops.trials import (
+    Env,
+    Load,
+    Trial,
+    Watcher,
+    busy_machine,
+    final_health,
+    free_port,
+    heal,
+    judge,
+    md5_of,
+    process_table,
+    selfheal_command,
+    watch,
+)
 from selfheal.service import procs
 
 QUICK_SYNTH = {"rows": 3000, "current_rows": 800}  # the test suite's small data: a repro takes seconds
@@ -266,19 +280,23 @@ def run_trial(fault: Fault, n: int, base: Path, work: Path, env: Env, rng: np.ra
             heal(t, root, env)
         if load is not None:
             time.sleep(0.3)  # a last few requests against the end state
+        served = final_health(url) if serving else (False, None)
+        processes = process_table(root)
     if load is not None:
         t.requests, t.requests_failed = load.requests, load.failed
         t.healthy_share = round(sum(h for _, h, _ in load.probes) / len(load.probes), 4) if load.probes else None
     after = production_tags(root)
     t.end_state = end_state(root, raw, clean, escalated=t.exit_code not in (0, None))
-    if serving and fault.name != "port_taken_by_foreign_process" and load is not None:
-        last = load.probes[-1] if load.probes else None
-        if last is None or not last[1] or last[2] != after.get("md5"):
-            t.end_state.append("the service does not answer with production's model")
+    if serving and fault.name != "port_taken_by_foreign_process" and served[1] != after.get("md5"):
+        t.end_state.append("the service does not answer with production's model")
     prod_changed = after.get("version") != before.get("version")
     new_versions = bool(set(_tags(root)) - set(tags_before))
     judge(fault, t, prod_changed=prod_changed, new_versions=new_versions,
           fixed=_fixed(fault, t, root, raw, prod_changed))
+    if not t.ok:
+        t.evidence = {"served": {"healthy": served[0], "md5": served[1]} if serving else None,
+                      "production": after, "last_failed_request_s": load.last_failure(t0) if load else None,
+                      "processes": processes}
     return t
 
 
@@ -359,6 +377,11 @@ def markdown(card: dict[str, Any]) -> str:
         f"{card['baseline']['version']}, {'cold' if ours else 'baseline'} `dvc repro` "
         f"{card['baseline']['cold_repro_s']} s. Missed: {s['missed']}, wrong actions: {s['wrong']}.",
         "",
+        "Each trial starts from a fresh copy of the baseline: no restart budget, cooldown or record carries over "
+        "from one trial or repeat to the next. Outages are measured from the outside (the load's requests and a "
+        "health probe); a trial is missed only when the service was down or wrong at the end."
+        + (f" Busy machine: {card['busy']} CPU-bound process(es) ran throughout." if card.get("busy") else ""),
+        "",
     ]
     groups = {k["group"] for k in s["kinds"].values()}
     for group in ("data", "model", "drift", "service", "config"):
@@ -397,8 +420,14 @@ def markdown(card: dict[str, Any]) -> str:
     problems = [t for t in card["trials"] if not t["ok"]]
     if problems:
         lines += ["## Trials not as expected", ""]
-        lines += [f"- {t['fault']} #{t['repeat']}: {t['outcome']} (expected {t['expected']}); "
-                  f"{'; '.join(t['end_state']) or t['note'] or t['action']}" for t in problems]
+        for t in problems:
+            lines.append(f"- {t['fault']} #{t['repeat']}: {t['outcome']} (expected {t['expected']}); "
+                         f"{'; '.join(t['end_state']) or t['note'] or t['action']}")
+            evidence = t.get("evidence") or {}
+            if evidence:
+                lines.append(f"  - evidence: served {evidence.get('served')}, production {evidence.get('production')}, "
+                             f"last failed request at {_fmt(evidence.get('last_failed_request_s'))} s, processes: "
+                             + ("; ".join(evidence.get("processes") or []) or "none"))
         lines.append("")
     return "\n".join(lines)
 
@@ -430,8 +459,10 @@ def target(source: Path) -> Target:
 
 
 def run(source: Path, faults: list[Fault], *, on: Target | None = None, repeat: int = 1, seed: int = 42,
-        quick: bool = False, keep: Path | None = None, say: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run the drill on a copy of the project at `source`; returns the scorecard (also written by the CLI)."""
+        quick: bool = False, keep: Path | None = None, say: Callable[[str], None] = print, busy: int = 0
+        ) -> dict[str, Any]:
+    """Run the drill on a copy of the project at `source`; returns the scorecard (also written by the CLI).
+    `busy`: CPU-bound processes kept running throughout, to test the drill's judging on a busy machine."""
     on = on or target(source)
     env = Env(mlflow=not quick)
     revision = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=source, capture_output=True,
@@ -439,40 +470,41 @@ def run(source: Path, faults: list[Fault], *, on: Target | None = None, repeat: 
     started = clock.now_iso()
     tmp = Path(tempfile.mkdtemp(prefix="selfheal-drill-")) if keep is None else keep
     try:
-        base = tmp / "baseline" / "project"
-        rng = np.random.default_rng(seed)
-        if on.config is None:
-            import yaml
+        with busy_machine(busy):
+            base = tmp / "baseline" / "project"
+            rng = np.random.default_rng(seed)
+            if on.config is None:
+                import yaml
 
-            baseline = prepare(source, base, env, quick, say)
-            params = yaml.safe_load((base / workspace.PARAMS).read_text(encoding="utf-8"))
+                baseline = prepare(source, base, env, quick, say)
+                params = yaml.safe_load((base / workspace.PARAMS).read_text(encoding="utf-8"))
 
-            def trial(fault: Fault, n: int) -> Trial:
-                return run_trial(fault, n, base, tmp / "trials", env, rng, params)
-        else:
-            from selfheal.ops import drill_guarded
+                def trial(fault: Fault, n: int) -> Trial:
+                    return run_trial(fault, n, base, tmp / "trials", env, rng, params)
+            else:
+                from selfheal.ops import drill_guarded
 
-            config = on.config
-            baseline = drill_guarded.prepare(source, base, config, env, say)
-            spec = drill_guarded.spec_of(base, config)
+                config = on.config
+                baseline = drill_guarded.prepare(source, base, config, env, say)
+                spec = drill_guarded.spec_of(base, config)
 
-            def trial(fault: Fault, n: int) -> Trial:
-                return drill_guarded.run_trial(fault, n, base, tmp / "trials", env, rng, config, spec)
-        trials: list[Trial] = []
-        total = len(faults) * repeat
-        for n in range(1, repeat + 1):
-            for fault in faults:
-                one = trial(fault, n)
-                trials.append(one)
-                say(f"drill [{len(trials)}/{total}] {fault.name}: {one.outcome} "
-                    f"({'as expected' if one.ok else 'expected ' + fault.expected}); "
-                    f"detect {_fmt(one.time_to_detect_s)} s, recover {_fmt(one.time_to_recover_s)} s"
-                    + (f", {one.requests_failed}/{one.requests} requests failed" if one.requests else ""))
+                def trial(fault: Fault, n: int) -> Trial:
+                    return drill_guarded.run_trial(fault, n, base, tmp / "trials", env, rng, config, spec)
+            trials: list[Trial] = []
+            total = len(faults) * repeat
+            for n in range(1, repeat + 1):
+                for fault in faults:
+                    one = trial(fault, n)
+                    trials.append(one)
+                    say(f"drill [{len(trials)}/{total}] {fault.name}: {one.outcome} "
+                        f"({'as expected' if one.ok else 'expected ' + fault.expected}); "
+                        f"detect {_fmt(one.time_to_detect_s)} s, recover {_fmt(one.time_to_recover_s)} s"
+                        + (f", {one.requests_failed}/{one.requests} requests failed" if one.requests else ""))
     finally:
         if keep is None:
             shutil.rmtree(tmp, ignore_errors=True)
     card = {"project": {"kind": on.kind, "artifact": on.artifact, "name": source.resolve().name},
-            "seed": seed, "revision": revision, "quick": quick, "repeat": repeat, "started_at": started,
+            "seed": seed, "revision": revision, "quick": quick, "repeat": repeat, "busy": busy, "started_at": started,
             "baseline": baseline, "trials": [asdict(t) for t in trials]}
     card["summary"] = summarise(trials, baseline)
     return card

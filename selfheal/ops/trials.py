@@ -4,11 +4,13 @@ and the outcome's classification from what was observed outside selfheal."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,10 @@ from selfheal.ops.faults import Fault
 
 WATCH_DEADLINE_S = 30.0
 LOAD_INTERVAL_S = 0.02
+REQUEST_TIMEOUT_S = 2.0
+# how long the service must answer without a failure before a trial calls it recovered: longer than a request's
+# timeout, so a request already hanging at the start of the window has failed (and counted) by its end
+QUIET_S = REQUEST_TIMEOUT_S + 0.5
 ACTING = ("run_pipeline", "promote", "rollback", "restore", "retrain", "recover", "escalate", "report", "repro",
           "refuse", "fix")  # a `heal --plan` decision with one of these: the problem is detected (fix: a guarded
 #                             project's data step)
@@ -44,6 +50,49 @@ class Trial:
     end_state: list[str] = field(default_factory=list)  # what is wrong with it
     exit_code: int | None = None
     note: str = ""
+    evidence: dict[str, Any] = field(default_factory=dict)  # what the judge saw, for a trial not as expected
+
+
+@contextlib.contextmanager
+def busy_machine(workers: int, limit_s: float = 3600.0) -> Iterator[None]:
+    """`workers` CPU-bound processes while the block runs (each also ends by itself after `limit_s`): how the
+    drill tests itself on a busy machine."""
+    code = f"import time\nend = time.time() + {limit_s}\nwhile time.time() < end:\n    pass\n"
+    spinners = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(workers)]
+    try:
+        yield
+    finally:
+        for proc in spinners:
+            proc.kill()
+            proc.wait()
+
+
+def final_health(url: str, tries: int = 5) -> tuple[bool, str | None]:
+    """(healthy, model md5) from a last health check with a generous timeout, tried a few times: the end state
+    is judged on what the service answers, not on one probe that a busy machine made late."""
+    import requests
+
+    for _ in range(tries):
+        try:
+            resp = requests.get(url + "/health", timeout=5)
+            if resp.status_code == 200:
+                return True, resp.json().get("model_md5")
+        except (requests.RequestException, ValueError):
+            pass
+        time.sleep(0.5)
+    return False, None
+
+
+def process_table(root: Path) -> list[str]:
+    """The processes running in the trial's project ("pid command"), for the evidence of a trial."""
+    import psutil
+
+    target = str(root.resolve())
+    rows = []
+    for proc in psutil.process_iter(["pid", "cwd", "cmdline"]):
+        if proc.info["cwd"] == target:
+            rows.append(f"{proc.info['pid']} {' '.join(proc.info['cmdline'] or [])[:160]}")
+    return rows
 
 
 def selfheal_command() -> str:
@@ -79,6 +128,7 @@ class Load:
         self.url, self.record = url, record
         self.requests = self.failed = 0
         self.probes: list[tuple[float, bool, str | None]] = []  # (monotonic, healthy, model md5)
+        self.timeline: list[tuple[float, bool]] = []  # (monotonic start of a /predict request, it succeeded)
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._load, daemon=True),
                          threading.Thread(target=self._probe, daemon=True)]
@@ -99,11 +149,13 @@ class Load:
         session = requests.Session()
         while not self._stop.wait(LOAD_INTERVAL_S):
             self.requests += 1
+            started = time.monotonic()
             try:
-                ok = session.post(self.url + "/predict", json=self.record, timeout=2).status_code == 200
+                ok = session.post(self.url + "/predict", json=self.record, timeout=REQUEST_TIMEOUT_S).status_code == 200
             except requests.RequestException:
                 ok = False
             self.failed += not ok
+            self.timeline.append((started, ok))
 
     def _probe(self) -> None:
         import requests
@@ -116,16 +168,25 @@ class Load:
             except (requests.RequestException, ValueError):
                 self.probes.append((time.monotonic(), False, None))
 
-    def recovered_after(self, t0: float, md5: str | None) -> float | None:
-        """Seconds from t0 to the first healthy probe (serving `md5`) after a failed one; None if none."""
-        failed = False
-        for when, healthy, served in self.probes:
-            if when < t0:
-                continue
-            failed = failed or not healthy
-            if failed and healthy and (md5 is None or served == md5):
-                return when - t0
-        return None
+    def recovered_after(self, t0: float, md5: str | None, now: float | None = None) -> float | None:
+        """Seconds from t0 to the service answering again - the first succeeded request, or healthy probe serving
+        `md5`, after the last failure of either - once it has answered without a failure for QUIET_S; 0.0 when
+        nothing failed (a recovery faster than a poll, or a hand-over to a standby); None while not recovered.
+        Measured from the outside only: the load's own timeline and the health probe."""
+        events = sorted([(w, ok) for w, ok in self.timeline if w >= t0]
+                        + [(w, healthy and (md5 is None or served == md5)) for w, healthy, served in self.probes
+                           if w >= t0])
+        failures = [w for w, ok in events if not ok]
+        last = failures[-1] if failures else t0
+        back = next((w for w, ok in events if ok and w > last), None)
+        if back is None or (now if now is not None else time.monotonic()) - last < QUIET_S:
+            return None
+        return round(back - t0, 3) if failures else 0.0
+
+    def last_failure(self, t0: float) -> float | None:
+        """Seconds from t0 to the start of the last failed request, for the evidence of a trial."""
+        failed = [w for w, ok in self.timeline if w >= t0 and not ok]
+        return round(failed[-1] - t0, 3) if failed else None
 
 
 class Watcher:
