@@ -28,13 +28,31 @@ ALERTS_MODE = 0o600
 
 
 def redact(url: str) -> str:
-    """scheme://host[:port] of a URL: no user, password, path, query or fragment."""
-    parts = urlsplit(url)
+    """scheme://host[:port] of a URL: no user, password, path, query or fragment ("webhook" when malformed)."""
     try:
+        parts = urlsplit(url)
         port = f":{parts.port}" if parts.port else ""
     except ValueError:
-        port = ""
+        return "webhook"
     return f"{parts.scheme}://{parts.hostname}{port}" if parts.scheme and parts.hostname else "webhook"
+
+
+def check_webhook() -> None:
+    """A configuration error, at load, for a $SELFHEAL_ALERT_WEBHOOK that is no http(s) URL (the URL is a
+    credential: the message never shows it)."""
+    from selfheal.core.errors import ConfigError
+
+    url = os.environ.get(WEBHOOK_ENV, "").strip()
+    if not url:
+        return
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a malformed port
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"${WEBHOOK_ENV}: not a valid http(s) URL (expected http[s]://host[:port]/path; the value "
+                          "is not shown, it may hold a secret)")
 
 
 def _post(url: str, payload: dict[str, Any]) -> str:
@@ -68,7 +86,10 @@ def raise_alert(kind: str, message: str, log: Path = workspace.ALERTS_LOG, **det
     webhook = None
     if url:
         payload = {"timestamp": clock.now_iso(), "action": "alert", "kind": kind, "reason": message, **details}
-        webhook = _post(url, payload)
+        try:
+            webhook = _post(url, payload)
+        except Exception as exc:  # a malformed URL, anything else: the alert is still recorded below
+            webhook = f"failed: {redact(url)}: {type(exc).__name__}"
         if webhook.startswith("failed"):
             print(f"ALERT [{kind}]: webhook {webhook}", file=sys.stderr, flush=True)
     delivered = webhook is None or not webhook.startswith("failed")

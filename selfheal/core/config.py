@@ -88,7 +88,8 @@ class TrainParams(_Group):
 
 class ModelValidationParams(_Group):
     auto_rollback_enabled: bool = True
-    min_accuracy_threshold: float = Field(0.70, ge=-1e9, le=1)
+    # R2 (regression) or accuracy (classification): a threshold outside [0, 1] would pass or refuse everything
+    min_accuracy_threshold: float = Field(0.70, ge=0, le=1)
     max_relative_drop: float = Field(0.05, ge=0)
     min_baseline_gain: float = Field(0.1, ge=0, le=1)  # share of a trivial baseline's error the model must remove
 
@@ -204,6 +205,9 @@ def load_params(path: str | Path = workspace.PARAMS, healing_config: str | Path 
     an error, never silently filled with defaults (a defaulted cooldown or threshold would act on values nobody
     chose). Keys left out inside a present group keep their defaults, as params.yaml's comments describe.
     """
+    from selfheal.core.alerts import check_webhook
+
+    check_webhook()
     raw = _read_yaml(Path(path))
     if healing_config is not None:
         overlay = load_healing_config(healing_config)

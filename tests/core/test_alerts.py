@@ -94,3 +94,18 @@ def test_a_webhook_with_credentials_is_logged_as_scheme_and_host_only(
     for secret in ("alice", "Pa55word", "SECRET-PATH", "TOKEN-abc", "frag"):
         assert secret not in logged and secret not in err
     assert (here / "monitoring/alerts.json").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("url", ["http://[x/hook", "ftp://host/hook", "not a url", "http://host:99999999/x"])
+def test_a_malformed_webhook_is_a_config_error_at_load_and_an_alert_is_still_recorded(
+        here: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, url: str) -> None:
+    from selfheal.core.config import load_params
+    from selfheal.core.errors import ConfigError
+
+    monkeypatch.setenv(WEBHOOK_ENV, url)
+    with pytest.raises(ConfigError, match=r"\$SELFHEAL_ALERT_WEBHOOK: not a valid http\(s\) URL") as err:
+        load_params(Path(__file__).resolve().parents[2] / "params.yaml")
+    assert url not in str(err.value)  # the value may hold a secret
+    entry = raise_alert("test_kind", "something broke")  # an alert raised anyway is recorded, never raised
+    assert entry["success"] is False and entry["webhook"].startswith("failed: ")
+    assert alerts(here)[-1]["reason"] == "something broke" and url not in json.dumps(alerts(here))

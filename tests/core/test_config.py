@@ -33,6 +33,10 @@ def test_the_shipped_params_and_seed_config_load() -> None:
         ({"train": {"model": "xgboost"}}, "train.model: Input should be"),
         ({"data": {"ranges": {"HouseAge": [0]}}}, "data.ranges.HouseAge"),
         ({"nonsense": {}}, "nonsense: unknown key"),
+        ({"model_validation": {"min_accuracy_threshold": -1}}, "model_validation.min_accuracy_threshold: Input "
+                                                                "should be greater than or equal to 0"),
+        ({"model_validation": {"min_accuracy_threshold": 1.5}}, "model_validation.min_accuracy_threshold: Input "
+                                                                 "should be less than or equal to 1"),
     ],
 )
 def test_bad_values_name_the_key(raw: dict, says: str) -> None:
