@@ -36,6 +36,11 @@ def header_of(head: bytes, path: str | Path) -> list[str]:
         raise DataError(f"{path}: file is empty (expected a CSV with a header row)")
     if b"\x00" in head:
         raise DataError(f"{path}: not a CSV (binary content)")
+    raw_first = next((line for line in head.splitlines() if line.strip()), b"")
+    try:
+        raw_first.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise DataError(_not_utf8(path, 1, raw_first, None)) from None
     try:
         first = next(line for line in head.decode("utf-8-sig", errors="replace").splitlines() if line.strip())
         header = next(csv.reader([first]))
@@ -62,7 +67,38 @@ def read_csv_text(source: Any, header: list[str], name: str | Path, with_header:
             ),
         )
     except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+        if isinstance(source, (str, Path)) and ("UTF8" in str(exc) or isinstance(exc, UnicodeDecodeError)):
+            where = _first_not_utf8(Path(source), header)
+            if where:
+                raise DataError(where) from None
         raise DataError(f"{name}: not a valid CSV ({str(exc).splitlines()[0]})") from None
+
+
+def _not_utf8(path: str | Path, row: int, line: bytes, header: list[str] | None) -> str:
+    """One line naming the file, the row and the column whose bytes are not UTF-8 text."""
+    cells = line.rstrip(b"\r\n").split(b",")
+    column = next(i for i, cell in enumerate(cells) if _bad(cell)) if any(_bad(c) for c in cells) else 0
+    name = header[column] if header and column < len(header) else None
+    what = "the header" if row == 1 else f"row {row}"
+    return (f"{path}: {what}, column {column + 1}{f' ({name!r})' if name else ''}: not UTF-8 text "
+            f"({cells[column][:40]!r}); save the file as UTF-8")
+
+
+def _bad(cell: bytes) -> bool:
+    try:
+        cell.decode("utf-8")
+        return False
+    except UnicodeDecodeError:
+        return True
+
+
+def _first_not_utf8(path: Path, header: list[str]) -> str | None:
+    """Where the first bytes that are not UTF-8 text are (row counted from 1, the header), or None."""
+    with open(path, "rb") as fh:
+        for row, line in enumerate(fh, 1):
+            if _bad(line):
+                return _not_utf8(path, row, line, header)
+    return None
 
 
 def declared_text(columns: Mapping[str, str]) -> tuple[str, ...]:
@@ -93,8 +129,8 @@ def numbers_table(path: str | Path, text_columns: tuple[str, ...] = ()) -> pa.Ta
             )
         except pa.ArrowInvalid as exc:
             failed = re.match(r"In CSV column #(\d+): .*CSV conversion error", str(exc))
-            if failed is None or int(failed[1]) >= len(header):
-                return None  # not a conversion error: the text reading says what is wrong
+            if failed is None or int(failed[1]) >= len(header) or header[int(failed[1])] in text:
+                return None  # not a number conversion error (bytes that are not UTF-8 text...): the text reading says
             text.add(header[int(failed[1])])
             continue
         odd = [c for c in header if c not in text and not _plain(table.column(c))]  # nan, inf, 1e400: text

@@ -158,7 +158,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             return _error(503, f"no model loaded: {holder.last_error}")
         return JSONResponse({**holder.current.schema.json_schema(), **_model(holder)})
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse,
+             responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text exposition format"}})
     async def prometheus() -> PlainTextResponse:
         text = metrics.render(_model(holder) if holder.current else None, holder.reloads, batcher.batches)
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")

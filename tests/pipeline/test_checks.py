@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -102,3 +104,19 @@ def test_validate_fatal_problems() -> None:
     [text] = validate(words, infer_schema(words, "y"))
     assert text.fatal and text.kind == "target_not_numeric"
     assert validate(words, infer_schema(words, "y", task="classification")) == []
+
+
+@pytest.mark.parametrize(("content", "says"), [
+    (b"MedInc,Hous\xe9Age,MedHouseVal\n1,2,3\n", "the header, column 2: not UTF-8 text (b'Hous\\xe9Age')"),
+    (b"MedInc,HouseAge,MedHouseVal\n1,2,3\n4,\xe9,5\n", "row 3, column 2 ('HouseAge'): not UTF-8 text (b'\\xe9')"),
+])
+def test_text_that_is_not_utf8_is_one_line_naming_file_row_and_column(tmp_path: Path, content: bytes,
+                                                                        says: str) -> None:
+    from selfheal.pipeline.checks import read_csv_typed
+
+    path = tmp_path / "latin1.csv"
+    path.write_bytes(content)
+    for read in (read_csv_checked, read_csv_typed):  # the text reading and the fast numbers reading
+        with pytest.raises(DataError) as err:
+            read(path)
+        assert str(err.value) == f"{path}: {says}; save the file as UTF-8"

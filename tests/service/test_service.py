@@ -158,6 +158,7 @@ def test_openapi_describes_predict_from_the_loaded_model(service: tuple[str, Pat
         assert post["responses"][code]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
     answer = spec["components"]["schemas"]["PredictResponse"]["properties"]
     assert set(answer) == {"predictions", "model_version", "model_md5"}
+    assert list(spec["paths"]["/metrics"]["get"]["responses"]["200"]["content"]) == ["text/plain"]  # not JSON
     assert requests.get(service[0] + "/docs", timeout=5).status_code == 200
 
 
