@@ -293,9 +293,14 @@ def _signal(sig: int, what: str) -> Callable[[Project, np.random.Generator], str
 
 
 def _no_model(p: Project, rng: np.random.Generator) -> str:
-    """The service restarted while its model file was missing: it answers 503 (the drill restarts it)."""
-    (p.root / workspace.MODEL).unlink()
-    return f"{workspace.MODEL} deleted, service restarted without it (503)"
+    """The service restarted while production's model bytes were gone from the workspace and the DVC cache (only
+    the DVC remote has them): it answers 503 (the drill restarts it)."""
+    from selfheal.versions import vcs
+
+    model = p.root / workspace.MODEL
+    vcs.cache_path(atomic.md5_file(model), p.root).unlink(missing_ok=True)
+    model.unlink()
+    return f"{workspace.MODEL} deleted from the workspace and the DVC cache, service restarted without it (503)"
 
 
 def _foreign_port(p: Project, rng: np.random.Generator) -> str:
