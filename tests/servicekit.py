@@ -82,7 +82,7 @@ def record_production(project: Path, source: Path) -> None:
     sandbox.run(["git", "commit", "-q", "--allow-empty", "-m", f"model {outs[0]['md5'][:12]}"], project)
     known = registry.versions(project)
     md5 = outs[0]["md5"]
-    version = registry.by_md5(md5, known) or registry.register(
+    version = next((v for v in known if v.md5 == md5), None) or registry.register(
         registry.next_version(known), vcs.head(project) or "", {"md5": md5}, project)
     assert version is not None
     registry.assign_production(version, "test", project)

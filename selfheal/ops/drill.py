@@ -424,10 +424,10 @@ def markdown(card: dict[str, Any]) -> str:
             lines.append(f"- {t['fault']} #{t['repeat']}: {t['outcome']} (expected {t['expected']}); "
                          f"{'; '.join(t['end_state']) or t['note'] or t['action']}")
             evidence = t.get("evidence") or {}
-            if evidence:
-                lines.append(f"  - evidence: served {evidence.get('served')}, production {evidence.get('production')}, "
-                             f"last failed request at {_fmt(evidence.get('last_failed_request_s'))} s, processes: "
-                             + ("; ".join(evidence.get("processes") or []) or "none"))
+            if evidence:  # what the judge saw: a reader tells a fault from a judging error
+                lines.append("  - evidence: " + "; ".join(
+                    f"{key}: {'; '.join(value) or 'none' if isinstance(value, list) else _fmt(value)}"
+                    for key, value in evidence.items()))
         lines.append("")
     return "\n".join(lines)
 

@@ -45,7 +45,7 @@ from selfheal.core.errors import SelfHealError
 from selfheal.core.project import Project, load, project_file
 from selfheal.ops import faults as catalogue
 from selfheal.ops import sandbox
-from selfheal.ops.trials import Env, Load, Trial, Watcher, heal, judge, selfheal_command, watch
+from selfheal.ops.trials import Env, Load, Trial, Watcher, heal, judge, process_table, selfheal_command, watch
 
 TABULAR = {".csv": ",", ".tsv": "\t"}
 SKIP = {".git", ".dvc", "__pycache__"}
@@ -459,6 +459,7 @@ def run_trial(fault: catalogue.Fault, n: int, base: Path, work: Path, env: Env, 
             heal(t, root, env)
         if faulty is not None and project.fix_file is not None:
             checks = _data_problems(root, project.fix_file, faulty, spec, project.target)
+        processes, answered = process_table(root), (_answers(url, 5.0) if url else None)
     escalated = t.exit_code not in (0, None)
     strict = (escalated and fault.expected == "escalated") or fault.expected == "left_alone"
     retrain = _inputs(root) if fault.needs == catalogue.DRIFT and fault.expected == "healed" else set()
@@ -469,6 +470,9 @@ def run_trial(fault: catalogue.Fault, n: int, base: Path, work: Path, env: Env, 
     new_versions = bool(set(tags(root)) - tags_before)
     judge(fault, t, prod_changed=prod_changed, new_versions=new_versions,
           fixed=_fixed(fault, t, spec, written(files_before, snapshot(root)) - injected, prod_changed, new_versions))
+    if not t.ok:
+        t.evidence = {"production": prod_after, "production_before": prod_before, "processes": processes,
+                      "health": {"url": url, "answers": answered} if url else None}
     return t
 
 

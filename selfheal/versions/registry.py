@@ -136,10 +136,6 @@ def find(ref: str, known: list[Version]) -> Version:
     raise SelfHealError(f"unknown model version {ref!r}; known versions: {names}")
 
 
-def by_md5(md5: str | None, known: list[Version]) -> Version | None:
-    return next((v for v in reversed(known) if md5 and v.md5 == md5), None)
-
-
 def next_version(known: list[Version]) -> str:
     """GTO's default bump: the patch number of the highest version, v0.0.1 first."""
     major, minor, patch = max((v.key for v in known), default=(0, 0, 0))

@@ -114,3 +114,12 @@ def test_the_catalogue_covers_the_issue_and_the_markdown_names_it() -> None:
                         "failed_requests_during_rollbacks": 0, "drift_response_s": None,
                         "drift_response_vs_cold_repro": None, "service_uptime_pct": None, "kinds": {}}}
     assert "Seed 1, revision `abc`" in markdown(card)
+    assert "no restart budget, cooldown or record carries over" in markdown(card)
+    missed = {"fault": "service_hang", "repeat": 2, "ok": False, "outcome": "missed", "expected": "healed",
+              "end_state": ["the service does not answer with production's model"], "note": "", "action": "",
+              "evidence": {"served": {"healthy": True, "md5": "c" * 32}, "production": {"version": "v0.0.1"},
+                           "last_failed_request_s": 1.25, "processes": ["41 python -m selfheal.service"]}}
+    text = markdown({**card, "busy": 2, "trials": [missed]})
+    assert "Busy machine: 2 CPU-bound process(es) ran throughout" in text
+    assert (f"  - evidence: served: {{'healthy': True, 'md5': '{'c' * 32}'}}; production: {{'version': 'v0.0.1'}}; "
+            "last_failed_request_s: 1.25; processes: 41 python -m selfheal.service") in text
