@@ -74,6 +74,7 @@ DATA_CHECKED = STATE_DIR / "data_checked.json"  # {path: md5} of data files last
 DRIFT_CHECKED = STATE_DIR / "drift.json"  # the last drift measurement and the md5s it was made on
 STATUS = STATE_DIR / "status.json"  # `selfheal status` of a configured project
 FAILED_CANDIDATE = STATE_DIR / "failed_candidate.json"  # the last candidate that failed to build, and its inputs
+REJECTED_PARAMS = STATE_DIR / "rejected_params.json"  # {params file: md5} of a candidate the gate rolled back
 
 # `make report`
 REPORT = Path("report.md")

@@ -116,6 +116,15 @@ def _data_step(project: Project, cwd: Path, remember: bool) -> Step | None:
     failed = _failed_step(project, cwd)
     if failed is not None:
         return failed
+    edited = _params_changed(vcs.read_lock(cwd / workspace.DVC_LOCK), cwd)
+    if edited:  # the stages that read them are stale: a candidate is built (and judged), never "healthy"
+        rejected = audit.read(cwd / project.record(workspace.REJECTED_PARAMS), None)
+        files = {e.split(":", 1)[0] for e in edited}
+        if isinstance(rejected, dict) and all(rejected.get(f) == atomic.md5_file(cwd / f) for f in files):
+            return Step("data", "refuse", f"params changed since dvc.lock ({', '.join(edited)}), but the candidate "
+                        "built from exactly these params failed the gate and was rolled back; production serves. "
+                        "Change them back (or again), or `selfheal promote --force` after `dvc repro`")
+        return Step("data", "repro", f"params changed since dvc.lock: {', '.join(edited)}")
     if project.data is None:
         return None
     try:
@@ -130,6 +139,27 @@ def _data_step(project: Project, cwd: Path, remember: bool) -> Step | None:
     if left:
         return Step("data", "report", f"faults left (data.quality.auto_fix_enabled is false): {'; '.join(left)}")
     return Step("data", "ok", f"{', '.join(project.data.watched) or 'data'} as dvc.lock recorded")
+
+
+def _params_changed(lock: dict[str, Any], cwd: Path) -> list[str]:
+    """`file:key` of every param a stage of dvc.lock recorded whose value the params file no longer has (what
+    `dvc status` reports as changed params), read without DVC."""
+    import yaml
+
+    changed: list[str] = []
+    files: dict[str, Any] = {}
+    for entry in lock.values():
+        for name, recorded in (entry.get("params") or {}).items():
+            if name not in files:
+                path = cwd / name
+                files[name] = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
+            for key, value in (recorded or {}).items():
+                now: Any = files[name]
+                for part in str(key).split("."):
+                    now = now.get(part) if isinstance(now, dict) else None
+                if now != value:
+                    changed.append(f"{name}:{key}")
+    return list(dict.fromkeys(changed))
 
 
 def _failed_step(project: Project, cwd: Path) -> Step | None:
@@ -361,6 +391,10 @@ def act(project: Project, step: Step, cwd: Path = Path(".")) -> tuple[bool, str]
             entry = rollback(project, version=prod.name if prod else None, reason=step.reason,
                              reload=reloader(project), cwd=cwd)
             assert entry is not None  # with a reason a rollback restores or raises
+            edited = _params_changed(vcs.read_lock(cwd / workspace.DVC_LOCK), cwd) if step.action == "rollback" else []
+            if edited:  # production's lock records other params than the file: not built again from these
+                atomic.write_json(cwd / project.record(workspace.REJECTED_PARAMS),
+                                  {f: atomic.md5_file(cwd / f) for f in {e.split(":", 1)[0] for e in edited}})
             return True, entry["tag"]
         if step.action == "retrain":
             done = retrain(project, cwd=cwd)

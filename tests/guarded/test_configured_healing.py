@@ -273,3 +273,37 @@ def test_a_candidate_that_fails_to_build_restores_production_and_is_retried_only
     assert "inputs changed since the candidate that failed to build: params.yaml" in fixed.stdout
     assert not (repo / ".selfheal/failed_candidate.json").exists()
     assert "heal: healthy" in selfheal("heal", cwd=repo).stdout
+
+
+def test_a_params_edit_makes_a_candidate_and_is_never_healthy_until_judged(
+        example: Path, copy_of: Callable[[Path], Path]) -> None:
+    """`dvc status` would show train changed params: heal builds the candidate and judges it, never "healthy"
+    over a stale stage."""
+    repo = copy_of(example)
+    configure(repo)
+    assert "heal: healthy" in selfheal("heal", cwd=repo).stdout
+    foreign.set_params(repo, "train", n_est=40)
+    plan = selfheal("heal", "--plan", cwd=repo).stdout
+    assert "repro" in plan and "params changed since dvc.lock: params.yaml:train.n_est" in plan
+    healed = selfheal("heal", cwd=repo).stdout
+    assert "heal: healthy" not in healed and ("Promoted" in healed or "Rolling back" in healed)
+    assert "heal: healthy" in selfheal("heal", cwd=repo).stdout
+    assert sandbox.run(["dvc", "status", "-q"], repo, check=False).returncode == 0
+
+
+def test_params_that_made_a_rejected_candidate_are_not_built_again(example: Path, copy_of: Callable[[Path], Path]) -> None:
+    repo = copy_of(example)
+    configure(repo)
+    foreign.set_params(repo, "featurize", max_features=3)  # featurize's params: the bad candidate's features
+    foreign.set_params(repo, "train", n_est=1)  # and one tree: far worse than production
+    first = selfheal("heal", cwd=repo, check=False).stdout
+    assert "params changed since dvc.lock" in first and "Rolling back to v1.0.0" in first
+    again = selfheal("heal", cwd=repo, check=False)
+    assert again.returncode == 1 and "failed the gate and was rolled back" in again.stdout
+    log = yaml.safe_load((repo / ".selfheal/heal_log.json").read_text())
+    assert len([e for e in log if e["action"] == "repro"]) == 1  # not built again from the same params
+    foreign.set_params(repo, "train", n_est=30)
+    foreign.set_params(repo, "featurize", max_features=200)  # back to what production was built from
+    rebuilt = selfheal("heal", cwd=repo).stdout  # featurize is rebuilt; the model is production's again
+    assert "text-classification@v1.0.0 is prod" in rebuilt and "Rolling back" not in rebuilt
+    assert "heal: healthy" in selfheal("heal", cwd=repo).stdout
