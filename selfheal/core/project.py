@@ -61,7 +61,8 @@ class ReproSection(_Section):
         return None if self.command else ["repro", *([self.target] if self.target else [])]
 
 
-DATA_FORMATS = (".csv", ".parquet")
+DATA_FORMATS = (".csv", ".parquet")  # what data.fix can fix in place
+READABLE = (*DATA_FORMATS, ".tsv")  # what data checks and drift read
 _URL = r"^https?://[^\s/]+"
 
 
@@ -94,8 +95,8 @@ class DriftSection(_Section):
     @model_validator(mode="after")
     def _readable(self) -> DriftSection:
         for key in ("reference", "current"):
-            if not getattr(self, key).endswith(DATA_FORMATS):
-                raise ValueError(f"drift.{key}: {getattr(self, key)!r} is neither .csv nor .parquet")
+            if not getattr(self, key).endswith(READABLE):
+                raise ValueError(f"drift.{key}: {getattr(self, key)!r} is none of .csv, .tsv, .parquet")
         return self
 
 

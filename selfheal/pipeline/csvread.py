@@ -21,16 +21,22 @@ import pyarrow.csv as pacsv
 from selfheal.core.errors import DataError
 
 
+def delimiter_of(path: str | Path) -> str:
+    """The field separator of delimited text: a tab for `.tsv`, else a comma."""
+    return "\t" if str(path).lower().endswith(".tsv") else ","
+
+
 def csv_header(path: str | Path) -> list[str]:
-    """The header of a CSV; a file that is absent, empty, binary or has one column is a one-line DataError."""
+    """The header of a CSV (or TSV); a file that is absent, empty, binary or has one column is a one-line
+    DataError."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     with open(path, "rb") as fh:
-        return header_of(fh.read(1 << 16), path)
+        return header_of(fh.read(1 << 16), path, delimiter_of(path))
 
 
-def header_of(head: bytes, path: str | Path) -> list[str]:
+def header_of(head: bytes, path: str | Path, delimiter: str = ",") -> list[str]:
     """The header in the first bytes `head` of the CSV `path` (checked as csv_header says)."""
     if not head.strip():
         raise DataError(f"{path}: file is empty (expected a CSV with a header row)")
@@ -43,23 +49,26 @@ def header_of(head: bytes, path: str | Path) -> list[str]:
         raise DataError(_not_utf8(path, 1, raw_first, None)) from None
     try:
         first = next(line for line in head.decode("utf-8-sig", errors="replace").splitlines() if line.strip())
-        header = next(csv.reader([first]))
+        header = next(csv.reader([first], delimiter=delimiter))
     except (csv.Error, StopIteration) as exc:
         raise DataError(f"{path}: not a CSV ({exc})") from None
     dups = sorted(name for name, n in Counter(header).items() if n > 1)
     if dups:
         raise DataError(f"{path}: duplicate column name(s) {', '.join(map(repr, dups))}")
     if len(header) < 2:
-        raise DataError(f"{path}: not a CSV (found 1 column {header[0][:40]!r}; expected comma-separated columns)")
+        what = "tab" if delimiter == "\t" else "comma"
+        raise DataError(f"{path}: not a CSV (found 1 column {header[0][:40]!r}; expected {what}-separated columns)")
     return header
 
 
 def read_csv_text(source: Any, header: list[str], name: str | Path, with_header: bool = True) -> pa.Table:
-    """Every column of a CSV (a path or a file object of rows) as arrow text; unreadable content is a DataError."""
+    """Every column of a CSV or TSV (a path or a file object of rows; `name` says which) as arrow text;
+    unreadable content is a DataError."""
     try:
         return pacsv.read_csv(
             source,
             read_options=pacsv.ReadOptions(block_size=16 << 20, column_names=None if with_header else header),
+            parse_options=pacsv.ParseOptions(delimiter=delimiter_of(name)),
             convert_options=pacsv.ConvertOptions(
                 column_types={name: pa.string() for name in header},
                 strings_can_be_null=False,

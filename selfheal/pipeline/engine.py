@@ -88,10 +88,10 @@ def _files(source: str) -> list[str]:
 
 def _csv_layout(path: str) -> tuple[list[str], int, int]:
     """A CSV's header (checked as checks.csv_header does), where its first row starts, its size in bytes."""
-    from selfheal.pipeline.csvread import header_of
+    from selfheal.pipeline.csvread import delimiter_of, header_of
 
     with _open(path) as fh:
-        header = header_of(fh.read(1 << 16), path)
+        header = header_of(fh.read(1 << 16), path, delimiter_of(path))
         fh.seek(0)
         fh.readline()
         return header, fh.tell(), fh.seek(0, os.SEEK_END)

@@ -120,3 +120,18 @@ def test_text_that_is_not_utf8_is_one_line_naming_file_row_and_column(tmp_path: 
         with pytest.raises(DataError) as err:
             read(path)
         assert str(err.value) == f"{path}: {says}; save the file as UTF-8"
+
+
+def test_tab_separated_text_is_read_like_a_csv(tmp_path: Path) -> None:
+    """example-get-started's data is TSV: data checks and drift read it (data.fix stays CSV and parquet)."""
+    from selfheal.core.project import DriftSection
+
+    path = tmp_path / "data.tsv"
+    path.write_text("label\tscore\ttext\n1\t3.5\thow to plot\n0\t1.0\tread a, b\n")
+    frame = read_csv_checked(path)
+    assert list(frame.columns) == ["label", "score", "text"] and frame["text"].tolist() == ["how to plot", "read a, b"]
+    assert DriftSection(reference="data/train.tsv", current="data/new.tsv").current == "data/new.tsv"
+    one_column = tmp_path / "wrong.tsv"
+    one_column.write_text("a,b,c\n1,2,3\n")
+    with pytest.raises(DataError, match="expected tab-separated columns"):
+        read_csv_checked(one_column)
