@@ -458,10 +458,16 @@ def drill(
     """Inject faults into a throwaway copy of this project (ours, or one guarded by selfheal.yaml), let selfheal
     heal, and score it (never touches the workspace or its remotes); exit 1 unless every trial ended as
     expected."""
+    import signal
+
     from selfheal.core import atomic
     from selfheal.ops import drill as run_drill
     from selfheal.ops.faults import select
 
+    def stop(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)  # unwinds: the temporary copies, their processes and the CPU hogs go
+
+    signal.signal(signal.SIGTERM, stop)
     on = run_drill.target(Path.cwd())
     chosen = select(faults, on.capabilities)
     if on.config is not None:

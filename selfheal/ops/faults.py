@@ -365,6 +365,9 @@ def applicable(capabilities: frozenset[str]) -> list[Fault]:
     return [f for f in CATALOGUE if f.needs <= capabilities]
 
 
+GROUPS = ("data", "model", "drift", "service", "config")  # as `selfheal drill --help` names them
+
+
 def select(spec: str, capabilities: frozenset[str] = OURS) -> list[Fault]:
     """`all`, a group name (data, model, drift, service, config) or comma-separated fault names, among the faults
     that apply to a project offering `capabilities`."""
@@ -378,6 +381,12 @@ def select(spec: str, capabilities: frozenset[str] = OURS) -> list[Fault]:
             chosen += usable
         elif part in groups:
             chosen += [f for f in usable if f.group == part]
+        elif part in GROUPS:  # a group `--help` lists, with no fault this project can take
+            kind = "dvc" if "dvc" in capabilities else "selfheal"
+            needs = sorted({n for f in CATALOGUE if (f.group == part and kind in f.needs) or (f.group == part
+                            and not f.needs & {"dvc", "selfheal"}) for n in f.needs - capabilities})
+            raise SelfHealError(f"--faults: no fault of group {part!r} applies to this project (they need: "
+                                f"{', '.join(needs) or 'nothing more'}); applicable groups: {', '.join(groups)}")
         elif part in {f.name for f in usable}:
             chosen += [f for f in usable if f.name == part]
         elif part in BY_NAME:

@@ -123,3 +123,32 @@ def test_the_catalogue_covers_the_issue_and_the_markdown_names_it() -> None:
     assert "Busy machine: 2 CPU-bound process(es) ran throughout" in text
     assert (f"  - evidence: served: {{'healthy': True, 'md5': '{'c' * 32}'}}; production: {{'version': 'v0.0.1'}}; "
             "last_failed_request_s: 1.25; processes: 41 python -m selfheal.service") in text
+
+
+def test_a_group_with_no_fault_for_this_project_is_named_not_unknown() -> None:
+    from selfheal.core.errors import SelfHealError
+
+    with pytest.raises(SelfHealError, match=r"no fault of group 'data' applies to this project \(they need: data, "
+                                            r"data_fix_csv\); applicable groups: config, model"):
+        faults.select("data", frozenset({"dvc", "model"}))
+    assert {f.group for f in faults.select("model", frozenset({"dvc", "model"}))} == {"model"}
+
+
+def test_a_drill_stopped_with_sigterm_removes_its_temporary_folder(tmp_path: Path) -> None:
+    import os
+    import signal
+    import time
+
+    project = sandbox.create(tmp_path / "project", ROOT)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    proc = subprocess.Popen(["selfheal", "drill", "--quick", "--faults", "missing_values"], cwd=project,
+                            env={**sandbox.env(), "TMPDIR": str(scratch)}, stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not any(scratch.glob("selfheal-drill-*")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert any(scratch.glob("selfheal-drill-*")), "the drill never made its temporary folder"
+    time.sleep(1)
+    os.kill(proc.pid, signal.SIGTERM)
+    assert proc.wait(60) == 128 + signal.SIGTERM
+    assert not any(scratch.glob("selfheal-drill-*"))
