@@ -185,7 +185,8 @@ def _delegate(conn: socket.socket, module: str) -> NoReturn:
         raise SystemExit(1)
     code = int(json.loads(reply)["exit"])
     if code < 0:  # died of a signal: so does the caller, so DVC and the shell see the same
-        signal.signal(-code, signal.SIG_DFL)
+        if -code not in (signal.SIGKILL, signal.SIGSTOP):  # their action is always the default: no handler to reset
+            signal.signal(-code, signal.SIG_DFL)
         os.kill(os.getpid(), -code)
         code = 128 - code
     raise SystemExit(code)

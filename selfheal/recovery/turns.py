@@ -12,6 +12,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -19,18 +20,30 @@ import psutil
 from selfheal.core import atomic, locks, workspace
 from selfheal.core.clock import now_iso
 from selfheal.core.errors import SelfHealError
-from selfheal.service import procs
 
 
 def running_watcher() -> dict[str, Any] | None:
-    """The live watcher of this project on this host, or None (no record, or a stale one)."""
+    """The live watcher of this project on this host, or None: no record, or a stale or forged one. A record
+    names a watcher only when its pid is alive, started at the recorded time, runs `selfheal recover --watch`
+    and works in this project's directory."""
     try:
         info = atomic.read_json(workspace.WATCHER)
     except (ValueError, OSError):
         return None
     if not isinstance(info, dict) or not isinstance(info.get("pid"), int) or info.get("host") != socket.gethostname():
         return None
-    return info if procs.alive(info["pid"], info.get("create_time")) else None
+    created = info.get("create_time")
+    if isinstance(created, bool) or not isinstance(created, int | float):
+        return None
+    try:
+        proc = psutil.Process(info["pid"])
+        if abs(proc.create_time() - created) > 0.5 or proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        cmd, cwd = proc.cmdline(), proc.cwd()
+    except psutil.Error:
+        return None
+    watching = "recover" in cmd and "--watch" in cmd
+    return info if watching and Path(cwd).resolve() == Path.cwd().resolve() else None
 
 
 @contextmanager

@@ -2,12 +2,14 @@
 
 Pid file `.selfheal/service.pid` (in the project directory) is JSON: pid, host, port, started_at, create_time
 (the process's start time, so a reused pid is never mistaken for the service), state ("starting" until the
-model is loaded and the port is bound, then "serving"), cwd, and cmd (for people; recovery starts the command from params, never the file's).
+model is loaded and the port is bound, then "serving"), cwd, and cmd (its exact command line: recovery starts the
+command from params, never the file's).
 One service per project directory.
 
 Anyone who can write the file can put any pid and command in it, so nothing is signalled on its word alone:
 `why_not_ours` checks that the pid is a live process started at the recorded time (a file without a start time
-matches nothing), running the selfheal service, in this project's directory. A stop the operator asked for
+matches nothing), running the selfheal service with exactly the recorded command line, in this project's
+directory. A stop the operator asked for
 (SIGTERM or SIGINT) removes the pid file and leaves `.selfheal/service.stopped.json`, so recovery does not undo it.
 """
 
@@ -80,10 +82,17 @@ def alive(pid: int, create_time: float | None = None) -> bool:
 
 
 def _runs_the_service(cmd: list[str]) -> bool:
-    """`python -m selfheal.service ...` (the built-in command, warm standbys included) or `selfheal serve ...`."""
-    if "selfheal.service" in cmd:
+    """`<python> -m selfheal.service ...` (the built-in command) or `[<python>] <.../selfheal> serve ...`,
+    exactly in that shape: a command line that merely mentions selfheal.service is not one."""
+    if len(cmd) >= 3 and Path(cmd[0]).name.startswith("python") and cmd[1:3] == ["-m", "selfheal.service"]:
         return True
-    return any(Path(arg).name == "selfheal" and cmd[i + 1 : i + 2] == ["serve"] for i, arg in enumerate(cmd))
+    start = 1 if cmd and Path(cmd[0]).name.startswith("python") else 0
+    return len(cmd) > start + 1 and Path(cmd[start]).name == "selfheal" and cmd[start + 1] == "serve"
+
+
+def _as_recorded(running: list[str], recorded: Any) -> bool:
+    """The process runs exactly the command its record names (the service records its own command line)."""
+    return isinstance(recorded, list) and running == recorded
 
 
 def why_not_ours(info: dict[str, Any] | None, root: str | Path = ".", cmd: list[str] | None = None) -> str | None:
@@ -107,7 +116,7 @@ def why_not_ours(info: dict[str, Any] | None, root: str | Path = ".", cmd: list[
         return f"pid {pid} is not running"
     if cmd is not None and running != cmd:
         return f"pid {pid} does not run the start command ({shlex.join(running)[:160]})"
-    if cmd is None and not _runs_the_service(running):
+    if cmd is None and not (_runs_the_service(running) and _as_recorded(running, info.get("cmd"))):
         return f"pid {pid} is not a selfheal service ({shlex.join(running)[:160]})"
     if Path(cwd).resolve() != Path(root).resolve():
         return f"pid {pid} is a selfheal service of another project ({cwd})"
@@ -120,6 +129,15 @@ def our_service(port: int | None, root: str | Path = ".") -> dict[str, Any] | No
     if info is None or (port is not None and info.get("port") != port) or why_not_ours(info, root):
         return None
     return info
+
+
+def restarter_at_work(note: Path = workspace.RESTART_HOLDER) -> bool:
+    """Whether a live restarter (the watcher, `selfheal recover`, heal) holds the restart lock: a SIGTERM then
+    is its restart, not the operator's stop."""
+    from selfheal.core import locks
+
+    pid = locks.holder_of(note).get("pid")
+    return isinstance(pid, int) and pid != os.getpid() and alive(pid)
 
 
 def record_stop(info: dict[str, Any], sig: int, path: Path = workspace.SERVICE_STOPPED) -> None:

@@ -111,7 +111,9 @@ def _run(config: Any, sock: socket.socket) -> int | None:
 
 def serve(host: str, port: int, model_path: Path, params_path: Path) -> None:
     _refuse_if_taken(host, port)
-    cmd = procs.service_argv(host, port, model_path, params_path)
+    import psutil
+
+    cmd = psutil.Process().cmdline()  # exactly what runs: recovery checks a process against it, never trusts it
     procs.clear_stop()
     info = procs.write_pid_file(host, port, cmd, "starting")
     stopped_by = None
@@ -138,7 +140,7 @@ def serve(host: str, port: int, model_path: Path, params_path: Path) -> None:
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, signal.SIG_IGN)  # cleanup is short: finish it
-        if stopped_by is not None:
+        if stopped_by is not None and not procs.restarter_at_work():
             procs.record_stop(info, stopped_by)  # before the pid file goes: never neither of them
         procs.remove_pid_file(info["pid"])
     if stopped_by is not None:

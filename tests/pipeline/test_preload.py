@@ -202,3 +202,15 @@ def test_a_tmpdir_too_long_for_a_socket_turns_it_off(project: Path, environ: dic
         proc, seen, _ = probe(project, env)
         assert seen["pid"] == proc.pid and proc.returncode == 0
     assert not list(deep.glob("selfheal-preload-*/*"))  # nothing started, nothing to clean up
+
+
+def test_a_forked_stage_killed_outright_kills_its_caller_the_same_way(project: Path, environ: dict[str, str]) -> None:
+    """`kill -9` of the fork: its caller dies of SIGKILL too (as DVC and the shell expect), no traceback."""
+    warm(project, environ)
+    proc = subprocess.Popen([sys.executable, "-m", "stages.probe", "sleep=60"], cwd=project, env=environ,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    forked = json.loads(proc.stdout.readline())["pid"]
+    os.kill(forked, signal.SIGKILL)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL and "Traceback" not in err

@@ -194,3 +194,63 @@ def test_heal_reports_another_projects_service_and_leaves_a_stopped_one_stopped(
         assert check_health(url, root=repo).state == "down" and not (repo / workspace.PID_FILE).exists()
     finally:
         stop_all(repo)
+
+
+def test_a_decoy_that_mentions_the_service_is_not_taken_for_it(projects: tuple[Path, Path]) -> None:
+    """A process whose command line merely contains `selfheal.service`, in the project's directory, named in a
+    pid file with its real start time and command: not the service, never signalled."""
+    project = projects[0]
+    (project / ".selfheal").mkdir(parents=True)
+    decoy = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)  # selfheal.service"], cwd=project,
+                             start_new_session=True)
+    try:
+        proc = psutil.Process(decoy.pid)
+        forge_pid_file(project, proc, free_port(), proc.cmdline())
+        why = procs.why_not_ours(procs.read_pid_file(project / workspace.PID_FILE), project)
+        assert why is not None and "is not a selfheal service" in why
+    finally:
+        decoy.kill()
+        decoy.wait()
+    for cmd, ours in ((["/v/bin/python", "-m", "selfheal.service", "--port", "1"], True),
+                      (["/v/bin/python", "/v/bin/selfheal", "serve", "--port", "1"], True),
+                      (["/v/bin/selfheal", "serve"], True),
+                      (["/v/bin/python", "-c", "selfheal.service"], False),
+                      (["sleep", "300", "selfheal.service"], False)):
+        assert procs._runs_the_service(cmd) is ours, cmd
+
+
+def test_a_forged_watcher_record_names_no_watcher(projects: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    from selfheal.recovery.turns import running_watcher
+
+    project = projects[0]
+    (project / ".selfheal").mkdir(parents=True)
+    monkeypatch.chdir(project)
+    record = {"pid": 1, "host": socket.gethostname(), "actor": "watch"}
+    atomic.write_json(workspace.WATCHER, record)  # no start time: pid 1 is alive, but names nobody
+    assert running_watcher() is None
+    atomic.write_json(workspace.WATCHER, {**record, "create_time": psutil.Process(1).create_time()})
+    assert running_watcher() is None  # the right start time, but pid 1 is no `selfheal recover --watch` here
+
+
+def test_a_restarters_sigterm_is_not_taken_for_the_operators_stop(projects: tuple[Path, Path],
+                                                                   models: dict[str, Path],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """While a restarter holds the restart lock, the service it stops records no operator's stop (so a concurrent
+    `selfheal recover` does not report one); without it, SIGTERM is the operator's and is recorded."""
+    from selfheal.core import locks
+
+    project = make_project(projects[0], models["a"], FAST)
+    monkeypatch.chdir(project)
+    for restarting in (True, False):
+        port = free_port()
+        start_service(project, port)
+        wait_status(url_of(port))
+        pid = service_pid(project)
+        if restarting:
+            with locks.hold(workspace.RESTART_LOCK, workspace.RESTART_HOLDER, "watch"):
+                procs.terminate(pid, 10.0)
+        else:
+            procs.terminate(pid, 10.0)
+        assert (project / workspace.SERVICE_STOPPED).exists() is not restarting, restarting
