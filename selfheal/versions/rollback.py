@@ -190,7 +190,7 @@ def rollback(
                              mlflow_version=mlflow_version, duration_s=recovered_s)
     print(f"✅ Successfully rolled back: {', '.join(project.model.outs)} are {target.tag}'s (md5 {ident}, verified)")
     if details["failed_md5"] and details["failed_md5"] != ident:
-        print(f"   {kept_line(details)}")
+        print(f"   {kept_line(details, 'failed' if action == 'auto_rollback' else 'replaced')}")
     return entry
 
 
@@ -213,12 +213,13 @@ def keep_failed(model: Path, md5: str, cwd: Path) -> dict[str, str | None]:
     return {"failed_cache": _shown(cached, cwd), "failed_remote": remote}
 
 
-def kept_line(details: dict[str, Any]) -> str:
-    """Where the failed model's bytes are, as the rollback made sure (see keep_failed)."""
+def kept_line(details: dict[str, Any], what: str = "failed") -> str:
+    """Where the replaced model's bytes are, as the rollback made sure (see keep_failed): `what` it was, "failed"
+    for an automatic rollback, "replaced" for a person's choice of another version."""
     name, cache, remote = details["failed_version"], details.get("failed_cache"), details.get("failed_remote")
     if not cache:
-        return f"the failed model {name} (md5 {details['failed_md5']}) was in neither the workspace nor the DVC cache"
-    return f"the failed model {name} is kept in the DVC cache: {cache}" + (
+        return f"the {what} model {name} (md5 {details['failed_md5']}) was in neither the workspace nor the DVC cache"
+    return f"the {what} model {name} is kept in the DVC cache: {cache}" + (
         f" (and pushed to DVC remote '{remote}')" if remote else "")
 
 

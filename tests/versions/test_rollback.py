@@ -52,10 +52,13 @@ def test_auto_rollback_restores_production_byte_identical(bad_candidate: Path, w
     assert rollback() is None  # validation now passes: nothing more to do
 
 
-def test_manual_rollback_by_version_and_by_seed_name(two_versions: Path, workdir) -> None:
+def test_manual_rollback_by_version_and_by_seed_name(two_versions: Path, workdir,
+                                                    capsys: pytest.CaptureFixture) -> None:
     repo = workdir(two_versions)
     v1 = registry.find("v0.0.1", registry.versions())
     entry = rollback(version="v0.0.1")
+    said = capsys.readouterr().out
+    assert "the replaced model v0.0.2 is kept in the DVC cache" in said and "failed" not in said  # a good version
     assert entry["action"] == "manual_rollback" and entry["version_restored"] == "v0.0.1"
     assert (repo / "models/model.joblib").read_bytes() == version_bytes(repo, "v0.0.1")
     assert production_of(repo)["version"] == "v0.0.1"
