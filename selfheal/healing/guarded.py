@@ -116,12 +116,12 @@ def _data_step(project: Project, cwd: Path, remember: bool) -> Step | None:
     failed = _failed_step(project, cwd)
     if failed is not None:
         return failed
-    edited = _params_changed(vcs.read_lock(cwd / workspace.DVC_LOCK), cwd)
+    edited = _params_changed(_upstream(vcs.read_lock(cwd / workspace.DVC_LOCK), project.model.stages), cwd)
     if edited:  # the stages that read them are stale: a candidate is built (and judged), never "healthy"
         rejected = audit.read(cwd / project.record(workspace.REJECTED_PARAMS), None)
         files = {e.split(":", 1)[0] for e in edited}
         if isinstance(rejected, dict) and all(rejected.get(f) == atomic.md5_file(cwd / f) for f in files):
-            return Step("data", "refuse", f"params changed since dvc.lock ({', '.join(edited)}), but the candidate "
+            return Step("data", "report", f"params changed since dvc.lock ({', '.join(edited)}), but the candidate "
                         "built from exactly these params failed the gate and was rolled back; production serves. "
                         "Change them back (or again), or `selfheal promote --force` after `dvc repro`")
         return Step("data", "repro", f"params changed since dvc.lock: {', '.join(edited)}")
@@ -141,8 +141,23 @@ def _data_step(project: Project, cwd: Path, remember: bool) -> Step | None:
     return Step("data", "ok", f"{', '.join(project.data.watched) or 'data'} as dvc.lock recorded")
 
 
+def _upstream(lock: dict[str, Any], stages: list[str]) -> dict[str, Any]:
+    """The lock entries of `stages` and of every stage whose outputs they read, transitively: what makes this
+    project's model (another model's stages in the same pipeline are not its business)."""
+    outs = {stage: set(vcs.hashes(entry)) for stage, entry in lock.items()}
+    chosen, todo = set(), [s for s in stages if s in lock]
+    while todo:
+        stage = todo.pop()
+        if stage in chosen:
+            continue
+        chosen.add(stage)
+        for dep in vcs.hashes(lock[stage], "deps"):
+            todo += [s for s, made in outs.items() if any(dep == o or Path(o) in Path(dep).parents for o in made)]
+    return {s: lock[s] for s in lock if s in chosen}
+
+
 def _params_changed(lock: dict[str, Any], cwd: Path) -> list[str]:
-    """`file:key` of every param a stage of dvc.lock recorded whose value the params file no longer has (what
+    """`file:key` of every param a stage of `lock` recorded whose value the params file no longer has (what
     `dvc status` reports as changed params), read without DVC."""
     import yaml
 
@@ -315,7 +330,7 @@ def _inputs(project: Project, cwd: Path) -> dict[str, str]:
     """{path: md5} of what a candidate is made from: the watched data and every file a stage of dvc.lock reads
     (its code and params files included), so a failed build is tried again only once one of them changes."""
     paths = set(project.data.watched if project.data else [])
-    for entry in vcs.read_lock(cwd / workspace.DVC_LOCK).values():
+    for entry in _upstream(vcs.read_lock(cwd / workspace.DVC_LOCK), project.model.stages).values():
         paths |= set(vcs.hashes(entry, "deps")) | set(entry.get("params") or {})
     return {p: atomic.md5_file(cwd / p) for p in sorted(paths) if (cwd / p).is_file()}
 
@@ -391,7 +406,8 @@ def act(project: Project, step: Step, cwd: Path = Path(".")) -> tuple[bool, str]
             entry = rollback(project, version=prod.name if prod else None, reason=step.reason,
                              reload=reloader(project), cwd=cwd)
             assert entry is not None  # with a reason a rollback restores or raises
-            edited = _params_changed(vcs.read_lock(cwd / workspace.DVC_LOCK), cwd) if step.action == "rollback" else []
+            lock = _upstream(vcs.read_lock(cwd / workspace.DVC_LOCK), project.model.stages)
+            edited = _params_changed(lock, cwd) if step.action == "rollback" else []
             if edited:  # production's lock records other params than the file: not built again from these
                 atomic.write_json(cwd / project.record(workspace.REJECTED_PARAMS),
                                   {f: atomic.md5_file(cwd / f) for f in {e.split(":", 1)[0] for e in edited}})
@@ -466,7 +482,9 @@ def heal(project: Project, plan_only: bool = False, cwd: Path = Path(".")) -> in
         audit.append(cwd / project.record(workspace.HEAL_LOG), "heal",
                      "; ".join(f"{d['step']}: {d['action']}" for d in done), not failed, decisions=done,
                      duration_s=round(time.perf_counter() - started, 2))
-    print("heal: healthy" if not acted and not failed else f"heal: {'needs attention' if failed else 'done'}")
+    reported = any(d["action"] == "report" for d in done)  # something stale left as it is: said, never "healthy"
+    print("heal: needs attention" if failed else "heal: done" if acted else
+          "heal: nothing to do, but see the report above" if reported else "heal: healthy")
     return 1 if failed else 0
 
 

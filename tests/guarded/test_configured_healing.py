@@ -298,8 +298,9 @@ def test_params_that_made_a_rejected_candidate_are_not_built_again(example: Path
     foreign.set_params(repo, "train", n_est=1)  # and one tree: far worse than production
     first = selfheal("heal", cwd=repo, check=False).stdout
     assert "params changed since dvc.lock" in first and "Rolling back to v1.0.0" in first
-    again = selfheal("heal", cwd=repo, check=False)
-    assert again.returncode == 1 and "failed the gate and was rolled back" in again.stdout
+    again = selfheal("heal", cwd=repo, check=False)  # production serves: reported (exit 0), never "healthy"
+    assert again.returncode == 0 and "failed the gate and was rolled back" in again.stdout
+    assert "heal: healthy" not in again.stdout
     log = yaml.safe_load((repo / ".selfheal/heal_log.json").read_text())
     assert len([e for e in log if e["action"] == "repro"]) == 1  # not built again from the same params
     foreign.set_params(repo, "train", n_est=30)

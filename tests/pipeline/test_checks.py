@@ -27,7 +27,7 @@ def write(tmp_path, text: str | bytes, name: str = "in.csv"):
         ("just some words\nmore words\n", "not a CSV (found 1 column"),
         ("a,a,y\n1,2,3\n", "duplicate column name(s) 'a'"),
         ("a,y\n1,2\n3,4,5\n", "not a valid CSV"),
-        (b"a,y\n1,2\n\xff\xfe,3\n", "not a valid CSV"),
+        (b"a,y\n1,2\n\xff\xfe,3\n", "row 3, column 1 ('a'): not UTF-8 text"),
     ],
 )
 def test_unreadable_files_are_one_line_errors_naming_the_file(tmp_path, content, problem) -> None:
