@@ -77,6 +77,9 @@ def _describe(exc: ValidationError, batch: bool, names: list[str]) -> list[dict[
             msg = f"unknown field (expected only {names})"
         elif err["type"] == "missing":
             msg = "missing field"
+        elif err.get("input", "") is None and field in names:  # null where the model learnt from no missing value
+            msg = ("null is not accepted: the model saw no missing values in this column in training "
+                   f"({err['msg'].lower()})")
         text = f"{where}field {field!r}: {msg}" if field else f"{where}{msg}"
         out.append({"loc": ["body", *err["loc"]], "msg": text, "type": err["type"]})
     return out

@@ -382,3 +382,15 @@ def test_serving_does_not_import_mlflow_evidently_or_dvc() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_null_in_a_column_that_had_no_missing_values_says_why() -> None:
+    from selfheal.service.schema import PayloadError, RequestSchema
+
+    schema = RequestSchema.from_features([{"name": "MedInc", "kind": "numeric"},
+                                          {"name": "AveBedrms", "kind": "numeric", "nullable": True}], 10)
+    assert schema.parse(b'{"MedInc": 3.2, "AveBedrms": null}')[0]["MedInc"] == 3.2
+    with pytest.raises(PayloadError) as err:
+        schema.parse(b'[{"MedInc": 3.2, "AveBedrms": 1.0}, {"MedInc": null, "AveBedrms": 1.0}]')
+    assert str(err.value).startswith("record 1: field 'MedInc': null is not accepted: the model saw no missing "
+                                     "values in this column in training")
