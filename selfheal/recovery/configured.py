@@ -117,11 +117,15 @@ def restart(root: Path, project: Project, url: str, sr: ServiceRecoveryParams) -
         notes.append(f"stopped pid {info['pid']} ({how})")
     elif info and procs.alive(info["pid"]):
         notes.append(f"left pid {info['pid']} alone: {why}")
+    host, port = address(url)
+    holder = procs.port_holder(port)
+    if holder is not None:  # restarting would only fail with "address already in use": say whose it is
+        raise CannotRecover(f"port {port} is held by pid {holder[0]} ({holder[1]}), a process selfheal did not "
+                            "start: left alone; stop it, or point service.health at the service selfheal starts")
     try:
         proc = procs.spawn(argv, root, log_path=log)
     except OSError as exc:
         raise AttemptFailed(f"cannot start {shlex.join(argv)}: {exc}") from None
-    host, port = address(url)
     procs.write_pid_file(host, port, argv, "started", root / pid_file, pid=proc.pid)
     healthy = wait_healthy(url, sr, proc, root, check=probe, log=log)
     notes.append(f"started pid {proc.pid} ({shlex.join(argv)}); {healthy.detail}")

@@ -140,6 +140,20 @@ def restarter_at_work(note: Path = workspace.RESTART_HOLDER) -> bool:
     return isinstance(pid, int) and pid != os.getpid() and alive(pid)
 
 
+def port_holder(port: int) -> tuple[int, str] | None:
+    """(pid, command line) of the process listening on TCP `port` on this machine, or None (free, or a
+    process of another user this one cannot see)."""
+    try:
+        listening = [c for c in psutil.net_connections(kind="inet")
+                     if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid]
+    except psutil.Error:
+        return None
+    for conn in listening:
+        with contextlib.suppress(psutil.Error):
+            return conn.pid, shlex.join(psutil.Process(conn.pid).cmdline())[:200]
+    return None
+
+
 def record_stop(info: dict[str, Any], sig: int, path: Path = workspace.SERVICE_STOPPED) -> None:
     """The service was stopped on purpose (SIGTERM/SIGINT): heal and recover leave it stopped."""
     atomic.write_json(path, {"pid": info["pid"], "host": info.get("host"), "port": info.get("port"),

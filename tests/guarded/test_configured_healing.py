@@ -308,3 +308,28 @@ def test_params_that_made_a_rejected_candidate_are_not_built_again(example: Path
     rebuilt = selfheal("heal", cwd=repo).stdout  # featurize is rebuilt; the model is production's again
     assert "text-classification@v1.0.0 is prod" in rebuilt and "Rolling back" not in rebuilt
     assert "heal: healthy" in selfheal("heal", cwd=repo).stdout
+
+
+def test_a_hung_process_on_the_port_that_selfheal_did_not_start_is_named_and_left_alone(
+        served: tuple[Path, str]) -> None:
+    """Something else listens on the service's port and hangs: one line names it (pid, command), no restart is
+    attempted ("address already in use" three times), and it is not signalled."""
+    repo, url = served
+    port = int(url.split(":")[-1].split("/")[0])
+    other = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 15
+        while procs.port_holder(port) is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        os.kill(other.pid, signal.SIGSTOP)  # accepts connections, never answers
+        out = selfheal("recover", cwd=repo, check=False)
+        assert out.returncode == 1
+        assert f"port {port} is held by pid {other.pid} (" in out.stdout and "http.server" in out.stdout
+        assert "a process selfheal did not start: left alone" in out.stdout
+        log = atomic.read_json(repo / ".selfheal/recovery_log.json")
+        assert len(log) == 1 and not log[0]["success"]  # one attempt, not three futile restarts
+        assert procs.alive(other.pid)
+    finally:
+        other.kill()
+        other.wait()
