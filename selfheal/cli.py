@@ -228,6 +228,17 @@ def _guarding(action: str, wait: float) -> Iterator[Project | None]:
 
 
 @app.command()
+def acknowledge(
+    issue: Annotated[str | None, typer.Argument(help="The issue a person has looked at (service); all when omitted")] = None,
+) -> None:
+    """A person has looked: clear an escalation (e.g. the watcher's restart storm), so selfheal acts on it again."""
+    from selfheal.core.escalation import acknowledge as clear
+
+    cleared = clear(issue)
+    typer.echo(f"acknowledged: {', '.join(cleared)}" if cleared else "nothing to acknowledge")
+
+
+@app.command()
 def init(
     force: Annotated[bool, typer.Option(help="Overwrite an existing selfheal.yaml")] = False,
     artifact: Annotated[str | None, typer.Option(help="Model artifact to guard when dvc.yaml declares several")] = None,

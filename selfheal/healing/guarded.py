@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from selfheal.core import atomic, audit, clock, workspace
+from selfheal.core import atomic, audit, clock, escalation, workspace
 from selfheal.core.errors import SelfHealError
 from selfheal.core.project import Project
 from selfheal.versions import catalog, checkout, gate, vcs
@@ -248,6 +248,10 @@ def _service_step(project: Project, cwd: Path, remember: bool) -> Step | None:
     health = service.probe(project.service.health, project.service.health_timeout_seconds)
     if health.healthy:
         return Step("service", "ok", health.detail)
+    stormed = escalation.pending("service", cwd / workspace.ESCALATED)
+    if stormed is not None:  # what the watcher refused, heal refuses too
+        return Step("service", "refuse", f"{health.detail}; {stormed.get('reason')}; `selfheal acknowledge "
+                    "service` once a person has looked")
     watcher = running_watcher()
     if watcher is not None:
         return Step("service", "skip", f"{health.detail}; left to the running watcher (pid {watcher['pid']})")

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from selfheal.core import atomic, audit, journal, workspace
+from selfheal.core import atomic, audit, escalation, journal, workspace
 from selfheal.core.config import Params
 from selfheal.core.project import current
 from selfheal.healing.policy import ISSUES, Decision, Observations, plan
@@ -84,6 +84,8 @@ def observe(params: Params, cwd: Path = Path(".")) -> Observations:
         batch_trained_by=batch_trained_by(cwd / params.data.current, cwd / workspace.RETRAINING_LOG)
         if (drift or {}).get("drift_detected") else None,
         service=_service(params),
+        escalated={issue: str(record.get("reason")) for issue in ("service",)
+                   if (record := escalation.pending(issue, cwd / workspace.ESCALATED))},
         logs={issue: audit.entries(cwd / path) for issue, path in LOGS.items()},
     )
 

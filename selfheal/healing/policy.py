@@ -50,6 +50,7 @@ class Observations:
     service: dict[str, Any] | None = None  # None: no service was started here; else {"state", "detail"}
     # state: a client.Health state, or "stopped" (by the operator, on purpose)
     logs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # issue -> its audit entries
+    escalated: dict[str, str] = field(default_factory=dict)  # issue -> why a person must look (acknowledge clears)
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,8 @@ def _recent(entries: list[dict[str, Any]], now: datetime, window: timedelta, **m
 def escalations(obs: Observations, params: Params) -> dict[str, str]:
     """{issue: the rule it broke} from the audit trail (whether the issue is present now is plan's concern), and
     from a candidate whose input schema changed: whatever else heal does with it, a person decides on the data."""
-    found: dict[str, str] = {}
+    found: dict[str, str] = {issue: f"{reason}; `selfheal acknowledge {issue}` once a person has looked"
+                             for issue, reason in obs.escalated.items()}
     v = obs.validation or {}
     changes = v.get("schema_changes") or []
     if changes and v.get("model_md5") == obs.model_md5 and obs.model_md5 != (obs.production or {}).get("md5"):

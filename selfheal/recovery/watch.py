@@ -17,6 +17,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from selfheal.core import escalation
 from selfheal.core.alerts import raise_alert
 from selfheal.core.config import ServiceRecoveryParams
 from selfheal.core.errors import SelfHealError
@@ -94,12 +95,11 @@ def _recover(sr: ServiceRecoveryParams, method: str, url: str, health: Health, s
         attempts.popleft()
     budget = sr.max_recovery_attempts - len(attempts)
     if budget <= 0:
-        raise_alert(
-            "service_restart_storm",
-            f"{url}: {health.detail}; {len(attempts)} recovery attempts in the last "
-            f"{sr.watch_window_minutes:g} min already: not restarting again, a person should look",
-            target.alerts, service_url=url, attempts=len(attempts), window_minutes=sr.watch_window_minutes,
-        )
+        reason = (f"{url}: {health.detail}; {len(attempts)} recovery attempts in the last "
+                  f"{sr.watch_window_minutes:g} min already: not restarting again, a person should look")
+        raise_alert("service_restart_storm", reason, target.alerts, service_url=url, attempts=len(attempts),
+                    window_minutes=sr.watch_window_minutes)
+        escalation.raise_for("service", f"the watcher stopped restarting it (restart storm): {reason}")
         return 1
     outcome = recover(sr, method, url, standby=standby, max_attempts=budget, health=health,
                       sleep=stop.wait, say=say, actor="watch", target=target)

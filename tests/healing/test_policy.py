@@ -328,3 +328,12 @@ def test_drift_after_retraining_on_this_very_batch_is_explained_not_retrained_ag
     (d,) = [d for d in plan(replace(obs, batch_trained_by="v0.0.3"), params()) if d.step == "retrain"]
     assert d.action == "report" and "v0.0.3 was already trained on this batch" in d.reason
     assert "mixes the old training data with this batch" in d.reason
+
+
+def test_what_the_watcher_refused_heal_refuses_until_acknowledged() -> None:
+    down = {"state": "down", "detail": "connection refused"}
+    storm = {"service": "the watcher stopped restarting it (restart storm)"}
+    decided = next(d for d in plan(replace(HEALTHY, service=down, escalated=storm), params()) if d.step == "service")
+    assert decided.action == "escalate" and "restart storm" in decided.reason
+    assert "`selfheal acknowledge service`" in decided.reason
+    assert actions(replace(HEALTHY, service=down))["service"] == "recover"  # acknowledged: recovered again
