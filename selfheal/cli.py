@@ -496,7 +496,10 @@ def drill(
 
 def main() -> None:
     """Console entry point: user errors are one line on stderr with exit code 2, never a traceback."""
+    from selfheal.core.alerts import check_webhook
+
     try:
+        check_webhook()  # the configuration every command may alert through: checked before anything acts
         app()
     except SelfHealError as exc:
         fail(str(exc), exc.exit_code)

@@ -205,9 +205,6 @@ def load_params(path: str | Path = workspace.PARAMS, healing_config: str | Path 
     an error, never silently filled with defaults (a defaulted cooldown or threshold would act on values nobody
     chose). Keys left out inside a present group keep their defaults, as params.yaml's comments describe.
     """
-    from selfheal.core.alerts import check_webhook
-
-    check_webhook()
     raw = _read_yaml(Path(path))
     if healing_config is not None:
         overlay = load_healing_config(healing_config)
