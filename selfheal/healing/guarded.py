@@ -119,8 +119,7 @@ def _data_step(project: Project, cwd: Path, remember: bool) -> Step | None:
     edited = _params_changed(_upstream(vcs.read_lock(cwd / workspace.DVC_LOCK), project.model.stages), cwd)
     if edited:  # the stages that read them are stale: a candidate is built (and judged), never "healthy"
         rejected = audit.read(cwd / project.record(workspace.REJECTED_PARAMS), None)
-        files = {e.split(":", 1)[0] for e in edited}
-        if isinstance(rejected, dict) and all(rejected.get(f) == atomic.md5_file(cwd / f) for f in files):
+        if isinstance(rejected, dict) and all(rejected.get(f) == md5 for f, md5 in _files_of(edited, cwd).items()):
             return Step("data", "report", f"params changed since dvc.lock ({', '.join(edited)}), but the candidate "
                         "built from exactly these params failed the gate and was rolled back; production serves. "
                         "Change them back (or again), or `selfheal promote --force` after `dvc repro`")
@@ -175,6 +174,11 @@ def _params_changed(lock: dict[str, Any], cwd: Path) -> list[str]:
                 if now != value:
                     changed.append(f"{name}:{key}")
     return list(dict.fromkeys(changed))
+
+
+def _files_of(edited: list[str], cwd: Path) -> dict[str, str]:
+    """{params file: md5} of the files the `file:key` entries of `_params_changed` name."""
+    return {f: atomic.md5_file(cwd / f) for f in {e.split(":", 1)[0] for e in edited}}
 
 
 def _failed_step(project: Project, cwd: Path) -> Step | None:
@@ -413,8 +417,7 @@ def act(project: Project, step: Step, cwd: Path = Path(".")) -> tuple[bool, str]
             lock = _upstream(vcs.read_lock(cwd / workspace.DVC_LOCK), project.model.stages)
             edited = _params_changed(lock, cwd) if step.action == "rollback" else []
             if edited:  # production's lock records other params than the file: not built again from these
-                atomic.write_json(cwd / project.record(workspace.REJECTED_PARAMS),
-                                  {f: atomic.md5_file(cwd / f) for f in {e.split(":", 1)[0] for e in edited}})
+                atomic.write_json(cwd / project.record(workspace.REJECTED_PARAMS), _files_of(edited, cwd))
             return True, entry["tag"]
         if step.action == "retrain":
             done = retrain(project, cwd=cwd)

@@ -51,7 +51,7 @@ def _service(params: Params) -> dict[str, Any] | None:
 def _judged(cwd: Path, versions: Versions) -> dict[str, Any] | None:
     """The validate stage's verdict judged by the gate against production; None when missing or damaged."""
     try:
-        return gate.verdict(versions.project, cwd, versions, versions.production())
+        return gate.judged(versions)
     except ValueError:
         return None  # a damaged record is as good as none: the pipeline rewrites it
 

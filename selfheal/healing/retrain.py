@@ -240,8 +240,7 @@ def _repro_and_gate(reason: str, before: dict[str, Any], backup_dir: Path, raw: 
     from selfheal.versions.rollback import rollback
 
     proc = vcs.dvc("repro", cwd=cwd, check=False)
-    versions = Versions(current(cwd), cwd)
-    validation = gate.verdict(versions.project, cwd, versions, versions.production()) or {}
+    validation = gate.judged(Versions(current(cwd), cwd)) or {}
     quality = audit.read(cwd / workspace.DATA_QUALITY, {}) or {}
     out: dict[str, Any] = {"metric": validation.get("metric"), "metric_name": validation.get("metric_name")}
     undo: list[str] | None = ["fix_data", "train", "validate", "monitor"]

@@ -62,44 +62,26 @@ MODEL_SUFFIXES = (".pkl", ".pickle", ".joblib", ".sav", ".pt", ".pth", ".ckpt", 
 
 
 @dataclass
-class Stage:
-    outs: list[str]  # every output, metrics and plots included, relative to the repository root
-    metrics: list[str]
-    deps: list[str]
-
-
-@dataclass
 class Pipeline:
     """dvc.yaml as DVC itself resolves it (vars, ${...}, foreach and matrix stages, several params files)."""
 
-    stages: dict[str, Stage]
+    stages: dict[str, vcs.ResolvedStage]
     metrics: list[str]  # every declared metrics file: stage-level and top-level, cached or not
     artifacts: dict[str, str]  # {name: path} of the `artifacts:` of type model
 
 
 def _read_pipeline(cwd: Path) -> Pipeline:
     """The root dvc.yaml through DVC's API (never parsed by hand); a one-line error when DVC cannot read it."""
-    import os
-
     from dvc.repo import Repo
 
-    root = cwd.resolve()
-
-    def rel(fs_path: str) -> str:
-        return Path(os.path.relpath(fs_path, root)).as_posix()
-
     try:
-        with Repo(str(root)) as repo:
-            stages = {}
-            for stage in repo.index.stages:
-                if Path(stage.path).resolve() != root / workspace.DVC_YAML:
-                    continue  # a dvc.yaml in a subfolder keeps its own dvc.lock: not guarded from the root
-                stages[stage.addressing] = Stage([rel(o.fs_path) for o in stage.outs],
-                                                 [rel(o.fs_path) for o in stage.outs if getattr(o, "metric", False)],
-                                                 [rel(d.fs_path) for d in stage.deps])
+        stages = vcs.resolved_stages(cwd / workspace.DVC_YAML)
+        with Repo(str(cwd.resolve())) as repo:
             artifacts = {name: a.path for name, a in (repo.artifacts.read().get(str(workspace.DVC_YAML))
                                                       or {}).items() if a.type == "model" and a.path}
-    except Exception as exc:  # DVC's own parse and template errors: say which and stop
+    except SelfHealError as exc:
+        raise InitError(str(exc)) from None
+    except Exception as exc:  # DVC's own errors reading the artifacts: say which and stop
         raise InitError(f"dvc.yaml: DVC cannot read it ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
     doc = yaml.safe_load((cwd / workspace.DVC_YAML).read_text(encoding="utf-8")) or {}
     top = [str(next(iter(m))) if isinstance(m, dict) else str(m) for m in doc.get("metrics") or []]
@@ -107,7 +89,7 @@ def _read_pipeline(cwd: Path) -> Pipeline:
     return Pipeline(stages, list(dict.fromkeys(metrics)), artifacts)
 
 
-def _produces(stage: Stage, path: str) -> bool:
+def _produces(stage: vcs.ResolvedStage, path: str) -> bool:
     return any(path == o or Path(o) in Path(path).parents for o in stage.outs)
 
 

@@ -21,11 +21,17 @@ from selfheal.versions.checkout import available, fetch_revision, from_revision,
 from selfheal.versions.registry import Version
 
 
-def model_hashes(lock: dict[str, Any], project: Project) -> dict[str, str]:
-    """{out: md5} of the model's outputs as `lock` records them (missing outputs are left out)."""
+def stage_outputs(lock: dict[str, Any], project: Project) -> dict[str, str]:
+    """{out: md5} of every output of the project's model stages as `lock` records them."""
     found: dict[str, str] = {}
     for stage in project.model.stages:
         found.update(vcs.hashes(lock.get(stage) or {}))
+    return found
+
+
+def model_hashes(lock: dict[str, Any], project: Project) -> dict[str, str]:
+    """{out: md5} of the model's outputs as `lock` records them (missing outputs are left out)."""
+    found = stage_outputs(lock, project)
     return {out: found[out] for out in project.model.outs if found.get(out)}
 
 
@@ -73,8 +79,7 @@ class Versions:
 
     def production(self) -> Version | None:
         """The version of the latest assignment of the production stage (GTO's meaning of `stage`)."""
-        by_name = {v.name: v for v in self.known}
-        return by_name.get(self.history[-1].version) if self.history else None
+        return registry.assigned(self.history, self.known)
 
     def by_identity(self, ident: str | None) -> Version | None:
         return next((v for v in reversed(self.known) if ident and self.identity(v) == ident), None)
@@ -111,12 +116,9 @@ class Versions:
     def record(self, v: Version) -> dict[str, Any]:
         """What the registry knows of a version as one mapping: its tag's metadata, its name, its identity, and the
         md5 of the first model output's metadata file (`model.json` beside `model.joblib`) when its lock pins one."""
-        outs: dict[str, str] = {}
-        for stage in self.project.model.stages:
-            outs.update(vcs.hashes(self.lock(v).get(stage) or {}))
         meta_path = str(Path(self.project.model.outs[0]).with_suffix(".json"))
         return {**v.meta, "version": v.name, "tag": v.tag, "commit": v.commit, "md5": self.identity(v),
-                "meta_md5": outs.get(meta_path)}
+                "meta_md5": stage_outputs(self.lock(v), self.project).get(meta_path)}
 
     def production_record(self) -> dict[str, Any] | None:
         prod = self.production()

@@ -152,6 +152,11 @@ def _metric_gate(project: Project, cwd: Path, production: dict[str, Any] | None,
             "production_metric": production_metric, "relative_drop": relative}
 
 
+def judged(versions: Versions) -> dict[str, Any] | None:
+    """The verdict on the workspace candidate against the registry's production now (see `verdict`)."""
+    return verdict(versions.project, versions.cwd, versions, versions.production())
+
+
 def verdict(project: Project, cwd: Path, versions: Versions, production: Version | None) -> dict[str, Any] | None:
     """The gate's verdict on the workspace candidate against `production` (None: the first version), one
     interface for every project kind: our pipeline's richer verdict, or the configured dotted-key metric."""

@@ -231,10 +231,12 @@ def production(cwd: str | Path = ".", artifact: str = ARTIFACT, stage: str = STA
     """Production: the version named by the latest `<artifact>#<stage>#N` assignment, whoever made it (selfheal
     or a person with `gto assign`); None before the first assignment."""
     history = assignments(cwd, artifact, stage)
-    if not history:
-        return None
-    by_name = {v.name: v for v in (known if known is not None else versions(cwd, artifact))}
-    return by_name.get(history[-1].version)
+    return assigned(history, known if known is not None else versions(cwd, artifact)) if history else None
+
+
+def assigned(history: list[Assignment], known: list[Version]) -> Version | None:
+    """The version the latest of `history`'s assignments names (None without one, or for an unknown name)."""
+    return next((v for v in known if v.name == history[-1].version), None) if history else None
 
 
 def mlflow_alias(version: Version, md5: str | None, cwd: str | Path = ".") -> str | None:

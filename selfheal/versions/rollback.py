@@ -141,7 +141,7 @@ def rollback(
                 return None
             reason = f"Model accuracy {current_metric:.2f} below threshold {threshold:.2f}"
         elif reason is None:
-            verdict = gate.verdict(project, cwd, versions, versions.production())
+            verdict = gate.judged(versions)
             if verdict is None:
                 raise SelfHealError(f"{project.gate.metrics}: not found; run `dvc repro` first (or pass --version)")
             if verdict.get("passed"):

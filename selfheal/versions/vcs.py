@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +109,7 @@ def git_tracked_outputs(dvc_yaml: str | Path = workspace.DVC_YAML) -> dict[str, 
     which resolves it as `dvc repro` does."""
     text = Path(dvc_yaml).read_text(encoding="utf-8")
     if "${" in text or "foreach:" in text or "matrix:" in text:
-        return _resolved_git_outputs(Path(dvc_yaml))
+        return {name: stage.uncached for name, stage in resolved_stages(Path(dvc_yaml)).items()}
     stages = (yaml.safe_load(text) or {}).get("stages") or {}
     out: dict[str, list[str]] = {}
     for name, stage in stages.items():
@@ -122,17 +123,37 @@ def git_tracked_outputs(dvc_yaml: str | Path = workspace.DVC_YAML) -> dict[str, 
     return out
 
 
-def _resolved_git_outputs(dvc_yaml: Path) -> dict[str, list[str]]:
+@dataclass
+class ResolvedStage:
+    """A stage as DVC resolves it (templates, foreach and matrix expanded); paths relative to the project root."""
+
+    outs: list[str]  # every output, metrics and plots included
+    uncached: list[str]  # the outputs git keeps (`cache: false`)
+    metrics: list[str]
+    deps: list[str]
+
+
+def resolved_stages(dvc_yaml: str | Path = workspace.DVC_YAML) -> dict[str, ResolvedStage]:
+    """{stage name: stage} of `dvc_yaml` through DVC's own API (a dvc.yaml in a subfolder, with its own
+    dvc.lock, is left out); a one-line error when DVC cannot read it."""
     from dvc.repo import Repo
 
-    root = dvc_yaml.resolve().parent
+    path = Path(dvc_yaml).resolve()
+    root = path.parent
+
+    def rel(fs_path: str) -> str:
+        return Path(os.path.relpath(fs_path, root)).as_posix()
+
     try:
         with Repo(str(root)) as repo:
-            return {stage.addressing: [Path(os.path.relpath(o.fs_path, root)).as_posix() for o in stage.outs
-                                       if not o.use_cache]
-                    for stage in repo.index.stages if Path(stage.path).resolve() == dvc_yaml.resolve()}
+            return {stage.addressing: ResolvedStage([rel(o.fs_path) for o in stage.outs],
+                                                    [rel(o.fs_path) for o in stage.outs if not o.use_cache],
+                                                    [rel(o.fs_path) for o in stage.outs if getattr(o, "metric", False)],
+                                                    [rel(d.fs_path) for d in stage.deps])
+                    for stage in repo.index.stages if Path(stage.path).resolve() == path}
     except Exception as exc:  # DVC's parse and template errors
-        raise SelfHealError(f"{dvc_yaml}: DVC cannot read it ({type(exc).__name__}: {exc})") from None
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise SelfHealError(f"{dvc_yaml}: DVC cannot read it ({type(exc).__name__}: {first})") from None
 
 
 def _dvc_config(root: Path) -> configparser.ConfigParser:
