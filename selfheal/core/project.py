@@ -131,6 +131,25 @@ class RegistrySection(_Section):
     remote: str | None = Field(None, min_length=1)
 
 
+class DrillSection(_Section):
+    # params that make a candidate the gate must refuse, for the drill's bad-candidate trial on any project:
+    # {"train.n_est": 1} (params.yaml) or {"conf/train.yaml:epochs": 1}; `selfheal init` proposes one
+    degrade: dict[str, int | float | str | bool] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _yaml_keys(self) -> DrillSection:
+        for name in self.degrade:
+            file, _, key = name.rpartition(":")
+            if not key or (file and not file.endswith((".yaml", ".yml"))):
+                raise ValueError(f"drill.degrade: {name!r} is not `key.path` or `params.yaml:key.path`")
+        return self
+
+    def changes(self) -> list[tuple[str, str, int | float | str | bool]]:
+        """(params file, dotted key, value) of each degrading change."""
+        return [(name.rpartition(":")[0] or "params.yaml", name.rpartition(":")[2], value)
+                for name, value in self.degrade.items()]
+
+
 class Project(_Section):
     kind: Literal["dvc", "selfheal"] = "dvc"
     model: ModelSection
@@ -141,6 +160,7 @@ class Project(_Section):
     retrain: RetrainSection = Field(default_factory=RetrainSection)
     service: ServiceSection | None = None
     registry: RegistrySection = Field(default_factory=RegistrySection)
+    drill: DrillSection | None = None
     records: str = str(RECORDS)
 
     @model_validator(mode="after")

@@ -417,6 +417,11 @@ def markdown(card: dict[str, Any]) -> str:
     if "service" in groups:
         lines.append(f"- Service uptime during the service trials: {_fmt(s['service_uptime_pct'])} % of health probes")
     lines.append("")
+    if card.get("not_drilled"):
+        lines += ["## Not drilled on this project", "", "Fault kinds that need what this project does not offer "
+                  "(docs/guarding.md says how to offer it):", ""]
+        lines += [f"- {name}: needs {needs}" for name, needs in card["not_drilled"].items()]
+        lines.append("")
     problems = [t for t in card["trials"] if not t["ok"]]
     if problems:
         lines += ["## Trials not as expected", ""]
@@ -503,7 +508,10 @@ def run(source: Path, faults: list[Fault], *, on: Target | None = None, repeat: 
     finally:
         if keep is None:
             shutil.rmtree(tmp, ignore_errors=True)
+    from selfheal.ops.faults import skipped
+
     card = {"project": {"kind": on.kind, "artifact": on.artifact, "name": source.resolve().name},
+            "not_drilled": skipped(on.capabilities),
             "seed": seed, "revision": revision, "quick": quick, "repeat": repeat, "busy": busy, "started_at": started,
             "baseline": baseline, "trials": [asdict(t) for t in trials]}
     card["summary"] = summarise(trials, baseline)

@@ -106,6 +106,8 @@ def capabilities(config: Project, root: Path) -> frozenset[str]:
         caps.add("drift_columns")
     if config.service is not None and config.service.health and config.service.start:
         caps.add("service_start")
+    if config.drill is not None and config.drill.degrade:
+        caps.add("drill_degrade")
     return frozenset(caps)
 
 
@@ -133,20 +135,36 @@ def _compared(root: Path, config: Project) -> tuple[str, ...]:
     return tuple(c for c in header if c in current and c != _target(config))
 
 
-def _drift_columns(root: Path, config: Project) -> bool:
-    """Whether the drift kinds' expectations hold for this configuration: drift.current is a CSV whose compared
-    numeric columns number at least two, shifting 3/4 of them reaches drift_threshold and shifting one does not."""
+def _shiftable(root: Path, config: Project) -> tuple[str, ...]:
+    """The compared numeric columns of drift.current a drift fault may shift, judged against the baseline batch's
+    own drift: none already drifted, and shifting one of them keeps the share of drifted columns below
+    drift_threshold while shifting 3/4 of them reaches it. (): the drift kinds cannot be judged on this project."""
     import pandas as pd
+
+    from selfheal.healing.guarded import measure_drift
 
     d = config.drift
     if d is None or not d.current.endswith(".csv") or not (root / d.current).is_file() \
             or not (root / d.reference).is_file():
-        return False
+        return ()
     compared = _compared(root, config)
-    numeric = catalogue.numeric_columns(pd.read_csv(root / d.current, dtype=str, keep_default_na=False, nrows=2000),
-                                        _target(config), compared)
+    try:
+        baseline = measure_drift(config, root, remember=False)
+    except SelfHealError:
+        return ()
+    drifted = {c for c, col in baseline["columns"].items() if col["drifted"]}
+    numeric = [c for c in catalogue.numeric_columns(pd.read_csv(root / d.current, dtype=str, keep_default_na=False,
+                                                                nrows=2000), _target(config), compared)
+               if c not in drifted]
     most = max(1, len(numeric) * 3 // 4)
-    return len(numeric) >= 2 and 1 / len(compared) < d.drift_threshold <= most / len(compared)
+    fits = len(numeric) >= 2 and (len(drifted) + 1) / len(compared) < d.drift_threshold \
+        <= (len(drifted) + most) / len(compared)
+    return tuple(numeric) if fits else ()
+
+
+def _drift_columns(root: Path, config: Project) -> bool:
+    """Whether the drift kinds can be injected and judged here (see _shiftable)."""
+    return bool(_shiftable(root, config))
 
 
 # -- the baseline ---------------------------------------------------------------------------------------------
@@ -423,7 +441,8 @@ def _project(root: Path, config: Project, service_pid: int | None) -> catalogue.
                              service_pid=service_pid, model_outs=tuple(Path(o) for o in config.model.outs),
                              dir_outs=_dir_outs(root, config), label_sep=TABULAR.get(data.suffix, ",") if data else ",",
                              fix_file=_fix_csv(root, config),
-                             compared=_compared(root, config) if "drift_columns" in capabilities(config, root) else ())
+                             compared=_shiftable(root, config),
+                             degrade=tuple(config.drill.changes()) if config.drill is not None else ())
 
 
 def run_trial(fault: catalogue.Fault, n: int, base: Path, work: Path, env: Env, rng: np.random.Generator,

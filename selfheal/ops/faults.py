@@ -53,7 +53,8 @@ class Project:
     dir_outs: tuple[Path, ...] = ()  # directory outputs of the version stages (a guarded project's eval/)
     label_sep: str = ","  # the raw data's delimiter
     fix_file: Path | None = None  # a guarded project's CSV under data.fix (its data faults go there)
-    compared: tuple[str, ...] = ()  # the columns drift is measured on (a drift fault shifts only these); (): all
+    compared: tuple[str, ...] = ()  # the columns a drift fault may shift (not drifted at baseline); (): all
+    degrade: tuple[tuple[str, str, object], ...] = ()  # (params file, dotted key, value): a candidate to refuse
 
 
 @dataclass(frozen=True)
@@ -275,6 +276,23 @@ def _labels_shuffled(p: Project, rng: np.random.Generator) -> str:
     return f"{p.raw.relative_to(p.root)}: column {col!r} shuffled across rows, then `dvc repro`"
 
 
+def _degraded(p: Project, rng: np.random.Generator) -> str:
+    """The project's own params set to what its selfheal.yaml names as degrading (drill.degrade): a candidate the
+    gate must refuse, made by the pipeline itself, whatever the format of its data."""
+    done = []
+    for file, key, value in p.degrade:
+        path = p.root / file
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        node = doc
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node[part]
+        node[last] = value
+        path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+        done.append(f"{file}:{key} = {value!r}")
+    return f"{', '.join(done)} (drill.degrade), then `dvc repro`"
+
+
 def _invalid_project_value(p: Project, rng: np.random.Generator) -> str:
     path = p.root / "selfheal.yaml"
     doc = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -341,6 +359,8 @@ CATALOGUE: list[Fault] = [
     # a guarded project (selfheal.yaml, kind dvc)
     Fault("candidate_below_gate", "model", "healed", _labels_shuffled, then_repro=True,
           needs=frozenset({"dvc", "tabular_data"})),
+    Fault("candidate_from_degraded_params", "model", "healed", _degraded, then_repro=True,
+          needs=frozenset({"dvc", "drill_degrade"})),
     Fault("corrupted_file_in_output_dir", "model", "healed", _corrupt(_dir_outs, "file in a directory output"),
           needs=frozenset({"dvc", "output_dir"})),
     Fault("deleted_file_in_output_dir", "model", "healed", _delete(_dir_outs, "file in a directory output"),
@@ -363,6 +383,14 @@ OURS = frozenset({"selfheal", "model"})  # what our own pipeline offers
 def applicable(capabilities: frozenset[str]) -> list[Fault]:
     """The faults whose needs the project offers, in catalogue order."""
     return [f for f in CATALOGUE if f.needs <= capabilities]
+
+
+def skipped(capabilities: frozenset[str]) -> dict[str, str]:
+    """{fault: what this project lacks for it} of the faults of its kind the drill cannot run, for the scorecard."""
+    kind = "dvc" if "dvc" in capabilities else "selfheal"
+    usable = {f.name for f in applicable(capabilities)}
+    return {f.name: ", ".join(sorted(f.needs - capabilities)) for f in CATALOGUE
+            if kind in f.needs and f.name not in usable}
 
 
 GROUPS = ("data", "model", "drift", "service", "config")  # as `selfheal drill --help` names them

@@ -33,6 +33,9 @@ from selfheal.versions import registry, vcs
 Ask = Callable[[str, str], str]  # (question, default) -> answer
 _MINIMISE = re.compile(r"loss|err|rmse|mse|mae|mape|perplexity|latency", re.IGNORECASE)
 # a stage's own code: a change to it reruns the stage, but it is not data a new candidate is made from
+# a size of the model or of its training: set to 1, the candidate is far weaker (the drill's bad candidate)
+_SIZE = re.compile(r"^(n_est|n_estimators|n_trees|num_trees|max_iter|n_iter|iterations|epochs|n_epochs|num_epochs|"
+                   r"num_boost_round|num_rounds|max_depth|num_leaves|hidden_size|hidden_units|units)$", re.IGNORECASE)
 _CODE = (".py", ".r", ".R", ".sh", ".ipynb", ".jl", ".scala", ".java", ".js", ".ts", ".sql", ".toml", ".cfg")
 
 
@@ -54,6 +57,7 @@ class Found:
     data: list[str] = field(default_factory=list)  # input files no stage produces (any format)
     data_dirs: list[str] = field(default_factory=list)  # input directories no stage produces
     declared: bool = True  # the model is an `artifacts:` entry of dvc.yaml (else inferred from the stages)
+    degrade: dict[str, int] = field(default_factory=dict)  # drill.degrade: a param that makes a weak candidate
 
 
 # files and folders that look like a trained model (pickles, torch, keras, onnx, tensorflow, xgboost, catboost...)
@@ -87,6 +91,23 @@ def _read_pipeline(cwd: Path) -> Pipeline:
     top = [str(next(iter(m))) if isinstance(m, dict) else str(m) for m in doc.get("metrics") or []]
     metrics = [m for st in stages.values() for m in st.metrics] + top
     return Pipeline(stages, list(dict.fromkeys(metrics)), artifacts)
+
+
+def _degrading(stage: vcs.ResolvedStage, cwd: Path) -> dict[str, int]:
+    """A size param of the training stage (n_est, epochs, max_iter, ...) above 1, set to 1: the change the drill
+    makes for a bad candidate; {} when none is found (drill.degrade is then the user's to set)."""
+    for file, keys in stage.params.items():
+        path = cwd / file
+        if not file.endswith((".yaml", ".yml")) or not path.is_file():
+            continue
+        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        for key in keys:
+            value: Any = doc
+            for part in key.split("."):
+                value = value.get(part) if isinstance(value, dict) else None
+            if _SIZE.match(key.split(".")[-1]) and type(value) is int and value > 1:
+                return {key if file == str(workspace.PARAMS) else f"{file}:{key}": 1}
+    return {}
 
 
 def _produces(stage: vcs.ResolvedStage, path: str) -> bool:
@@ -180,7 +201,7 @@ def discover(cwd: Path, artifact: str | None = None, ask: Ask | None = None) -> 
               and not Path(d).name.startswith("params")]
     return Found(name, path, list(models), version_stages, metrics, key, metrics_file,
                  [v.name for v in known], gto_stages, [d for d in inputs if not (cwd / d).is_dir()],
-                 [d for d in inputs if (cwd / d).is_dir()], declared)
+                 [d for d in inputs if (cwd / d).is_dir()], declared, _degrading(stages[producer], cwd))
 
 
 def add_artifact(found: Found, cwd: Path) -> str:
@@ -223,11 +244,13 @@ def build(found: Found, ask: Ask | None = None, records: Path = RECORDS) -> Proj
     if found.data:
         fixable = [d for d in found.data if d.endswith(DATA_FORMATS)]
         raw["data"] = {"deps": [d for d in found.data if d not in fixable], "fix": fixable}
+    if found.degrade:
+        raw["drill"] = {"degrade": found.degrade}
     return parse(raw, "selfheal init")
 
 
 HEADER = """# selfheal.yaml: what `selfheal heal` guards in this DVC project (docs/guarding.md lists every key).
-# Written by `selfheal init`; edit freely. selfheal never reads this project's params.yaml.
+# Written by `selfheal init`; edit freely. selfheal takes none of its settings from this project's params.yaml.
 """
 
 OPTIONAL = """
@@ -280,6 +303,12 @@ def report(found: Found, project: Project, cwd: Path, answered: bool = False) ->
     if project.data and project.data.fix:
         lines.append(f"data.fix: {', '.join(project.data.fix)} are checked and fixed in place (backup first); "
                      "set data.target to a label column, if any, so it is never filled or capped")
+    if project.drill is not None:
+        lines.append(f"drill.degrade: {', '.join(f'{k} = {v}' for k, v in project.drill.degrade.items())} makes "
+                     "the drill's bad candidate (`selfheal drill --faults model`): the gate must refuse it")
+    else:
+        lines.append("drill.degrade is not set: no size param (n_est, epochs, max_iter...) found for the drill's bad "
+                     "candidate; name params that make a weak model to drill the gate (docs/guarding.md)")
     lines.append("drift: and service: are not set (see the commented example at the end of selfheal.yaml)")
     todo = []
     if gate.bound is None:

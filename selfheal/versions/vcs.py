@@ -131,6 +131,7 @@ class ResolvedStage:
     uncached: list[str]  # the outputs git keeps (`cache: false`)
     metrics: list[str]
     deps: list[str]
+    params: dict[str, list[str]]  # {params file: the dotted keys the stage reads}
 
 
 def resolved_stages(dvc_yaml: str | Path = workspace.DVC_YAML) -> dict[str, ResolvedStage]:
@@ -149,7 +150,9 @@ def resolved_stages(dvc_yaml: str | Path = workspace.DVC_YAML) -> dict[str, Reso
             return {stage.addressing: ResolvedStage([rel(o.fs_path) for o in stage.outs],
                                                     [rel(o.fs_path) for o in stage.outs if not o.use_cache],
                                                     [rel(o.fs_path) for o in stage.outs if getattr(o, "metric", False)],
-                                                    [rel(d.fs_path) for d in stage.deps])
+                                                    [rel(d.fs_path) for d in stage.deps],
+                                                    {rel(d.fs_path): list(d.params or []) for d in stage.deps
+                                                     if type(d).__name__ == "ParamsDependency"})
                     for stage in repo.index.stages if Path(stage.path).resolve() == path}
     except Exception as exc:  # DVC's parse and template errors
         first = str(exc).splitlines()[0] if str(exc) else ""

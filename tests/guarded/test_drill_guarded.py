@@ -17,14 +17,15 @@ import psutil
 import pytest
 import yaml
 
-from selfheal.core.errors import SelfHealError
+from selfheal.core.errors import ConfigError, SelfHealError
 from selfheal.core.project import parse
 from selfheal.ops import faults
 from selfheal.ops.drill_guarded import capabilities
 from selfheal.ops.sandbox import run
 from tests import foreign_project as foreign
 
-SUBSET = ["candidate_below_gate", "corrupted_file_in_output_dir", "deleted_model_file", "invalid_selfheal_yaml_value"]
+SUBSET = ["candidate_below_gate", "candidate_from_degraded_params", "corrupted_file_in_output_dir", "deleted_model_file",
+          "invalid_selfheal_yaml_value"]
 
 
 def _files(root: Path, skip: tuple[str, ...] = (".git", ".selfheal")) -> dict[str, tuple[int, int]]:
@@ -78,15 +79,25 @@ def test_quick_drill_on_a_guarded_project_heals_for_real_and_leaves_the_project_
     trials = {t["fault"]: t for t in card["trials"]}
     assert list(trials) == SUBSET
     assert {name: t["outcome"] for name, t in trials.items()} == {
-        "candidate_below_gate": "healed", "corrupted_file_in_output_dir": "healed", "deleted_model_file": "healed",
+        "candidate_below_gate": "healed", "candidate_from_degraded_params": "healed",
+        "corrupted_file_in_output_dir": "healed", "deleted_model_file": "healed",
         "invalid_selfheal_yaml_value": "escalated"}
     assert all(t["ok"] and t["detected"] and t["end_state_good"] for t in trials.values())
     assert "rollback" in trials["candidate_below_gate"]["action"]
+    # init proposed the drill's bad candidate from the training stage's params (n_est 30 -> 1): refused too
+    assert trials["candidate_from_degraded_params"]["injected"].startswith("params.yaml:train.n_est = 1")
+    assert "rollback" in trials["candidate_from_degraded_params"]["action"]
+    degraded = yaml.safe_load((keep / "trials/candidate_from_degraded_params-1/params.yaml").read_text())
+    assert degraded["train"]["n_est"] == 1  # the degraded params stay; production's model serves
     assert "gate.direction" in trials["invalid_selfheal_yaml_value"]["note"]
     for name in trials:  # every healed (and the escalated) copy: production really intact
         assert _really_production(keep / "trials" / f"{name}-1") == f"{foreign.ARTIFACT}@v1.0.0", name
     card_md = (repo / ".selfheal/drill.md").read_text()
-    assert "# selfheal drill: 4/4 trials as expected" in card_md
+    assert "# selfheal drill: 5/5 trials as expected" in card_md
+    # what could not be drilled here is listed with what it needs (no data.fix CSV, no drift, no service)
+    assert card["not_drilled"]["drift_most_columns"] == "drift, drift_columns"
+    assert "service_crash" in card["not_drilled"] and "candidate_below_gate" not in card["not_drilled"]
+    assert "## Not drilled on this project" in card_md and "- service_crash: needs service, service_start" in card_md
     assert f"artifact `{foreign.ARTIFACT}`" in card_md and "Seed 42, revision" in card_md
     assert "| candidate_below_gate | healed |" in card_md
     # the user's project and its DVC remote: not a byte, tag or commit changed; new files only in .selfheal/
@@ -232,6 +243,13 @@ def test_kinds_are_enabled_by_what_the_guarded_project_offers(tmp_path: Path) ->
     assert all(f.needs <= every and "dvc" in f.needs for f in faults.select("data,drift,service", every))
     # one column of the four compared (score, text, answers, views) reaching the threshold: drift_one_column's
     # left_alone would be wrong, so no drift kinds; nor with a single numeric column compared
+    # drift judged against the baseline batch's own: with score already drifted in the current batch, shifting
+    # one more column reaches the threshold (2 of 4), so drift_one_column's left_alone could not hold
+    shifted = "label,score,text,answers,views\n" + "".join(f"{i % 2},{100 + i},q {i},{i % 5},{10 + i}\n"
+                                                           for i in range(40))
+    (root / "data/current.csv").write_text(shifted)
+    assert "drift_columns" not in capabilities(parse(_config(**sections)), root)
+    _tables(root)
     low = dict(sections, drift={**sections["drift"], "drift_threshold": 0.25})
     assert "drift_columns" not in capabilities(parse(_config(**low)), root)
     one = dict(sections, drift={**sections["drift"], "columns": ["score", "text"]})
@@ -242,6 +260,20 @@ def test_kinds_are_enabled_by_what_the_guarded_project_offers(tmp_path: Path) ->
     with pytest.raises(SelfHealError, match=r"'missing_values' does not apply to this project "
                                             r"\(it needs: data, data_fix_csv\)"):
         faults.select("missing_values", bare)
+    # a bad candidate on any project, whatever its data's format: drill.degrade names params that make one
+    (root / "data/data.tsv").unlink()
+    (root / "data/data.xml").write_text("<posts><row Id='1' Body='x'/></posts>\n")
+    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    lock["stages"]["prepare"]["deps"] = [{"path": "data/data.xml", "md5": "a"}]
+    (root / "dvc.lock").write_text(yaml.safe_dump(lock))
+    degrade = capabilities(parse(_config(drill={"degrade": {"train.n_est": 1}})), root)
+    assert "tabular_data" not in degrade and "drill_degrade" in degrade
+    assert [f.name for f in faults.select("model", degrade)] == [
+        "corrupted_model_file", "deleted_model_file", "candidate_from_degraded_params", "corrupted_file_in_output_dir",
+        "deleted_file_in_output_dir"]
+    assert faults.skipped(degrade)["candidate_below_gate"] == "tabular_data"
+    with pytest.raises(ConfigError, match="drill.degrade"):
+        parse(_config(drill={"degrade": {"conf.json:epochs": 1}}))
     assert faults.BY_NAME["missing_values"].needs == {"selfheal"}  # a shared name: ours, for our pipeline's tests
     assert [f.name for f in faults.select("model", faults.OURS)] == [
         "candidate_below_threshold", "corrupted_model_file", "deleted_model_file"]

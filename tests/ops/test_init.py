@@ -103,6 +103,7 @@ def test_a_model_without_artifacts_and_uncached_stage_metrics_is_inferred(tmp_pa
     repo = _repo(tmp_path / "plain", PLAIN)
     out = _run("selfheal", "init", "--add-artifact", cwd=repo).stdout
     assert "inferred model rf_model at models/rf_model.pkl" in out and "added artifacts: rf_model" in out
+    assert "drill.degrade is not set" in out  # train.rf is a quality, no size param to make a weak candidate
     config = yaml.safe_load((repo / "selfheal.yaml").read_text())
     assert config["model"] == {"artifact": "rf_model", "outs": ["models/rf_model.pkl"],
                                "stages": ["train_rf", "evaluate_rf"]}
