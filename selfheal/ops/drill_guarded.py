@@ -481,9 +481,10 @@ def run_trial(fault: catalogue.Fault, n: int, base: Path, work: Path, env: Env, 
         processes, answered = process_table(root), (_answers(url, 5.0) if url else None)
     escalated = t.exit_code not in (0, None)
     strict = (escalated and fault.expected == "escalated") or fault.expected == "left_alone"
-    retrain = _inputs(root) if fault.needs == catalogue.DRIFT and fault.expected == "healed" else set()
-    t.end_state = end_state(root, spec, files_before, injected | retrain, strict=strict) + checks  # retrain: the
-    # command may fold the batch into the data
+    # after drift, the retrain command may fold the batch into the data and move the drift reference on
+    retrain = _inputs(root) | {config.drift.reference, config.drift.current} \
+        if fault.needs == catalogue.DRIFT and fault.expected == "healed" and config.drift else set()
+    t.end_state = end_state(root, spec, files_before, injected | retrain, strict=strict) + checks
     prod_after = production(root, spec)
     prod_changed = (prod_after or ("",))[0] != (prod_before or ("",))[0]
     new_versions = bool(set(tags(root)) - tags_before)
