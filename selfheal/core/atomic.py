@@ -24,10 +24,13 @@ TMP_SUFFIX = ".tmp"
 PAUSE_ENV = "SELFHEAL_PAUSE_AT"
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], object], mode: int | None = None) -> Path:
+def atomic_write(path: str | Path, write: Callable[[Path], object], mode: int | None = None,
+                 durable: bool = True) -> Path:
     """Call `write(tmp)` on a temporary file beside `path`, fsync it, then rename it over `path`.
 
     `mode` (e.g. 0o600 for files that may name private endpoints) replaces the umask-derived default.
+    `durable=False` skips the fsync, for notes that mean nothing after a crash (a lock's holder): still never
+    read half-written.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -39,8 +42,9 @@ def atomic_write(path: str | Path, write: Callable[[Path], object], mode: int | 
         os.chmod(tmp, 0o666 & ~_UMASK if mode is None else mode)
         write(tmp)
         pause_at(f"write:{path.name}")
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
+        if durable:
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -90,12 +94,12 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
-def write_text(path: str | Path, text: str, mode: int | None = None) -> Path:
-    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), mode)
+def write_text(path: str | Path, text: str, mode: int | None = None, durable: bool = True) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), mode, durable)
 
 
-def write_json(path: str | Path, obj: Any, mode: int | None = None) -> Path:
-    return write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n", mode)
+def write_json(path: str | Path, obj: Any, mode: int | None = None, durable: bool = True) -> Path:
+    return write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n", mode, durable)
 
 
 def read_json(path: str | Path, default: Any = None) -> Any:

@@ -46,7 +46,8 @@ def hold(lock_path: Path, note_path: Path, what: str, wait: float = 0.0) -> Iter
         holder = holder_of(note_path)
         raise Held(f"{lock_path}: held by {describe(holder)}", holder) from None
     try:
-        atomic.write_json(note_path, {**me(what), "action": what, "since": now_iso()})
+        # who holds it, for the next actor's message: void once the lock is released or its holder died
+        atomic.write_json(note_path, {**me(what), "action": what, "since": now_iso()}, durable=False)
         yield
     finally:
         note_path.unlink(missing_ok=True)

@@ -16,9 +16,10 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from selfheal.core.config import DataQualityParams, _explain, read_yaml
+from selfheal.core.config import DataQualityParams, _explain, parse_yaml, read_yaml
 from selfheal.core.errors import ConfigError, SelfHealError
 
 PROJECT_FILE = Path("selfheal.yaml")
@@ -33,7 +34,8 @@ def project_file() -> Path:
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    # schemas built on first use: a command that never validates a group does not pay for building it
+    model_config = ConfigDict(extra="forbid", strict=True, defer_build=True)
 
 
 class ModelSection(_Section):
@@ -235,11 +237,9 @@ def parse_metrics(data: bytes, source: str) -> Any:
     """A metrics file's content (JSON, or YAML for .yaml/.yml)."""
     try:
         if source.endswith((".yaml", ".yml")):
-            import yaml
-
-            return yaml.safe_load(data)
+            return parse_yaml(data)
         return json.loads(data)
-    except ValueError as exc:
+    except (ValueError, yaml.YAMLError) as exc:
         raise SelfHealError(f"{source}: not valid metrics ({exc})") from None
 
 

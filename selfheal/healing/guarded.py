@@ -158,7 +158,7 @@ def _upstream(lock: dict[str, Any], stages: list[str]) -> dict[str, Any]:
 def _params_changed(lock: dict[str, Any], cwd: Path) -> list[str]:
     """`file:key` of every param a stage of `lock` recorded whose value the params file no longer has (what
     `dvc status` reports as changed params), read without DVC."""
-    import yaml
+    from selfheal.core.config import parse_yaml
 
     changed: list[str] = []
     files: dict[str, Any] = {}
@@ -166,7 +166,7 @@ def _params_changed(lock: dict[str, Any], cwd: Path) -> list[str]:
         for name, recorded in (entry.get("params") or {}).items():
             if name not in files:
                 path = cwd / name
-                files[name] = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
+                files[name] = parse_yaml(path.read_text(encoding="utf-8")) if path.is_file() else None
             for key, value in (recorded or {}).items():
                 now: Any = files[name]
                 for part in str(key).split("."):

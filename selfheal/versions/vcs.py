@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from selfheal.core import workspace
+from selfheal.core.config import parse_yaml
 from selfheal.core.errors import SelfHealError
 
 
@@ -88,8 +87,7 @@ def parse_lock(text: str | bytes | None) -> dict[str, Any]:
     """dvc.lock as {stage: entry}; empty when absent."""
     if not text:
         return {}
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    data = yaml.load(text, Loader=loader) or {}
+    data = parse_yaml(text) or {}
     return dict(data.get("stages") or {})
 
 
@@ -110,7 +108,7 @@ def git_tracked_outputs(dvc_yaml: str | Path = workspace.DVC_YAML) -> dict[str, 
     text = Path(dvc_yaml).read_text(encoding="utf-8")
     if "${" in text or "foreach:" in text or "matrix:" in text:
         return {name: stage.uncached for name, stage in resolved_stages(Path(dvc_yaml)).items()}
-    stages = (yaml.safe_load(text) or {}).get("stages") or {}
+    stages = (parse_yaml(text) or {}).get("stages") or {}
     out: dict[str, list[str]] = {}
     for name, stage in stages.items():
         paths = []
