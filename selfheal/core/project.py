@@ -39,7 +39,8 @@ class _Section(BaseModel):
 
 
 class ModelSection(_Section):
-    artifact: str = Field(min_length=1, pattern=r"^[a-z0-9][a-z0-9._-]*$")  # GTO's artifact name rule
+    # GTO's artifact name rule; `<folder>:<name>` for a dvc.yaml in a folder of the repository (GTO's own form)
+    artifact: str = Field(min_length=1, pattern=r"^([a-zA-Z0-9_./-]+:)?[a-z0-9][a-z0-9._-]*$")
     outs: list[str] = Field(min_length=1)  # files or directories, as dvc.yaml names them
     stages: list[str] = Field(min_length=1)  # restored together: the version is their dvc.lock entries
 

@@ -458,6 +458,14 @@ def target(source: Path) -> Target:
     config = project.find(source)
     if config is None:
         return Target("selfheal", registry.ARTIFACT, OURS)
+    from selfheal.core.errors import SelfHealError
+    from selfheal.versions import vcs
+
+    folder = vcs.git("rev-parse", "--show-prefix", cwd=source).strip()
+    if folder:
+        raise SelfHealError(f"selfheal drill: this pipeline sits in {folder.rstrip('/')}/ of its repository; the "
+                            "drill copies and drills a pipeline at the top of its repository only (heal, promote, "
+                            "rollback and versions work here)")
     from selfheal.ops import drill_guarded
 
     return Target("dvc", config.model.artifact, drill_guarded.capabilities(config, source), config)

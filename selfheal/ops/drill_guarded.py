@@ -265,8 +265,9 @@ def tags(root: Path) -> dict[str, str]:
 
 def production(root: Path, spec: Spec) -> tuple[str, str] | None:
     """(version, commit) of the latest `<artifact>#<stage>#N` tag; None when there is none."""
-    assign = re.compile(rf"^{re.escape(spec.artifact)}#{re.escape(spec.stage)}#(\d+)$")
-    version = re.compile(rf"^{re.escape(spec.artifact)}@v(\d+)\.(\d+)\.(\d+)$")
+    tagged = spec.artifact.replace(":", "=")  # GTO's `<folder>:<name>` is `<folder>=<name>` in a tag
+    assign = re.compile(rf"^{re.escape(tagged)}#{re.escape(spec.stage)}#(\d+)$")
+    version = re.compile(rf"^{re.escape(tagged)}@v(\d+)\.(\d+)\.(\d+)$")
     known = tags(root)
     latest = max(((int(m.group(1)), commit) for name, commit in known.items() if (m := assign.match(name))),
                  default=None)

@@ -59,6 +59,11 @@ class Found:
     declared: bool = True  # the model is an `artifacts:` entry of dvc.yaml (else inferred from the stages)
     degrade: dict[str, int] = field(default_factory=dict)  # drill.degrade: a param that makes a weak candidate
 
+    @property
+    def name(self) -> str:
+        """The artifact's name in its dvc.yaml (`artifact` is GTO's `<folder>:<name>` for a pipeline in a folder)."""
+        return self.artifact.rpartition(":")[2]
+
 
 # files and folders that look like a trained model (pickles, torch, keras, onnx, tensorflow, xgboost, catboost...)
 MODEL_SUFFIXES = (".pkl", ".pickle", ".joblib", ".sav", ".pt", ".pth", ".ckpt", ".h5", ".hdf5", ".keras", ".onnx",
@@ -80,9 +85,10 @@ def _read_pipeline(cwd: Path) -> Pipeline:
 
     try:
         stages = vcs.resolved_stages(cwd / workspace.DVC_YAML)
-        with Repo(str(cwd.resolve())) as repo:
-            artifacts = {name: a.path for name, a in (repo.artifacts.read().get(str(workspace.DVC_YAML))
-                                                      or {}).items() if a.type == "model" and a.path}
+        with Repo(str(cwd.resolve())) as repo:  # its dvc.yaml is keyed by its path in the repository
+            key = (cwd.resolve() / workspace.DVC_YAML).relative_to(Path(repo.root_dir).resolve()).as_posix()
+            artifacts = {name: a.path for name, a in (repo.artifacts.read().get(key) or {}).items()
+                         if a.type == "model" and a.path}
     except SelfHealError as exc:
         raise InitError(str(exc)) from None
     except Exception as exc:  # DVC's own errors reading the artifacts: say which and stop
@@ -139,7 +145,7 @@ def _inferred_models(pipeline: Pipeline, cwd: Path) -> dict[str, str]:
 
 def discover(cwd: Path, artifact: str | None = None, ask: Ask | None = None) -> Found:
     """Everything init can learn from dvc.yaml, the workspace metrics and the git tags; errors say what to add."""
-    if not (cwd / ".dvc").is_dir() or not (cwd / workspace.DVC_YAML).is_file():
+    if vcs.dvc_root(cwd) is None or not (cwd / workspace.DVC_YAML).is_file():
         raise InitError("no DVC pipeline here (.dvc/ and dvc.yaml are needed): run `dvc init` and declare your "
                         "stages in dvc.yaml, then `selfheal init` again")
     pipeline = _read_pipeline(cwd)
@@ -163,6 +169,7 @@ def discover(cwd: Path, artifact: str | None = None, ask: Ask | None = None) -> 
             raise InitError(f"{artifact!r} is none of the models: {listed}")
     name = artifact or next(iter(models))
     path = str(models[name]).rstrip("/")
+    folder = vcs.git("rev-parse", "--show-prefix", cwd=cwd).strip().rstrip("/")
     stages = pipeline.stages
     producer = next((s for s, st in stages.items() if _produces(st, path)), None)
     if producer is None:
@@ -191,15 +198,16 @@ def discover(cwd: Path, artifact: str | None = None, ask: Ask | None = None) -> 
     evaluator = next((s for s, st in stages.items() if _produces(st, metrics_file)), None)
     if evaluator and evaluator not in version_stages:
         version_stages.append(evaluator)
-    known = registry.versions(cwd, name)
-    gto_stages = sorted({t.split("#")[1] for t in vcs.git("tag", "--list", f"{name}#*", cwd=cwd).split()
-                         if t.count("#") == 2})
+    full = f"{folder}:{name}" if folder else name  # GTO names a model in a folder's dvc.yaml this way
+    known = registry.versions(cwd, full)
+    gto_stages = sorted({t.split("#")[1] for t in vcs.git("tag", "--list", f"{registry.in_tag(full)}#*",
+                                                          cwd=cwd).split() if t.count("#") == 2})
     made = {o for st in stages.values() for o in st.outs}
     inputs = [d for st in stages.values() for d in st.deps
               if not any(d == o or Path(o) in Path(d).parents for o in made)]
     inputs = [d for d in dict.fromkeys(inputs) if not d.endswith(_CODE) and d != str(workspace.PARAMS)
               and not Path(d).name.startswith("params")]
-    return Found(name, path, list(models), version_stages, metrics, key, metrics_file,
+    return Found(full, path, list(models), version_stages, metrics, key, metrics_file,
                  [v.name for v in known], gto_stages, [d for d in inputs if not (cwd / d).is_dir()],
                  [d for d in inputs if (cwd / d).is_dir()], declared, _degrading(stages[producer], cwd))
 
@@ -212,10 +220,10 @@ def add_artifact(found: Found, cwd: Path) -> str:
     doc = yaml.safe_load(text) or {}
     if "artifacts" in doc:
         raise InitError("dvc.yaml already has an artifacts: section: add the model to it by hand "
-                        f"({found.artifact}: {{path: {found.path}, type: model}})")
-    entry = yaml.safe_dump({"artifacts": {found.artifact: {"path": found.path, "type": "model"}}}, sort_keys=False)
+                        f"({found.name}: {{path: {found.path}, type: model}})")
+    entry = yaml.safe_dump({"artifacts": {found.name: {"path": found.path, "type": "model"}}}, sort_keys=False)
     atomic.write_text(path, text + ("" if text.endswith("\n") else "\n") + entry)
-    return f"added artifacts: {found.artifact} ({found.path}, type model) to dvc.yaml"
+    return f"added artifacts: {found.name} ({found.path}, type model) to dvc.yaml"
 
 
 def build(found: Found, ask: Ask | None = None, records: Path = RECORDS) -> Project:
@@ -287,7 +295,7 @@ def report(found: Found, project: Project, cwd: Path, answered: bool = False) ->
         (f"found model artifact {found.artifact} at {found.path}" if found.declared else
          f"inferred model {found.artifact} at {found.path} (no artifacts: entry in dvc.yaml; `selfheal init "
          "--add-artifact` writes one)")
-        + (f" (others: {', '.join(a for a in found.artifacts if a != found.artifact)}; pick with --artifact)"
+        + (f" (others: {', '.join(a for a in found.artifacts if a != found.name)}; pick with --artifact)"
            if len(found.artifacts) > 1 else ""),
         f"found version stages {', '.join(found.stages)} (restored together on rollback)",
         *(f"found metrics {f}: {', '.join(f'{k}={v:.4g}' for k, v in keys.items())}" for f, keys in found.metrics.items()),
@@ -348,9 +356,9 @@ def init(cwd: Path = Path("."), *, force: bool = False, artifact: str | None = N
         raise InitError(f"{target.name} exists; pass --force to overwrite it")
     found = discover(cwd, artifact, ask)
     # a file of its own per artifact keeps its records apart too
-    project = build(found, ask, RECORDS if target.name == PROJECT_FILE.name else RECORDS / found.artifact)
+    project = build(found, ask, RECORDS if target.name == PROJECT_FILE.name else RECORDS / found.name)
     if not found.declared and ask is not None and not add:
-        add = ask(f"add `artifacts: {found.artifact}` to dvc.yaml, so DVC and GTO see the same model (y/n)",
+        add = ask(f"add `artifacts: {found.name}` to dvc.yaml, so DVC and GTO see the same model (y/n)",
                   "y").strip().lower().startswith("y")
     added = add_artifact(found, cwd) if add and not found.declared else None
     atomic.write_text(target, render(project))

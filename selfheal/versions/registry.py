@@ -42,7 +42,7 @@ class Version:
 
     @property
     def tag(self) -> str:
-        return f"{self.artifact}@{self.name}"
+        return f"{in_tag(self.artifact)}@{self.name}"
 
     @property
     def md5(self) -> str | None:
@@ -99,11 +99,17 @@ def _tags(pattern: str, cwd: str | Path) -> list[tuple[str, str, str, dict[str, 
     return rows
 
 
+def in_tag(artifact: str) -> str:
+    """The artifact's name as GTO writes it in a tag: a pipeline in a subfolder names its artifact
+    `<folder>:<name>`, tagged `<folder>=<name>@v1.0.0`."""
+    return artifact.replace(":", "=")
+
+
 def versions(cwd: str | Path = ".", artifact: str = ARTIFACT) -> list[Version]:
     """Every registered version of `artifact`, oldest first (semver order); tags made by GTO itself included."""
     found = [
         Version(name.split("@", 1)[1], commit, created, meta, artifact)
-        for name, commit, created, meta in _tags(f"{artifact}@*", cwd)
+        for name, commit, created, meta in _tags(f"{in_tag(artifact)}@*", cwd)
         if semver(name.split("@", 1)[1])
     ]
     return sorted(found, key=lambda v: v.key)
@@ -115,8 +121,8 @@ def assignments(cwd: str | Path = ".", artifact: str = ARTIFACT, stage: str = ST
     for v in versions(cwd, artifact):
         by_commit.setdefault(v.commit, []).append(v)
     out = []
-    pattern = re.compile(rf"^{re.escape(artifact)}#{re.escape(stage)}#(\d+)$")
-    for name, commit, created, meta in _tags(f"{artifact}#{stage}#*", cwd):
+    pattern = re.compile(rf"^{re.escape(in_tag(artifact))}#{re.escape(stage)}#(\d+)$")
+    for name, commit, created, meta in _tags(f"{in_tag(artifact)}#{stage}#*", cwd):
         match = pattern.match(name)
         if match:
             on_commit = by_commit.get(commit) or []
@@ -127,7 +133,8 @@ def assignments(cwd: str | Path = ".", artifact: str = ARTIFACT, stage: str = ST
 
 def find(ref: str, known: list[Version]) -> Version:
     """A version by name (v0.0.3 or 0.0.3), tag (model@v0.0.3), seed alias (v20241120_150000) or md5 prefix."""
-    ref = ref.strip().removeprefix(f"{known[0].artifact if known else ARTIFACT}@")
+    artifact = known[0].artifact if known else ARTIFACT
+    ref = ref.strip().removeprefix(f"{artifact}@").removeprefix(f"{in_tag(artifact)}@")
     wanted = semver(ref)
     for v in known:
         if (wanted and v.key == wanted) or ref == v.alias or (len(ref) >= 7 and (v.md5 or "").startswith(ref)):
@@ -160,8 +167,8 @@ def shared_remote(cwd: str | Path = ".") -> str | None:
 def sync(remote: str, cwd: str | Path = ".", artifact: str = ARTIFACT) -> None:
     """Fetch the remote's version and assignment tags; the remote wins over a local tag of the same name (a
     claim this runner lost, left by an interrupted promotion)."""
-    vcs.git("fetch", "--quiet", "--no-tags", remote, f"+refs/tags/{artifact}@*:refs/tags/{artifact}@*",
-            f"+refs/tags/{artifact}#*:refs/tags/{artifact}#*", cwd=cwd)
+    vcs.git("fetch", "--quiet", "--no-tags", remote, f"+refs/tags/{in_tag(artifact)}@*:refs/tags/{in_tag(artifact)}@*",
+            f"+refs/tags/{in_tag(artifact)}#*:refs/tags/{in_tag(artifact)}#*", cwd=cwd)
 
 
 def _claim(tag: str, message: str, commit: str, remote: str | None, cwd: str | Path) -> bool:
@@ -188,10 +195,10 @@ def register(name: str, commit: str, meta: dict[str, Any], cwd: str | Path = "."
     existing = {v.name: v for v in versions(cwd, artifact)}
     if name in existing:
         if existing[name].commit != commit:
-            raise SelfHealError(f"{artifact}@{name} already tags another commit ({existing[name].commit[:10]})")
+            raise SelfHealError(f"{in_tag(artifact)}@{name} already tags another commit ({existing[name].commit[:10]})")
         return existing[name]
     message = f"Registering artifact {artifact} version {name}\n\n{json.dumps(meta, indent=2, default=str)}"
-    if not _claim(f"{artifact}@{name}", message, commit, remote, cwd):
+    if not _claim(f"{in_tag(artifact)}@{name}", message, commit, remote, cwd):
         return None
     return next(v for v in versions(cwd, artifact) if v.name == name)
 
@@ -199,7 +206,7 @@ def register(name: str, commit: str, meta: dict[str, Any], cwd: str | Path = "."
 def _last_counter(cwd: str | Path, artifact: str) -> int:
     """The highest assignment number of `artifact` in any stage: GTO numbers `<artifact>#<stage>#N` per artifact
     (`#dev#1`, `#prod#2`, `#staging#3`), so a new assignment never reuses a number another stage holds."""
-    numbers = [name.rsplit("#", 1)[1] for name, *_ in _tags(f"{artifact}#*#*", cwd)]
+    numbers = [name.rsplit("#", 1)[1] for name, *_ in _tags(f"{in_tag(artifact)}#*#*", cwd)]
     return max((int(n) for n in numbers if n.isdigit()), default=0)
 
 
@@ -219,7 +226,7 @@ def assign_production(version: Version, reason: str, cwd: str | Path = ".", remo
         if history and history[-1].version == version.name:
             return False
         counter = _last_counter(cwd, version.artifact) + 1
-        if _claim(f"{version.artifact}#{stage}#{counter}", message, version.commit, remote, cwd):
+        if _claim(f"{in_tag(version.artifact)}#{stage}#{counter}", message, version.commit, remote, cwd):
             return True
         if judge is not None:
             judge(production(cwd, version.artifact, stage))

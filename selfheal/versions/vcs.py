@@ -78,8 +78,9 @@ def head(cwd: str | Path = ".") -> str | None:
 
 
 def show(rev: str, path: str | Path, cwd: str | Path = ".") -> bytes | None:
-    """A file's bytes at a revision (None when the revision does not have it)."""
-    proc = subprocess.run(["git", "show", f"{rev}:{Path(path).as_posix()}"], cwd=cwd, capture_output=True)
+    """A file's bytes at a revision (None when the revision does not have it); `path` is relative to `cwd`, which
+    may be a folder of the repository (a pipeline in a subfolder)."""
+    proc = subprocess.run(["git", "show", f"{rev}:./{Path(path).as_posix()}"], cwd=cwd, capture_output=True)
     return proc.stdout if proc.returncode == 0 else None
 
 
@@ -157,10 +158,18 @@ def resolved_stages(dvc_yaml: str | Path = workspace.DVC_YAML) -> dict[str, Reso
         raise SelfHealError(f"{dvc_yaml}: DVC cannot read it ({type(exc).__name__}: {first})") from None
 
 
+def dvc_root(cwd: str | Path = ".") -> Path | None:
+    """The DVC repository `cwd` is in: the nearest folder upwards holding `.dvc/` (a pipeline's dvc.yaml may sit
+    in a subfolder of it); None outside one."""
+    here = Path(cwd).resolve()
+    return next((d for d in (here, *here.parents) if (d / ".dvc").is_dir()), None)
+
+
 def _dvc_config(root: Path) -> configparser.ConfigParser:
     """.dvc/config with .dvc/config.local over it, as DVC reads them (read directly: importing dvc costs ~1 s)."""
     parser = configparser.ConfigParser(strict=False, interpolation=None)
-    parser.read([root / ".dvc/config", root / ".dvc/config.local"])
+    top = dvc_root(root) or root
+    parser.read([top / ".dvc/config", top / ".dvc/config.local"])
     return parser
 
 
@@ -171,7 +180,7 @@ def default_remote(root: str | Path = ".") -> str | None:
 
 def cache_dir(root: str | Path = ".") -> Path:
     """The DVC cache directory (`cache.dir` in .dvc/config or config.local, default .dvc/cache)."""
-    root = Path(root)
+    root = dvc_root(root) or Path(root)
     configured = _dvc_config(root).get("cache", "dir", fallback=None)
     return (root / ".dvc" / configured).resolve() if configured else root / ".dvc/cache"
 
@@ -188,7 +197,7 @@ def object_path(store: Path, md5: str) -> Path:
 
 def local_remote_dir(name: str, root: str | Path = ".") -> Path | None:
     """The directory of remote `name` when it is a local path (DVC resolves a relative URL against .dvc/)."""
-    root = Path(root)
+    root = dvc_root(root) or Path(root)
     url = _dvc_config(root).get(f'remote "{name}"', "url", fallback=None)
     if not url or "://" in url:
         return None

@@ -272,7 +272,7 @@ def test_kinds_are_enabled_by_what_the_guarded_project_offers(tmp_path: Path) ->
         "corrupted_model_file", "deleted_model_file", "candidate_from_degraded_params", "corrupted_file_in_output_dir",
         "deleted_file_in_output_dir"]
     assert faults.skipped(degrade)["candidate_below_gate"] == "tabular_data"
-    with pytest.raises(ConfigError, match="drill.degrade"):
+    with pytest.raises(ConfigError, match=r"drill\.degrade"):
         parse(_config(drill={"degrade": {"conf.json:epochs": 1}}))
     assert faults.BY_NAME["missing_values"].needs == {"selfheal"}  # a shared name: ours, for our pipeline's tests
     assert [f.name for f in faults.select("model", faults.OURS)] == [

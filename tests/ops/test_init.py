@@ -52,22 +52,26 @@ TEMPLATED = {
 TWO_MODELS = {"stages": {**_stage("rf", "models/rf.pkl", "eval/rf.json"), **_stage("nn", "models/nn.pkl", "eval/nn.json")}}
 
 
-def _repo(root: Path, dvc_yaml: dict) -> Path:
-    """A git + DVC repository with the pipeline run and committed, as a user has it before `selfheal init`."""
+def _repo(root: Path, dvc_yaml: dict, folder: str = "") -> Path:
+    """A git + DVC repository with the pipeline run and committed, as a user has it before `selfheal init`; with
+    `folder`, the pipeline lives in that folder of the repository (git and DVC at its top). Returns the
+    pipeline's folder."""
     root.mkdir()
-    (root / "src").mkdir()
-    (root / "data").mkdir()
-    (root / "src/train.py").write_text(TRAIN)
-    (root / "src/evaluate.py").write_text(EVALUATE)
-    (root / "data/raw.csv").write_text("x,y\n1,2\n3,4\n")
+    for cmd in (["git", "init", "-q", "-b", "main"], ["dvc", "init", "-q"]):
+        sandbox.run(cmd, root)
+    where = root / folder
+    (where / "src").mkdir(parents=True)
+    (where / "data").mkdir()
+    (where / "src/train.py").write_text(TRAIN)
+    (where / "src/evaluate.py").write_text(EVALUATE)
+    (where / "data/raw.csv").write_text("x,y\n1,2\n3,4\n")
     params = {"train": {"rf": 0.85, "nn": 0.85}, "models": ["rf", "nn"], "data": {"raw": "data/raw.csv"},
               "eval": {"metrics": "eval/metrics.json"}}
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    (root / "dvc.yaml").write_text(yaml.safe_dump(dvc_yaml, sort_keys=False))
-    for cmd in (["git", "init", "-q", "-b", "main"], ["dvc", "init", "-q"], ["dvc", "repro", "-q"]):
-        sandbox.run(cmd, root)
+    (where / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (where / "dvc.yaml").write_text(yaml.safe_dump(dvc_yaml, sort_keys=False))
+    sandbox.run(["dvc", "repro", "-q"], where)
     sandbox.commit(root, "the pipeline")
-    return root
+    return where
 
 
 def _run(*args: str, cwd: Path, check: bool = True):
@@ -157,3 +161,25 @@ def test_two_models_are_guarded_side_by_side_with_a_file_each(tmp_path: Path) ->
     assert json.loads((repo / ".selfheal/nn/rollback_log.json").read_text())[-1]["version_restored"] == "v0.0.1"
     rf = sandbox.run(["selfheal", "heal", "--plan"], repo, extra_env={"SELFHEAL_PROJECT": "selfheal.rf.yaml"})
     assert "rf@v0.0.1 is prod" in rf.stdout
+
+
+def test_a_pipeline_in_a_folder_of_the_repository_is_guarded_with_gtos_names(tmp_path: Path) -> None:
+    """dvc.yaml in pipelines/rf (git and DVC at the top): init run there reads it through DVC, names the model
+    as GTO does (`pipelines/rf:rf_model`, tags `pipelines/rf=rf_model@...`), and heal promotes and rolls back."""
+    repo = _repo(tmp_path / "mono", {"artifacts": {"rf_model": {"path": "models/rf_model.pkl", "type": "model"}},
+                                     **PLAIN}, folder="pipelines/rf")
+    out = _run("selfheal", "init", cwd=repo).stdout
+    assert "found model artifact pipelines/rf:rf_model at models/rf_model.pkl" in out
+    config = yaml.safe_load((repo / "selfheal.yaml").read_text())
+    assert config["model"]["artifact"] == "pipelines/rf:rf_model"
+    assert config["model"]["stages"] == ["train_rf", "evaluate_rf"] and config["data"] == {"fix": ["data/raw.csv"]}
+    sandbox.commit(repo, "selfheal init")
+    _guard_then_promote_and_roll_back(repo, "models/rf_model.pkl", "rf")
+    assert sorted(sandbox.run(["git", "tag"], repo).stdout.split()) == [
+        "pipelines/rf=rf_model#prod#1", "pipelines/rf=rf_model#prod#2", "pipelines/rf=rf_model@v0.0.1",
+        "pipelines/rf=rf_model@v0.0.2"]  # the refused candidate: rolled back, never registered
+    shown = json.loads(_run("gto", "show", "--json", cwd=repo.parents[1]).stdout)
+    assert shown["pipelines/rf:rf_model"]["version"] == "v0.0.2"
+    assert shown["pipelines/rf:rf_model"]["stage"] == {"prod": "v0.0.2"}
+    drilled = _run("selfheal", "drill", cwd=repo, check=False)  # not there yet: said, nothing run
+    assert drilled.returncode == 2 and "sits in pipelines/rf/ of its repository" in drilled.stderr
