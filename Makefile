@@ -25,7 +25,7 @@ METHOD ?= auto
 WATCH ?=
 SERVICE_URL ?=
 
-.PHONY: help venv data run repro lint test test-remote bench drill heal heal-plan rollback retrain fix-data status versions promote \
+.PHONY: help venv data run repro lint test test-remote bench drill heal heal-plan drift-report rollback retrain fix-data status versions promote \
         serve recover report exp exp-apply clean
 
 help: ## List every target with one line each
@@ -77,6 +77,9 @@ drill: $(STAMP) ## Fault-injection scorecard on a throwaway copy (QUICK=1: small
 
 report: $(STAMP) ## Write report.md (+ report/ images): params, metrics, plots, drift, healing vs BASE (default main)
 	$(BIN)/selfheal report --base $(BASE)
+
+drift-report: $(STAMP) ## Write monitoring/drift_report.html: Evidently's report of what the monitor stage compares
+	$(BIN)/selfheal drift-report
 
 exp: $(STAMP) ## Queue the grid in config/exp_grid.yaml as dvc experiments, run them, show them best first
 	$(BIN)/selfheal exp

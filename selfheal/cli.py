@@ -76,6 +76,19 @@ def report(
     typer.echo(f"report: wrote {build_report(base, out, assets)}")
 
 
+@app.command("drift-report")
+def drift_report(
+    out: Annotated[Path, typer.Option(help="HTML file to write")] = workspace.DRIFT_REPORT,
+    params: Annotated[Path, typer.Option(help="params.yaml to read")] = workspace.PARAMS,
+) -> None:
+    """Write Evidently's HTML drift report of what the monitor stage compares (the current batch and the model's
+    predictions vs the training reference): the same tests and verdicts as metrics/records/drift.json."""
+    from selfheal.core import atomic
+    from selfheal.pipeline.drift import report_html
+
+    typer.echo(f"drift-report: wrote {atomic.write_text(out, report_html(_own_params(params)))}")
+
+
 class OutputsKind(str, Enum):
     validation = "validation"
     drift = "drift"

@@ -14,7 +14,7 @@ def main() -> None:
     from selfheal.core import atomic
     from selfheal.core.config import load_params
     from selfheal.core.errors import DataError, SelfHealError
-    from selfheal.pipeline import artifact, metrics, tracking
+    from selfheal.pipeline import artifact, metrics
     from selfheal.pipeline.checks import read_parquet_checked
     from selfheal.pipeline.evaluation import against_baseline, plot_frames, score, verdict
     from selfheal.pipeline.training import predict
@@ -38,7 +38,6 @@ def main() -> None:
     checks, baseline = against_baseline(task, y_true, y_pred, mv.min_baseline_gain)
     result = verdict(task, scores, mv.min_accuracy_threshold, checks)
     n = scores.pop("n")
-    tracking.log_holdout(tracking.run_for_model(model.md5), scores, result["passed"])
     record = {"task": task, **result, **scores, **baseline, "n_holdout": n, "model_md5": model.md5}
     metrics.write(workspace.VALIDATION, workspace.VALIDATION_METRICS, record, metrics.VALIDATION)
     predictions, residuals = plot_frames(task, y_true, y_pred)

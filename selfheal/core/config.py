@@ -102,14 +102,11 @@ class DriftParams(_Group):
 
 
 class ScaleParams(_Group):
-    """How fix_data and monitor handle data larger than memory; the defaults change nothing for
-    data under partition_mb."""
+    """How fix_data and monitor handle data larger than memory: partition by partition, locally or on Dask."""
 
     engine: Literal["local", "dask"] = "local"  # dask: a LocalCluster, or $SELFHEAL_DASK_SCHEDULER
     workers: int = Field(2, gt=0)  # LocalCluster workers (one thread each) for engine: dask
     partition_mb: float = Field(64, gt=0)  # a CSV above this (or a directory/glob) is fixed in partitions
-    monitor_sample_rows: int = Field(100_000, gt=0)  # rows per side given to Evidently; seeded sample above it
-    seed: int = 42
 
 
 class ServiceRecoveryParams(_Group):

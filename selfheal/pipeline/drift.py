@@ -1,6 +1,8 @@
-"""Data drift and prediction drift of the current batch against the training reference, with Evidently 0.7.
+"""Data drift and prediction drift of the current batch against the training reference: Evidently 0.7's tests
+and verdicts, computed from mergeable profiles (selfheal.pipeline.profile_drift; equality tests compare them with
+Evidently itself), and Evidently's own HTML report on demand (`drift_html`).
 
-Per column, Evidently picks the statistical test itself (its documented defaults): with a reference of at most
+Per column, the statistical test is the one Evidently picks (its documented defaults): with a reference of at most
 1,000 rows a p-value test (K-S for numeric columns, chi-square or Z-test for categorical ones; drifted when the
 p-value is below 0.05), with a larger reference a distance (Wasserstein, normed by the reference std, for numeric;
 Jensen-Shannon for categorical; drifted when the distance reaches 0.1). So a column's `drift_score` is a p-value
@@ -13,7 +15,7 @@ no drift at all). `drift_score` is that share, the number the guide's `--drift-s
 
 The current batch may hold the same dirty cells as raw data. Columns are read the way fix_data reads them
 (selfheal.pipeline.checks: padded numbers parse, placeholders such as "N/A" and other text in numeric columns become
-missing); missing cells are left out of every test, by Evidently, and rows with a missing feature get no
+missing); missing cells are left out of every test, as Evidently leaves them out, and rows with a missing feature get no
 prediction (they are not imputed). Outliers are capped at the training data's own fences (`cap_like_training`),
 so the batch is compared with the reference like with like.
 """
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -48,15 +51,17 @@ def _labels(series: pd.Series) -> pd.Series:
 _CONVERT = {"numeric": _numbers, "categorical": _labels}
 
 
+def _check_features(frame: pd.DataFrame, features: list[dict[str, Any]], source: str, hint: str = "") -> None:
+    missing = [f["name"] for f in features if f["name"] not in frame.columns]
+    if missing:
+        raise DataError(f"{source}: missing feature column(s) {missing} that the model needs "
+                        f"(expected {[f['name'] for f in features]}){hint}")
+
+
 def coerce_features(frame: pd.DataFrame, features: list[dict[str, Any]], source: str, hint: str = "") -> pd.DataFrame:
     """Check the model's feature columns are present; read them as fix_data does (dirty cells -> missing).
     `hint` (what to set when they are not) ends the error message."""
-    missing = [f["name"] for f in features if f["name"] not in frame.columns]
-    if missing:
-        raise DataError(
-            f"{source}: missing feature column(s) {missing} that the model needs "
-            f"(expected {[f['name'] for f in features]}){hint}"
-        )
+    _check_features(frame, features, source, hint)
     out = frame.copy(deep=False)  # columns are replaced, never written into: the caller's frame is untouched
     for f in features:
         out[f["name"]] = _CONVERT[f["kind"]](out[f["name"]])
@@ -124,8 +129,7 @@ def _read_snapshot(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def sample(frame: pd.DataFrame, rows: int | None, seed: int) -> pd.DataFrame:
-    """A seeded sample of `rows` rows (the frame itself when it is not larger): Evidently's verdicts on 100k rows
-    per side equal those on millions, at a fraction of the time and memory."""
+    """A seeded sample of `rows` rows (the frame itself when it is not larger)."""
     return frame if rows is None or len(frame) <= rows else frame.sample(n=rows, random_state=seed)
 
 
@@ -157,86 +161,177 @@ def evidently_drift(
     return _read_snapshot(snapshot.dict()), snapshot
 
 
-def detect_drift(
-    reference: pd.DataFrame,
-    current: pd.DataFrame,
-    features: list[dict[str, Any]],
-    target: str,
-    task: str,
-    drift_threshold: float,
-    prediction_column: str = PREDICTION,
-    *,
-    reference_name: str = "reference",
-    current_name: str = "current batch",
-    sample_rows: int | None = None,
-    seed: int = 42,
-    current_rows: int | None = None,
-) -> tuple[dict[str, Any], str]:
-    """Compare `current` with `reference`; returns (metrics, standalone HTML report).
+def _kinds(features: list[dict[str, Any]], task: str, prediction_column: str) -> dict[str, str]:
+    """The compared columns: the features, then the prediction (and the target, added when present)."""
+    return {**{f["name"]: f["kind"] for f in features},
+            prediction_column: "numeric" if task == "regression" else "categorical"}
 
-    Both frames need the feature columns and `prediction_column`; the target is compared too when the
-    current batch has it (and the reference does). Only feature columns count towards the share.
-    With `sample_rows`, each side larger than that is tested on a seeded sample of it (metrics say so);
-    `current_rows` is the batch's size when the caller passes that sample itself (monitor samples before it
-    predicts: `sample` picks the same rows whatever the columns hold).
-    """
+
+def _with_target(kinds: dict[str, str], target: str, task: str, reference: pd.DataFrame, current: pd.DataFrame
+                 ) -> dict[str, str]:
+    """`kinds` plus the target when both sides carry it with values (a batch without labels yet may still have an
+    all-blank target column: that is "no target", not an error)."""
+    outcome = "numeric" if task == "regression" else "categorical"
+    present = target in reference.columns and target in current.columns and \
+        _CONVERT[outcome](current[target]).notna().any()
+    return {**kinds, target: outcome} if present else kinds
+
+
+@dataclass
+class Compared:
+    """Both sides typed for the tests ({column: numeric|categorical}: the features, the prediction, the target)."""
+
+    reference: pd.DataFrame
+    current: pd.DataFrame
+    kinds: dict[str, str]
+
+
+def compared(reference: pd.DataFrame, current: pd.DataFrame, features: list[dict[str, Any]], target: str, task: str,
+             prediction_column: str = PREDICTION, reference_name: str = "reference",
+             current_name: str = "current batch") -> Compared:
+    """Both frames checked and typed as the tests read them; a one-line error naming what is missing."""
     for frame, source in ((reference, reference_name), (current, current_name)):
-        missing = [f["name"] for f in features if f["name"] not in frame.columns]
-        if missing:
-            raise DataError(
-                f"{source}: missing feature column(s) {missing} that the model needs "
-                f"(expected {[f['name'] for f in features]})"
-            )
-    rows = {"reference": len(reference), "current": len(current) if current_rows is None else current_rows}
-    reference, current = sample(reference, sample_rows, seed), sample(current, sample_rows, seed)
-    for frame, source in ((reference, reference_name), (current, current_name)):
+        _check_features(frame, features, source)
         if prediction_column not in frame.columns:
             raise DataError(f"{source}: no {prediction_column!r} column with the model's predictions")
-    outcome = "numeric" if task == "regression" else "categorical"
-    kinds = {f["name"]: f["kind"] for f in features}
-    feature_names = list(kinds)
-    kinds[prediction_column] = outcome
-    # a batch without labels yet may still carry an all-blank target column: that is "no target", not an error
-    has_target = (
-        target in reference.columns and target in current.columns and _CONVERT[outcome](current[target]).notna().any()
-    )
-    if has_target:
-        kinds[target] = outcome
-    ref, cur = _typed(reference, kinds, reference_name), _typed(current, kinds, current_name)
+    kinds = _with_target(_kinds(features, task, prediction_column), target, task, reference, current)
+    return Compared(_typed(reference, kinds, reference_name), _typed(current, kinds, current_name), kinds)
 
-    columns, snapshot = evidently_drift(ref, cur, kinds, (feature_names, drift_threshold))
-    count = sum(columns[name]["drifted"] for name in feature_names)
-    share = count / len(feature_names)  # Evidently's DriftedColumnsCount share
 
+def verdicts(reference: Any, current: Any, features: list[str], kinds: dict[str, str], target: str,
+             drift_threshold: float, prediction_column: str = PREDICTION) -> dict[str, Any]:
+    """drift.json's verdicts from the merged profiles of both sides: per column the test Evidently picks, its score
+    and verdict (tests keep them equal to Evidently's), the share of drifted features against the threshold, and
+    the prediction's (and the target's) drift."""
+    from selfheal.pipeline import profile_drift
+
+    columns = {name: {**v, "stattest": profile_drift.EVIDENTLY_NAMES[v["stattest"]]}
+               for name, v in profile_drift.drift(reference, current, list(kinds)).items()}
+    count = sum(columns[name]["drifted"] for name in features)
+    share = count / len(features)  # Evidently's DriftedColumnsCount share
     prediction = columns.pop(prediction_column)
     metrics: dict[str, Any] = {
         "drift_detected": dataset_drift(share, drift_threshold),
         "drift_score": share,
         "share_of_drifted_columns": share,
         "number_of_drifted_columns": count,
-        "number_of_columns": len(feature_names),
+        "number_of_columns": len(features),
         "threshold": drift_threshold,
         "prediction_drift_score": prediction["drift_score"],
         "prediction_drifted": prediction["drifted"],
         "prediction_stattest": prediction["stattest"],
     }
-    if has_target:
+    if target in columns:
         target_drift = columns.pop(target)
         metrics |= {
             "target_drift_score": target_drift["drift_score"],
             "target_drifted": target_drift["drifted"],
             "target_stattest": target_drift["stattest"],
         }
-    metrics |= {
-        "reference_rows": rows["reference"],
-        "current_rows": rows["current"],
-        "sampled": {"rows_per_side": sample_rows, "seed": seed, "reference": len(ref), "current": len(cur)}
-        if len(ref) < rows["reference"] or len(cur) < rows["current"]
-        else None,
-        "current_rows_predicted": int(cur[prediction_column].notna().sum()),
-        "columns": columns,
-    }
-    return metrics, snapshot.get_html_str(as_iframe=False)
+    return metrics | {"reference_rows": reference.rows, "current_rows": current.rows,
+                      "current_rows_predicted": current.columns[prediction_column].n, "columns": columns}
+
+
+def detect_drift(reference: pd.DataFrame, current: pd.DataFrame, features: list[dict[str, Any]], target: str,
+                 task: str, drift_threshold: float, prediction_column: str = PREDICTION, *,
+                 reference_name: str = "reference", current_name: str = "current batch") -> dict[str, Any]:
+    """Compare two frames in memory (both with the feature columns and `prediction_column`; the target too when
+    the current batch has it): `verdicts` of their profiles."""
+    from selfheal.pipeline import profiles
+
+    c = compared(reference, current, features, target, task, prediction_column, reference_name, current_name)
+    return verdicts(profiles.profile_frame(c.reference, c.kinds), profiles.profile_frame(c.current, c.kinds),
+                    [f["name"] for f in features], c.kinds, target, drift_threshold, prediction_column)
+
+
+REPORT_ROWS = 100_000  # rows per side in Evidently's HTML: a seeded sample above it
+
+
+def drift_html(reference: pd.DataFrame, current: pd.DataFrame, features: list[dict[str, Any]], target: str,
+               task: str, drift_threshold: float, prediction_column: str = PREDICTION, seed: int = 42) -> str:
+    """Evidently's standalone HTML report of the same comparison, for people (imports Evidently: seconds). Each
+    side above REPORT_ROWS is shown on a seeded sample of that size."""
+    c = compared(sample(reference, REPORT_ROWS, seed), current, features, target, task, prediction_column)
+    _, snapshot = evidently_drift(c.reference, c.current, c.kinds, ([f["name"] for f in features], drift_threshold))
+    return str(snapshot.get_html_str(as_iframe=False))
+
+
+@dataclass
+class Monitored:
+    """What the monitor compares: the profiles of the training reference and of every row of the current batch
+    (with the model's predictions), the compared columns, and the model."""
+
+    reference: Any
+    current: Any
+    kinds: dict[str, str]
+    model: Any
+
+
+def _batch_part(part: Any, model: Any, quality: dict[str, Any] | None, kinds: dict[str, str], source: str,
+                hint: str) -> Any:
+    """One partition of the current batch, typed, capped like the training data and predicted, then profiled."""
+    from selfheal.pipeline import engine, profiles
+
+    current = cap_like_training(coerce_features(engine.read_part(part), model.features, source, hint),
+                                model.features, quality)
+    current[PREDICTION] = predict_batch(model.pipeline, current, model.features, source)
+    typed = pd.DataFrame({name: _CONVERT[kind](current[name]) for name, kind in kinds.items()}, index=current.index)
+    return profiles.profile_frame(typed, kinds)
+
+
+def monitored(params: Any) -> Monitored:
+    """The monitor's comparison, streamed: the current batch (data.current: a CSV, a directory or glob of CSV or
+    parquet parts, an s3:// path) partition by partition on the configured engine (scale.engine: local, or Dask),
+    each part read as fix_data reads it, capped at the fences fix_data capped the training data at and predicted,
+    its profile merged; memory holds one partition at a time. The reference is the train stage's sample."""
+    import functools
+
+    from selfheal.core import atomic, workspace
+    from selfheal.pipeline import engine, profiles
+    from selfheal.pipeline.artifact import load_model
+    from selfheal.pipeline.checks import read_parquet_checked
+
+    data, scale = params.data, params.scale
+    model = load_model()
+    reference = read_parquet_checked(workspace.REFERENCE, "the train stage writes the drift reference; run `dvc repro`")
+    hint = (f"; set data.current in {workspace.PARAMS} to a batch with the columns of the training data "
+            f"(data.raw: {data.raw}), e.g. a sample of it")
+    parts = engine.partitions(data.current, scale.partition_mb)
+    if not parts:
+        raise DataError(f"{data.current}: a header and no rows: the monitor needs a batch to compare{hint}")
+    header = parts[0].header or engine.read_part(parts[0]).columns
+    kinds = _kinds(model.features, data.task, PREDICTION)
+    outcome = kinds[PREDICTION]
+    if data.target in header and data.target in reference.columns:
+        kinds[data.target] = outcome
+    profile = functools.partial(_batch_part, model=model, quality=atomic.read_json(workspace.DATA_QUALITY),
+                                kinds=kinds, source=data.current, hint=hint)
+    with engine.mapper(scale.engine, scale.workers) as run:
+        current = profiles.merge(run(profile, parts))
+    if data.target in kinds and current.columns[data.target].n == 0:  # a blank label column: no target yet
+        del kinds[data.target]
+    for name, kind in kinds.items():
+        if current.columns[name].n == 0:
+            raise DataError(f"{data.current}: column {name!r} has no usable values (all missing or not {kind})")
+    ref = _typed(reference, kinds, str(workspace.REFERENCE))
+    return Monitored(profiles.profile_frame(ref, kinds), current, kinds, model)
+
+
+def report_html(params: Any) -> str:
+    """`drift_html` of what the monitor stage compares: the batch (a seeded sample of REPORT_ROWS rows when larger)
+    capped like the training data and predicted, against the training reference."""
+    from selfheal.core import atomic, workspace
+    from selfheal.pipeline.artifact import load_model
+    from selfheal.pipeline.checks import read_csv_checked, read_parquet_checked
+
+    model = load_model()
+    reference = read_parquet_checked(workspace.REFERENCE, "the train stage writes the drift reference; run `dvc repro`")
+    batch = sample(read_csv_checked(params.data.current), REPORT_ROWS, seed=42)
+    current = cap_like_training(coerce_features(batch, model.features, params.data.current), model.features,
+                                atomic.read_json(workspace.DATA_QUALITY))
+    current[PREDICTION] = predict_batch(model.pipeline, current, model.features, params.data.current)
+    return drift_html(reference, current, model.features, params.data.target, params.data.task,
+                      params.drift_detection.drift_threshold)
 
 
 def summary(metrics: dict[str, Any]) -> str:
@@ -246,8 +341,4 @@ def summary(metrics: dict[str, Any]) -> str:
     rel = ">=" if share >= threshold else "<"
     counts = f"{metrics['number_of_drifted_columns']}/{metrics['number_of_columns']} columns drifted"
     prediction = "yes" if metrics["prediction_drifted"] else "no"
-    line = f"{verdict}: {counts} ({share:.2f} {rel} {threshold:.2f}); prediction drift: {prediction}"
-    sampled = metrics.get("sampled")
-    if sampled:
-        line += f" (tested on a seeded sample of {sampled['rows_per_side']:,} rows per side, seed {sampled['seed']})"
-    return line
+    return f"{verdict}: {counts} ({share:.2f} {rel} {threshold:.2f}); prediction drift: {prediction}"

@@ -1,5 +1,5 @@
 """Warm stage processes: DVC runs every stage as a fresh process, and each would import pandas, scikit-learn,
-MLflow and Evidently again, about half of a cold `dvc repro`. The first stage of a run starts, in the background,
+scipy and MLflow again, about half of a cold `dvc repro`. The first stage of a run starts, in the background,
 one warm interpreter that imports those libraries once; the later stages (and later runs, until it has been idle
 for IDLE_S) run in a fork of it instead of importing them again. The stage that starts it runs as before, while
 the warm interpreter imports on the other core.
@@ -50,8 +50,7 @@ LIBRARIES = (
     "sklearn.compose", "sklearn.ensemble", "sklearn.linear_model", "sklearn.impute", "sklearn.preprocessing",
     "sklearn.metrics", "mlflow", "mlflow.sklearn", "mlflow.models", "mlflow.tracking",
     "mlflow.store.tracking.sqlalchemy_store", "mlflow.store.model_registry.sqlalchemy_store",
-    "mlflow.utils.requirements_utils:_init_packages_to_modules_map",
-    "evidently", "evidently.metrics", "evidently.legacy.renderers.html_widgets",
+    "mlflow.utils.requirements_utils:_init_packages_to_modules_map", "scipy.stats", "datasketches",
 )
 VOLATILE = frozenset({"PWD", "OLDPWD", "SHLVL", "_", "PYTEST_CURRENT_TEST", SWITCH})  # and every DVC_*
 _OWN = ("selfheal", "stages")  # imported fresh in every fork

@@ -33,6 +33,9 @@ from selfheal.pipeline.profiles import ColumnProfile, Profile
 
 SMALL_REFERENCE = 1000
 THRESHOLDS = {"ks": 0.05, "chisquare": 0.05, "z": 0.05, "wasserstein": 0.1, "jensenshannon": 0.1}
+# the names Evidently's reports give these tests (drift.json carries them)
+EVIDENTLY_NAMES = {"ks": "K-S p_value", "chisquare": "chi-square p_value", "z": "Z-test p_value",
+                   "wasserstein": "Wasserstein distance (normed)", "jensenshannon": "Jensen-Shannon distance"}
 
 
 def dataset_drift(share: float, threshold: float) -> bool:

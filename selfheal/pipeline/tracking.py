@@ -249,33 +249,6 @@ def run_for_model(md5: str | None, root: Path = Path(".")) -> str | None:
     return runs[0].info.run_id if runs else None
 
 
-def log_holdout(run_id: str | None, scores: dict[str, Any], passed: bool) -> bool:
-    """Add the holdout scores (`holdout_r2`, ...) and the gate's verdict to the run that trained the model.
-
-    False (nothing logged) when tracking is off, no run is linked (a model trained with SELFHEAL_MLFLOW=0), there
-    is no store, or the store does not know the run (a model pulled from elsewhere): the verdict does not
-    depend on MLflow.
-    """
-    if not enabled() or not run_id or _no_store(Path(".")):
-        return False
-    uri = tracking_uri()
-    try:
-        from mlflow.exceptions import MlflowException
-
-        client = _client(uri)
-        try:
-            client.get_run(run_id)
-        except MlflowException:
-            return False
-        for key, value in scores.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                client.log_metric(run_id, f"holdout_{key}", float(value))
-        client.set_tag(run_id, "selfheal.validation", "passed" if passed else "failed")
-    except Exception as exc:
-        raise _store_error(uri, exc) from None
-    return True
-
-
 def set_production_alias(run_id: str | None, version: str, root: Path) -> str | None:
     """Point the registry alias `prod` at the registered model version of `run_id` and tag it with the GTO
     version name; returns the MLflow version number, or None when there is nothing to move (tracking off, no

@@ -256,8 +256,8 @@ def read_output(lock: dict[str, Any], path: str, source: Source, cwd: str | Path
 
 def _uncached_reports(cwd: Path) -> set[str]:
     """Outputs kept by no cache and no commit: the drift report, which dvc.lock files written before it stopped
-    being a DVC output (its HTML differs on every run) still list. A missing copy never blocks a restore; the
-    monitor stage rewrites it. Outputs committed to git (metrics, records, plots) are not among them."""
+    being a DVC output (its HTML differs on every run) still list. A missing copy never blocks a restore;
+    `selfheal drift-report` writes it again. Outputs committed to git (metrics, records, plots) are not among them."""
     return {str(workspace.DRIFT_REPORT)}
 
 

@@ -1,4 +1,6 @@
-"""Drift detection with real Evidently on small California-housing-shaped batches (1,500 rows each).
+"""Drift detection on small California-housing-shaped batches (1,500 rows each), checked against real Evidently:
+every comparison's per-column verdicts, scores and test names equal Evidently's on the same typed frames, and
+Evidently's HTML report leads with the same dataset verdict.
 
 With a reference above 1,000 rows Evidently scores numeric columns with the normed Wasserstein distance, so the
 verdicts below are stable across seeds (no 5%-false-positive p-value lottery).
@@ -18,7 +20,15 @@ import pytest
 
 from selfheal.core.config import TrainParams
 from selfheal.core.errors import DataError
-from selfheal.pipeline.drift import coerce_features, detect_drift, predict_batch, summary
+from selfheal.pipeline.drift import (
+    coerce_features,
+    compared,
+    detect_drift,
+    drift_html,
+    evidently_drift,
+    predict_batch,
+    summary,
+)
 from selfheal.pipeline.profile_drift import dataset_drift
 from selfheal.pipeline.synth import FEATURES, TARGET, make_current, make_housing
 from selfheal.pipeline.training import PREDICTION, build_pipeline, infer_features
@@ -41,12 +51,21 @@ def _run(model, current: pd.DataFrame, threshold: float = 0.5) -> dict[str, Any]
     pipeline, features, reference = model
     current = coerce_features(current, features, "current.csv")
     current[PREDICTION] = predict_batch(pipeline, current, features, "current.csv")
-    metrics, html = detect_drift(reference, current, features, TARGET, "regression", threshold)
-    assert html.lstrip().startswith("<!DOCTYPE html>")
-    # the report's own verdict (Evidently's rule) is the one drift.json carries
-    assert f"Dataset Drift is {'detected' if metrics['drift_detected'] else 'NOT detected'}." in html
-    # Evidently's count agrees with its per-column verdicts
+    metrics = detect_drift(reference, current, features, TARGET, "regression", threshold)
     assert metrics["number_of_drifted_columns"] == sum(c["drifted"] for c in metrics["columns"].values())
+    # Evidently, on the same typed frames: the same test, score and verdict for every column
+    both = compared(reference, current, features, TARGET, "regression")
+    theirs, _ = evidently_drift(both.reference, both.current, both.kinds)
+    ours = {**metrics["columns"], PREDICTION: {"drift_score": metrics["prediction_drift_score"],
+                                               "drifted": metrics["prediction_drifted"],
+                                               "stattest": metrics["prediction_stattest"]}}
+    if "target_drifted" in metrics:
+        ours[TARGET] = {"drift_score": metrics["target_drift_score"], "drifted": metrics["target_drifted"],
+                        "stattest": metrics["target_stattest"]}
+    assert set(ours) == set(theirs)
+    for col, v in theirs.items():
+        assert (ours[col]["drifted"], ours[col]["stattest"]) == (v["drifted"], v["stattest"]), col
+        assert ours[col]["drift_score"] == pytest.approx(v["drift_score"], rel=1e-6, abs=1e-12), col
     return metrics
 
 
@@ -136,18 +155,19 @@ def test_classification_with_a_categorical_feature() -> None:
     current = batch(1.0).assign(prediction=lambda d: (d["x"] > 0).astype(int))
     current["label"] = current["label"].astype(float)
     current.loc[:5, "label"] = np.nan
-    metrics, _ = detect_drift(reference, current, features, "label", "classification", 0.5)
+    metrics = detect_drift(reference, current, features, "label", "classification", 0.5)
     assert _drifted(metrics) == ["x", "region"] and metrics["drift_detected"] is True
     assert metrics["columns"]["region"]["stattest"] == "Jensen-Shannon distance"
     assert metrics["prediction_drifted"] is True
     assert metrics["target_drifted"] is False  # 0/1 labels vs 0.0/1.0 + gaps: same categories, no drift
 
 
-def test_importing_the_module_does_not_import_evidently() -> None:
-    """`import evidently` costs ~10 s: quick commands that import selfheal.pipeline.drift must not pay it."""
-    code = "import sys, selfheal.pipeline.drift; print('evidently' in sys.modules)"
+def test_the_monitor_stage_imports_neither_evidently_nor_mlflow() -> None:
+    """`import evidently` costs seconds: the monitor measures drift without it (the HTML is drift-report's)."""
+    code = ("import sys, runpy; sys.argv = ['monitor']; import stages.monitor, selfheal.pipeline.drift; "
+            "print(sorted({'evidently', 'mlflow'} & set(sys.modules)))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
-    assert proc.stdout.strip() == "False"
+    assert proc.stdout.strip() == "[]"
 
 
 def test_the_one_drift_rule_is_inclusive_and_needs_a_drifted_column() -> None:
@@ -172,9 +192,13 @@ def test_each_column_is_tested_once(model, monkeypatch: pytest.MonkeyPatch) -> N
 
     monkeypatch.setattr(legacy_drift, "get_one_column_drift", counted)
     monkeypatch.setattr(column_statistics, "get_one_column_drift", counted)
-    metrics = _run(model, make_current(ROWS, drift=1.0, seed=4))  # also checks the HTML's dataset verdict
+    pipeline, features, reference = model
+    current = coerce_features(make_current(ROWS, drift=1.0, seed=4), features, "current.csv")
+    current[PREDICTION] = predict_batch(pipeline, current, features, "current.csv")
+    html = drift_html(reference, current, features, TARGET, "regression", 0.5)
     assert sorted(tested) == sorted([*FEATURES, PREDICTION, TARGET])
-    assert metrics["drift_detected"] is True
+    assert html.lstrip().startswith("<!DOCTYPE html>") and "Dataset Drift is detected." in html
+    assert detect_drift(reference, current, features, TARGET, "regression", 0.5)["drift_detected"] is True
 
 
 class _ThreadProbe:

@@ -48,7 +48,7 @@ def test_run_is_logged_to_the_default_sqlite_store(
     assert list((tmp_path / "mlartifacts").rglob("MLmodel"))
 
 
-def test_run_is_tagged_registered_and_gets_holdout_metrics(
+def test_run_is_tagged_and_registered_with_its_holdout_metrics(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trained: tuple
 ) -> None:
     monkeypatch.chdir(tmp_path)
@@ -57,16 +57,15 @@ def test_run_is_tagged_registered_and_gets_holdout_metrics(
     monkeypatch.delenv(tracking.SWITCH, raising=False)
     monkeypatch.setenv(tracking.EXP_NAME_ENV, "wiser-newt")
     pipeline, meta, sample = trained
-    run_id = tracking.log_training(pipeline, meta, {"train_score": 0.9}, sample)
-    assert tracking.log_holdout(run_id, {"r2": 0.81, "rmse": 0.5}, passed=True)
-    assert not tracking.log_holdout(None, {"r2": 0.81}, passed=True)  # no linked run: nothing to do
+    run_id = tracking.log_training(pipeline, meta, {"train_score": 0.9, "holdout_r2": 0.81, "holdout_rmse": 0.5},
+                                   sample)
 
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)
     run = client.get_run(run_id)
     assert run.data.metrics == {"train_score": 0.9, "holdout_r2": 0.81, "holdout_rmse": 0.5}
-    assert run.data.tags["selfheal.dvc_exp"] == "wiser-newt" and run.data.tags["selfheal.validation"] == "passed"
+    assert run.data.tags["selfheal.dvc_exp"] == "wiser-newt"
     assert "mlflow.source.git.commit" not in run.data.tags  # tmp_path is no git repo: no made-up commit
     (version,) = client.search_model_versions(f"run_id='{run_id}'")
     assert version.name == tracking.REGISTERED_MODEL

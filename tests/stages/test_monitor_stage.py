@@ -13,6 +13,7 @@ import pytest
 from selfheal.core import workspace
 from selfheal.core.atomic import md5_file
 from selfheal.core.config import load_params
+from selfheal.ops import sandbox
 from selfheal.ops.sandbox import run_stage
 from selfheal.pipeline.artifact import save_model
 from selfheal.pipeline.synth import FEATURES, inject_faults, make_current, make_housing
@@ -39,7 +40,7 @@ def _stage(cwd: Path) -> subprocess.CompletedProcess:
     return run_stage("monitor", cwd)
 
 
-def test_drifted_dirty_batch_writes_metrics_report_and_plot(workdir: Path) -> None:
+def test_drifted_dirty_batch_writes_metrics_and_plot_and_the_report_on_demand(workdir: Path) -> None:
     current = inject_faults(
         make_current(1500, drift=1.0, seed=7), missing=0.01, outliers=0.0, duplicates=0.0, dtype_errors=0.01, seed=7
     )
@@ -59,6 +60,9 @@ def test_drifted_dirty_batch_writes_metrics_report_and_plot(workdir: Path) -> No
     # dirty cells (2% of feature cells) are left out, not fatal: some rows get no prediction
     assert metrics["current_rows"] == 1500 and 1000 < metrics["current_rows_predicted"] < 1500
 
+    assert not (workdir / "monitoring/drift_report.html").exists()  # Evidently's HTML: on demand only
+    made = sandbox.run(["selfheal", "drift-report"], workdir)
+    assert made.stdout.strip() == "drift-report: wrote monitoring/drift_report.html"
     html = (workdir / "monitoring/drift_report.html").read_text()
     assert "Dataset Drift is detected." in html
     with open(workdir / "metrics/plots/drift.csv", newline="") as fh:
@@ -104,13 +108,14 @@ def test_a_sample_of_the_training_data_is_not_drift(tmp_path: Path, monkeypatch:
     assert metrics["drift_detected"] is False and metrics["prediction_drifted"] is False
 
 
-def test_a_batch_above_the_sample_size_is_sampled_before_prediction_with_the_same_verdicts(workdir: Path) -> None:
-    """Monitor types, caps and predicts only the rows it tests; the record equals drift of the whole
-    batch (typed, capped and predicted) sampled afterwards, as monitor did before."""
+def test_a_batch_streamed_in_partitions_gives_the_record_of_the_whole_batch_in_memory(workdir: Path) -> None:
+    """Every row of the batch is tested, one partition in memory at a time (a few KB each here): the record equals
+    drift of the whole batch typed, capped and predicted in memory."""
     import pandas as pd
 
     from selfheal.core.atomic import read_json
     from selfheal.ops.sandbox import set_params
+    from selfheal.pipeline import engine
     from selfheal.pipeline.artifact import load_model
     from selfheal.pipeline.checks import read_csv_checked
     from selfheal.pipeline.drift import cap_like_training, coerce_features, detect_drift, predict_batch
@@ -119,17 +124,17 @@ def test_a_batch_above_the_sample_size_is_sampled_before_prediction_with_the_sam
 
     inject_faults(make_current(3000, drift=0.3, seed=5), missing=0.01, outliers=0.0, duplicates=0.0,
                   dtype_errors=0.01, seed=5).to_csv(workdir / CURRENT, index=False)
-    set_params(workdir, scale={"monitor_sample_rows": 1000, "seed": 3})
+    set_params(workdir, scale={"partition_mb": 0.05})
+    assert len(engine.partitions(str(workdir / CURRENT), 0.05)) >= 5
     proc = _stage(workdir)
     assert proc.returncode == 0, proc.stderr
     record = json.loads((workdir / "metrics/records/drift.json").read_text())
-    assert record["current_rows"] == 3000
-    assert record["sampled"] == {"rows_per_side": 1000, "seed": 3, "reference": 1000, "current": 1000}
+    assert record["current_rows"] == 3000 and "sampled" not in record
 
     model = load_model(workdir / "models/model.joblib")
     whole = coerce_features(read_csv_checked(workdir / CURRENT), model.features, "current")
     whole = cap_like_training(whole, model.features, read_json(workdir / workspace.DATA_QUALITY))
     whole[PREDICTION] = predict_batch(model.pipeline, whole, model.features, "current")
-    expected, _ = detect_drift(pd.read_parquet(workdir / workspace.REFERENCE), whole, model.features, "MedHouseVal",
-                               "regression", 0.5, sample_rows=1000, seed=3)
+    expected = detect_drift(pd.read_parquet(workdir / workspace.REFERENCE), whole, model.features, "MedHouseVal",
+                            "regression", 0.5)
     assert {k: v for k, v in record.items() if k != "model_md5"} == rounded(expected)

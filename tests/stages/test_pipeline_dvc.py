@@ -28,7 +28,6 @@ def test_fresh_repro_runs_every_stage_and_writes_outputs(built_project: Path) ->
         "metrics/records/data_quality.json",
         "metrics/records/validation.json",
         "metrics/records/drift.json",
-        "monitoring/drift_report.html",
         "metrics/plots/predictions.csv",
     ]:
         assert (built_project / out).exists(), out

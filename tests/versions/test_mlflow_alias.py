@@ -41,11 +41,11 @@ def test_promote_and_rollback_move_the_mlflow_alias(project: Path) -> None:
     run_v1 = _run_of(repo)
     client = _client(repo)
     run = client.get_run(run_v1)
-    # holdout metrics from validate, next to the train score; tags link the run to git
+    # the holdout scores validate judged, logged by train beside the train score; tags link the run to git
     validation = read(repo, "metrics/validation.json")
-    assert run.data.metrics["holdout_r2"] == pytest.approx(validation["r2"])
-    assert {"holdout_rmse", "holdout_mae", "train_score"} <= set(run.data.metrics)
-    assert run.data.tags["selfheal.validation"] == ("passed" if validation["passed"] else "failed")
+    for key in ("r2", "rmse", "mae"):
+        assert run.data.metrics[f"holdout_{key}"] == pytest.approx(validation[key], abs=1e-3)  # rounded there
+    assert "train_score" in run.data.metrics
     assert len(run.data.tags["mlflow.source.git.commit"]) == 40
     model_dir = next((repo / "mlartifacts").rglob("MLmodel")).parent
     example = json.loads((model_dir / "input_example.json").read_text())
