@@ -17,7 +17,7 @@ import yaml
 from benchmarks.timing import median_of, peak_rss_mb, wall
 from selfheal.core import workspace
 from selfheal.ops import sandbox
-from selfheal.pipeline import preload
+from selfheal.ops import stage_runner as preload
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = 1_000_000

@@ -4,7 +4,7 @@ no-op `dvc repro`.
 The bare parts: one fresh interpreter that imports what the stages use and does their work once, with
 no DVC, no MLflow and no process per stage: fix the raw data, fit the model, one drift run of the current batch.
 Cold repro and bare parts run interleaved, each on a fresh copy; the ratio is of their medians. A cold repro
-starts with no warm stage interpreter (selfheal.pipeline.preload): each run has an environment of its own, so it
+starts with no warm stage interpreter (selfheal.ops.stage_runner): each run has an environment of its own, so it
 starts its own; beside it, the same repro with SELFHEAL_PRELOAD=0 (every stage a fresh interpreter, as before),
 the fair anchor for what the warm interpreter saves.
 
@@ -21,7 +21,7 @@ from pathlib import Path
 from benchmarks.timing import median_of, wall
 from selfheal.core import workspace
 from selfheal.ops import sandbox
-from selfheal.pipeline import preload
+from selfheal.ops import stage_runner as preload
 
 ROOT = Path(__file__).resolve().parents[1]
 COLD_ENV = "SELFHEAL_BENCH_COLD"

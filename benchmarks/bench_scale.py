@@ -103,7 +103,7 @@ def _fix_vs_peer(raw: Path, work: Path) -> dict:
 
 def _drift(reference: Path, current: Path) -> dict:
     from selfheal.pipeline import partitioned, profile_drift
-    from selfheal.pipeline.drift import evidently_drift
+    from selfheal.pipeline.drift_report import evidently_drift
 
     kinds = {c: "numeric" for c in pd.read_csv(reference, nrows=1).columns if c != "MedHouseVal"}
     evidently_drift(pd.read_csv(reference, nrows=2000), pd.read_csv(current, nrows=2000), kinds)  # imports, warm-up

@@ -84,7 +84,7 @@ def drift_report(
     """Write Evidently's HTML drift report of what the monitor stage compares (the current batch and the model's
     predictions vs the training reference): the same tests and verdicts as metrics/records/drift.json."""
     from selfheal.core import atomic
-    from selfheal.pipeline.drift import report_html
+    from selfheal.pipeline.drift_report import report_html
 
     typer.echo(f"drift-report: wrote {atomic.write_text(out, report_html(_own_params(params)))}")
 

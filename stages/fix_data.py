@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 from selfheal.core import workspace
-from selfheal.pipeline.preload import run_stage
+from selfheal.core.errors import run_main
 
 
 def main() -> int:
@@ -46,4 +46,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_main(main)

@@ -9,7 +9,7 @@ HTML report of the same comparison is `selfheal drift-report`'s, on demand.
 
 from __future__ import annotations
 
-from selfheal.pipeline.preload import run_stage
+from selfheal.core.errors import run_main
 
 
 def main() -> None:
@@ -35,4 +35,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_main(main)

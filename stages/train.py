@@ -8,7 +8,7 @@ from functools import partial
 from pathlib import Path
 
 from selfheal.core import workspace
-from selfheal.pipeline.preload import run_stage
+from selfheal.core.errors import run_main
 
 
 def main() -> None:
@@ -46,4 +46,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_main(main)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from functools import partial
 
 from selfheal.core import workspace
-from selfheal.pipeline.preload import run_stage
+from selfheal.core.errors import run_main
 
 
 def main() -> None:
@@ -47,4 +47,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_main(main)

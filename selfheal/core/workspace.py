@@ -96,7 +96,7 @@ WRITTEN_DIRS = tuple(sorted({str(p.parent) for p in (MODEL, HOLDOUT, DATA_QUALIT
 # migrated once by that environment's MLflow; a new embedded store starts as a copy (selfheal.pipeline.tracking)
 MLFLOW_TEMPLATES = Path(sys.prefix) / "share" / "selfheal"
 # outside the project, private to the user (0700): the sockets, locks and logs of the warm interpreters the DVC
-# stages fork from (selfheal.pipeline.preload); TMPDIR moves it
+# stages fork from (selfheal.ops.stage_runner); TMPDIR moves it
 PRELOAD_DIR = Path(tempfile.gettempdir()) / f"selfheal-preload-{os.getuid()}"
 
 

@@ -1,6 +1,6 @@
 """Data drift and prediction drift of the current batch against the training reference: Evidently 0.7's tests
 and verdicts, computed from mergeable profiles (selfheal.pipeline.profile_drift; equality tests compare them with
-Evidently itself), and Evidently's own HTML report on demand (`drift_html`).
+Evidently itself; Evidently's own HTML report of the same comparison is selfheal.pipeline.drift_report's).
 
 Per column, the statistical test is the one Evidently picks (its documented defaults): with a reference of at most
 1,000 rows a p-value test (K-S for numeric columns, chi-square or Z-test for categorical ones; drifted when the
@@ -22,8 +22,6 @@ so the batch is compared with the reference like with like.
 
 from __future__ import annotations
 
-import math
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,57 +106,9 @@ def _typed(frame: pd.DataFrame, kinds: dict[str, str], source: str) -> pd.DataFr
     return out
 
 
-def _score(value: Any) -> float | None:
-    value = float(value)
-    return None if math.isnan(value) else value
-
-
-def _read_snapshot(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Per-column verdicts from a Snapshot.dict(): ValueDrift values and their drift tests."""
-    failed = {t["metric_config"]["metric_id"]: t["status"] == "FAIL" for t in result["tests"] if t["id"] == "drift"}
-    return {
-        metric["config"]["column"]: {
-            "drift_score": _score(metric["value"]),
-            "drifted": failed[metric["id"]],
-            "stattest": metric["config"]["method"],
-            "stattest_threshold": metric["config"]["threshold"],
-        }
-        for metric in result["metrics"]
-        if metric["config"]["type"].endswith(":ValueDrift")
-    }
-
-
 def sample(frame: pd.DataFrame, rows: int | None, seed: int) -> pd.DataFrame:
     """A seeded sample of `rows` rows (the frame itself when it is not larger)."""
     return frame if rows is None or len(frame) <= rows else frame.sample(n=rows, random_state=seed)
-
-
-def evidently_drift(
-    ref: pd.DataFrame, cur: pd.DataFrame, kinds: dict[str, str], dataset: tuple[list[str], float] | None = None
-) -> tuple[dict[str, dict[str, Any]], Any]:
-    """Evidently's per-column drift (its default test per column type), each column tested once: the verdicts
-    and the snapshot (for its HTML). With `dataset` (feature columns, drift share) the HTML leads with the dataset
-    verdict, as DataDriftPreset's does, without that preset's repeated tests (selfheal.pipeline.drift_report)."""
-    from evidently import DataDefinition, Dataset, Report  # ~10 s: only once the inputs are known to be usable
-    from evidently.metrics import ValueDrift
-
-    from selfheal.pipeline.drift_report import ColumnsDrift
-
-    definition = DataDefinition(
-        numerical_columns=[c for c, k in kinds.items() if k == "numeric"],
-        categorical_columns=[c for c, k in kinds.items() if k == "categorical"],
-    )
-    items: list[Any] = (
-        [ColumnsDrift(columns=list(kinds), features=dataset[0], drift_share=dataset[1])] if dataset
-        else [ValueDrift(column=c) for c in kinds]
-    )
-    report = Report(items, include_tests=True)
-    with warnings.catch_warnings():  # constant columns make numpy/scipy warn; the verdict is still defined
-        warnings.simplefilter("ignore", RuntimeWarning)
-        snapshot = report.run(
-            Dataset.from_pandas(cur, data_definition=definition), Dataset.from_pandas(ref, data_definition=definition)
-        )
-    return _read_snapshot(snapshot.dict()), snapshot
 
 
 def _kinds(features: list[dict[str, Any]], task: str, prediction_column: str) -> dict[str, str]:
@@ -244,18 +194,6 @@ def detect_drift(reference: pd.DataFrame, current: pd.DataFrame, features: list[
                     [f["name"] for f in features], c.kinds, target, drift_threshold, prediction_column)
 
 
-REPORT_ROWS = 100_000  # rows per side in Evidently's HTML: a seeded sample above it
-
-
-def drift_html(reference: pd.DataFrame, current: pd.DataFrame, features: list[dict[str, Any]], target: str,
-               task: str, drift_threshold: float, prediction_column: str = PREDICTION, seed: int = 42) -> str:
-    """Evidently's standalone HTML report of the same comparison, for people (imports Evidently: seconds). Each
-    side above REPORT_ROWS is shown on a seeded sample of that size."""
-    c = compared(sample(reference, REPORT_ROWS, seed), current, features, target, task, prediction_column)
-    _, snapshot = evidently_drift(c.reference, c.current, c.kinds, ([f["name"] for f in features], drift_threshold))
-    return str(snapshot.get_html_str(as_iframe=False))
-
-
 @dataclass
 class Monitored:
     """What the monitor compares: the profiles of the training reference and of every row of the current batch
@@ -315,23 +253,6 @@ def monitored(params: Any) -> Monitored:
             raise DataError(f"{data.current}: column {name!r} has no usable values (all missing or not {kind})")
     ref = _typed(reference, kinds, str(workspace.REFERENCE))
     return Monitored(profiles.profile_frame(ref, kinds), current, kinds, model)
-
-
-def report_html(params: Any) -> str:
-    """`drift_html` of what the monitor stage compares: the batch (a seeded sample of REPORT_ROWS rows when larger)
-    capped like the training data and predicted, against the training reference."""
-    from selfheal.core import atomic, workspace
-    from selfheal.pipeline.artifact import load_model
-    from selfheal.pipeline.checks import read_csv_checked, read_parquet_checked
-
-    model = load_model()
-    reference = read_parquet_checked(workspace.REFERENCE, "the train stage writes the drift reference; run `dvc repro`")
-    batch = sample(read_csv_checked(params.data.current), REPORT_ROWS, seed=42)
-    current = cap_like_training(coerce_features(batch, model.features, params.data.current), model.features,
-                                atomic.read_json(workspace.DATA_QUALITY))
-    current[PREDICTION] = predict_batch(model.pipeline, current, model.features, params.data.current)
-    return drift_html(reference, current, model.features, params.data.target, params.data.task,
-                      params.drift_detection.drift_threshold)
 
 
 def summary(metrics: dict[str, Any]) -> str:

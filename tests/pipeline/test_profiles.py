@@ -14,7 +14,7 @@ import pytest
 from selfheal.core.config import DataQualityParams
 from selfheal.pipeline import engine, partitioned, profile_drift, profiles
 from selfheal.pipeline.checks import infer_schema, read_csv_checked
-from selfheal.pipeline.drift import evidently_drift
+from selfheal.pipeline.drift_report import evidently_drift
 from selfheal.pipeline.fixes import fix
 from selfheal.pipeline.partitioned import fix_partitioned, profile_source
 from selfheal.pipeline.synth import FEATURES, inject_faults, make_current, make_housing

@@ -1,5 +1,6 @@
 """Warm stage processes: DVC runs every stage as a fresh process, and each would import pandas, scikit-learn,
-scipy and MLflow again, about half of a cold `dvc repro`. The first stage of a run starts, in the background,
+scipy and MLflow again, about half of a cold `dvc repro`. dvc.yaml runs each stage through this module
+(`python -m selfheal.ops.stage_runner stages.<name>`); no stage imports it, so editing it reruns none. The first stage of a run starts, in the background,
 one warm interpreter that imports those libraries once; the later stages (and later runs, until it has been idle
 for IDLE_S) run in a fork of it instead of importing them again. The stage that starts it runs as before, while
 the warm interpreter imports on the other core.
@@ -32,25 +33,22 @@ import signal
 import socket
 import struct
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
 from selfheal.core import workspace
-from selfheal.core.errors import run_main
 
 SWITCH = "SELFHEAL_PRELOAD"
 IDLE_S = 120.0  # a warm interpreter unused this long exits
 WAIT_S = 30.0  # the longest a stage waits to be taken (a warm interpreter accepts between two imports)
-# in order of first use along fix_data -> train -> validate -> monitor; `module:function` is also called once:
-# MLflow maps installed packages to modules (0.6 s) in every process that logs a model, and the map holds as long
-# as the key does (it includes the packages' folder)
+# in order of first use along fix_data -> train -> validate -> monitor
 LIBRARIES = (
     "pandas", "pyarrow.parquet", "joblib", "threadpoolctl", "sklearn.pipeline", "sklearn.model_selection",
     "sklearn.compose", "sklearn.ensemble", "sklearn.linear_model", "sklearn.impute", "sklearn.preprocessing",
     "sklearn.metrics", "mlflow", "mlflow.sklearn", "mlflow.models", "mlflow.tracking",
     "mlflow.store.tracking.sqlalchemy_store", "mlflow.store.model_registry.sqlalchemy_store",
-    "mlflow.utils.requirements_utils:_init_packages_to_modules_map", "scipy.stats", "datasketches",
+    "scipy.stats", "datasketches",
 )
 VOLATILE = frozenset({"PWD", "OLDPWD", "SHLVL", "_", "PYTEST_CURRENT_TEST", SWITCH})  # and every DVC_*
 _OWN = ("selfheal", "stages")  # imported fresh in every fork
@@ -63,14 +61,16 @@ _FORWARDED = ("SIGINT", "SIGTERM", "SIGHUP")
 _LIMITS = ("RLIMIT_AS", "RLIMIT_DATA", "RLIMIT_CPU", "RLIMIT_FSIZE", "RLIMIT_NOFILE", "RLIMIT_CORE")  # ulimit's
 
 
-def run_stage(main: Callable[[], int | None]) -> None:
-    """A stage's entry point: run `main` in a fork of the warm interpreter when one answers, else here."""
-    spec = getattr(sys.modules["__main__"], "__spec__", None)
-    if spec is not None and _usable():
+def run(module: str) -> None:
+    """Run stage `module` (`stages.train`) as `python -m <module>` would: in a fork of the warm interpreter when
+    one answers, else in this process."""
+    import runpy
+
+    if _usable():
         conn = _connect(_key())
         if conn is not None:
-            _delegate(conn, spec.name)
-    run_main(main)
+            _delegate(conn, module)
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
 
 
 def _usable() -> bool:
@@ -143,7 +143,7 @@ def _start(key: str) -> None:
 
     log = _paths(key)[2]
     root = str(Path(__file__).resolve().parents[2])
-    code = f"import sys; sys.path.insert(0, {root!r}); from selfheal.pipeline.preload import serve; serve(sys.argv[1])"
+    code = f"import sys; sys.path.insert(0, {root!r}); from selfheal.ops.stage_runner import serve; serve(sys.argv[1])"
     try:
         with open(log, "ab") as out:
             subprocess.Popen([sys.executable, "-c", code, key], cwd="/", stdin=subprocess.DEVNULL, stdout=out,
@@ -246,15 +246,12 @@ def serve(key: str) -> None:
         log_path.unlink(missing_ok=True)  # an orderly end; a warm interpreter that crashed leaves its log
 
 
-def _preload(name: str) -> None:
+def _preload(module: str) -> None:
     import importlib
     import traceback
 
-    module, _, function = name.partition(":")
     try:
-        loaded = importlib.import_module(module)
-        if function:
-            getattr(loaded, function)()
+        importlib.import_module(module)
     except Exception:  # a library missing here is imported (or reported) by the stage itself
         traceback.print_exc()
 
@@ -424,3 +421,11 @@ def _holder(lock_path: Path) -> int:
                 return int(lock.read().strip() or 0)
     except (OSError, ValueError):
         return 0
+
+
+if __name__ == "__main__":  # `python -m selfheal.ops.stage_runner stages.train [args]`: dvc.yaml's commands
+    if len(sys.argv) < 2:
+        print("usage: python -m selfheal.ops.stage_runner stages.<name> [args]", file=sys.stderr)
+        raise SystemExit(2)
+    sys.argv.pop(0)  # the stage sees [its own path, args...], as under `python -m stages.<name> args`
+    run(sys.argv[0])

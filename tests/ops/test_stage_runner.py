@@ -1,5 +1,5 @@
-"""Warm stage processes (selfheal.pipeline.preload), for real: a probe stage run as `python -m stages.probe` the
-way DVC runs a stage, first in its own process (which starts the warm interpreter), then in a fork of it.
+"""Warm stage processes (selfheal.ops.stage_runner), for real: a probe stage run as
+`python -m selfheal.ops.stage_runner stages.probe`, the way dvc.yaml runs a stage, first in its own process (which starts the warm interpreter), then in a fork of it.
 
 Each test has an environment of its own, so a warm interpreter of its own, stopped at the end.
 """
@@ -22,13 +22,13 @@ import pytest
 import yaml
 
 from selfheal.ops import sandbox
-from selfheal.pipeline import preload
+from selfheal.ops import stage_runner as runner
 from selfheal.service import procs
 
 PROBE = '''
 import json, os, resource, sys, time
 import psutil
-from selfheal.pipeline.preload import run_stage
+from selfheal.core.errors import run_main
 from stages import helper
 
 def main():
@@ -44,7 +44,7 @@ def main():
     return int(options.get("exit", 0))
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_main(main)
 '''
 
 
@@ -60,14 +60,14 @@ def project(tmp_path: Path) -> Path:
 @pytest.fixture
 def environ() -> Iterator[dict[str, str]]:
     env = {**sandbox.env(), "PYTHONPATH": str(sandbox.SOURCE), "SELFHEAL_TEST_KEY": uuid.uuid4().hex}
-    env.pop(preload.SWITCH, None)
+    env.pop(runner.SWITCH, None)
     yield env
-    preload.stop(preload.key_for(env))
+    runner.stop(runner.key_for(env))
 
 
 def probe(project: Path, env: dict[str, str], *args: str, **kw) -> tuple[subprocess.Popen, dict, str]:
     """Run the probe stage to its end: the caller, what the stage saw, its stderr."""
-    proc = subprocess.Popen([sys.executable, "-m", "stages.probe", *args], cwd=project, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "selfheal.ops.stage_runner", "stages.probe", *args], cwd=project, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
     out, err = proc.communicate(timeout=120)
     return proc, json.loads(out.splitlines()[0]), err
@@ -77,7 +77,7 @@ def warm(project: Path, env: dict[str, str], not_pid: int = 0) -> int:
     """Run the probe (which starts the warm interpreter if there is none) and wait until one other than `not_pid`
     holds the key and answers; its pid."""
     probe(project, env)
-    sock, lock, _ = preload._paths(preload.key_for(env))
+    sock, lock, _ = runner._paths(runner.key_for(env))
     deadline = time.monotonic() + 60
     while True:
         pid = int(lock.read_text() or 0) if lock.exists() else 0
@@ -93,8 +93,8 @@ def test_first_stage_runs_itself_and_starts_a_warm_interpreter(project: Path, en
     server = warm(project, environ)
     proc, seen, _ = probe(project, environ)
     assert proc.returncode == 0 and seen["pid"] != proc.pid and seen["grandparent"] == server  # stage <- runner <- warm
-    files = preload._paths(preload.key_for(environ))  # socket, lock, log
-    assert preload.stop(preload.key_for(environ)) and procs.wait_gone(server, 30)
+    files = runner._paths(runner.key_for(environ))  # socket, lock, log
+    assert runner.stop(runner.key_for(environ)) and procs.wait_gone(server, 30)
     assert not any(path.exists() for path in files)
 
 
@@ -116,7 +116,7 @@ def test_a_forked_stage_is_the_stage_the_caller_started(project: Path, environ: 
 def test_signals_reach_the_fork_and_a_dead_caller_takes_it_along(project: Path, environ: dict[str, str]) -> None:
     warm(project, environ)
     for sig, code in ((signal.SIGINT, 130), (signal.SIGKILL, -signal.SIGKILL)):
-        proc = subprocess.Popen([sys.executable, "-m", "stages.probe", "sleep=60"], cwd=project, env=environ,
+        proc = subprocess.Popen([sys.executable, "-m", "selfheal.ops.stage_runner", "stages.probe", "sleep=60"], cwd=project, env=environ,
                                 stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
         assert proc.stdout is not None
@@ -132,7 +132,7 @@ def test_signals_reach_the_fork_and_a_dead_caller_takes_it_along(project: Path, 
 
 def test_a_stage_whose_runner_dies_ends_and_its_caller_says_so(project: Path, environ: dict[str, str]) -> None:
     warm(project, environ)
-    proc = subprocess.Popen([sys.executable, "-m", "stages.probe", "sleep=60"], cwd=project, env=environ,
+    proc = subprocess.Popen([sys.executable, "-m", "selfheal.ops.stage_runner", "stages.probe", "sleep=60"], cwd=project, env=environ,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     forked = json.loads(proc.stdout.readline())["pid"]
@@ -144,7 +144,7 @@ def test_a_stage_whose_runner_dies_ends_and_its_caller_says_so(project: Path, en
 
 def test_switched_off_every_stage_runs_in_its_caller(project: Path, environ: dict[str, str]) -> None:
     warm(project, environ)
-    proc, seen, _ = probe(project, {**environ, preload.SWITCH: "0"})
+    proc, seen, _ = probe(project, {**environ, runner.SWITCH: "0"})
     assert seen["pid"] == proc.pid
 
 
@@ -164,15 +164,15 @@ def test_a_stale_socket_is_replaced(project: Path, environ: dict[str, str]) -> N
 def test_the_pipeline_in_warm_forks_writes_what_fresh_processes_write(tmp_path: Path) -> None:
     """The real `dvc repro`, once with the warm interpreter (train, validate and monitor forked from it) and once
     with every stage a fresh process: every output's md5 in dvc.lock is the same."""
-    own = {"SELFHEAL_TEST_KEY": uuid.uuid4().hex, preload.SWITCH: "1"}
+    own = {"SELFHEAL_TEST_KEY": uuid.uuid4().hex, runner.SWITCH: "1"}
     warm_repo, fresh_repo = (sandbox.create(tmp_path / name, sandbox.SOURCE) for name in ("warm", "fresh"))
     try:
         sandbox.run(["dvc", "repro"], warm_repo, extra_env=own)
-        sandbox.run(["dvc", "repro"], fresh_repo, extra_env={preload.SWITCH: "0"})
-        served = preload._paths(preload.key_for({**sandbox.env(), **own}))[2].read_text()
-        assert preload.stop(preload.key_for({**sandbox.env(), **own}))  # the key the stages used
+        sandbox.run(["dvc", "repro"], fresh_repo, extra_env={runner.SWITCH: "0"})
+        served = runner._paths(runner.key_for({**sandbox.env(), **own}))[2].read_text()
+        assert runner.stop(runner.key_for({**sandbox.env(), **own}))  # the key the stages used
     finally:
-        preload.stop(preload.key_for({**sandbox.env(), **own}))
+        runner.stop(runner.key_for({**sandbox.env(), **own}))
     for stage in ("train", "validate", "monitor"):
         assert f"stages.{stage} in {warm_repo}" in served
     assert outputs(warm_repo) == outputs(fresh_repo)
@@ -207,7 +207,7 @@ def test_a_tmpdir_too_long_for_a_socket_turns_it_off(project: Path, environ: dic
 def test_a_forked_stage_killed_outright_kills_its_caller_the_same_way(project: Path, environ: dict[str, str]) -> None:
     """`kill -9` of the fork: its caller dies of SIGKILL too (as DVC and the shell expect), no traceback."""
     warm(project, environ)
-    proc = subprocess.Popen([sys.executable, "-m", "stages.probe", "sleep=60"], cwd=project, env=environ,
+    proc = subprocess.Popen([sys.executable, "-m", "selfheal.ops.stage_runner", "stages.probe", "sleep=60"], cwd=project, env=environ,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     forked = json.loads(proc.stdout.readline())["pid"]
