@@ -83,7 +83,8 @@ def _files(source: str) -> list[str]:
         files = sorted(glob.glob(source))
     if not files:
         raise DataError(f"{source}: no CSV or parquet file found")
-    return files
+    # absolute: a worker of a dask scheduler elsewhere runs in its own working directory
+    return files if remote(source) else [str(Path(f).resolve()) for f in files]
 
 
 def _csv_layout(path: str) -> tuple[list[str], int, int]:

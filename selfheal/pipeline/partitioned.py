@@ -293,6 +293,7 @@ def fix_partitioned(
     workers: int = 2,
 ) -> dict[str, Any]:
     """Fix `source` (file, directory or glob) into the parquet directory `out`; returns fix()'s report."""
+    out = Path(out).resolve()  # the workers of a dask scheduler elsewhere write there from their own directory
     parts = engine.partitions(source, partition_mb)
     first = engine.read_part(parts[0])
     schema = infer_schema(first, target, task, overrides, ranges)
