@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from selfheal.core import atomic, audit, locks, workspace
 from selfheal.core.clock import now_iso
 
@@ -34,6 +32,8 @@ def intent(action: str, log: Path, reason: str, **details: Any) -> Iterator[dict
     """Record `action` before the body acts; cleared when the body ends, by return or by an exception (an
     action that fails reports and logs that itself). The body may add `expect` ({path: md5} a finished action
     leaves) and `entry` (the details of the audit entry it is about to write) to the yielded record."""
+    import psutil
+
     record = {"id": uuid.uuid4().hex, **locks.me(action), "create_time": psutil.Process().create_time(),
               "since": now_iso(), "log": str(log), "reason": reason, "details": details, "expect": {}, "entry": None}
     audit.update(workspace.JOURNAL, lambda rs: [*rs, record], default=[])
@@ -61,6 +61,8 @@ def _finished(record: dict[str, Any]) -> bool:
 
 def _gone(record: dict[str, Any]) -> bool:
     """Its process is no longer running (a record from another host is taken as gone: the lock was ours)."""
+    import psutil
+
     if record.get("host") != locks.me("")["host"]:
         return True
     try:

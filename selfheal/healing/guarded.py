@@ -28,8 +28,6 @@ from selfheal.core import atomic, audit, clock, escalation, workspace
 from selfheal.core.errors import SelfHealError
 from selfheal.core.project import Project
 from selfheal.versions import catalog, checkout, gate, vcs
-from selfheal.versions.promote import promote
-from selfheal.versions.rollback import rollback
 
 
 @dataclass(frozen=True)
@@ -350,6 +348,8 @@ def _failed_build(project: Project, cwd: Path, error: str, inputs: dict[str, str
     last = audit.read(record, None)
     attempts = (last.get("attempts", 0) if isinstance(last, dict) and last.get("inputs") == inputs else 0) + 1
     atomic.write_json(record, {"timestamp": clock.now_iso(), "error": error, "inputs": inputs, "attempts": attempts})
+    from selfheal.versions.rollback import rollback
+
     prod = catalog.Versions(project, cwd).production()
     note = "no production version to restore"
     if prod is not None:
@@ -402,6 +402,9 @@ def reloader(project: Project) -> Any:
 
 
 def act(project: Project, step: Step, cwd: Path = Path(".")) -> tuple[bool, str]:
+    from selfheal.versions.promote import promote  # acting only: a healthy heal does not import them
+    from selfheal.versions.rollback import rollback
+
     try:
         if step.action == "fix":
             return _fix(project, cwd)
