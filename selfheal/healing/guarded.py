@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import subprocess
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,19 +26,8 @@ from typing import Any
 from selfheal.core import atomic, audit, clock, escalation, workspace
 from selfheal.core.errors import SelfHealError
 from selfheal.core.project import Project
+from selfheal.healing.policy import Decision
 from selfheal.versions import catalog, checkout, gate, vcs
-
-
-@dataclass(frozen=True)
-class Step:
-    step: str  # data | model | drift | service
-    action: str  # ok | skip | report | refuse (nothing done) | fix | repro | promote | rollback | restore |
-    #              retrain | recover
-    reason: str
-
-    @property
-    def acts(self) -> bool:
-        return self.action not in ("ok", "skip", "report", "refuse")
 
 
 def _data_changed(project: Project, lock: dict[str, Any], cwd: Path) -> list[str]:
@@ -96,10 +84,10 @@ def _not_as_pinned(project: Project, lock: dict[str, Any], cwd: Path) -> list[st
             if md5 and checkout.differs(path, md5, cwd)]
 
 
-def decide(project: Project, cwd: Path = Path("."), remember: bool = False) -> list[Step]:
+def decide(project: Project, cwd: Path = Path("."), remember: bool = False) -> list[Decision]:
     """What heal does now, and why: the steps that find nothing to do, ending with the first that acts (or a
     refusal). Nothing in the project is changed; `remember` keeps what was measured (clean data, drift)."""
-    found: list[Step] = []
+    found: list[Decision] = []
     for observe in (_data_step, _model_step, _drift_step, _service_step):
         step = observe(project, cwd, remember)
         if step is None:
@@ -110,7 +98,7 @@ def decide(project: Project, cwd: Path = Path("."), remember: bool = False) -> l
     return found
 
 
-def _data_step(project: Project, cwd: Path, remember: bool) -> Step | None:
+def _data_step(project: Project, cwd: Path, remember: bool) -> Decision | None:
     failed = _failed_step(project, cwd)
     if failed is not None:
         return failed
@@ -118,24 +106,24 @@ def _data_step(project: Project, cwd: Path, remember: bool) -> Step | None:
     if edited:  # the stages that read them are stale: a candidate is built (and judged), never "healthy"
         rejected = audit.read(cwd / project.record(workspace.REJECTED_PARAMS), None)
         if isinstance(rejected, dict) and all(rejected.get(f) == md5 for f, md5 in _files_of(edited, cwd).items()):
-            return Step("data", "report", f"params changed since dvc.lock ({', '.join(edited)}), but the candidate "
+            return Decision("data", "report", f"params changed since dvc.lock ({', '.join(edited)}), but the candidate "
                         "built from exactly these params failed the gate and was rolled back; production serves. "
                         "Change them back (or again), or `selfheal promote --force` after `dvc repro`")
-        return Step("data", "repro", f"params changed since dvc.lock: {', '.join(edited)}")
+        return Decision("data", "repro", f"params changed since dvc.lock: {', '.join(edited)}")
     if project.data is None:
         return None
     try:
         faulty, left = _data_faults(project, cwd, remember)
     except SelfHealError as exc:  # a missing file, an unknown target column, data no fix can get past
-        return Step("data", "refuse", str(exc))
+        return Decision("data", "refuse", str(exc))
     if faulty:
-        return Step("data", "fix", f"data faults in {', '.join(faulty)}")
+        return Decision("data", "fix", f"data faults in {', '.join(faulty)}")
     changed = _data_changed(project, vcs.read_lock(cwd / "dvc.lock"), cwd)
     if changed:
-        return Step("data", "repro", f"data changed since dvc.lock: {', '.join(changed)}")
+        return Decision("data", "repro", f"data changed since dvc.lock: {', '.join(changed)}")
     if left:
-        return Step("data", "report", f"faults left (data.quality.auto_fix_enabled is false): {'; '.join(left)}")
-    return Step("data", "ok", f"{', '.join(project.data.watched) or 'data'} as dvc.lock recorded")
+        return Decision("data", "report", f"faults left (data.quality.auto_fix_enabled is false): {'; '.join(left)}")
+    return Decision("data", "ok", f"{', '.join(project.data.watched) or 'data'} as dvc.lock recorded")
 
 
 def _upstream(lock: dict[str, Any], stages: list[str]) -> dict[str, Any]:
@@ -179,7 +167,7 @@ def _files_of(edited: list[str], cwd: Path) -> dict[str, str]:
     return {f: atomic.md5_file(cwd / f) for f in {e.split(":", 1)[0] for e in edited}}
 
 
-def _failed_step(project: Project, cwd: Path) -> Step | None:
+def _failed_step(project: Project, cwd: Path) -> Decision | None:
     """After a candidate failed to build, the stages after the failed one are stale: never "ok" until a build
     succeeds. Built again once an input or the code changed; refused (not healthy) until then."""
     failed = audit.read(cwd / project.record(workspace.FAILED_CANDIDATE), None)
@@ -187,79 +175,79 @@ def _failed_step(project: Project, cwd: Path) -> Step | None:
         return None
     moved = [p for p, md5 in _inputs(project, cwd).items() if (failed.get("inputs") or {}).get(p) != md5]
     if moved:
-        return Step("data", "repro", f"inputs changed since the candidate that failed to build: {', '.join(moved)}")
-    return Step("data", "refuse", f"the candidate made from the current inputs failed to build "
+        return Decision("data", "repro", f"inputs changed since the candidate that failed to build: {', '.join(moved)}")
+    return Decision("data", "refuse", f"the candidate made from the current inputs failed to build "
                 f"{failed.get('attempts')} time(s) ({failed.get('error')}); production's outputs were restored "
                 "and still serve; heal builds again when an input or the code changes")
 
 
-def _model_step(project: Project, cwd: Path, remember: bool) -> Step:
+def _model_step(project: Project, cwd: Path, remember: bool) -> Decision:
     try:
         _, hashes = catalog.candidate(project, cwd)
     except SelfHealError as exc:
-        return Step("model", "refuse", str(exc))
+        return Decision("model", "refuse", str(exc))
     reg = catalog.Versions(project, cwd)
     prod = reg.production()
     ident = catalog.identity(hashes)
     if prod is not None and ident == reg.identity(prod):
         altered = _not_as_pinned(project, vcs.read_lock(cwd / "dvc.lock"), cwd)
         if altered:
-            return Step("model", "restore", f"{', '.join(altered)} differ from {prod.tag} as dvc.lock pins it")
-        return Step("model", "ok", f"{prod.tag} is {project.gate.stage}")
+            return Decision("model", "restore", f"{', '.join(altered)} differ from {prod.tag} as dvc.lock pins it")
+        return Decision("model", "ok", f"{prod.tag} is {project.gate.stage}")
     altered = _altered(hashes, cwd)
     if altered:
-        return Step("model", "refuse" if prod is None else "restore",
+        return Decision("model", "refuse" if prod is None else "restore",
                     f"{', '.join(altered)} differ from dvc.lock; run `dvc checkout` or `dvc repro`")
     try:
         verdict = gate.verdict(project, cwd, reg, prod)
     except SelfHealError as exc:
-        return Step("model", "refuse", str(exc))
+        return Decision("model", "refuse", str(exc))
     if verdict is None:
-        return Step("model", "refuse", f"{project.gate.metrics}: not found; run `dvc repro`")
+        return Decision("model", "refuse", f"{project.gate.metrics}: not found; run `dvc repro`")
     reasons = verdict["failures"]
     if not reasons:
         against = f" vs {prod.tag}" if prod else " (first production version)"
-        return Step("model", "promote",
+        return Decision("model", "promote",
                     f"candidate {project.gate.key} {verdict['metric']:.4f} passes the gate{against}")
     if prod is None:
-        return Step("model", "refuse", "candidate fails the gate and no production version exists: "
+        return Decision("model", "refuse", "candidate fails the gate and no production version exists: "
                     + "; ".join(reasons))
-    return Step("model", "rollback", "candidate fails the gate: " + "; ".join(reasons))
+    return Decision("model", "rollback", "candidate fails the gate: " + "; ".join(reasons))
 
 
-def _drift_step(project: Project, cwd: Path, remember: bool) -> Step | None:
+def _drift_step(project: Project, cwd: Path, remember: bool) -> Decision | None:
     if project.drift is None:
         return None
     try:
         measured = measure_drift(project, cwd, remember)
     except SelfHealError as exc:
-        return Step("drift", "refuse", str(exc))
+        return Decision("drift", "refuse", str(exc))
     verdict = _retrain_verdict(project, measured, cwd, force=False)
     if verdict.retrain:
-        return Step("drift", "retrain", verdict.reason)
-    return Step("drift", "report" if verdict.blocked_by_config else ("skip" if measured["drift_detected"] else "ok"),
+        return Decision("drift", "retrain", verdict.reason)
+    return Decision("drift", "report" if verdict.blocked_by_config else ("skip" if measured["drift_detected"] else "ok"),
                 verdict.reason)
 
 
-def _service_step(project: Project, cwd: Path, remember: bool) -> Step | None:
+def _service_step(project: Project, cwd: Path, remember: bool) -> Decision | None:
     if project.service is None or project.service.health is None:
         return None
-    from selfheal.recovery import configured as service
     from selfheal.recovery.turns import running_watcher
+    from selfheal.service.client import probe
 
-    health = service.probe(project.service.health, project.service.health_timeout_seconds)
+    health = probe(project.service.health, project.service.health_timeout_seconds)
     if health.healthy:
-        return Step("service", "ok", health.detail)
+        return Decision("service", "ok", health.detail)
     stormed = escalation.pending("service", cwd / workspace.ESCALATED)
     if stormed is not None:  # what the watcher refused, heal refuses too
-        return Step("service", "refuse", f"{health.detail}; {stormed.get('reason')}; `selfheal acknowledge "
+        return Decision("service", "refuse", f"{health.detail}; {stormed.get('reason')}; `selfheal acknowledge "
                     "service` once a person has looked")
     watcher = running_watcher()
     if watcher is not None:
-        return Step("service", "skip", f"{health.detail}; left to the running watcher (pid {watcher['pid']})")
+        return Decision("service", "skip", f"{health.detail}; left to the running watcher (pid {watcher['pid']})")
     if not project.service.start and not (health.state == "unhealthy" and project.service.reload):
-        return Step("service", "refuse", f"{health.detail}; service.start is not set, so selfheal cannot restart it")
-    return Step("service", "recover", health.detail)
+        return Decision("service", "refuse", f"{health.detail}; service.start is not set, so selfheal cannot restart it")
+    return Decision("service", "recover", health.detail)
 
 
 def _frame(project: Project, name: str, cwd: Path) -> Any:
@@ -401,7 +389,7 @@ def reloader(project: Project) -> Any:
     return post
 
 
-def act(project: Project, step: Step, cwd: Path = Path(".")) -> tuple[bool, str]:
+def act(project: Project, step: Decision, cwd: Path = Path(".")) -> tuple[bool, str]:
     from selfheal.versions.promote import promote  # acting only: a healthy heal does not import them
     from selfheal.versions.rollback import rollback
 
@@ -467,7 +455,7 @@ def heal(project: Project, plan_only: bool = False, cwd: Path = Path(".")) -> in
         print("\n".join(f"  {i}. {s.step:<7} {s.action:<9} {s.reason}" for i, s in enumerate(steps, 1)))
         return 0
     done: list[dict[str, Any]] = []
-    said: set[Step] = set()
+    said: set[Decision] = set()
     failed = False
     for _ in range(8):  # fix -> repro -> gate -> retrain -> gate -> recover, each looked at again after acting
         for step in steps:

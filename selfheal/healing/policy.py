@@ -21,9 +21,10 @@ from typing import Any
 from selfheal.core.clock import parse_time
 from selfheal.core.config import Params
 
+# the issue (an audit log's subject) each step is about: our pipeline's steps, then a configured project's
 ISSUES = {"fix_data": "data_quality", "monitor": "monitoring", "gate": "model", "retrain": "drift",
-          "service": "service"}
-PASSIVE = {"skip", "report", "escalate"}
+          "service": "service", "data": "data_quality", "model": "model", "drift": "drift"}
+PASSIVE = {"ok", "skip", "report", "escalate", "refuse"}  # nothing done: found fine, left, said, or refused
 # actions that only put back a model already proven good: never blocked by escalation
 RESTORES = {"rollback", "restore"}
 # actions that create a new candidate model: blocked once rollbacks repeat
@@ -56,7 +57,8 @@ class Observations:
 @dataclass(frozen=True)
 class Decision:
     step: str
-    action: str  # skip | report | escalate | run_pipeline | run_monitor | promote | rollback | restore | retrain | recover
+    action: str  # passive (PASSIVE), or run_pipeline | run_monitor | fix | repro | promote | rollback | restore |
+    #              retrain | recover
     reason: str
 
     @property

@@ -14,7 +14,6 @@ the records directory.
 from __future__ import annotations
 
 import shlex
-import time
 from functools import partial
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from selfheal.core.project import Project, ServiceSection
 from selfheal.recovery.restarts import AttemptFailed, CannotRecover, address, start_argv, wait_healthy
 from selfheal.recovery.target import Target
 from selfheal.service import procs
-from selfheal.service.client import Health
+from selfheal.service.client import Health, probe
 
 METHODS = ("auto", "process", "reload")
 
@@ -46,30 +45,6 @@ def params(service: ServiceSection) -> ServiceRecoveryParams:
         health_timeout_seconds=service.health_timeout_seconds, startup_timeout_seconds=service.startup_timeout_seconds,
         max_recovery_attempts=service.max_recovery_attempts, kill_grace_seconds=service.kill_grace_seconds,
         watch_interval_seconds=service.watch_interval_seconds, watch_window_minutes=service.watch_window_minutes)
-
-
-def probe(url: str, timeout: float) -> Health:
-    """One GET of the health URL: 200 healthy, another code unhealthy, refused down, no answer hung (the standard
-    library's client: a healthy heal does not import requests)."""
-    import urllib.error
-    import urllib.request
-
-    started = time.perf_counter()
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            code, reason = resp.status, resp.reason
-    except urllib.error.HTTPError as exc:
-        code, reason = exc.code, exc.reason
-    except (urllib.error.URLError, OSError) as exc:
-        why = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-        seconds = time.perf_counter() - started
-        if isinstance(why, TimeoutError):
-            return Health("hung", f"no answer from {url} within {timeout:g} s (hang)", seconds=seconds)
-        return Health("down", f"{url} not reachable (crash or not started): {why}", seconds=seconds)
-    seconds = time.perf_counter() - started
-    if code == 200:
-        return Health("healthy", f"{url} answered 200", 200, seconds=seconds)
-    return Health("unhealthy", f"{url} answered {code} {reason}", code, seconds=seconds)
 
 
 def steps(service: ServiceSection, method: str, state: str) -> list[str]:

@@ -38,44 +38,53 @@ class Health:
         return self.state == "healthy"
 
 
-def check_health(service_url: str, timeout: float = 2.0, root: str | Path = ".") -> Health:
-    """One GET /health with a hard timeout: a stopped (SIGSTOP) process accepts the connection but never answers.
-
-    The answer counts only if it carries the identity of the project at `root` (see workspace.project_id).
-    """
-    import requests
+def probe(url: str, timeout: float = 2.0, project: str | None = None) -> Health:
+    """One GET of a health URL with a hard timeout (a stopped, SIGSTOPped process accepts the connection but
+    never answers): 200 healthy, another code unhealthy, refused down, no answer in time hung. With `project`, the
+    answer counts only if its JSON names that project (selfheal's own service does: workspace.project_id); anything
+    else answering there is `foreign`. The standard library's client: a healthy heal does not import requests."""
+    import http.client
+    import json
+    import urllib.error
+    import urllib.request
 
     started = time.perf_counter()
     try:
-        resp = requests.get(service_url.rstrip("/") + "/health", timeout=timeout)
-    except requests.Timeout:
-        return Health("hung", f"no answer from {service_url}/health within {timeout:g} s (hang)",
-                      seconds=time.perf_counter() - started)
-    except requests.ConnectionError as exc:
-        return Health("down", f"{service_url} not reachable (crash or not started): {_reason(exc)}",
-                      seconds=time.perf_counter() - started)
-    except requests.RequestException as exc:  # e.g. the process died mid-answer (a broken chunked body)
-        return Health("down", f"{service_url} broke off its answer (crash): {_reason(exc)}",
-                      seconds=time.perf_counter() - started)
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            code, reason, raw = resp.status, resp.reason, resp.read()
+    except urllib.error.HTTPError as exc:
+        code, reason, raw = exc.code, exc.reason, exc.read()
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        why = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+        seconds = time.perf_counter() - started
+        if isinstance(why, TimeoutError):
+            return Health("hung", f"no answer from {url} within {timeout:g} s (hang)", seconds=seconds)
+        if isinstance(exc, http.client.HTTPException) or isinstance(why, ConnectionResetError):
+            return Health("down", f"{url} broke off its answer (crash): {_reason(why)}", seconds=seconds)
+        return Health("down", f"{url} not reachable (crash or not started): {_reason(why)}", seconds=seconds)
     seconds = time.perf_counter() - started
     try:
-        body = resp.json()
+        body = json.loads(raw)
     except ValueError:
         body = {}
-    if not isinstance(body, dict):
-        body = {}
-    ours = workspace.project_id(root)
-    if body.get("project") != ours:
+    body = body if isinstance(body, dict) else {}
+    if project is not None and body.get("project") != project:
         whose = f"project {body['project']}" if body.get("project") else "no selfheal project identity"
-        return Health("foreign", f"{service_url} answers as another project's service ({whose}; this project is "
-                      f"{ours}): not ours, left alone", resp.status_code, body, seconds)
-    if resp.status_code == 200 and body.get("status") == "ok":
-        return Health("healthy", f"healthy, model {body.get('model_version')}", 200, body, seconds)
-    why = body.get("last_reload_error") or body.get("status") or resp.reason
-    return Health("unhealthy", f"/health answered {resp.status_code}: {why}", resp.status_code, body, seconds)
+        return Health("foreign", f"{url} answers as another project's service ({whose}; this project is "
+                      f"{project}): not ours, left alone", code, body, seconds)
+    if code == 200 and body.get("status", "ok") == "ok":
+        detail = f"healthy, model {body.get('model_version')}" if project is not None else f"{url} answered 200"
+        return Health("healthy", detail, 200, body, seconds)
+    why = body.get("last_reload_error") or body.get("status") or reason
+    return Health("unhealthy", f"{url} answered {code}: {why}", code, body, seconds)
 
 
-def _reason(exc: Exception) -> str:
+def check_health(service_url: str, timeout: float = 2.0, root: str | Path = ".") -> Health:
+    """`probe` of selfheal's own service: its /health, answering as the project at `root`."""
+    return probe(service_url.rstrip("/") + "/health", timeout, workspace.project_id(root))
+
+
+def _reason(exc: object) -> str:
     text = str(exc)
     for known in ("Connection refused", "Connection reset", "No route to host", "Name or service not known"):
         if known in text:
