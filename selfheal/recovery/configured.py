@@ -13,7 +13,6 @@ the records directory.
 
 from __future__ import annotations
 
-import shlex
 from functools import partial
 from pathlib import Path
 
@@ -21,9 +20,8 @@ from selfheal.core import workspace
 from selfheal.core.config import ServiceRecoveryParams
 from selfheal.core.errors import SelfHealError
 from selfheal.core.project import Project, ServiceSection
-from selfheal.recovery.restarts import AttemptFailed, CannotRecover, address, start_argv, wait_healthy
+from selfheal.recovery.restarts import AttemptFailed, CannotRecover, Records, restart_process
 from selfheal.recovery.target import Target
-from selfheal.service import procs
 from selfheal.service.client import Health, probe
 
 METHODS = ("auto", "process", "reload")
@@ -75,44 +73,17 @@ def _post(url: str, sr: ServiceRecoveryParams) -> str:
     return f"reloaded via {url}"
 
 
-def restart(root: Path, project: Project, url: str, sr: ServiceRecoveryParams) -> str:
-    """Stop the process selfheal started (verified by the pid file), start the command anew, wait for health."""
-    if not sr.start_command:
-        raise CannotRecover("service.start is not set: selfheal cannot start this service; add the start command")
-    pid_file, log = project.record(workspace.PID_FILE), project.record(workspace.SERVICE_LOG)
-    argv = start_argv(url, sr)
-    notes = []
-    info = procs.read_pid_file(root / pid_file)
-    why = procs.why_not_ours(info, root, cmd=argv) if info else None
-    if info and why is None:
-        try:
-            how = procs.terminate(info["pid"], sr.kill_grace_seconds, info["create_time"])
-        except RuntimeError as exc:
-            raise AttemptFailed(str(exc)) from None
-        notes.append(f"stopped pid {info['pid']} ({how})")
-    elif info and procs.alive(info["pid"]):
-        notes.append(f"left pid {info['pid']} alone: {why}")
-    host, port = address(url)
-    holder = procs.port_holder(port)
-    if holder is not None:  # restarting would only fail with "address already in use": say whose it is
-        raise CannotRecover(f"port {port} is held by pid {holder[0]} ({holder[1]}), a process selfheal did not "
-                            "start: left alone; stop it, or point service.health at the service selfheal starts")
-    try:
-        proc = procs.spawn(argv, root, log_path=log)
-    except OSError as exc:
-        raise AttemptFailed(f"cannot start {shlex.join(argv)}: {exc}") from None
-    procs.write_pid_file(host, port, argv, "started", root / pid_file, pid=proc.pid)
-    healthy = wait_healthy(url, sr, proc, root, check=probe, log=log)
-    notes.append(f"started pid {proc.pid} ({shlex.join(argv)}); {healthy.detail}")
-    return "; ".join(notes)
-
-
 def _act(project: Project, root: Path, step: str, url: str, sr: ServiceRecoveryParams, health: Health) -> str:
     service = service_of(project)
     if step == "reload":
         return _reload(service, url, sr)
     if step == "process":
-        return restart(root, project, url, sr)
+        if not sr.start_command:
+            raise CannotRecover("service.start is not set: selfheal cannot start this service; add the start "
+                                "command")
+        return restart_process(url, sr, health, None, Records(root, project.record(workspace.PID_FILE),
+                                                                project.record(workspace.SERVICE_LOG), probe,
+                                                                own_pid_file=False))
     raise CannotRecover(f"--method {step}: a configured project's service knows {', '.join(METHODS)}")
 
 

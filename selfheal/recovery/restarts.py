@@ -13,6 +13,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -193,44 +194,73 @@ def wait_healthy(service_url: str, sr: ServiceRecoveryParams, proc: subprocess.P
         time.sleep(0.05)
 
 
-def restart_process(service_url: str, sr: ServiceRecoveryParams, health: Health, standby: Standby | None) -> str:
+@dataclass(frozen=True)
+class Records:
+    """Where a service's records are and how its health is read: our own service's (the workspace contract's
+    pid file and log, /health with this project's identity), or a configured project's (its records folder, the
+    configured health URL). `own_pid_file`: the service writes its pid file itself (ours does); else recovery
+    records the process it starts, and a process counts as the service only when it runs exactly the command."""
+
+    root: Path = Path(".")
+    pid_file: Path = workspace.PID_FILE
+    log: Path = workspace.SERVICE_LOG
+    check: Callable[[str, float], Health] = check_health
+    own_pid_file: bool = True
+
+
+def restart_process(service_url: str, sr: ServiceRecoveryParams, health: Health, standby: Standby | None,
+                    records: Records = Records()) -> str:
     """Stop the recorded service once verified as this project's (SIGTERM, SIGKILL after the grace period),
-    start anew from params, wait for health. A pid file naming anything else is left alone, and so is its pid."""
-    info = procs.read_pid_file()
-    recorded = info if info and info.get("port") == address(service_url)[1] else None
-    cwd = os.getcwd()
+    start anew from params, wait for health. A pid file naming anything else is left alone, and so is its pid;
+    a port held by a process selfheal did not start is named, never restarted into."""
+    root = records.root.resolve()
+    argv = start_argv(service_url, sr)
+    info = procs.read_pid_file(root / records.pid_file)
+    recorded = info if info and info.get("port", address(service_url)[1]) == address(service_url)[1] else None
     notes = []
-    why = procs.why_not_ours(recorded) if recorded else None
+    why = procs.why_not_ours(recorded, root, cmd=None if records.own_pid_file else argv) if recorded else None
     if recorded and why is None:
         pid = recorded["pid"]
         if health.state == "down" and recorded.get("state") == "starting":
             # a service still importing refuses connections: give it its start-up time before replacing it
             try:
-                return f"pid {pid} was still starting; {wait_healthy(service_url, sr, None, cwd).detail}"
+                return f"pid {pid} was still starting; {_healthy(service_url, sr, None, records).detail}"
             except AttemptFailed as exc:
                 notes.append(f"pid {pid} never came up ({exc})")
         try:
             how = procs.terminate(pid, sr.kill_grace_seconds, recorded["create_time"])
         except RuntimeError as exc:  # e.g. stuck in uninterruptible I/O: the port stays taken
             raise AttemptFailed(str(exc)) from None
-        procs.clear_stop()  # recovery's own SIGTERM, not the operator's
+        procs.clear_stop(root / workspace.SERVICE_STOPPED)  # recovery's own SIGTERM, not the operator's
         notes.append(f"stopped pid {pid} ({how})")
     elif recorded and procs.alive(recorded["pid"]):
         notes.append(f"left pid {recorded['pid']} alone: {why}")
-    argv = start_argv(service_url, sr)
+    host, port = address(service_url)
+    holder = procs.port_holder(port)
+    if holder is not None:  # restarting would only fail with "address already in use": say whose it is
+        raise CannotRecover(f"port {port} is held by pid {holder[0]} ({holder[1]}), a process selfheal did not "
+                            "start: left alone; stop it, or point the service's URL at the service selfheal starts")
     proc: subprocess.Popen | Forked | None = None
     if standby is not None and argv == standby.argv:
         proc = standby.activate(sr.startup_timeout_seconds)
     how = "forked from the warm standby"
     if proc is None:
         try:
-            proc = procs.spawn(argv, cwd)
+            proc = procs.spawn(argv, root, log_path=records.log)
         except OSError as exc:
             raise AttemptFailed(f"cannot start {shlex.join(argv)}: {exc}") from None
         how = "started"
-    healthy = wait_healthy(service_url, sr, proc, cwd)
-    notes.append(f"{how} pid {proc.pid}; {healthy.detail}")
+        if not records.own_pid_file:
+            procs.write_pid_file(host, port, argv, "started", root / records.pid_file, pid=proc.pid)
+    healthy = _healthy(service_url, sr, proc, records)
+    notes.append(f"{how} pid {proc.pid} ({shlex.join(argv)}); {healthy.detail}" if not records.own_pid_file
+                 else f"{how} pid {proc.pid}; {healthy.detail}")
     return "; ".join(notes)
+
+
+def _healthy(service_url: str, sr: ServiceRecoveryParams, proc: subprocess.Popen | Forked | None,
+             records: Records) -> Health:
+    return wait_healthy(service_url, sr, proc, records.root, check=records.check, log=records.log)
 
 
 def restart_docker(service_url: str, sr: ServiceRecoveryParams) -> str:
