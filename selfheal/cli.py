@@ -255,7 +255,7 @@ def acknowledge(
 def init(
     force: Annotated[bool, typer.Option(help="Overwrite an existing selfheal.yaml")] = False,
     artifact: Annotated[str | None, typer.Option(help="Model artifact to guard when dvc.yaml declares several")] = None,
-    interactive: Annotated[bool, typer.Option(help="Ask for the gate metric, direction, bound and stage")] = False,
+    interactive: Annotated[bool, typer.Option(help="Ask for the gate metric, direction, bound and stage, and the optional data label, drift, retrain and service settings")] = False,
     add_artifact: Annotated[bool, typer.Option(
         "--add-artifact", help="Write an inferred model's artifacts: entry into dvc.yaml")] = False,
 ) -> None:

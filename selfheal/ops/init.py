@@ -21,6 +21,7 @@ from selfheal.core.errors import SelfHealError
 from selfheal.core.project import (
     DATA_FORMATS,
     PROJECT_FILE,
+    READABLE,
     RECORDS,
     Project,
     numeric_keys,
@@ -254,7 +255,37 @@ def build(found: Found, ask: Ask | None = None, records: Path = RECORDS) -> Proj
         raw["data"] = {"deps": [d for d in found.data if d not in fixable], "fix": fixable}
     if found.degrade:
         raw["drill"] = {"degrade": found.degrade}
+    if ask is not None:
+        raw.update(_asked_sections(found, ask, raw.get("data")))
     return parse(raw, "selfheal init")
+
+
+def _asked_sections(found: Found, ask: Ask, data: dict[str, Any] | None) -> dict[str, Any]:
+    """The optional sections a person can name and init cannot find: the label column, a new batch to watch for
+    drift (and the data it is compared with), a retrain command, the service. An empty answer leaves it out."""
+    out: dict[str, Any] = {}
+    tabular = [d for d in found.data if d.endswith(READABLE)]
+    if data is not None:
+        target = ask("data.target: the label column, never filled or capped (empty: none)", "").strip()
+        if target:
+            out["data"] = {**data, "target": target}
+    current = ask("drift.current: a new batch to compare with the training data (CSV/TSV/parquet; empty: no "
+                  "drift section)", "").strip()
+    if current:
+        reference = ask("drift.reference: the data the production model learnt from",
+                        tabular[0] if tabular else "").strip()
+        out["drift"] = {"reference": reference, "current": current}
+    command = ask("retrain.command: a shell command that folds a new batch in and retrains (empty: the repro "
+                  "section)", "").strip()
+    if command:
+        out["retrain"] = {"command": command}
+    start = ask("service.start: the command that starts the model's service, {port} for its port (empty: no "
+                "service section)", "").strip()
+    if start:
+        health = ask("service.health: its URL answering 200 when healthy", "http://127.0.0.1:8080/health").strip()
+        reload = ask("service.reload: a URL to POST after production changed (empty: none)", "").strip()
+        out["service"] = {"start": start, "health": health, **({"reload": reload} if reload else {})}
+    return out
 
 
 HEADER = """# selfheal.yaml: what `selfheal heal` guards in this DVC project (docs/guarding.md lists every key).
@@ -317,7 +348,10 @@ def report(found: Found, project: Project, cwd: Path, answered: bool = False) ->
     else:
         lines.append("drill.degrade is not set: no size param (n_est, epochs, max_iter...) found for the drill's bad "
                      "candidate; name params that make a weak model to drill the gate (docs/guarding.md)")
-    lines.append("drift: and service: are not set (see the commented example at the end of selfheal.yaml)")
+    unset = [name for name in ("drift", "service") if getattr(project, name) is None]
+    if unset:
+        lines.append(f"{' and '.join(f'{n}:' for n in unset)} not set (see the commented example at the end of "
+                     "selfheal.yaml, or `selfheal init --interactive --force`)")
     todo = []
     if gate.bound is None:
         todo.append("gate.bound (the absolute value the metric must meet; none set)")

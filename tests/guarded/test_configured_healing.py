@@ -233,8 +233,20 @@ def test_init_proposes_the_data_section_and_hints_at_drift_and_service(example_c
     out = selfheal("init", cwd=repo).stdout
     config = yaml.safe_load((repo / "selfheal.yaml").read_text())
     assert config["data"]["fix"] == [DATA] and "drift" not in config and "service" not in config
-    assert "set data.target" in out and "drift: and service: are not set" in out
+    assert "set data.target" in out and "drift: and service: not set" in out
     assert "# drift:" in (repo / "selfheal.yaml").read_text()
+    # what init cannot find, a person names when asked: no hand edit of the file
+    answers = ["", "", "0.5", "", "label", "data/current.csv", "", "python src/fold.py data/current.csv data/data.csv",
+               "python src/serve.py {port}", "http://127.0.0.1:8123/health", ""]
+    asked = sandbox.run(["selfheal", "init", "--interactive", "--force"], repo, input="\n".join(answers) + "\n")
+    assert "drift: and service: not set" not in asked.stdout
+    config = yaml.safe_load((repo / "selfheal.yaml").read_text())
+    assert config["gate"]["bound"] == 0.5 and config["data"] == {"fix": [DATA], "target": "label"}
+    assert config["drift"] == {"reference": DATA, "current": "data/current.csv", "drift_threshold": 0.5,
+                               "auto_retrain_enabled": True}
+    assert config["retrain"]["command"] == "python src/fold.py data/current.csv data/data.csv"
+    assert (config["service"]["start"], config["service"]["health"]) == ("python src/serve.py {port}",
+                                                                         "http://127.0.0.1:8123/health")
 
 
 def test_recover_without_a_service_section_says_what_to_add(example: Path, copy_of: Callable[[Path], Path]) -> None:
