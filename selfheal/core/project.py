@@ -64,6 +64,8 @@ class ReproSection(_Section):
         return None if self.command else ["repro", *([self.target] if self.target else [])]
 
 
+# a stage's own code and settings: a change reruns the stage, but it is not data a candidate is made from
+CODE_SUFFIXES = (".py", ".r", ".R", ".sh", ".ipynb", ".jl", ".scala", ".java", ".js", ".ts", ".sql", ".toml", ".cfg")
 DATA_FORMATS = (".csv", ".parquet")  # what data.fix can fix in place
 READABLE = (*DATA_FORMATS, ".tsv")  # what data checks and drift read
 _URL = r"^https?://[^\s/]+"

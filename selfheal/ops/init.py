@@ -19,6 +19,7 @@ import yaml
 from selfheal.core import atomic, workspace
 from selfheal.core.errors import SelfHealError
 from selfheal.core.project import (
+    CODE_SUFFIXES,
     DATA_FORMATS,
     PROJECT_FILE,
     READABLE,
@@ -33,11 +34,9 @@ from selfheal.versions import registry, vcs
 
 Ask = Callable[[str, str], str]  # (question, default) -> answer
 _MINIMISE = re.compile(r"loss|err|rmse|mse|mae|mape|perplexity|latency", re.IGNORECASE)
-# a stage's own code: a change to it reruns the stage, but it is not data a new candidate is made from
 # a size of the model or of its training: set to 1, the candidate is far weaker (the drill's bad candidate)
 _SIZE = re.compile(r"^(n_est|n_estimators|n_trees|num_trees|max_iter|n_iter|iterations|epochs|n_epochs|num_epochs|"
                    r"num_boost_round|num_rounds|max_depth|num_leaves|hidden_size|hidden_units|units)$", re.IGNORECASE)
-_CODE = (".py", ".r", ".R", ".sh", ".ipynb", ".jl", ".scala", ".java", ".js", ".ts", ".sql", ".toml", ".cfg")
 
 
 class InitError(SelfHealError):
@@ -206,7 +205,7 @@ def discover(cwd: Path, artifact: str | None = None, ask: Ask | None = None) -> 
     made = {o for st in stages.values() for o in st.outs}
     inputs = [d for st in stages.values() for d in st.deps
               if not any(d == o or Path(o) in Path(d).parents for o in made)]
-    inputs = [d for d in dict.fromkeys(inputs) if not d.endswith(_CODE) and d != str(workspace.PARAMS)
+    inputs = [d for d in dict.fromkeys(inputs) if not d.endswith(CODE_SUFFIXES) and d != str(workspace.PARAMS)
               and not Path(d).name.startswith("params")]
     return Found(full, path, list(models), version_stages, metrics, key, metrics_file,
                  [v.name for v in known], gto_stages, [d for d in inputs if not (cwd / d).is_dir()],

@@ -6,6 +6,11 @@ direction and an absolute bound in selfheal.yaml. What depends on production is 
 promoting, against whatever the registry says production is then: how much worse the candidate's metric is
 than production's (relative to its size), and whether its input columns are production's (its clients would
 get 422 otherwise).
+
+Like with like: when the candidate was evaluated on the very data production was (the evaluating stage's data
+deps - its inputs but the model and code - pin the same md5s in both dvc.lock files), no drop at all is
+allowed: a model worse on the same holdout is worse. The relative allowance is for new evaluation data, where
+the two scores are not comparable to the last digit. The verdict says which case it judged.
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ from typing import Any
 
 from selfheal.core import atomic, workspace
 from selfheal.core.errors import SelfHealError
-from selfheal.core.project import Project, dig, parse_metrics
+from selfheal.core.project import CODE_SUFFIXES, Project, dig, parse_metrics
+from selfheal.versions import vcs
 from selfheal.versions.catalog import Versions
 from selfheal.versions.registry import Version
 
@@ -52,9 +58,10 @@ def _schema_reason(changes: list[str], production: dict[str, Any]) -> str:
     return f"input columns and types match production {version}"
 
 
-def against_production(name: str, metric: float, max_relative_drop: float,
-                       production: dict[str, Any]) -> tuple[bool, str, float | None]:
-    """(passed, reason, relative drop) versus the production version's recorded metric."""
+def against_production(name: str, metric: float, max_relative_drop: float, production: dict[str, Any],
+                       case: str | None = None) -> tuple[bool, str, float | None]:
+    """(passed, reason, relative drop) versus the production version's recorded metric; `case` says why the
+    allowance is what it is (the same evaluation data: none)."""
     version, prod = production["version"], production.get("metric")
     if production.get("metric_name", name) != name or not isinstance(prod, (int, float)):
         return True, f"production {version} has no recorded {name}: no comparison", None
@@ -62,12 +69,40 @@ def against_production(name: str, metric: float, max_relative_drop: float,
     drop = (prod - metric) / (abs(prod) or 1.0)
     change = f"improved {-drop:.1%}" if drop < 0 else f"dropped {drop:.1%}"
     reason = (f"{name} {metric:.3f} {change} versus production {version} ({prod:.3f}), "
-              f"max {max_relative_drop * 100:g}%")
+              + (case or f"max {max_relative_drop * 100:g}%"))
     return drop <= max_relative_drop, reason, drop
 
 
+def evaluation_data(lock: dict[str, Any], project: Project) -> dict[str, str]:
+    """{path: md5} of what the stage writing the gate's metrics evaluated on: its deps but the model and code."""
+    metrics = Path(project.gate.metrics)
+    stage = next((entry for entry in lock.values()
+                  if any(metrics == Path(out) or Path(out) in metrics.parents for out in vcs.hashes(entry))), None)
+    if stage is None:
+        return {}
+    model = set(project.model.outs)
+    return {path: md5 for path, md5 in vcs.hashes(stage, "deps").items()
+            if path not in model and not path.endswith(CODE_SUFFIXES) and md5}
+
+
+def same_data(project: Project, cwd: Path, versions: Versions, production: Version | None) -> str | None:
+    """The evaluation data the candidate and production share (a comma-separated list), None when it differs or
+    cannot be told (no production, no evaluating stage in a lock)."""
+    if production is None:
+        return None
+    now = evaluation_data(vcs.read_lock(cwd / workspace.DVC_LOCK), project)
+    return ", ".join(sorted(now)) if now and now == evaluation_data(versions.lock(production), project) else None
+
+
+def _allowance(allowed: float, shared: str | None) -> tuple[float, str | None]:
+    """The drop allowed, and why when none is: the candidate was evaluated on production's very data."""
+    if shared:
+        return 0.0, f"no drop allowed: same evaluation data as production ({shared})"
+    return allowed, None
+
+
 def judge(validation: dict[str, Any], production: dict[str, Any] | None, max_relative_drop: float,
-          features: list[dict[str, Any]] | None) -> dict[str, Any]:
+          features: list[dict[str, Any]] | None, shared: str | None = None) -> dict[str, Any]:
     """The stage's own verdict with the production checks added. `passed`: every check passed;
     `passed_except_schema` tells a good model whose inputs changed (a person decides) from a bad one."""
     own_passed = bool(validation.get("passed"))
@@ -79,8 +114,9 @@ def judge(validation: dict[str, Any], production: dict[str, Any] | None, max_rel
         reasons.append("no production model to compare with")
     else:
         if isinstance(metric, (int, float)) and metric == metric:  # not NaN: an undefined metric already failed
+            allowed, case = _allowance(max_relative_drop, shared)
             ok, reason, relative_drop = against_production(str(validation.get("metric_name")), float(metric),
-                                                           max_relative_drop, production)
+                                                           allowed, production, case)
             reasons.append(reason)
             if not ok:
                 failures.append(reason)
@@ -104,7 +140,7 @@ def judge(validation: dict[str, Any], production: dict[str, Any] | None, max_rel
     }
 
 
-def _own_pipeline(cwd: Path, production: dict[str, Any] | None) -> dict[str, Any] | None:
+def _own_pipeline(cwd: Path, production: dict[str, Any] | None, shared: str | None) -> dict[str, Any] | None:
     """Our pipeline's verdict: the validate stage's record (threshold, baseline gain, degenerate output), judged
     against production's metric and input schema; None before the pipeline validated a model."""
     from selfheal.core.config import load_params
@@ -115,11 +151,11 @@ def _own_pipeline(cwd: Path, production: dict[str, Any] | None) -> dict[str, Any
     meta = atomic.read_json(cwd / workspace.MODEL_META, {}) or {}
     features = meta.get("features") if meta.get("md5") == validation.get("model_md5") else None
     drop = load_params(cwd / workspace.PARAMS).model_validation.max_relative_drop
-    return judge(validation, production, drop, features if isinstance(features, list) else None)
+    return judge(validation, production, drop, features if isinstance(features, list) else None, shared)
 
 
 def _metric_gate(project: Project, cwd: Path, production: dict[str, Any] | None,
-                 production_metric: float | None) -> dict[str, Any]:
+                 production_metric: float | None, shared: str | None) -> dict[str, Any]:
     """Any DVC project's verdict: the configured metric against the absolute bound, then against production's."""
     gate = project.gate
     path = cwd / gate.metrics
@@ -132,13 +168,14 @@ def _metric_gate(project: Project, cwd: Path, production: dict[str, Any] | None,
         word = ("below" if gate.direction == "max" else "above") if worse(metric, gate.bound) else "within"
         checks.append((not worse(metric, gate.bound), f"{gate.key} {metric:.4f} {word} bound {gate.bound:g}"))
     relative = None
+    allowed, case = _allowance(gate.max_relative_change, shared)
     if production is not None and production_metric is not None and production_metric != 0:
         relative = ((production_metric - metric if gate.direction == "max" else metric - production_metric)
                     / abs(production_metric))
         change = f"{relative:.1%} worse than" if relative > 0 else f"{-relative:.1%} better than"
-        checks.append((relative <= gate.max_relative_change,
-                       f"{gate.key} {metric:.4f} is {change} production {production['version']} "
-                       f"{production_metric:.4f} (max {gate.max_relative_change:.0%} worse)"))
+        checks.append((relative <= allowed, f"{gate.key} {metric:.4f} is {change} production "
+                                            f"{production['version']} {production_metric:.4f} "
+                                            f"({case or f'max {allowed:.0%} worse'})"))
     elif production is None:
         checks.append((True, "no production model to compare with"))
     elif production_metric is None:
@@ -147,7 +184,7 @@ def _metric_gate(project: Project, cwd: Path, production: dict[str, Any] | None,
     passed = all(ok for ok, _ in checks)
     return {"metric_name": gate.key, "metric": metric, "threshold": gate.bound, "passed": passed,
             "passed_except_schema": passed, "schema_changes": [], "reasons": [r for _, r in checks],
-            "failures": [r for ok, r in checks if not ok], "max_relative_drop": gate.max_relative_change,
+            "failures": [r for ok, r in checks if not ok], "max_relative_drop": allowed,
             "production_version": production["version"] if production else None,
             "production_metric": production_metric, "relative_drop": relative}
 
@@ -161,6 +198,7 @@ def verdict(project: Project, cwd: Path, versions: Versions, production: Version
     """The gate's verdict on the workspace candidate against `production` (None: the first version), one
     interface for every project kind: our pipeline's richer verdict, or the configured dotted-key metric."""
     record = versions.record(production) if production else None
+    shared = same_data(project, cwd, versions, production)
     if project.kind == "selfheal":
-        return _own_pipeline(cwd, record)
-    return _metric_gate(project, cwd, record, versions.metric(production) if production else None)
+        return _own_pipeline(cwd, record, shared)
+    return _metric_gate(project, cwd, record, versions.metric(production) if production else None, shared)

@@ -94,3 +94,59 @@ def test_production_recorded_before_the_schema_is_not_compared() -> None:
     v = judged("regression", {"r2": 0.82}, 0.70, 0.05, PROD_V3, [], FEATURES)
     assert v["passed"] is True and v["schema_changes"] == []
     assert v["reasons"][-1] == "production v3 records no input schema: not compared"
+
+
+def test_on_the_same_evaluation_data_no_drop_is_allowed_and_the_verdict_says_so() -> None:
+    """Within the 5 % allowance, but worse on production's very holdout: refused; on new data: allowed."""
+    worse = verdict("regression", {"r2": 0.80}, 0.70, [])
+    same = judge(worse, PROD_V3, 0.05, None, shared="data/split/holdout.parquet")
+    assert same["passed"] is False and same["max_relative_drop"] == 0.05
+    assert same["failures"] == ["r2 0.800 dropped 1.2% versus production v3 (0.810), no drop allowed: same "
+                                "evaluation data as production (data/split/holdout.parquet)"]
+    assert judge(worse, PROD_V3, 0.05, None)["passed"] is True  # new data: the allowance applies
+    equal = judge(verdict("regression", {"r2": 0.81}, 0.70, []), PROD_V3, 0.05, None, shared="holdout")
+    assert equal["passed"] is True  # as good as production on the same data: no worse
+
+
+def test_the_evaluation_data_is_the_evaluating_stages_deps_but_model_and_code() -> None:
+    from selfheal.core.project import parse
+    from selfheal.versions.gate import evaluation_data
+
+    project = parse({"kind": "dvc", "model": {"artifact": "m", "outs": ["model.pkl"], "stages": ["train", "evaluate"]},
+                     "gate": {"metrics": "eval/metrics.json", "key": "auc"}})
+    lock = {"train": {"deps": [{"path": "data/features", "md5": "f.dir"}], "outs": [{"path": "model.pkl", "md5": "m"}]},
+            "evaluate": {"deps": [{"path": "model.pkl", "md5": "m"}, {"path": "data/features", "md5": "f.dir"},
+                                  {"path": "src/evaluate.py", "md5": "c"}],
+                         "outs": [{"path": "eval/metrics.json", "md5": "e"}]}}
+    assert evaluation_data(lock, project) == {"data/features": "f.dir"}
+    assert evaluation_data({"train": lock["train"]}, project) == {}  # no stage writes the metrics: unknown
+    lock["evaluate"]["outs"] = [{"path": "eval", "md5": "e.dir"}]  # the metrics file inside a directory output
+    assert evaluation_data(lock, project) == {"data/features": "f.dir"}
+
+
+@pytest.mark.slow
+def test_the_gate_tells_the_same_holdout_from_new_data_in_a_real_repository(promoted, workdir) -> None:
+    """New params on the same raw data: the same holdout as production, so no drop is allowed (and the verdict
+    says so); new raw data: a new holdout, the configured allowance."""
+    from selfheal.core.project import current
+    from selfheal.versions.catalog import Versions
+    from selfheal.versions.gate import judged
+    from tests.heal_support import run, set_max_iter
+
+    repo = workdir(promoted)
+    set_max_iter(repo, 150)
+    run(["dvc", "repro", "validate"], repo)
+    same = judged(Versions(current(repo), repo))
+    assert same is not None and "same evaluation data as production (data/split/holdout.parquet)" in same["reasons"][-2]
+    import pandas as pd
+
+    from selfheal.pipeline.synth import make_housing
+
+    raw = repo / "data/raw/housing.csv"
+    header = list(pd.read_csv(raw, nrows=0).columns)
+    with open(raw, "a", encoding="utf-8") as fh:  # new rows: a new split, a new holdout
+        fh.write(make_housing(300, seed=99)[header].to_csv(index=False, header=False))
+    run(["dvc", "repro", "validate"], repo)
+    new = judged(Versions(current(repo), repo))
+    assert new is not None and "same evaluation data" not in " ".join(new["reasons"])
+    assert any("versus production v0.0.1" in r and r.endswith("max 5%") for r in new["reasons"])
