@@ -375,7 +375,7 @@ def promote(
         " --force" if force else "")
     with _acting("promote", params, config, wait) as project:
         run_promote(project, reason=reason, reload=_service_reloader(project, params, config),
-                    accept_schema_change=accept_schema_change, force=force)
+                    accept_schema_change=accept_schema_change, force=force, by_person=True)
 
 
 @app.command()

@@ -9,16 +9,19 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-from filelock import FileLock
+from typing import TYPE_CHECKING, Any
 
 from selfheal.core import atomic
 from selfheal.core.clock import now_iso
 from selfheal.core.errors import SelfHealError
 
+if TYPE_CHECKING:
+    from filelock import FileLock
+
 
 def _lock(path: Path) -> FileLock:
+    from filelock import FileLock  # writing only: reading a log (a healthy heal) needs no lock
+
     path.parent.mkdir(parents=True, exist_ok=True)
     return FileLock(str(path) + ".lock", timeout=60)
 

@@ -75,6 +75,7 @@ DRIFT_CHECKED = STATE_DIR / "drift.json"  # the last drift measurement and the m
 STATUS = STATE_DIR / "status.json"  # `selfheal status` of a configured project
 FAILED_CANDIDATE = STATE_DIR / "failed_candidate.json"  # the last candidate that failed to build, and its inputs
 REJECTED_PARAMS = STATE_DIR / "rejected_params.json"  # {params file: md5} of a candidate the gate rolled back
+HELD_BACK = STATE_DIR / "held_back.json"  # {md5: version, by, at}: models a person rolled back from
 ESCALATED = STATE_DIR / "escalated.json"  # {issue: reason, since} a person must acknowledge (core/escalation.py)
 
 # `make report`

@@ -205,6 +205,9 @@ def _model_step(project: Project, cwd: Path, remember: bool) -> Decision:
     if verdict is None:
         return Decision("model", "refuse", f"{project.gate.metrics}: not found; run `dvc repro`")
     reasons = verdict["failures"]
+    hold = _held_back(project, cwd, ident)
+    if not reasons and hold:
+        return Decision("model", "report", hold)
     if not reasons:
         against = f" vs {prod.tag}" if prod else " (first production version)"
         return Decision("model", "promote",
@@ -213,6 +216,14 @@ def _model_step(project: Project, cwd: Path, remember: bool) -> Decision:
         return Decision("model", "refuse", "candidate fails the gate and no production version exists: "
                     + "; ".join(reasons))
     return Decision("model", "rollback", "candidate fails the gate: " + "; ".join(reasons))
+
+
+def _held_back(project: Project, cwd: Path, ident: str | None) -> str | None:
+    """Why a candidate that passes is not promoted: a person rolled back from this very model."""
+    from selfheal.versions.rollback import held_back, hold_note
+
+    hold = held_back(project, cwd).get(ident or "")
+    return None if hold is None else f"the candidate passes the gate, but {hold_note(hold)}"
 
 
 def _drift_step(project: Project, cwd: Path, remember: bool) -> Decision | None:

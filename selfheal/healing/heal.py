@@ -20,6 +20,7 @@ from selfheal.healing.policy import ISSUES, Decision, Observations, plan
 from selfheal.healing.retrain import batch_trained_by, last_retrain_time
 from selfheal.versions import gate, vcs
 from selfheal.versions.catalog import Versions
+from selfheal.versions.rollback import held_back, hold_note
 
 STAGES = ("fix_data", "train", "validate", "monitor")
 LOGS = {"data_quality": workspace.DATA_FIX_LOG, "model": workspace.ROLLBACK_LOG, "drift": workspace.RETRAINING_LOG,
@@ -76,6 +77,7 @@ def observe(params: Params, cwd: Path = Path(".")) -> Observations:
         validation=_judged(cwd, versions),
         production=production,
         registered_md5s=frozenset(filter(None, map(versions.identity, versions.known))),
+        held_back={md5: hold_note(hold) for md5, hold in held_back(versions.project, cwd).items()},
         drift=drift,
         drift_path=str(workspace.DRIFT),
         # a report from before drift.json named its model: the model the monitor stage last read (dvc.lock)
@@ -220,5 +222,7 @@ def heal(params: Params, plan_only: bool = False) -> int:
             duration_s=round(time.perf_counter() - started, 2),
         )
         write_status()
-    print("heal: healthy" if not acted and not failed else f"heal: {'done' if not failed else 'needs attention'}")
+    reported = any(r.decision.action == "report" for r in results)  # something left as it is: said, not "healthy"
+    print(f"heal: {'done' if not failed else 'needs attention'}" if acted or failed else
+          "heal: nothing to do, but see the report above" if reported else "heal: healthy")
     return 1 if failed else 0

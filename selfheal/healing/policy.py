@@ -43,6 +43,7 @@ class Observations:
     validation: dict[str, Any] | None = None
     production: dict[str, Any] | None = None
     registered_md5s: frozenset[str] = frozenset()
+    held_back: dict[str, str] = field(default_factory=dict)  # md5 -> why: models a person rolled back from
     drift: dict[str, Any] | None = None  # metrics/drift.json; None when missing or unreadable
     drift_path: str = "the drift report"  # workspace.DRIFT, for messages
     drift_model_md5: str | None = None  # the model the drift report describes
@@ -208,6 +209,8 @@ def _gate(obs: Observations, params: Params) -> Decision:
         why = ("registered earlier: assign it production again" if candidate in obs.registered_md5s
                else "promote it to production")
         passed = f"model {str(candidate)[:12]} passed validation ({score})"
+        if candidate in obs.held_back:
+            return Decision("gate", "report", f"{passed}, but {obs.held_back[candidate]}")
         stale = _stale_monitoring(obs)
         if stale:
             return Decision("gate", "report", f"{passed}, but monitoring is not current ({stale}): not promoted "

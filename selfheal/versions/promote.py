@@ -121,9 +121,11 @@ def _commit(cwd: Path, meta: dict[str, Any], artifact: str, reason: str) -> str:
 
 
 def promote(project: Project | None = None, *, reason: str = "passed the gate", reload: Reload | None = None,
-            cwd: str | Path = ".", accept_schema_change: bool = False, force: bool = False) -> dict:
+            cwd: str | Path = ".", accept_schema_change: bool = False, force: bool = False,
+            by_person: bool = False) -> dict:
     """Make the workspace candidate production; returns the audit entry.
 
+    `by_person`: `selfheal promote` (not heal), which also promotes a model a person rolled back from.
     The gate judges it against the registry's production, read after fetching the shared registry when one is
     configured (registry.shared_remote). There the version number and the production assignment are claimed: a
     runner that loses a claim reads the registry again and judges again against whatever production is now, so
@@ -141,8 +143,13 @@ def promote(project: Project | None = None, *, reason: str = "passed the gate", 
     if overridden:
         print(f"⚠️  --force: promoting past the gate: {'; '.join(overridden)}")
     with journal.intent("promote", cwd / project.record(workspace.HEAL_LOG), reason, md5=ident):
-        return _promote(project, cwd, verdict, ident, hashes, reason, reload, shared, accept_schema_change,
-                        overridden)
+        entry = _promote(project, cwd, verdict, ident, hashes, reason, reload, shared, accept_schema_change,
+                         overridden)
+    if by_person:  # a person promoting a model they rolled back from lifts their hold on it
+        from selfheal.versions.rollback import release
+
+        release(project, ident, cwd)
+    return entry
 
 
 def _promote(project: Project, cwd: Path, verdict: dict[str, Any], ident: str, hashes: dict[str, str], reason: str,

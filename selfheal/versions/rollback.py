@@ -48,6 +48,27 @@ def choose_target(bad: str | None, known: list[Version], history: list[registry.
     return None
 
 
+def held_back(project: Project, cwd: str | Path = ".") -> dict[str, dict[str, Any]]:
+    """{model identity: {version, at, ...}} of the models a person rolled back from (`selfheal rollback --version`):
+    heal does not promote them again - a rebuild from the same inputs (DVC's run cache) makes the same bytes - until
+    their inputs or code change (other bytes), or a person promotes one (`selfheal promote`)."""
+    data = audit.read(Path(cwd) / project.record(workspace.HELD_BACK), {})
+    return data if isinstance(data, dict) else {}
+
+
+def hold_note(hold: dict[str, Any]) -> str:
+    """Why heal leaves a held-back model alone, for its report."""
+    return (f"it is {hold.get('version')}, which a person rolled back from at {hold.get('at')}: not promoted again "
+            "until its inputs or code change (other bytes), or `selfheal promote` promotes it")
+
+
+def release(project: Project, ident: str | None, cwd: str | Path = ".") -> None:
+    """A person promoted this model: it is no longer held back."""
+    if ident and ident in held_back(project, cwd):
+        audit.update(Path(cwd) / project.record(workspace.HELD_BACK),
+                     lambda data: {k: v for k, v in (data or {}).items() if k != ident}, default={})
+
+
 def rejected_versions(project: Project, cwd: str | Path = ".") -> set[str]:
     """Versions an automatic rollback took out of production (`rejected_version` in the rollback log) that no
     person has brought back since: a manual `selfheal rollback --version` to it, or a promotion of it, clears it."""
@@ -188,6 +209,10 @@ def rollback(
         mlflow_version = registry.mlflow_alias(target, ident, cwd)  # bookkeeping (seconds of MLflow imports), after
         entry = audit.append(log, action, reason, True, **done, assigned=assigned, service_reloaded=reloaded,
                              mlflow_version=mlflow_version, duration_s=recovered_s)
+        if action == "manual_rollback" and bad and bad != ident:  # a person's choice sticks (see held_back)
+            audit.update(cwd / project.record(workspace.HELD_BACK), lambda data: {
+                **(data or {}), bad: {"version": details["failed_version"], "at": entry["timestamp"],
+                                      "restored": target.name}}, default={})
     print(f"✅ Successfully rolled back: {', '.join(project.model.outs)} are {target.tag}'s (md5 {ident}, verified)")
     if details["failed_md5"] and details["failed_md5"] != ident:
         print(f"   {kept_line(details, 'failed' if action == 'auto_rollback' else 'replaced')}")

@@ -145,3 +145,25 @@ def test_no_promotion_while_drift_cannot_be_measured(promoted: Path, workdir) ->
     proc = selfheal("heal", cwd=repo)
     assert read(repo, "metrics/records/drift.json")["model_md5"] == model_md5(repo)
     assert production_of(repo)["version"] == "v0.0.2"
+
+
+def test_a_persons_rollback_sticks_until_they_promote_again(two_versions: Path, workdir) -> None:
+    """A person rolls production back from v0.0.2 to v0.0.1; `dvc repro` then rebuilds v0.0.2's very bytes (same
+    data, params and code), and heal leaves them alone instead of promoting them again; `selfheal promote` is
+    the person's way back."""
+    repo = workdir(two_versions)
+    assert production_of(repo)["version"] == "v0.0.2"
+    v2 = model_md5(repo)
+    selfheal("rollback", "--version", "v0.0.1", cwd=repo)
+    assert production_of(repo)["version"] == "v0.0.1"
+    run(["dvc", "repro"], repo)
+    assert model_md5(repo) == v2  # the replaced model, rebuilt
+
+    healed = selfheal("heal", cwd=repo)
+    assert production_of(repo)["version"] == "v0.0.1"  # the person's choice stands
+    assert "which a person rolled back from" in healed.stdout and "heal: healthy" not in healed.stdout
+    assert "promote" not in [line.split()[2] for line in healed.stdout.splitlines() if line.startswith("heal: gate")]
+
+    selfheal("promote", cwd=repo)
+    assert production_of(repo)["version"] == "v0.0.2" and model_md5(repo) == v2
+    assert audit.read(repo / workspace.HELD_BACK, {}) == {}  # the hold is lifted: heal may promote it again
