@@ -8,6 +8,7 @@ service process answering its health URL, and the process table.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import socket
@@ -345,3 +346,27 @@ def test_a_hung_process_on_the_port_that_selfheal_did_not_start_is_named_and_lef
     finally:
         other.kill()
         other.wait()
+
+
+def test_a_persons_rollback_sticks_on_a_guarded_project(example: Path, copy_of: Callable[[Path], Path]) -> None:
+    """A new version from new data, then a person's `selfheal rollback --version v1.0.0`: `dvc repro` rebuilds the
+    replaced model's bytes, heal reports instead of promoting them again, `selfheal promote` brings them back."""
+    repo = copy_of(example)
+    configure(repo, gate={"max_relative_change": 0.5})  # new data, not a better model: let it in
+    data = repo / "data/data.tsv"
+    extra = repo / "extra.tsv"
+    foreign.write_data(extra, 80, seed=21)
+    data.write_text(data.read_text() + "".join(extra.read_text().splitlines(keepends=True)[1:]))
+    extra.unlink()
+    assert "Promoted" in selfheal("heal", cwd=repo).stdout
+    newer = (repo / "model.pkl").read_bytes()
+    selfheal("rollback", "--version", "v1.0.0", cwd=repo)
+    sandbox.run(["dvc", "repro", "-q"], repo)
+    assert (repo / "model.pkl").read_bytes() == newer  # the replaced model, rebuilt from the same inputs
+    healed = selfheal("heal", cwd=repo).stdout
+    assert "which a person rolled back from" in healed and "Promoted" not in healed
+    assert "heal: healthy" not in healed
+    production = sandbox.run(["gto", "show", "--json"], repo).stdout
+    assert json.loads(production)[foreign.ARTIFACT]["stage"]["prod"] == "v1.0.0"  # GTO's own reading
+    assert "Promoted" in selfheal("promote", cwd=repo).stdout
+    assert "heal: healthy" in selfheal("heal", cwd=repo).stdout
