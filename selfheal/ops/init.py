@@ -145,6 +145,12 @@ def _inferred_models(pipeline: Pipeline, cwd: Path) -> dict[str, str]:
 
 def discover(cwd: Path, artifact: str | None = None, ask: Ask | None = None) -> Found:
     """Everything init can learn from dvc.yaml, the workspace metrics and the git tags; errors say what to add."""
+    if vcs.dvc_root(cwd) is not None and not (cwd / workspace.DVC_YAML).is_file():
+        found = sorted(str(p.parent.relative_to(cwd)) for p in cwd.glob(f"**/{workspace.DVC_YAML}")
+                       if not {".dvc", ".git", ".selfheal"} & set(p.relative_to(cwd).parts))
+        if found:  # a monorepo: each pipeline is guarded from its own folder
+            raise InitError(f"no dvc.yaml here, but in {', '.join(f + '/' for f in found[:5])}: run `selfheal init` "
+                            "in the folder of the pipeline to guard (each has its own selfheal.yaml)")
     if vcs.dvc_root(cwd) is None or not (cwd / workspace.DVC_YAML).is_file():
         raise InitError("no DVC pipeline here (.dvc/ and dvc.yaml are needed): run `dvc init` and declare your "
                         "stages in dvc.yaml, then `selfheal init` again")

@@ -168,6 +168,9 @@ def test_a_pipeline_in_a_folder_of_the_repository_is_guarded_with_gtos_names(tmp
     as GTO does (`pipelines/rf:rf_model`, tags `pipelines/rf=rf_model@...`), and heal promotes and rolls back."""
     repo = _repo(tmp_path / "mono", {"artifacts": {"rf_model": {"path": "models/rf_model.pkl", "type": "model"}},
                                      **PLAIN}, folder="pipelines/rf")
+    top = _run("selfheal", "init", cwd=repo.parents[1], check=False)  # at the repository's top: where to go
+    assert top.returncode == 1 and "no dvc.yaml here, but in pipelines/rf/: run `selfheal init` in the folder" \
+        in top.stderr
     out = _run("selfheal", "init", cwd=repo).stdout
     assert "found model artifact pipelines/rf:rf_model at models/rf_model.pkl" in out
     config = yaml.safe_load((repo / "selfheal.yaml").read_text())
