@@ -149,8 +149,14 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         except (ValueError, TypeError) as exc:  # the model refused values the schema let through
             return _error(422, f"the model could not score the input: {exc}")
         metrics.prediction_rows += len(records)
-        return JSONResponse({"predictions": predictions, "model_version": snapshot.version,
-                             "model_md5": snapshot.model.md5})
+        answer = {"predictions": predictions, "model_version": snapshot.version, "model_md5": snapshot.model.md5}
+        unseen = snapshot.schema.unseen(records)
+        if unseen:  # scored, as the model's encoder does, and said
+            for name, values in unseen.items():
+                metrics.unseen_categories[name] += sum(r[name] in values for r in records)
+            answer["warnings"] = [f"field {name!r}: {', '.join(map(repr, values[:5]))} not seen in training: scored "
+                                  "as no known category" for name, values in unseen.items()]
+        return JSONResponse(answer)
 
     @app.get("/schema")
     async def schema() -> JSONResponse:

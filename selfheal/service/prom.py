@@ -21,6 +21,7 @@ class Metrics:
         self.latency_buckets: dict[str, list[int]] = defaultdict(lambda: [0] * (len(BUCKETS) + 1))
         self.latency_sum: dict[str, float] = defaultdict(float)
         self.prediction_rows = 0
+        self.unseen_categories: dict[str, int] = defaultdict(int)  # column -> values scored as no known category
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests[(method, route, status)] += 1
@@ -60,6 +61,10 @@ class Metrics:
             out.append(f'selfheal_http_request_duration_seconds_count{{route="{route}"}} {cumulative}')
         family("selfheal_predictions_total", "counter", "Records scored.")
         out.append(f"selfheal_predictions_total {self.prediction_rows}")
+        family("selfheal_unseen_categories_total", "counter",
+               "Values of a categorical column the model never saw in training (scored as no known category).")
+        for column, n in sorted(self.unseen_categories.items()):
+            out.append(f'selfheal_unseen_categories_total{{column="{_esc(column)}"}} {n}')
         family("selfheal_predict_batches_total", "counter", "Model calls (concurrent requests share one call).")
         out.append(f"selfheal_predict_batches_total {batches}")
         family("selfheal_model_reloads_total", "counter", "Model reloads by result.")

@@ -2,8 +2,9 @@
 
 Typed and closed: numeric columns take JSON numbers only (no strings, booleans, NaN or infinity; null only for a
 column model.json marks `nullable`: it had missing values in training, and the model fills them),
-categorical columns take values of the type their training categories had (unseen values are allowed: the
-model's encoder tolerates them), and unknown or missing fields are rejected. The body is validated straight from
+categorical columns take values of the type their training categories had (unseen values are scored - the model's
+encoder reads them as no known category - and named in the answer's `warnings` and counted in /metrics), and
+unknown or missing fields are rejected. The body is validated straight from
 its JSON bytes by pydantic-core, so the check costs microseconds and never reaches the model with bad input.
 """
 
@@ -56,6 +57,7 @@ class PredictResponse(BaseModel):
     predictions: list[float | int | str | bool] = Field(description="one per record, in request order")
     model_version: str | None = Field(description="the registered version that scored the request (model@vX.Y.Z)")
     model_md5: str
+    warnings: list[str] | None = Field(None, description="present when a value was scored as no known category")
 
 
 def _category_type(feature: dict[str, Any]) -> Any:
@@ -95,6 +97,7 @@ class RequestSchema:
     batch: TypeAdapter
     example: dict[str, Any]  # one valid record: smoke-tests a model before it serves
     nullable: tuple[str, ...] = ()  # numeric columns where null means missing (NaN for the model)
+    categories: tuple[tuple[str, frozenset], ...] = ()  # (column, the values seen in training)
 
     @classmethod
     def from_features(cls, features: list[dict[str, Any]], max_batch_size: int) -> RequestSchema:
@@ -107,7 +110,18 @@ class RequestSchema:
         example = {f["name"]: 0.0 if f["kind"] == "numeric" else (f.get("categories") or [""])[0] for f in features}
         names = [f["name"] for f in features]
         nullable = tuple(f["name"] for f in features if f.get("nullable"))
-        return cls(names, max_batch_size, TypeAdapter(record), TypeAdapter(batch), example, nullable)
+        categories = tuple((f["name"], frozenset(f["categories"])) for f in features
+                           if f["kind"] != "numeric" and f.get("categories"))
+        return cls(names, max_batch_size, TypeAdapter(record), TypeAdapter(batch), example, nullable, categories)
+
+    def unseen(self, records: list[dict[str, Any]]) -> dict[str, list[Any]]:
+        """{column: the distinct values the model never saw in training}, for the columns that have any."""
+        out: dict[str, list[Any]] = {}
+        for name, known in self.categories:
+            new = {r[name] for r in records if r[name] not in known}
+            if new:
+                out[name] = sorted(new, key=str)
+        return out
 
     @property
     def max_body_bytes(self) -> int:

@@ -106,6 +106,11 @@ def test_predict_one_record_and_a_batch(serving_a: tuple[str, Path], local: dict
     assert batch.status_code == 200
     preds = batch.json()["predictions"]
     assert len(preds) == 3 and preds[0] == preds[2] == pytest.approx(local["a"]["prediction"])
+    assert "warnings" not in one  # known categories: nothing to say
+    assert batch.json()["warnings"] == ["field 'ocean': 'a category never seen in training' not seen in training: "
+                                        "scored as no known category"]
+    counted = requests.get(url + "/metrics", timeout=5).text
+    assert 'selfheal_unseen_categories_total{column="ocean"} 1' in counted
 
 
 BAD = {
@@ -157,7 +162,7 @@ def test_openapi_describes_predict_from_the_loaded_model(service: tuple[str, Pat
     for code in ("413", "422"):
         assert post["responses"][code]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
     answer = spec["components"]["schemas"]["PredictResponse"]["properties"]
-    assert set(answer) == {"predictions", "model_version", "model_md5"}
+    assert set(answer) == {"predictions", "model_version", "model_md5", "warnings"}
     assert list(spec["paths"]["/metrics"]["get"]["responses"]["200"]["content"]) == ["text/plain"]  # not JSON
     assert requests.get(service[0] + "/docs", timeout=5).status_code == 200
 
