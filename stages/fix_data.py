@@ -20,6 +20,7 @@ def main() -> int:
     from selfheal.core.config import load_params
     from selfheal.pipeline import metrics, partitioned
     from selfheal.pipeline.fixes import summary_lines
+    from selfheal.pipeline.fixreport import changed_columns
 
     params = load_params()
     d, scale = params.data, params.scale
@@ -42,6 +43,9 @@ def main() -> int:
     report = metrics.write(workspace.DATA_QUALITY, workspace.DATA_QUALITY_METRICS, report, metrics.DATA_QUALITY)
     for line in summary_lines(report):
         print(line)
+    changed = changed_columns(report)
+    print("fix_data: changed nothing" if not changed else "\n  ".join(
+        ["fix_data: changed per column (the data_quality switch in brackets turns that fix off):", *changed]))
     return 0
 
 

@@ -215,6 +215,20 @@ def drift_section(current: dict[str, Any] | None, base: dict[str, Any] | None) -
 # --- assembly -------------------------------------------------------------------------------------------
 
 
+def _fixes(quality: dict[str, Any] | None) -> str:
+    """What fix_data changed, per column, with the data_quality switch that turns each fix off."""
+    from selfheal.pipeline.fixreport import changed_columns
+
+    if not isinstance(quality, dict) or "columns" not in quality:
+        return "No data quality record (run `dvc repro fix_data`)."
+    lines = changed_columns(quality)
+    rows = f"{quality.get('rows_in', 0):,} rows in, {quality.get('rows_out', 0):,} rows out"
+    if not lines:
+        return f"Nothing changed: {rows}."
+    return "\n".join([*(f"- {line}" for line in lines), "", f"{rows}; the switch in brackets, set to `false` under "
+                       "`data_quality` in params.yaml, turns that fix off."])
+
+
 def _table_or(text: str, empty: str) -> str:
     """DVC prints a bare header when nothing changed: say so in words instead."""
     return text if len(text.strip().splitlines()) > 2 else empty
@@ -271,6 +285,8 @@ def build_report(base_rev: str = "main", out: Path = workspace.REPORT, assets: P
             "## Plots",
             *images,
             f"Interactive versions (`dvc plots diff`): `{_link(interactive / 'index.html', out)}`.",
+            "## Data fixes (fix_data)",
+            _fixes(atomic.read_json(workspace.DATA_QUALITY)),
             "## Drift",
             drift_section(atomic.read_json(DRIFT), record_at(base, DRIFT)),
             f"## Self-healing actions since `{base.label}` ({base.time:%Y-%m-%d %H:%M:%S} UTC)",

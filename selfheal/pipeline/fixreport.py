@@ -52,3 +52,25 @@ def summary_lines(report: dict) -> list[str]:
     verdict = "valid" if report["valid_after"] else f"still invalid ({'; '.join(report['open_problems'])})"
     lines.append(f"Data {verdict}: {report['rows_in']:,} rows in, {report['rows_out']:,} rows out")
     return lines
+
+
+# what each per-column count is, and the data_quality switch that turns that fix off
+_CHANGES = (("converted", "text made numbers", "fix_dtypes"),
+            ("missing_filled", "missing filled", "fix_missing_values"),
+            ("outliers_capped", "outliers capped", "cap_outliers"))
+
+
+def changed_columns(report: dict) -> list[str]:
+    """One line per column the fix changed values in: how many of each kind, and the data_quality switch that turns
+    it off, so capping real values (say) is seen and can be turned off. Whole rows dropped are a line of their own."""
+    lines = []
+    for col, c in report["columns"].items():
+        parts = [f"{c[key]:,} {what} ({switch})" for key, what, switch in _CHANGES if c.get(key)]
+        if parts:
+            lines.append(f"{col}: {', '.join(parts)}")
+    dropped = [f"{report[key]:,} {what}" for key, what in (("duplicates_removed", "duplicates removed (drop_duplicates)"),
+                                                           ("target_missing_dropped", "without a target dropped"))
+               if report.get(key)]
+    if dropped:
+        lines.append(f"rows: {', '.join(dropped)}")
+    return lines

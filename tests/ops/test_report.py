@@ -50,6 +50,8 @@ def test_report_compares_two_revisions_and_names_the_rollback(project: Path, mon
         assert (project / image).read_bytes().startswith(PNG)
     assert (project / "report/dvc_plots/index.html").exists()
     assert "No drift" in _section(text, "Drift")
+    fixes = _section(text, "Data fixes")  # what fix_data changed, per column, and the switch for each fix
+    assert "missing filled (fix_missing_values)" in fixes and "rows in" in fixes
     assert "No self-healing action was logged." in _section(text, "Self-healing actions")
 
     run(["selfheal", "rollback"], project)  # the gate failed: back to v0.0.1

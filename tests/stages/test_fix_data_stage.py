@@ -40,6 +40,16 @@ def test_default_data_is_fixed_and_the_raw_file_left_alone(tmp_path, monkeypatch
     assert not report["valid_before"] and report["valid_after"]
     assert "Removed 8 duplicate rows" in result.stdout.splitlines()
     assert any(line.startswith("Filled MedInc missing values with median: ") for line in result.stdout.splitlines())
+    # at the end: what changed per column, each with the data_quality switch that turns it off
+    tail = result.stdout.split("fix_data: changed per column (the data_quality switch in brackets turns that fix "
+                               "off):\n")[1].splitlines()
+    columns = {line.split(":")[0].strip(): line for line in tail}
+    filled = report["columns"]["MedInc"]["missing_filled"]
+    assert f"{filled:,} missing filled (fix_missing_values)" in columns["MedInc"]
+    assert columns["rows"].strip() == "rows: 8 duplicates removed (drop_duplicates)"
+    capped = [c for c, v in report["columns"].items() if v.get("outliers_capped")]
+    assert all(f"{report['columns'][c]['outliers_capped']:,} outliers capped (cap_outliers)" in columns[c]
+               for c in capped)
 
 
 def test_a_classification_csv_with_a_categorical_column(tmp_path) -> None:
