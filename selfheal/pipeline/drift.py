@@ -106,11 +106,6 @@ def _typed(frame: pd.DataFrame, kinds: dict[str, str], source: str) -> pd.DataFr
     return out
 
 
-def sample(frame: pd.DataFrame, rows: int | None, seed: int) -> pd.DataFrame:
-    """A seeded sample of `rows` rows (the frame itself when it is not larger)."""
-    return frame if rows is None or len(frame) <= rows else frame.sample(n=rows, random_state=seed)
-
-
 def _kinds(features: list[dict[str, Any]], task: str, prediction_column: str) -> dict[str, str]:
     """The compared columns: the features, then the prediction (and the target, added when present)."""
     return {**{f["name"]: f["kind"] for f in features},
@@ -205,15 +200,32 @@ class Monitored:
     model: Any
 
 
+def scored(batch: pd.DataFrame, model: Any, quality: dict[str, Any] | None, source: str, hint: str = "") -> pd.DataFrame:
+    """A batch as the monitor compares it: the model's features read as fix_data reads them, capped at the fences
+    fix_data capped the training data at (`quality`), and the model's predictions."""
+    current = cap_like_training(coerce_features(batch, model.features, source, hint), model.features, quality)
+    current[PREDICTION] = predict_batch(model.pipeline, current, model.features, source)
+    return current
+
+
+def reference() -> pd.DataFrame:
+    """The train stage's drift reference (a sample of the training rows, with the target and predictions)."""
+    from selfheal.core import workspace
+    from selfheal.pipeline.checks import read_parquet_checked
+
+    return read_parquet_checked(workspace.REFERENCE, "the train stage writes the drift reference; run `dvc repro`")
+
+
 def _batch_part(part: Any, model: Any, quality: dict[str, Any] | None, kinds: dict[str, str], source: str,
                 hint: str) -> Any:
-    """One partition of the current batch, typed, capped like the training data and predicted, then profiled."""
+    """One partition of the current batch, scored, its other compared columns (prediction, target) typed, then
+    profiled."""
     from selfheal.pipeline import engine, profiles
 
-    current = cap_like_training(coerce_features(engine.read_part(part), model.features, source, hint),
-                                model.features, quality)
-    current[PREDICTION] = predict_batch(model.pipeline, current, model.features, source)
-    typed = pd.DataFrame({name: _CONVERT[kind](current[name]) for name, kind in kinds.items()}, index=current.index)
+    current = scored(engine.read_part(part), model, quality, source, hint)
+    features = {f["name"] for f in model.features}  # typed already
+    typed = pd.DataFrame({name: current[name] if name in features else _CONVERT[kind](current[name])
+                          for name, kind in kinds.items()}, index=current.index)
     return profiles.profile_frame(typed, kinds)
 
 
@@ -227,11 +239,10 @@ def monitored(params: Any) -> Monitored:
     from selfheal.core import atomic, workspace
     from selfheal.pipeline import engine, profiles
     from selfheal.pipeline.artifact import load_model
-    from selfheal.pipeline.checks import read_parquet_checked
 
     data, scale = params.data, params.scale
     model = load_model()
-    reference = read_parquet_checked(workspace.REFERENCE, "the train stage writes the drift reference; run `dvc repro`")
+    ref_frame = reference()
     hint = (f"; set data.current in {workspace.PARAMS} to a batch with the columns of the training data "
             f"(data.raw: {data.raw}), e.g. a sample of it")
     parts = engine.partitions(data.current, scale.partition_mb)
@@ -240,7 +251,7 @@ def monitored(params: Any) -> Monitored:
     header = parts[0].header or engine.read_part(parts[0]).columns
     kinds = _kinds(model.features, data.task, PREDICTION)
     outcome = kinds[PREDICTION]
-    if data.target in header and data.target in reference.columns:
+    if data.target in header and data.target in ref_frame.columns:
         kinds[data.target] = outcome
     profile = functools.partial(_batch_part, model=model, quality=atomic.read_json(workspace.DATA_QUALITY),
                                 kinds=kinds, source=data.current, hint=hint)
@@ -251,7 +262,7 @@ def monitored(params: Any) -> Monitored:
     for name, kind in kinds.items():
         if current.columns[name].n == 0:
             raise DataError(f"{data.current}: column {name!r} has no usable values (all missing or not {kind})")
-    ref = _typed(reference, kinds, str(workspace.REFERENCE))
+    ref = _typed(ref_frame, kinds, str(workspace.REFERENCE))
     return Monitored(profiles.profile_frame(ref, kinds), current, kinds, model)
 
 

@@ -20,7 +20,7 @@ from evidently.core.container import MetricContainer
 from evidently.legacy.renderers.html_widgets import CounterData, counter
 from evidently.metrics import ValueDrift
 
-from selfheal.pipeline.drift import PREDICTION, cap_like_training, coerce_features, compared, predict_batch, sample
+from selfheal.pipeline.drift import PREDICTION, compared, reference, scored
 from selfheal.pipeline.profile_drift import dataset_drift
 
 
@@ -105,11 +105,16 @@ def evidently_drift(
 REPORT_ROWS = 100_000  # rows per side in Evidently's HTML: a seeded sample above it
 
 
-def drift_html(reference: pd.DataFrame, current: pd.DataFrame, features: list[dict[str, Any]], target: str,
+def sample(frame: pd.DataFrame, rows: int, seed: int) -> pd.DataFrame:
+    """A seeded sample of `rows` rows (the frame itself when it is not larger)."""
+    return frame if len(frame) <= rows else frame.sample(n=rows, random_state=seed)
+
+
+def drift_html(ref: pd.DataFrame, current: pd.DataFrame, features: list[dict[str, Any]], target: str,
                task: str, drift_threshold: float, prediction_column: str = PREDICTION, seed: int = 42) -> str:
-    """Evidently's standalone HTML report of the same comparison, for people (imports Evidently: seconds). Each
-    side above REPORT_ROWS is shown on a seeded sample of that size."""
-    c = compared(sample(reference, REPORT_ROWS, seed), current, features, target, task, prediction_column)
+    """Evidently's standalone HTML report of the same comparison, for people (imports Evidently: seconds). The
+    reference above REPORT_ROWS is shown on a seeded sample of that size."""
+    c = compared(sample(ref, REPORT_ROWS, seed), current, features, target, task, prediction_column)
     _, snapshot = evidently_drift(c.reference, c.current, c.kinds, ([f["name"] for f in features], drift_threshold))
     return str(snapshot.get_html_str(as_iframe=False))
 
@@ -119,13 +124,10 @@ def report_html(params: Any) -> str:
     capped like the training data and predicted, against the training reference."""
     from selfheal.core import atomic, workspace
     from selfheal.pipeline.artifact import load_model
-    from selfheal.pipeline.checks import read_csv_checked, read_parquet_checked
+    from selfheal.pipeline.checks import read_csv_checked
 
     model = load_model()
-    reference = read_parquet_checked(workspace.REFERENCE, "the train stage writes the drift reference; run `dvc repro`")
     batch = sample(read_csv_checked(params.data.current), REPORT_ROWS, seed=42)
-    current = cap_like_training(coerce_features(batch, model.features, params.data.current), model.features,
-                                atomic.read_json(workspace.DATA_QUALITY))
-    current[PREDICTION] = predict_batch(model.pipeline, current, model.features, params.data.current)
-    return drift_html(reference, current, model.features, params.data.target, params.data.task,
+    current = scored(batch, model, atomic.read_json(workspace.DATA_QUALITY), params.data.current)
+    return drift_html(reference(), current, model.features, params.data.target, params.data.task,
                       params.drift_detection.drift_threshold)
