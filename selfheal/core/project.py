@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from selfheal.core.config import DataQualityParams, _explain, parse_yaml, read_yaml
 from selfheal.core.errors import ConfigError, SelfHealError
+from selfheal.core.workspace import inside
 
 PROJECT_FILE = Path("selfheal.yaml")
 RECORDS = Path(".selfheal")
@@ -170,8 +171,7 @@ class Project(_Section):
 
     @model_validator(mode="after")
     def _records_are_selfheal_own(self) -> Project:
-        if self.kind == "dvc" and any(Path(self.records) == Path(o) or Path(o) in Path(self.records).parents
-                                      for o in self.model.outs):
+        if self.kind == "dvc" and inside(self.records, self.model.outs):
             raise ValueError(f"records: {self.records!r} lies inside a model output; use .selfheal")
         return self
 
@@ -222,6 +222,13 @@ def find(root: str | Path = ".") -> Project | None:
         return None
     project = load(path)
     return project if project.kind == "dvc" else None
+
+
+def at_key(doc: Any, key: str) -> Any:
+    """The value at a dotted key (`train.n_est`) of a parsed YAML or JSON document; None where a part is missing."""
+    for part in str(key).split("."):
+        doc = doc.get(part) if isinstance(doc, dict) else None
+    return doc
 
 
 def dig(doc: Any, key: str, source: str) -> float:

@@ -11,6 +11,7 @@ import hashlib
 import os
 import sys
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 # configuration and DVC's own files
@@ -113,3 +114,9 @@ def project_id(root: str | Path = ".") -> str:
     """
     return os.environ.get(PROJECT_ID_ENV) or hashlib.sha256(str(Path(root).resolve()).encode()).hexdigest()[:16]
 
+
+
+def inside(path: str | Path, outputs: Iterable[str | Path]) -> bool:
+    """Whether `path` is one of `outputs` or lies in one of them (a DVC directory output holds its files)."""
+    path = Path(path)
+    return any(path == Path(out) or Path(out) in path.parents for out in outputs)

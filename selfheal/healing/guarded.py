@@ -25,7 +25,7 @@ from typing import Any
 
 from selfheal.core import atomic, audit, clock, escalation, workspace
 from selfheal.core.errors import SelfHealError
-from selfheal.core.project import Project
+from selfheal.core.project import Project, at_key
 from selfheal.healing.policy import Decision
 from selfheal.versions import catalog, checkout, gate, vcs
 
@@ -107,8 +107,8 @@ def _data_step(project: Project, cwd: Path, remember: bool) -> Decision | None:
         rejected = audit.read(cwd / project.record(workspace.REJECTED_PARAMS), None)
         if isinstance(rejected, dict) and all(rejected.get(f) == md5 for f, md5 in _files_of(edited, cwd).items()):
             return Decision("data", "report", f"params changed since dvc.lock ({', '.join(edited)}), but the candidate "
-                        "built from exactly these params failed the gate and was rolled back; production serves. "
-                        "Change them back (or again), or `selfheal promote --force` after `dvc repro`")
+                            "built from exactly these params failed the gate and was rolled back; production serves. "
+                            "Change them back (or again), or `selfheal promote --force` after `dvc repro`")
         return Decision("data", "repro", f"params changed since dvc.lock: {', '.join(edited)}")
     if project.data is None:
         return None
@@ -137,7 +137,7 @@ def _upstream(lock: dict[str, Any], stages: list[str]) -> dict[str, Any]:
             continue
         chosen.add(stage)
         for dep in vcs.hashes(lock[stage], "deps"):
-            todo += [s for s, made in outs.items() if any(dep == o or Path(o) in Path(dep).parents for o in made)]
+            todo += [s for s, made in outs.items() if workspace.inside(dep, made)]
     return {s: lock[s] for s in lock if s in chosen}
 
 
@@ -154,10 +154,7 @@ def _params_changed(lock: dict[str, Any], cwd: Path) -> list[str]:
                 path = cwd / name
                 files[name] = parse_yaml(path.read_text(encoding="utf-8")) if path.is_file() else None
             for key, value in (recorded or {}).items():
-                now: Any = files[name]
-                for part in str(key).split("."):
-                    now = now.get(part) if isinstance(now, dict) else None
-                if now != value:
+                if at_key(files[name], key) != value:
                     changed.append(f"{name}:{key}")
     return list(dict.fromkeys(changed))
 
@@ -177,8 +174,8 @@ def _failed_step(project: Project, cwd: Path) -> Decision | None:
     if moved:
         return Decision("data", "repro", f"inputs changed since the candidate that failed to build: {', '.join(moved)}")
     return Decision("data", "refuse", f"the candidate made from the current inputs failed to build "
-                f"{failed.get('attempts')} time(s) ({failed.get('error')}); production's outputs were restored "
-                "and still serve; heal builds again when an input or the code changes")
+                    f"{failed.get('attempts')} time(s) ({failed.get('error')}); production's outputs were restored "
+                    "and still serve; heal builds again when an input or the code changes")
 
 
 def _model_step(project: Project, cwd: Path, remember: bool) -> Decision:
@@ -197,7 +194,7 @@ def _model_step(project: Project, cwd: Path, remember: bool) -> Decision:
     altered = _altered(hashes, cwd)
     if altered:
         return Decision("model", "refuse" if prod is None else "restore",
-                    f"{', '.join(altered)} differ from dvc.lock; run `dvc checkout` or `dvc repro`")
+                        f"{', '.join(altered)} differ from dvc.lock; run `dvc checkout` or `dvc repro`")
     try:
         verdict = gate.verdict(project, cwd, reg, prod)
     except SelfHealError as exc:
@@ -211,10 +208,10 @@ def _model_step(project: Project, cwd: Path, remember: bool) -> Decision:
     if not reasons:
         against = f" vs {prod.tag}" if prod else " (first production version)"
         return Decision("model", "promote",
-                    f"candidate {project.gate.key} {verdict['metric']:.4f} passes the gate{against}")
+                        f"candidate {project.gate.key} {verdict['metric']:.4f} passes the gate{against}")
     if prod is None:
         return Decision("model", "refuse", "candidate fails the gate and no production version exists: "
-                    + "; ".join(reasons))
+                        + "; ".join(reasons))
     return Decision("model", "rollback", "candidate fails the gate: " + "; ".join(reasons))
 
 
@@ -237,7 +234,7 @@ def _drift_step(project: Project, cwd: Path, remember: bool) -> Decision | None:
     if verdict.retrain:
         return Decision("drift", "retrain", verdict.reason)
     return Decision("drift", "report" if verdict.blocked_by_config else ("skip" if measured["drift_detected"] else "ok"),
-                verdict.reason)
+                    verdict.reason)
 
 
 def _service_step(project: Project, cwd: Path, remember: bool) -> Decision | None:
@@ -252,7 +249,7 @@ def _service_step(project: Project, cwd: Path, remember: bool) -> Decision | Non
     stormed = escalation.pending("service", cwd / workspace.ESCALATED)
     if stormed is not None:  # what the watcher refused, heal refuses too
         return Decision("service", "refuse", f"{health.detail}; {stormed.get('reason')}; `selfheal acknowledge "
-                    "service` once a person has looked")
+                        "service` once a person has looked")
     watcher = running_watcher()
     if watcher is not None:
         return Decision("service", "skip", f"{health.detail}; left to the running watcher (pid {watcher['pid']})")
@@ -343,12 +340,12 @@ def _inputs(project: Project, cwd: Path) -> dict[str, str]:
 def _failed_build(project: Project, cwd: Path, error: str, inputs: dict[str, str]) -> str:
     """After a stage failed: production's version outputs restored (verified), the failure recorded with the
     inputs it was made from, an alert once the same inputs failed `repro.max_failures` times."""
+    from selfheal.versions.rollback import rollback
+
     record = cwd / project.record(workspace.FAILED_CANDIDATE)
     last = audit.read(record, None)
     attempts = (last.get("attempts", 0) if isinstance(last, dict) and last.get("inputs") == inputs else 0) + 1
     atomic.write_json(record, {"timestamp": clock.now_iso(), "error": error, "inputs": inputs, "attempts": attempts})
-    from selfheal.versions.rollback import rollback
-
     prod = catalog.Versions(project, cwd).production()
     note = "no production version to restore"
     if prod is not None:

@@ -461,9 +461,9 @@ def target(source: Path) -> Target:
     from selfheal.core.errors import SelfHealError
     from selfheal.versions import vcs
 
-    folder = vcs.git("rev-parse", "--show-prefix", cwd=source).strip()
+    folder = vcs.folder(source)
     if folder:
-        raise SelfHealError(f"selfheal drill: this pipeline sits in {folder.rstrip('/')}/ of its repository; the "
+        raise SelfHealError(f"selfheal drill: this pipeline sits in {folder}/ of its repository; the "
                             "drill copies and drills a pipeline at the top of its repository only (heal, promote, "
                             "rollback and versions work here)")
     from selfheal.ops import drill_guarded

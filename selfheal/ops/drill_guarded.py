@@ -92,7 +92,7 @@ def _dir_outs(root: Path, config: Project) -> tuple[Path, ...]:
 def capabilities(config: Project, root: Path) -> frozenset[str]:
     """What the project offers the fault catalogue: `dvc`, `model`, the optional sections its selfheal.yaml sets,
     `output_dir` and `tabular_data` when its pipeline has them, and what the sections' kinds need to be injected
-    and judged: `data_fix_csv` (a CSV under data.fix), `drift_columns` (see _drift_columns), `service_start`
+    and judged: `data_fix_csv` (a CSV under data.fix), `drift_columns` (see _shiftable), `service_start`
     (a health URL and a start command)."""
     caps = {"dvc", "model"} | {name for name in config.model_fields_set
                                if name not in ("kind", "model", "gate", "records")}
@@ -102,7 +102,7 @@ def capabilities(config: Project, root: Path) -> frozenset[str]:
         caps.add("tabular_data")
     if _fix_csv(root, config) is not None:
         caps.add("data_fix_csv")
-    if _drift_columns(root, config):
+    if _shiftable(root, config):
         caps.add("drift_columns")
     if config.service is not None and config.service.health and config.service.start:
         caps.add("service_start")
@@ -160,11 +160,6 @@ def _shiftable(root: Path, config: Project) -> tuple[str, ...]:
     fits = len(numeric) >= 2 and (len(drifted) + 1) / len(compared) < d.drift_threshold \
         <= (len(drifted) + most) / len(compared)
     return tuple(numeric) if fits else ()
-
-
-def _drift_columns(root: Path, config: Project) -> bool:
-    """Whether the drift kinds can be injected and judged here (see _shiftable)."""
-    return bool(_shiftable(root, config))
 
 
 # -- the baseline ---------------------------------------------------------------------------------------------
@@ -321,7 +316,7 @@ def _allowed(path: str, spec: Spec, injected: set[str]) -> bool:
         return True                                                # update of a `dvc add`ed file's .dvc)
     if Path(path).name == ".gitignore" or path == "dvc.lock" or Path(spec.records) in Path(path).parents:
         return True
-    return any(path == out or Path(out) in Path(path).parents for out in spec.outputs)
+    return workspace.inside(path, spec.outputs)
 
 
 def end_state(root: Path, spec: Spec, before: dict[str, tuple[int, int]], injected: set[str],

@@ -385,9 +385,14 @@ def applicable(capabilities: frozenset[str]) -> list[Fault]:
     return [f for f in CATALOGUE if f.needs <= capabilities]
 
 
+def _kind(capabilities: frozenset[str]) -> str:
+    """The project kind whose faults apply: `dvc` for a guarded project, else our own pipeline's."""
+    return "dvc" if "dvc" in capabilities else "selfheal"
+
+
 def skipped(capabilities: frozenset[str]) -> dict[str, str]:
     """{fault: what this project lacks for it} of the faults of its kind the drill cannot run, for the scorecard."""
-    kind = "dvc" if "dvc" in capabilities else "selfheal"
+    kind = _kind(capabilities)
     usable = {f.name for f in applicable(capabilities)}
     return {f.name: ", ".join(sorted(f.needs - capabilities)) for f in CATALOGUE
             if kind in f.needs and f.name not in usable}
@@ -410,7 +415,7 @@ def select(spec: str, capabilities: frozenset[str] = OURS) -> list[Fault]:
         elif part in groups:
             chosen += [f for f in usable if f.group == part]
         elif part in GROUPS:  # a group `--help` lists, with no fault this project can take
-            kind = "dvc" if "dvc" in capabilities else "selfheal"
+            kind = _kind(capabilities)
             needs = sorted({n for f in CATALOGUE if (f.group == part and kind in f.needs) or (f.group == part
                             and not f.needs & {"dvc", "selfheal"}) for n in f.needs - capabilities})
             raise SelfHealError(f"--faults: no fault of group {part!r} applies to this project (they need: "

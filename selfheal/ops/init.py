@@ -25,6 +25,7 @@ from selfheal.core.project import (
     READABLE,
     RECORDS,
     Project,
+    at_key,
     numeric_keys,
     parse,
     parse_metrics,
@@ -108,16 +109,14 @@ def _degrading(stage: vcs.ResolvedStage, cwd: Path) -> dict[str, int]:
             continue
         doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         for key in keys:
-            value: Any = doc
-            for part in key.split("."):
-                value = value.get(part) if isinstance(value, dict) else None
+            value = at_key(doc, key)
             if _SIZE.match(key.split(".")[-1]) and type(value) is int and value > 1:
                 return {key if file == str(workspace.PARAMS) else f"{file}:{key}": 1}
     return {}
 
 
 def _produces(stage: vcs.ResolvedStage, path: str) -> bool:
-    return any(path == o or Path(o) in Path(path).parents for o in stage.outs)
+    return workspace.inside(path, stage.outs)
 
 
 def _looks_like_model(path: str, cwd: Path) -> bool:
@@ -175,7 +174,7 @@ def discover(cwd: Path, artifact: str | None = None, ask: Ask | None = None) -> 
             raise InitError(f"{artifact!r} is none of the models: {listed}")
     name = artifact or next(iter(models))
     path = str(models[name]).rstrip("/")
-    folder = vcs.git("rev-parse", "--show-prefix", cwd=cwd).strip().rstrip("/")
+    folder = vcs.folder(cwd)
     stages = pipeline.stages
     producer = next((s for s, st in stages.items() if _produces(st, path)), None)
     if producer is None:
@@ -210,7 +209,7 @@ def discover(cwd: Path, artifact: str | None = None, ask: Ask | None = None) -> 
                                                           cwd=cwd).split() if t.count("#") == 2})
     made = {o for st in stages.values() for o in st.outs}
     inputs = [d for st in stages.values() for d in st.deps
-              if not any(d == o or Path(o) in Path(d).parents for o in made)]
+              if not workspace.inside(d, made)]
     inputs = [d for d in dict.fromkeys(inputs) if not d.endswith(CODE_SUFFIXES) and d != str(workspace.PARAMS)
               and not Path(d).name.startswith("params")]
     return Found(full, path, list(models), version_stages, metrics, key, metrics_file,

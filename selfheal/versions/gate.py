@@ -75,9 +75,8 @@ def against_production(name: str, metric: float, max_relative_drop: float, produ
 
 def evaluation_data(lock: dict[str, Any], project: Project) -> dict[str, str]:
     """{path: md5} of what the stage writing the gate's metrics evaluated on: its deps but the model and code."""
-    metrics = Path(project.gate.metrics)
-    stage = next((entry for entry in lock.values()
-                  if any(metrics == Path(out) or Path(out) in metrics.parents for out in vcs.hashes(entry))), None)
+    stage = next((entry for entry in lock.values() if workspace.inside(project.gate.metrics, vcs.hashes(entry))),
+                 None)
     if stage is None:
         return {}
     model = set(project.model.outs)

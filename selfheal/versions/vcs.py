@@ -158,6 +158,11 @@ def resolved_stages(dvc_yaml: str | Path = workspace.DVC_YAML) -> dict[str, Reso
         raise SelfHealError(f"{dvc_yaml}: DVC cannot read it ({type(exc).__name__}: {first})") from None
 
 
+def folder(cwd: str | Path = ".") -> str:
+    """Where `cwd` is in its git repository (`pipelines/rf`), "" at its top."""
+    return git("rev-parse", "--show-prefix", cwd=cwd).strip().rstrip("/")
+
+
 def dvc_root(cwd: str | Path = ".") -> Path | None:
     """The DVC repository `cwd` is in: the nearest folder upwards holding `.dvc/` (a pipeline's dvc.yaml may sit
     in a subfolder of it); None outside one."""

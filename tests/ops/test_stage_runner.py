@@ -65,10 +65,15 @@ def environ() -> Iterator[dict[str, str]]:
     runner.stop(runner.key_for(env))
 
 
+def start(project: Path, env: dict[str, str], *args: str, **kw) -> subprocess.Popen:
+    """The probe stage started as dvc.yaml starts a stage, through the runner; its output piped."""
+    return subprocess.Popen([sys.executable, "-m", "selfheal.ops.stage_runner", "stages.probe", *args], cwd=project,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
 def probe(project: Path, env: dict[str, str], *args: str, **kw) -> tuple[subprocess.Popen, dict, str]:
     """Run the probe stage to its end: the caller, what the stage saw, its stderr."""
-    proc = subprocess.Popen([sys.executable, "-m", "selfheal.ops.stage_runner", "stages.probe", *args], cwd=project, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    proc = start(project, env, *args, **kw)
     out, err = proc.communicate(timeout=120)
     return proc, json.loads(out.splitlines()[0]), err
 
@@ -116,9 +121,7 @@ def test_a_forked_stage_is_the_stage_the_caller_started(project: Path, environ: 
 def test_signals_reach_the_fork_and_a_dead_caller_takes_it_along(project: Path, environ: dict[str, str]) -> None:
     warm(project, environ)
     for sig, code in ((signal.SIGINT, 130), (signal.SIGKILL, -signal.SIGKILL)):
-        proc = subprocess.Popen([sys.executable, "-m", "selfheal.ops.stage_runner", "stages.probe", "sleep=60"], cwd=project, env=environ,
-                                stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+        proc = start(project, environ, "sleep=60")
         assert proc.stdout is not None
         forked = json.loads(proc.stdout.readline())["pid"]
         assert forked != proc.pid and psutil.pid_exists(forked)
@@ -132,8 +135,7 @@ def test_signals_reach_the_fork_and_a_dead_caller_takes_it_along(project: Path, 
 
 def test_a_stage_whose_runner_dies_ends_and_its_caller_says_so(project: Path, environ: dict[str, str]) -> None:
     warm(project, environ)
-    proc = subprocess.Popen([sys.executable, "-m", "selfheal.ops.stage_runner", "stages.probe", "sleep=60"], cwd=project, env=environ,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start(project, environ, "sleep=60")
     assert proc.stdout is not None
     forked = json.loads(proc.stdout.readline())["pid"]
     os.kill(psutil.Process(forked).ppid(), signal.SIGKILL)  # the runner between the caller and the stage
@@ -207,8 +209,7 @@ def test_a_tmpdir_too_long_for_a_socket_turns_it_off(project: Path, environ: dic
 def test_a_forked_stage_killed_outright_kills_its_caller_the_same_way(project: Path, environ: dict[str, str]) -> None:
     """`kill -9` of the fork: its caller dies of SIGKILL too (as DVC and the shell expect), no traceback."""
     warm(project, environ)
-    proc = subprocess.Popen([sys.executable, "-m", "selfheal.ops.stage_runner", "stages.probe", "sleep=60"], cwd=project, env=environ,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start(project, environ, "sleep=60")
     assert proc.stdout is not None
     forked = json.loads(proc.stdout.readline())["pid"]
     os.kill(forked, signal.SIGKILL)
