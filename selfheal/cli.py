@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -205,7 +205,7 @@ def _recover_configured(project: Project, method: str, watch: bool, interval: fl
 
     if method not in service.METHODS:
         raise SelfHealError(f"--method {method!r}: a configured project's service knows {', '.join(service.METHODS)}")
-    sr = service.params(service.service_of(project))
+    sr = service.recovery_params(service.service_of(project))
     target = service.target(project)
     if watch:
         from selfheal.recovery.watch import watch_until_signalled
@@ -227,17 +227,16 @@ def _configured() -> Project | None:
     return find()
 
 
-@contextmanager
-def _guarding(action: str, wait: float) -> Iterator[Project | None]:
-    """A configured project with the healing lock held for `action`, or None (our own pipeline: no lock taken)."""
-    project = _configured()
-    if project is None:
-        yield None
-        return
-    from selfheal.healing.guard import exclusive
+def _project(params: Path, config: Path | None) -> tuple[Project, Params | None]:
+    """The project (either kind) and, for our own pipeline, its params.yaml (with the guide's JSON config)."""
+    from selfheal.core.project import current
 
-    with exclusive(action, wait):
-        yield project
+    project = current()
+    if project.kind != "selfheal":
+        return project, None
+    from selfheal.core.config import load_params
+
+    return project, load_params(params, config)
 
 
 @app.command()
@@ -269,51 +268,20 @@ def init(
 
 
 @contextmanager
-def _locked(action: str, params: Path, config: Path | None, wait: float, settle: bool = True) -> Iterator[Params]:
-    """The validated params, with the project's healing lock held for `action` (one actor at a time); first
-    what killed actions left behind is completed or reported (heal does that itself, to weigh it)."""
+def _acting(action: str, params: Path, config: Path | None, wait: float, settle: bool = True
+            ) -> Iterator[tuple[Project, Params | None]]:
+    """The project (either kind) and our pipeline's params, with the healing lock held for `action` (one actor at
+    a time); first what killed actions left behind is completed or reported (heal does that itself, to weigh it)."""
     from selfheal.core.journal import settle as settle_journal
     from selfheal.healing.guard import exclusive
     from selfheal.healing.heal import data_folders
 
-    loaded = _own_params(params, config)
+    project, loaded = _project(params, config)
     with exclusive(action, wait):
         if settle:
-            for line in settle_journal(data_folders(loaded)).lines():
+            for line in settle_journal(data_folders(project, loaded)).lines():
                 typer.echo(f"{action}: {line}")
-        yield loaded
-
-
-def _service_reloader(project: Project, params: Path, config: Path | None) -> Any:
-    """How promote and rollback tell the service production changed: our service's admin reload, or the
-    project's own service section."""
-    if project.kind == "selfheal":
-        from selfheal.service.client import reloader
-
-        return reloader(_own_params(params, config).service_recovery.service_url)
-    from selfheal.healing.guarded import reloader as project_reloader
-
-    return project_reloader(project)
-
-
-@contextmanager
-def _acting(action: str, params: Path, config: Path | None, wait: float) -> Iterator[Project]:
-    """The project (either kind), with the healing lock held for `action` and what killed actions left behind
-    completed or reported first."""
-    from selfheal.core.journal import settle
-    from selfheal.core.project import current
-    from selfheal.healing.guard import exclusive
-
-    project = current()
-    folders: set[str] = set()
-    if project.kind == "selfheal":
-        from selfheal.healing.heal import data_folders
-
-        folders = data_folders(_own_params(params, config))
-    with exclusive(action, wait):
-        for line in settle(folders).lines():
-            typer.echo(f"{action}: {line}")
-        yield project
+        yield project, loaded
 
 
 @app.command()
@@ -326,14 +294,14 @@ def rollback(
     wait: WaitOpt = 0.0,
 ) -> None:
     """Restore the last good production model (auto) or --version V: a verified checkout from git + DVC."""
+    from selfheal.healing.heal import reloader
     from selfheal.versions.rollback import rollback as run_rollback
 
-    with _acting("rollback", params, config, wait) as project:
+    with _acting("rollback", params, config, wait) as (project, own):
         if current_metric is not None and threshold is None:
-            threshold = (_own_params(params, config).model_validation.min_accuracy_threshold
-                         if project.kind == "selfheal" else project.gate.bound)
+            threshold = own.model_validation.min_accuracy_threshold if own else project.gate.bound
         run_rollback(project, version=version, current_metric=current_metric, threshold=threshold,
-                     reload=_service_reloader(project, params, config))
+                     reload=reloader(project, own))
 
 
 @app.command()
@@ -369,12 +337,13 @@ def promote(
         help="Promote even when the candidate fails the gate (the heal log records who overrode what)")] = False,
 ) -> None:
     """Promote the workspace candidate that passes the gate: push to the DVC remote, commit, tag, set production."""
+    from selfheal.healing.heal import reloader
     from selfheal.versions.promote import promote as run_promote
 
     reason = "promoted by `selfheal promote`" + (" --accept-schema-change" if accept_schema_change else "") + (
         " --force" if force else "")
-    with _acting("promote", params, config, wait) as project:
-        run_promote(project, reason=reason, reload=_service_reloader(project, params, config),
+    with _acting("promote", params, config, wait) as (project, own):
+        run_promote(project, reason=reason, reload=reloader(project, own),
                     accept_schema_change=accept_schema_change, force=force, by_person=True)
 
 
@@ -390,17 +359,8 @@ def retrain(
     """Retrain on drift (cooldown permitting): fold the current batch in, dvc repro, then promote or roll back."""
     from selfheal.healing.retrain import retrain as run_retrain
 
-    with _guarding("retrain", wait) as project:
-        if project is not None:
-            from selfheal.healing.guarded import retrain as guarded_retrain
-
-            done = guarded_retrain(project, force=force)
-            if done is not None and not done["success"]:
-                raise typer.Exit(1)
-            return
-    with _locked("retrain", params, config, wait) as p:
-        entry = run_retrain(p, drift_detected=drift_detected, drift_score=drift_score,
-                            force=force, service_url=p.service_recovery.service_url)
+    with _acting("retrain", params, config, wait) as (project, own):
+        entry = run_retrain(project, own, drift_detected=drift_detected, drift_score=drift_score, force=force)
     if entry is not None and not entry["success"]:
         raise typer.Exit(1)
 
@@ -416,7 +376,10 @@ def fix_data(
     from selfheal.healing.filefix import fix_file
     from selfheal.pipeline.csvread import declared_text, prefetch
 
-    with _locked("fix-data", params, config, wait) as p:
+    with _acting("fix-data", params, config, wait) as (_, p):
+        if p is None:
+            raise SelfHealError("fix-data fixes selfheal's own pipeline's data.raw; in a project guarded through "
+                                "selfheal.yaml, heal fixes the data.fix files")
         path = data_path or Path(p.data.raw)
         entry = fix_file(path, p, prefetch(path, declared_text(p.data.columns)))  # the rest imports while it reads
     if not entry["success"]:
@@ -431,21 +394,12 @@ def heal(
     wait: WaitOpt = 0.0,
 ) -> None:
     """Fix data -> gate the model (promote / roll back) -> retrain on drift -> recover the service; escalate loops."""
-    project = _configured()
-    if project is not None:
-        from selfheal.healing.guarded import heal as guarded_heal
-
-        if plan:
-            raise typer.Exit(guarded_heal(project, plan_only=True))
-        with _guarding("heal", wait) as locked:
-            raise typer.Exit(guarded_heal(locked or project))
-    from selfheal.core.config import load_params
     from selfheal.healing.heal import heal as run_heal
 
     if plan:
-        raise typer.Exit(run_heal(load_params(params, config), plan_only=True))
-    with _locked("heal", params, config, wait, settle=False) as p:
-        code = run_heal(p)
+        raise typer.Exit(run_heal(*_project(params, config), plan_only=True))
+    with _acting("heal", params, config, wait, settle=False) as (project, own):
+        code = run_heal(project, own)
     raise typer.Exit(code)
 
 
@@ -454,18 +408,13 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] =
     """Self-healing success metrics from the audit logs; also written to metrics/self_healing.json."""
     import json
 
+    from selfheal.core.project import current
     from selfheal.healing.status import lines, write_status
 
-    project = _configured()
-    if project is not None:
-        from selfheal.healing.guarded import status as guarded_status
-
-        found = guarded_status(project)
-        typer.echo(json.dumps(found, indent=2) if as_json else
-                   "\n".join([*lines(found), f"(written to {project.record(workspace.STATUS)})"]))
-        return
-    metrics = write_status()
-    typer.echo(json.dumps(metrics, indent=2) if as_json else "\n".join([*lines(metrics), f"(written to {workspace.SELF_HEALING})"]))
+    project = current()
+    metrics = write_status(project)
+    typer.echo(json.dumps(metrics, indent=2) if as_json else
+               "\n".join([*lines(metrics), f"(written to {project.record(workspace.SELF_HEALING)})"]))
 
 
 @app.command()

@@ -205,7 +205,7 @@ def load(path: str | Path | None = None) -> Project:
 OURS = {"kind": "selfheal", "model": {"artifact": "model", "outs": ["models/model.joblib"], "stages": ["train", "validate"]},
         "gate": {"metrics": "metrics/records/validation.json", "key": "metric", "direction": "max",
                  "max_relative_change": 0.05, "stage": "prod"},
-        "repro": {"target": "validate"}, "records": str(RECORDS)}
+        "records": str(RECORDS)}
 
 
 def current(root: str | Path = ".") -> Project:

@@ -73,7 +73,6 @@ RESTART_HOLDER = STATE_DIR / "restart.holder.json"
 # a configured project (selfheal.yaml) keeps the files above by name in its records directory, and these:
 DATA_CHECKED = STATE_DIR / "data_checked.json"  # {path: md5} of data files last checked with nothing to fix
 DRIFT_CHECKED = STATE_DIR / "drift.json"  # the last drift measurement and the md5s it was made on
-STATUS = STATE_DIR / "status.json"  # `selfheal status` of a configured project
 FAILED_CANDIDATE = STATE_DIR / "failed_candidate.json"  # the last candidate that failed to build, and its inputs
 REJECTED_PARAMS = STATE_DIR / "rejected_params.json"  # {params file: md5} of a candidate the gate rolled back
 HELD_BACK = STATE_DIR / "held_back.json"  # {md5: version, by, at}: models a person rolled back from

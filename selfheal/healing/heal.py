@@ -1,95 +1,25 @@
-"""`selfheal heal`: observe the pipeline's outputs, the audit trail and the service; let the policy decide; act.
+"""`selfheal heal`: observe the project, let the pure policy decide, act - one body for every project kind.
 
-Steps run in the policy's order, each decided on fresh observations (a data fix produces a new candidate for the
-gate to judge). Observing is cheap - dvc.lock, a few JSON files, git tags, one md5 of the raw data, one health
-check - so a heal on a healthy pipeline takes well under the 3 s budget without running `dvc status`.
+Steps run in the policy's order, each decided on fresh observations (a data fix makes a new candidate for the
+gate to judge, a new model needs its drift measured). A refusal or escalation of one issue does not stop the
+steps after it: a failed data build still leaves the service to be recovered.
 """
 
 from __future__ import annotations
 
+import subprocess
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from selfheal.core import atomic, audit, escalation, journal, workspace
+from selfheal.core import atomic, audit, journal, workspace
 from selfheal.core.config import Params
-from selfheal.core.project import current
-from selfheal.healing.policy import ISSUES, Decision, Observations, plan
-from selfheal.healing.retrain import batch_trained_by, last_retrain_time
-from selfheal.versions import gate, vcs
-from selfheal.versions.catalog import Versions
-from selfheal.versions.rollback import held_back, hold_note
-
-STAGES = ("fix_data", "train", "validate", "monitor")
-LOGS = {"data_quality": workspace.DATA_FIX_LOG, "model": workspace.ROLLBACK_LOG, "drift": workspace.RETRAINING_LOG,
-        "service": workspace.RECOVERY_LOG}
-
-
-def _json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = atomic.read_json(path)
-    except ValueError:
-        return None  # a damaged metrics file is as good as none: the pipeline rewrites it
-    return data if isinstance(data, dict) else None
-
-
-def _service(params: Params) -> dict[str, Any] | None:
-    """None when no service was started in this project (no pid file); else its health (or the operator's stop)."""
-    from selfheal.service import procs
-
-    if procs.read_pid_file() is None:
-        stop = procs.read_stop()
-        return {"state": "stopped", "detail": procs.stopped_note(stop)} if stop else None
-    from selfheal.service.client import check_health
-
-    sr = params.service_recovery
-    health = check_health(sr.service_url, sr.health_timeout_seconds)
-    return {"state": health.state, "detail": health.detail}
-
-
-def _judged(cwd: Path, versions: Versions) -> dict[str, Any] | None:
-    """The validate stage's verdict judged by the gate against production; None when missing or damaged."""
-    try:
-        return gate.judged(versions)
-    except ValueError:
-        return None  # a damaged record is as good as none: the pipeline rewrites it
-
-
-def observe(params: Params, cwd: Path = Path(".")) -> Observations:
-    lock = vcs.read_lock(cwd / workspace.DVC_LOCK)
-    ran = all(stage in lock for stage in STAGES)
-    raw = cwd / params.data.raw
-    recorded = vcs.hashes(lock.get("fix_data", {}), "deps").get(params.data.raw)
-    model = cwd / workspace.MODEL
-    versions = Versions(current(cwd), cwd)
-    production = versions.production_record()
-    drift = _json(cwd / workspace.DRIFT)
-    return Observations(
-        now=datetime.now(UTC),
-        pipeline_ran=ran,
-        raw_changed=ran and (not raw.exists() or atomic.md5_file(raw) != recorded),
-        data_quality=_json(cwd / workspace.DATA_QUALITY),
-        model_path=str(workspace.MODEL),
-        model_md5=atomic.md5_file(model) if model.exists() else None,
-        trained_md5=vcs.hashes(lock.get("train", {})).get(str(workspace.MODEL)),
-        validation=_judged(cwd, versions),
-        production=production,
-        registered_md5s=frozenset(filter(None, map(versions.identity, versions.known))),
-        held_back={md5: hold_note(hold) for md5, hold in held_back(versions.project, cwd).items()},
-        drift=drift,
-        drift_path=str(workspace.DRIFT),
-        # a report from before drift.json named its model: the model the monitor stage last read (dvc.lock)
-        drift_model_md5=(drift or {}).get("model_md5") or vcs.hashes(lock.get("monitor", {}), "deps").get(str(workspace.MODEL)),
-        last_retrain=last_retrain_time(cwd / workspace.RETRAINING_LOG),
-        batch_trained_by=batch_trained_by(cwd / params.data.current, cwd / workspace.RETRAINING_LOG)
-        if (drift or {}).get("drift_detected") else None,
-        service=_service(params),
-        escalated={issue: str(record.get("reason")) for issue in ("service",)
-                   if (record := escalation.pending(issue, cwd / workspace.ESCALATED))},
-        logs={issue: audit.entries(cwd / path) for issue, path in LOGS.items()},
-    )
+from selfheal.core.errors import SelfHealError
+from selfheal.core.project import Project
+from selfheal.healing.observe import inputs, observe, settings
+from selfheal.healing.policy import ISSUES, Decision, plan
+from selfheal.versions import catalog, vcs
 
 
 @dataclass
@@ -99,129 +29,251 @@ class Result:
     note: str = ""
 
 
-def _run_pipeline(params: Params, reason: str) -> tuple[bool, str]:
-    """`dvc repro` (fix_data cleans the changed data, then a candidate is trained and validated); log the fix."""
+def data_folders(project: Project, params: Params | None) -> set[str]:
+    """The folders of the data files selfheal writes (fix-data, retrain's fold): what a killed action may have
+    left half-done there is settled before acting."""
+    if params is not None:
+        return {str(Path(path).parent) for path in (params.data.raw, params.data.clean, params.data.current)}
+    return {str(Path(path).parent) for path in (project.data.fix if project.data else [])}
+
+
+def reloader(project: Project, params: Params | None) -> Any:
+    """How promote and rollback tell the service production changed: our service's admin reload, or the
+    project's service.reload URL (POSTed); None when there is nothing to tell."""
+    if params is not None:
+        from selfheal.service.client import reloader as own
+
+        return own(params.service_recovery.service_url)
+    if project.service is None or project.service.reload is None:
+        return None
+    url = project.service.reload
+
+    def post(_md5: str | None) -> bool | str:
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, method="POST", data=b""), timeout=10) as resp:
+                return 200 <= resp.status < 300
+        except OSError as exc:
+            return f"not reloaded: {exc}"
+
+    return post
+
+
+def _failed_build(project: Project, params: Params | None, cwd: Path, error: str, made_from: dict[str, str]) -> str:
+    """After a stage failed: production's version outputs restored (verified), the failure recorded with the
+    inputs it was made from, an alert once the same inputs failed `repro.max_failures` times."""
+    from selfheal.versions.rollback import rollback
+
+    record = cwd / project.record(workspace.FAILED_CANDIDATE)
+    last = audit.read(record, None)
+    attempts = (last.get("attempts", 0) if isinstance(last, dict) and last.get("inputs") == made_from else 0) + 1
+    atomic.write_json(record, {"timestamp": _now(), "error": error, "inputs": made_from, "attempts": attempts})
+    prod = catalog.Versions(project, cwd).production()
+    note = "no production version to restore"
+    if prod is not None:
+        entry = rollback(project, version=prod.name, reason=f"the candidate failed to build: {error}",
+                         reload=reloader(project, params), cwd=cwd)
+        note = f"{prod.tag}'s outputs restored" if entry else note
+    if attempts >= project.repro.max_failures:
+        from selfheal.core.alerts import raise_alert
+
+        raise_alert("candidate_build_failed", f"the candidate failed to build {attempts} times from the same inputs: "
+                    f"{error}", cwd / project.record(workspace.ALERTS_LOG), attempts=attempts)
+    return note
+
+
+def _now() -> str:
+    from selfheal.core.clock import now_iso
+
+    return now_iso()
+
+
+def build(project: Project, params: Params | None, cwd: Path, reason: str, command: str | None = None
+          ) -> tuple[bool, str]:
+    """Make a candidate: `dvc repro` (or the repro / retrain section's command) in the user's environment; a
+    failure restores production and is remembered with the inputs it was made from."""
+    started = time.perf_counter()
+    made_from = inputs(project, params, cwd)
+    command = command or project.repro.command
+    if command:
+        proc = subprocess.run(command, shell=True, cwd=cwd, capture_output=True, text=True, env=vcs.env(cwd))
+    else:
+        proc = vcs.dvc(*project.repro.argv() or ["repro"], cwd=cwd, check=False)
+    error = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:]) if proc.returncode else ""
+    audit.append(cwd / project.record(workspace.HEAL_LOG), "repro", reason, proc.returncode == 0,
+                 command=command or f"dvc {' '.join(project.repro.argv() or ['repro'])}", error=error or None,
+                 inputs=made_from, duration_s=round(time.perf_counter() - started, 1))
+    fixed = _fix_stage_report(params, cwd, reason, started, error) if params is not None else True
+    if proc.returncode:
+        what = command or "dvc repro"
+        return False, f"{what} failed: {error}; {_failed_build(project, params, cwd, error, made_from)}"
+    (cwd / project.record(workspace.FAILED_CANDIDATE)).unlink(missing_ok=True)
+    return fixed, "candidate reproduced" + ("" if fixed else ", but the data is still invalid")
+
+
+def _fix_stage_report(params: Params, cwd: Path, reason: str, started: float, error: str) -> bool:
+    """Our pipeline's fix_data stage cleaned the data: what it changed goes to the data-fix log (and the
+    console); False while the data is still invalid after it."""
     from selfheal.pipeline.fixes import summary_lines
 
-    started = time.perf_counter()
-    proc = vcs.dvc("repro", check=False)
-    dq = _json(workspace.DATA_QUALITY) or {}
-    ok = proc.returncode == 0 and dq.get("valid_after") is True
+    try:
+        dq = atomic.read_json(cwd / workspace.DATA_QUALITY) or {}
+    except ValueError:
+        dq = {}
     fixes = summary_lines(dq) if dq.get("columns") else []
     for line in fixes:
         print(f"✅ {line}")
-    error = "" if proc.returncode == 0 else "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
+    ok = not error and dq.get("valid_after") is True
     audit.append(
-        workspace.DATA_FIX_LOG, "auto_fix", reason, ok, data_path=params.data.raw, method="dvc repro (fix_data stage)",
-        problems_before=dq.get("problems_before"), problems_after=dq.get("problems_after"),
-        rows_in=dq.get("rows_in"), rows_out=dq.get("rows_out"), fixes=fixes, error=error or None,
-        duration_s=round(time.perf_counter() - started, 1),
-    )
-    if ok:
-        return True, "pipeline reproduced, data valid"
-    return False, f"dvc repro failed: {error}" if error else f"data still invalid ({dq.get('problems_after')} problem(s))"
+        cwd / workspace.DATA_FIX_LOG, "auto_fix", reason, ok, data_path=params.data.raw,
+        method="dvc repro (fix_data stage)", problems_before=dq.get("problems_before"),
+        problems_after=dq.get("problems_after"), rows_in=dq.get("rows_in"), rows_out=dq.get("rows_out"),
+        fixes=fixes, error=error or None, duration_s=round(time.perf_counter() - started, 1))
+    return ok
 
 
-def execute(d: Decision, params: Params) -> Result:
+def _fix(project: Project, cwd: Path) -> tuple[bool, str]:
+    """Fix every data.fix file that has faults (each backed up first); the next step builds the candidate."""
+    from selfheal.healing.filefix import fix_configured
+    from selfheal.healing.observe import data_faults
+
+    assert project.data is not None
+    faulty, _ = data_faults(project, cwd, remember=False)
+    notes = []
+    for name in project.data.fix:
+        if any(f.startswith(f"{name} (") for f in faulty):
+            entry = fix_configured(cwd / name, project.data.target, project.data.quality, cwd / project.records_dir)
+            if not entry["success"]:
+                return False, f"{name}: still invalid after fixing ({entry['problems_after']} problem(s))"
+            notes.append(f"{name}: {entry['changes']} change(s), backup {entry['backup']}")
+    return True, "; ".join(notes)
+
+
+def _to_production(project: Project, params: Params | None, d: Decision, cwd: Path) -> tuple[bool, str]:
+    """Roll back (a failed candidate) or restore (outputs not as pinned) production."""
+    from selfheal.versions.rollback import rollback
+
+    prod = catalog.Versions(project, cwd).production() if d.action == "restore" else None
+    entry = rollback(project, version=prod.name if prod else None, reason=d.reason,
+                     reload=reloader(project, params), cwd=cwd)
+    assert entry is not None  # with a reason a rollback restores or raises
+    return True, str(entry.get("version_restored") or entry.get("tag"))
+
+
+def _recover(project: Project, params: Params | None, cwd: Path) -> tuple[bool, str]:
+    from selfheal.recovery.configured import ladder
+    from selfheal.recovery.ladder import recover
+    from selfheal.recovery.turns import running_watcher
+
+    watcher = running_watcher()
+    if watcher is not None:  # started since heal looked: two restarters would stop each other's fresh process
+        return True, f"the watcher {watcher['pid']} recovers the service (not this heal)"
+    sr, target = ladder(project, params, cwd)
+    outcome = recover(sr, "auto", actor="heal", target=target)
+    return outcome.success, outcome.detail
+
+
+def execute(d: Decision, project: Project, params: Params | None = None, cwd: Path = Path(".")) -> Result:
     """Carry out one decision; a failure is reported in the result (heal goes on with the next step)."""
-    from selfheal.core.errors import SelfHealError
-    from selfheal.service.client import reloader
-
-    url = params.service_recovery.service_url
     try:
-        if d.action == "run_pipeline":
-            ok, note = _run_pipeline(params, d.reason)
-            return Result(d, ok, note)
+        if d.action == "fix":
+            return Result(d, *_fix(project, cwd))
+        if d.action == "repro":
+            return Result(d, *build(project, params, cwd, d.reason))
         if d.action == "run_monitor":
-            proc = vcs.dvc("repro", "--single-item", "--force", "monitor", check=False)
+            proc = vcs.dvc("repro", "--single-item", "--force", "monitor", cwd=cwd, check=False)
             if proc.returncode:
                 return Result(d, False, "monitor stage failed: " + " ".join((proc.stderr or proc.stdout).split()[-40:]))
             return Result(d, True, "drift measured for the current model")
         if d.action == "promote":
             from selfheal.versions.promote import promote
 
-            return Result(d, True, promote(reason=d.reason, reload=reloader(url))["version"])
-        if d.action in ("rollback", "restore"):  # restore: the workspace model itself is the bad one
-            from selfheal.versions.rollback import rollback
-
-            entry = rollback(reload=reloader(url), reason=d.reason if d.action == "restore" else None)
-            return Result(d, True, (entry or {}).get("version_restored") or "nothing to roll back")
+            return Result(d, True, promote(project, reason=d.reason, reload=reloader(project, params), cwd=cwd)["tag"])
+        if d.action in ("rollback", "restore"):
+            return Result(d, *_to_production(project, params, d, cwd))
         if d.action == "retrain":
             from selfheal.healing.retrain import retrain
 
-            entry = retrain(params, service_url=url)
+            entry = retrain(project, params, cwd=cwd)
             return Result(d, bool(entry and entry["success"]), (entry or {}).get("outcome", "not due"))
         if d.action == "recover":
-            from selfheal.recovery.ladder import recover
-            from selfheal.recovery.turns import running_watcher
-
-            watcher = running_watcher()
-            if watcher is not None:  # two restarters would stop each other's fresh process
-                return Result(d, True, f"the watcher {watcher['pid']} recovers the service (not this heal)")
-            outcome = recover(params.service_recovery, "auto", url, actor="heal")
-            return Result(d, outcome.success, outcome.detail)
+            return Result(d, *_recover(project, params, cwd))
         if d.action == "escalate":
             from selfheal.core.alerts import raise_alert
 
-            raise_alert(f"heal_escalation_{ISSUES[d.step]}", d.reason, issue=ISSUES[d.step], step=d.step)
+            raise_alert(f"heal_escalation_{ISSUES[d.step]}", d.reason, cwd / project.record(workspace.ALERTS_LOG),
+                        issue=ISSUES[d.step], step=d.step)
             return Result(d, False, "escalated: alert raised")
+        if d.action == "refuse":
+            return Result(d, False, d.reason)
     except SelfHealError as exc:
         return Result(d, False, str(exc))
     raise ValueError(f"heal: unknown action {d.action!r}")
 
 
 def describe(decisions: list[Decision]) -> list[str]:
-    return [f"  {i}. {d.step:<9} {d.action:<13} {d.reason}" for i, d in enumerate(decisions, 1)]
+    return [f"  {i}. {d.step:<7} {d.action:<11} {d.reason}" for i, d in enumerate(decisions, 1)]
 
 
-def data_folders(params: Params) -> set[str]:
-    """The folders of the data files params names: selfheal writes there too (fix-data, retrain's fold)."""
-    return {str(Path(path).parent) for path in (params.data.raw, params.data.clean, params.data.current)}
+# a step acted on may need to act again on what it made (fixed data is then built), at most this many times
+MAX_ACTS_PER_STEP = 2
 
 
-def heal(params: Params, plan_only: bool = False) -> int:
-    """Run (or with `plan_only` only print) the healing decisions; 0 when nothing failed or was escalated."""
+def heal(project: Project, params: Params | None = None, plan_only: bool = False, cwd: Path = Path(".")) -> int:
+    """Run (or with `plan_only` only print) the healing decisions; 0 when nothing failed or was escalated.
+    `params`: our pipeline's params.yaml (None for any other project)."""
     started = time.perf_counter()
+    rules = settings(project, params)
     if plan_only:
         print("heal plan (nothing is changed; later steps are decided again after earlier ones act):")
-        print("\n".join(describe(plan(observe(params), params))))
+        print("\n".join(describe(plan(observe(project, params, cwd, remember=False), rules))))
         return 0
-    settled = journal.settle(data_folders(params))
+    settled = journal.settle(data_folders(project, params))
     for line in settled.lines():
         print(f"heal: {line}")
-    decisions = plan(observe(params), params)
+    decisions = plan(observe(project, params, cwd), rules)
     results: list[Result] = []
+    said: set[Decision] = set()
     # a killed action's leftovers were logged and reported: not "healthy"; the steps below redo what is needed
     acted = bool(settled.completed or settled.interrupted)
-    steps = list(ISSUES)
+    steps, acts = list(ISSUES), dict.fromkeys(ISSUES, 0)
     while steps:
         step = steps.pop(0)
         if acted:  # what an earlier step did (new data, new model) changes what this one sees
-            decisions = plan(observe(params), params)
+            decisions = plan(observe(project, params, cwd), rules)
         for d in (x for x in decisions if x.step == step):
-            print(f"heal: {d.step}: {d.action}: {d.reason}")
-            if not d.acts and d.action != "escalate":
+            if d not in said:
+                print(f"heal: {d.step}: {d.action}: {d.reason}")
+                said.add(d)
+            if not d.acts and d.action not in ("escalate", "refuse"):
                 results.append(Result(d, True))
                 continue
-            result = execute(d, params)
+            result = execute(d, project, params, cwd)
             acted = acted or d.acts
             print(f"heal: {d.step}: {'done' if result.ok else 'FAILED'}: {result.note}")
             results.append(result)
-            if d.step == "gate" and d.acts and steps[:1] != ["monitor"]:  # the model changed: measure drift for the one now serving
-                steps.insert(0, "monitor")
+            if not (d.acts and result.ok):
+                continue
+            acts[step] += 1
+            if step == "data" and acts[step] < MAX_ACTS_PER_STEP and steps[:1] != ["data"]:
+                steps.insert(0, "data")  # fixed data is built next
+            if step == "model" and steps[:1] != ["monitor"]:
+                steps.insert(0, "monitor")  # the model changed: measure drift for the one now serving
     failed = [r for r in results if not r.ok]
     if acted or failed:
         from selfheal.healing.status import write_status
 
         audit.append(
-            workspace.HEAL_LOG, "heal", "; ".join(f"{r.decision.step}: {r.decision.action}" for r in results if
-                                              r.decision.action != "skip") or "healthy",
-            not failed, decisions=[{"step": r.decision.step, "action": r.decision.action, "reason": r.decision.reason,
-                                    "ok": r.ok, "note": r.note} for r in results],
+            cwd / project.record(workspace.HEAL_LOG), "heal",
+            "; ".join(f"{r.decision.step}: {r.decision.action}" for r in results if r.decision.action not in ("ok", "skip"))
+            or "healthy", not failed,
+            decisions=[{"step": r.decision.step, "action": r.decision.action, "reason": r.decision.reason,
+                        "ok": r.ok, "note": r.note} for r in results],
             journal=settled.completed + settled.interrupted or None,
             duration_s=round(time.perf_counter() - started, 2),
         )
-        write_status()
+        write_status(project, cwd)
     reported = any(r.decision.action == "report" for r in results)  # something left as it is: said, not "healthy"
     print(f"heal: {'done' if not failed else 'needs attention'}" if acted or failed else
           "heal: nothing to do, but see the report above" if reported else "heal: healthy")

@@ -1,15 +1,14 @@
 """The heal policy: observations in, ordered decisions out, each with its reason. Pure: no I/O, no clock.
 
-Order is the guide's: fix data -> gate the model (promote or roll back) -> retrain on drift -> recover the service,
-with one step of ours before the gate: monitoring must describe the model that serves. A missing, unreadable or
-stale drift report (one that describes another model) is a problem to repair (`dvc repro` of the monitor stage),
-never "healthy", and no model is promoted while its drift is unmeasured.
-The gate first checks that the workspace model is one the pipeline made or registered: a corrupted, replaced or
-deleted model file is restored from production, never retrained from (its validation describes other bytes).
-Escalation (the guide's "when to intervene manually", thresholds in params.yaml `escalation`) is read from the
-audit trail: when an issue keeps coming back, heal stops acting on it, raises an alert and exits non-zero. One
-exception: restoring the production version is never blocked - it only restores a model already proven good -
-but repeated rollbacks stop heal from producing new candidates (no pipeline rerun, no retrain) until a person looks.
+One policy for every project kind. Order: data (fix the configured data files, build a candidate when data,
+params or code changed) -> monitor (only where drift is a stage's output, as in our pipeline: the report must
+describe the model that serves, and no model is promoted while its drift is unmeasured) -> model (the gate:
+promote, roll back, restore outputs whose bytes are not what dvc.lock pins) -> drift (retrain, cooldown) ->
+service (recover). A step with nothing configured is left out.
+Escalation (the guide's "when to intervene manually") is read from the audit trail: when an issue keeps coming
+back, heal stops acting on it, raises an alert and exits non-zero. One exception: restoring the production
+version is never blocked - it only restores a model already proven good - but repeated rollbacks stop heal from
+producing new candidates (no rebuild, no retrain) until a person looks.
 """
 
 from __future__ import annotations
@@ -19,38 +18,71 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from selfheal.core.clock import parse_time
-from selfheal.core.config import Params
+from selfheal.core.config import EscalationParams
 
-# the issue (an audit log's subject) each step is about: our pipeline's steps, then a configured project's
-ISSUES = {"fix_data": "data_quality", "monitor": "monitoring", "gate": "model", "retrain": "drift",
-          "service": "service", "data": "data_quality", "model": "model", "drift": "drift"}
+ISSUES = {"data": "data_quality", "monitor": "monitoring", "model": "model", "drift": "drift", "service": "service"}
 PASSIVE = {"ok", "skip", "report", "escalate", "refuse"}  # nothing done: found fine, left, said, or refused
-# actions that only put back a model already proven good: never blocked by escalation
-RESTORES = {"rollback", "restore"}
-# actions that create a new candidate model: blocked once rollbacks repeat
-PRODUCES_CANDIDATE = {"run_pipeline", "retrain"}
+RESTORES = {"rollback", "restore"}  # only put back a model already proven good: never blocked by escalation
+PRODUCES_CANDIDATE = {"repro", "retrain"}  # blocked once rollbacks repeat
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the policy reads of the configuration (params.yaml's groups for our pipeline, selfheal.yaml's
+    sections for any other project), and the names its reasons use."""
+    escalation: EscalationParams = field(default_factory=EscalationParams)
+    auto_fix: bool = True
+    repro_fixes: bool = False  # the build itself fixes the data (our fix_data stage): auto_fix off only reports
+    auto_rollback: bool = True
+    auto_retrain: bool = True
+    cooldown_hours: float = 24.0
+    drift_threshold: float = 0.5
+    auto_recovery: bool = True
+    max_recovery_attempts: int = 3
+    current: str = "the current batch"
+    stage: str = "prod"  # the GTO stage that means production
+    fix_switch: str = "data.quality.auto_fix_enabled"  # the keys a reason names, as the user writes them
+    rollback_switch: str = "model_validation.auto_rollback_enabled"
+    retrain_switch: str = "drift.auto_retrain_enabled"
+    recovery_switch: str = "service_recovery.auto_recovery_enabled"
 
 
 @dataclass(frozen=True)
 class Observations:
     now: datetime
-    pipeline_ran: bool = True  # dvc.lock has every stage
-    raw_changed: bool = False  # data.raw differs from what fix_data last read
-    data_quality: dict[str, Any] | None = None
-    model_path: str = "the model file"  # the workspace model file (workspace.MODEL), for messages
-    model_md5: str | None = None  # of the workspace model file; None when it is missing
-    trained_md5: str | None = None  # the model dvc.lock's train stage recorded
-    validation: dict[str, Any] | None = None
-    production: dict[str, Any] | None = None
-    registered_md5s: frozenset[str] = frozenset()
-    held_back: dict[str, str] = field(default_factory=dict)  # md5 -> why: models a person rolled back from
-    drift: dict[str, Any] | None = None  # metrics/drift.json; None when missing or unreadable
-    drift_path: str = "the drift report"  # workspace.DRIFT, for messages
-    drift_model_md5: str | None = None  # the model the drift report describes
+    # data
+    built: bool = True  # dvc.lock has every model stage
+    changed: tuple[str, ...] = ()  # watched data whose bytes differ from what dvc.lock recorded
+    edited_params: tuple[str, ...] = ()  # `file:key` a stage recorded that the params file no longer holds
+    params_rejected: bool = False  # ... exactly the params of a candidate the gate rolled back
+    failed_build: dict[str, Any] | None = None  # the last candidate that failed to build: error, attempts
+    inputs_moved: tuple[str, ...] = ()  # its inputs that changed since
+    data_error: str | None = None  # a data file or setting no fix can get past
+    faulty: tuple[str, ...] = ()  # data.fix files with something to fix
+    faults_left: tuple[str, ...] = ()  # faults left because auto-fix is off
+    data_quality: dict[str, Any] | None = None  # the fix stage's report (our pipeline's metrics/data_quality.json)
+    # model
+    candidate_error: str | None = None
+    candidate: str | None = None  # the workspace version's identity as dvc.lock pins it
+    altered: tuple[str, ...] = ()  # how version outputs are not the bytes dvc.lock pins ("model.pkl is missing")
+    verdict: dict[str, Any] | None = None  # the gate's verdict on the candidate against production
+    verdict_error: str | None = None
+    production: dict[str, Any] | None = None  # {"version", "tag", "md5": identity, ...}
+    registered: frozenset[str] = frozenset()  # identities of every registered version
+    held_back: dict[str, str] = field(default_factory=dict)  # identity -> why: models a person rolled back from
+    # monitoring, where a stage measures drift
+    monitor_stage: bool = False
+    monitored: str | None = None  # the model identity the drift report describes
+    drift_path: str = "the drift report"
+    # drift
+    drift: dict[str, Any] | None = None  # drift_detected, drift_score, threshold; None: not measured
+    drift_error: str | None = None
     last_retrain: datetime | None = None
-    batch_trained_by: str | None = None  # the version a retrain already trained on this very current batch
-    service: dict[str, Any] | None = None  # None: no service was started here; else {"state", "detail"}
-    # state: a client.Health state, or "stopped" (by the operator, on purpose)
+    batch_retrained: str | None = None  # why retraining on this very batch again would fold nothing new
+    # service
+    service: dict[str, Any] | None = None  # None: nothing to watch; else {"state", "detail"}
+    watcher: int | None = None  # pid of a running `recover --watch`
+    restartable: bool = True
     logs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # issue -> its audit entries
     escalated: dict[str, str] = field(default_factory=dict)  # issue -> why a person must look (acknowledge clears)
 
@@ -58,8 +90,7 @@ class Observations:
 @dataclass(frozen=True)
 class Decision:
     step: str
-    action: str  # passive (PASSIVE), or run_pipeline | run_monitor | fix | repro | promote | rollback | restore |
-    #              retrain | recover
+    action: str  # passive (PASSIVE), or fix | repro | run_monitor | promote | rollback | restore | retrain | recover
     reason: str
 
     @property
@@ -83,17 +114,21 @@ def _recent(entries: list[dict[str, Any]], now: datetime, window: timedelta, **m
     return out
 
 
-def escalations(obs: Observations, params: Params) -> dict[str, str]:
+def _prod_md5(obs: Observations) -> str | None:
+    return (obs.production or {}).get("md5")
+
+
+def escalations(obs: Observations, s: Settings) -> dict[str, str]:
     """{issue: the rule it broke} from the audit trail (whether the issue is present now is plan's concern), and
     from a candidate whose input schema changed: whatever else heal does with it, a person decides on the data."""
     found: dict[str, str] = {issue: f"{reason}; `selfheal acknowledge {issue}` once a person has looked"
                              for issue, reason in obs.escalated.items()}
-    v = obs.validation or {}
+    v = obs.verdict or {}
     changes = v.get("schema_changes") or []
-    if changes and v.get("model_md5") == obs.model_md5 and obs.model_md5 != (obs.production or {}).get("md5"):
+    if changes and obs.candidate and obs.candidate != _prod_md5(obs):
         found["model"] = (f"the input schema changed ({'; '.join(changes)}): a person should look at the data "
                           "(`selfheal promote --accept-schema-change` takes a model trained on it)")
-    esc = params.escalation
+    esc = s.escalation
     window, hours = timedelta(hours=esc.window_hours), f"{esc.window_hours:g} h"
     for issue, entries in obs.logs.items():
         # one occurrence per incident: the attempts of one service incident share its detected_at
@@ -113,123 +148,134 @@ def escalations(obs: Observations, params: Params) -> dict[str, str]:
         if e.get("success"):
             break
         tail += int(e.get("attempts") or 1)
-    if tail >= params.service_recovery.max_recovery_attempts:
-        found["service"] = f"service recovery failed all {tail} attempts (max {params.service_recovery.max_recovery_attempts})"
+    if tail >= s.max_recovery_attempts:
+        found["service"] = f"service recovery failed all {tail} attempts (max {s.max_recovery_attempts})"
     dq = obs.data_quality or {}
-    if obs.pipeline_ran and not obs.raw_changed and dq and dq.get("valid_after") is False:
+    if obs.built and not obs.changed and dq.get("valid_after") is False:
         found["data_quality"] = f"the auto-fix did not resolve the data: {dq.get('problems_after', '?')} problem(s) remain"
     return found
 
 
-def _fix_data(obs: Observations, params: Params) -> Decision:
-    enabled = params.data_quality.auto_fix_enabled
-    if not obs.pipeline_ran or obs.raw_changed:
-        what = "no pipeline outputs yet" if not obs.pipeline_ran else f"{params.data.raw} changed since the last run"
-        if not enabled:
-            return Decision("fix_data", "report", f"{what}, but data_quality.auto_fix_enabled is false: run `dvc repro`")
-        return Decision("fix_data", "run_pipeline", f"{what}: `dvc repro` fixes it (fix_data) and trains a candidate")
+def _data(obs: Observations, s: Settings) -> Decision:
+    if obs.failed_build is not None:
+        if obs.inputs_moved:
+            return Decision("data", "repro", "inputs changed since the candidate that failed to build: "
+                            + ", ".join(obs.inputs_moved))
+        return Decision("data", "refuse", f"the candidate made from the current inputs failed to build "
+                        f"{obs.failed_build.get('attempts')} time(s) ({obs.failed_build.get('error')}); production's "
+                        "outputs were restored and still serve; heal builds again when an input or the code changes")
+    if obs.edited_params:
+        edited = ", ".join(obs.edited_params)
+        if obs.params_rejected:
+            return Decision("data", "report", f"params changed since dvc.lock ({edited}), but the candidate built "
+                            "from exactly these params failed the gate and was rolled back; production serves. Change "
+                            "them back (or again), or `selfheal promote --force` after `dvc repro`")
+        return Decision("data", "repro", f"params changed since dvc.lock: {edited}")
+    if obs.data_error:
+        return Decision("data", "refuse", obs.data_error)
+    if obs.faulty:
+        return Decision("data", "fix", f"data faults in {', '.join(obs.faulty)}")
+    if not obs.built or obs.changed:
+        what = "no pipeline outputs yet" if not obs.built else f"data changed since dvc.lock: {', '.join(obs.changed)}"
+        if s.repro_fixes and not s.auto_fix:
+            return Decision("data", "report", f"{what}, but {s.fix_switch} is false: run `dvc repro`")
+        return Decision("data", "repro", f"{what}: `dvc repro` " + (
+            "fixes it (fix_data) and trains a candidate" if s.repro_fixes else "builds a candidate"))
     dq = obs.data_quality or {}
     if dq.get("valid_after") is False:
-        return Decision("fix_data", "report", f"data still invalid after fix_data ({dq.get('problems_after')} problem(s))")
-    fixed = dq.get("problems_before", 0)
-    return Decision("fix_data", "skip", f"{params.data.raw} unchanged since the last run; valid ({fixed} problem(s) fixed)")
-
-
-def _foreign_model(obs: Observations) -> str | None:
-    """What is wrong when the workspace model is none the pipeline made or registered (corrupted, replaced,
-    deleted); None when it is one of them. Before the first run a missing model is simply not built yet."""
-    if not obs.pipeline_ran:
-        return None
-    candidate = (obs.validation or {}).get("model_md5")
-    known = ({candidate, obs.trained_md5} | obs.registered_md5s) - {None}
-    if obs.model_md5 in known:
-        return None
-    if obs.model_md5 is None:
-        return f"{obs.model_path} is missing"
-    return (f"{obs.model_path} (md5 {obs.model_md5}) is neither the validated model (md5 {candidate}) nor a registered "
-            "version: corrupted or replaced")
+        return Decision("data", "report", f"data still invalid after fix_data ({dq.get('problems_after')} problem(s))")
+    if obs.faults_left:
+        return Decision("data", "report", f"faults left ({s.fix_switch} is false): {'; '.join(obs.faults_left)}")
+    fixed = f" ({dq['problems_before']} problem(s) fixed by the pipeline)" if dq.get("problems_before") else ""
+    return Decision("data", "ok", f"data as dvc.lock recorded{fixed}")
 
 
 def _stale_monitoring(obs: Observations) -> str | None:
     """What is wrong with monitoring for the workspace model (None: its drift is measured)."""
     if obs.drift is None:
         return f"{obs.drift_path} is missing or unreadable: drift was never measured for this model"
-    if obs.drift_model_md5 != obs.model_md5:
-        return (f"{obs.drift_path} describes model {str(obs.drift_model_md5)[:12]}, not the current model "
-                f"{str(obs.model_md5)[:12]}: stale")
+    if obs.monitored != obs.candidate:
+        return (f"{obs.drift_path} describes model {str(obs.monitored)[:12]}, not the current model "
+                f"{str(obs.candidate)[:12]}: stale")
     return None
 
 
-def _monitor(obs: Observations, params: Params) -> Decision:
+def _monitor(obs: Observations, s: Settings) -> Decision | None:
     """Measure drift for the model that serves or is about to (not for a model the gate will replace)."""
-    if not obs.pipeline_ran or obs.raw_changed:
+    if not obs.monitor_stage:
+        return None
+    if not obs.built or obs.changed or (obs.edited_params and not obs.params_rejected):
         return Decision("monitor", "skip", "the pipeline has to run first (it measures drift too)")
-    if _foreign_model(obs):
+    if obs.altered:
         return Decision("monitor", "skip", "the gate restores the model first")
-    v = obs.validation or {}
-    if v.get("model_md5") == obs.model_md5 and not v.get("passed") and obs.model_md5 != (obs.production or {}).get("md5"):
+    v = obs.verdict or {}
+    if v and not v.get("passed") and obs.candidate != _prod_md5(obs):
         return Decision("monitor", "skip", "the workspace model failed validation: the gate decides on it first")
     stale = _stale_monitoring(obs)
     if stale:
         return Decision("monitor", "run_monitor", f"{stale}: the monitor stage measures it")
-    return Decision("monitor", "skip", f"drift measured for the current model ({str(obs.model_md5)[:12]})")
+    return Decision("monitor", "ok", f"drift measured for the current model ({str(obs.candidate)[:12]})")
 
 
-def _restore(obs: Observations, params: Params, wrong: str) -> Decision:
-    prod = obs.production
-    if prod is None:
-        return Decision("gate", "escalate", f"{wrong}, and no version was ever promoted: nothing to restore; "
-                                            "`dvc checkout` or `dvc repro` rebuilds it")
-    target = f"production {prod['version']} (md5 {prod.get('md5')})"
-    return _to_production(params, "restore", wrong, target, f"selfheal rollback --version {prod['version']}")
+def _to_production(s: Settings, action: str, problem: str, obs: Observations) -> Decision:
+    """Put production back (rollback / restore); with auto-rollback off, say which command would."""
+    prod = obs.production or {}
+    target = f"production {prod.get('version')} (md5 {prod.get('md5')})"
+    if not s.auto_rollback:
+        return Decision("model", "report", f"{problem}; {s.rollback_switch} is false: run "
+                                           f"`selfheal rollback --version {prod.get('version')}` to restore {target}")
+    return Decision("model", action, f"{problem}: restore {target}")
 
 
-def _to_production(params: Params, action: str, problem: str, target: str, command: str) -> Decision:
-    """Put production back (rollback / restore); with auto_rollback_enabled off, say which command would."""
-    if not params.model_validation.auto_rollback_enabled:
-        return Decision("gate", "report", f"{problem}; model_validation.auto_rollback_enabled is false: "
-                                          f"run `{command}` to restore {target}")
-    return Decision("gate", action, f"{problem}: restore {target}")
-
-
-def _gate(obs: Observations, params: Params) -> Decision:
-    v, prod = obs.validation, obs.production
-    wrong = _foreign_model(obs)
-    if wrong:
-        return _restore(obs, params, wrong)
+def _model(obs: Observations, s: Settings) -> Decision:
+    if not obs.built:
+        return Decision("model", "skip", "no candidate yet: the pipeline has to run first")
+    if obs.candidate_error:
+        return Decision("model", "refuse", obs.candidate_error)
+    prod, v = obs.production, obs.verdict
+    ours = obs.candidate is not None and obs.candidate == _prod_md5(obs)
+    if obs.altered:
+        wrong = "; ".join(obs.altered)
+        if prod is None:
+            return Decision("model", "escalate", f"{wrong}, and no version was ever promoted: nothing to restore; "
+                                                 "`dvc checkout` or `dvc repro` rebuilds it")
+        return _to_production(s, "restore", wrong, obs)
+    if obs.verdict_error:
+        return Decision("model", "refuse", obs.verdict_error)
+    if v is not None and v.get("model_md5") not in (None, obs.candidate):
+        return Decision("model", "report", "the validation result describes another model file: run `dvc repro`")
+    if ours:  # judged on its own: a bound or threshold raised since it was promoted
+        assert prod is not None
+        if v is None or v.get("passed"):
+            return Decision("model", "ok", f"{prod.get('tag') or prod.get('version')} is {s.stage}")
+        return Decision("model", "escalate", f"production {prod.get('version')} itself fails the gate now "
+                                             f"({'; '.join(v.get('failures') or [])}); no better version to restore "
+                                             "automatically")
     if v is None:
-        return Decision("gate", "skip", "no validation result yet")
-    candidate, prod_md5, prod_name = v.get("model_md5"), (prod or {}).get("md5"), (prod or {}).get("version")
-    score = f"{v.get('metric_name')} {v.get('metric', float('nan')):.3f}, threshold {v.get('threshold')}"
+        return Decision("model", "refuse", "the candidate has no metrics yet: run `dvc repro`")
+    score = f"{v.get('metric_name')} {v.get('metric', float('nan')):.4f}"
+    name = f"candidate {str(obs.candidate)[:12]}"
     if v.get("passed"):
-        if candidate != obs.model_md5:
-            return Decision("gate", "report", "the validation result describes another model file: run `dvc repro`")
-        if candidate == prod_md5:
-            return Decision("gate", "skip", f"production {prod_name} is the validated model ({score})")
-        why = ("registered earlier: assign it production again" if candidate in obs.registered_md5s
-               else "promote it to production")
-        passed = f"model {str(candidate)[:12]} passed validation ({score})"
-        if candidate in obs.held_back:
-            return Decision("gate", "report", f"{passed}, but {obs.held_back[candidate]}")
-        stale = _stale_monitoring(obs)
+        passed = f"{name} passes the gate ({score}" + (f" vs {prod.get('version')})" if prod else
+                                                        ", first production version)")
+        if obs.candidate in obs.held_back:
+            return Decision("model", "report", f"{passed}, but {obs.held_back[obs.candidate]}")
+        stale = obs.monitor_stage and _stale_monitoring(obs)
         if stale:
-            return Decision("gate", "report", f"{passed}, but monitoring is not current ({stale}): not promoted "
-                                              "until drift is measured for it")
-        return Decision("gate", "promote", f"{passed}: {why}")
+            return Decision("model", "report", f"{passed}, but monitoring is not current ({stale}): not promoted "
+                                               "until drift is measured for it")
+        again = ": registered earlier, assign it production again" if obs.candidate in obs.registered else ""
+        return Decision("model", "promote", passed + again)
     changes = v.get("schema_changes") or []
-    if changes and v.get("passed_except_schema") and candidate == obs.model_md5 and candidate != prod_md5:
-        return Decision("gate", "escalate", f"model {str(candidate)[:12]} passed validation ({score}) but its input "
-                                            f"schema differs from production {prod_name}: {'; '.join(changes)}; "
-                                            "not promoted automatically: `selfheal promote --accept-schema-change` "
-                                            "promotes it, `selfheal rollback` keeps production")
-    failures = "".join(f"; {r}" for r in v.get("failures") or [])
-    failed = f"model {str(candidate)[:12]} failed validation ({score}{failures})"
-    if candidate == prod_md5:
-        return Decision("gate", "escalate", f"production {prod_name} itself fails validation now ({score}); "
-                                            "no better version to restore automatically")
+    if changes and v.get("passed_except_schema"):
+        return Decision("model", "escalate", f"{name} passes the gate ({score}) but its input schema differs from "
+                                             f"production {(prod or {}).get('version')}: {'; '.join(changes)}; not "
+                                             "promoted automatically: `selfheal promote --accept-schema-change` "
+                                             "promotes it, `selfheal rollback` keeps production")
+    failed = f"{name} fails the gate ({score}): {'; '.join(v.get('failures') or [])}"
     if prod is None:
-        return Decision("gate", "escalate", f"{failed} and no version was ever promoted: nothing to roll back to")
-    return _to_production(params, "rollback", failed, f"production {prod['version']}", "selfheal rollback")
+        return Decision("model", "escalate", f"{failed}; no version was ever promoted: nothing to roll back to")
+    return _to_production(s, "rollback", failed, obs)
 
 
 @dataclass(frozen=True)
@@ -250,19 +296,20 @@ def retrain_decision(
     cooldown_hours: float,
     enabled: bool = True,
     force: bool = False,
+    switch: str = "drift_detection.auto_retrain_enabled",
 ) -> RetrainDecision:
-    """Retrain when the monitor detected drift and the cooldown has passed.
+    """Retrain when drift was detected and the cooldown has passed.
 
-    `drift_detected` is the monitor's verdict (selfheal.pipeline.profile_drift.dataset_drift), never judged again here:
-    `drift_score` and `threshold` (the one the monitor applied) only explain it. `force` skips the cooldown
-    (never the drift condition); `enabled` is drift_detection.auto_retrain_enabled.
+    `drift_detected` is the drift measurement's verdict (selfheal.pipeline.profile_drift.dataset_drift), never judged
+    again here: `drift_score` and `threshold` (the one it applied) only explain it. `force` skips the cooldown
+    (never the drift condition); `enabled` is the auto-retrain switch named `switch`.
     """
     if not drift_detected:
         return RetrainDecision(False, f"No retraining needed: no drift detected (score {drift_score:.2f}, "
                                       f"threshold {threshold:.2f})")
     found = f"Data drift detected (score {drift_score:.2f}, threshold {threshold:.2f})"
     if not enabled and not force:
-        return RetrainDecision(False, f"{found}; drift_detection.auto_retrain_enabled is false", blocked_by_config=True)
+        return RetrainDecision(False, f"{found}; {switch} is false", blocked_by_config=True)
     if last_retrain is not None and not force:
         next_allowed = last_retrain + timedelta(hours=cooldown_hours)
         if now < next_allowed:
@@ -276,56 +323,71 @@ def retrain_decision(
     return RetrainDecision(True, f"{found}; {why}")
 
 
-def _retrain(obs: Observations, params: Params) -> Decision:
-    d, dd = obs.drift, params.drift_detection
-    if d is None:
-        return Decision("retrain", "skip", "no drift report yet")
-    stale = obs.pipeline_ran and _stale_monitoring(obs)
-    if stale:
-        return Decision("retrain", "skip", f"no current drift measurement ({stale})")
-    measured = float(d.get("threshold", dd.drift_threshold))
+def retrain_verdict(obs: Observations, s: Settings, force: bool = False) -> RetrainDecision:
+    """The retrain decision on the measured drift; a batch already retrained on is not retrained on again."""
+    d = obs.drift or {}
     verdict = retrain_decision(
         drift_detected=bool(d.get("drift_detected")), drift_score=float(d.get("drift_score") or 0.0),
-        threshold=measured, last_retrain=obs.last_retrain, now=obs.now,
-        cooldown_hours=dd.retraining_cooldown_hours, enabled=dd.auto_retrain_enabled,
-    )
+        threshold=float(d.get("threshold", s.drift_threshold)), last_retrain=obs.last_retrain, now=obs.now,
+        cooldown_hours=s.cooldown_hours, enabled=s.auto_retrain, force=force, switch=s.retrain_switch)
+    if verdict.retrain and obs.batch_retrained and not force:
+        return RetrainDecision(False, f"{verdict.reason}, but {obs.batch_retrained}", blocked_by_config=True)
+    return verdict
+
+
+def _drift(obs: Observations, s: Settings) -> Decision | None:
+    if obs.drift_error:
+        return Decision("drift", "refuse", obs.drift_error)
+    if obs.drift is None:
+        return Decision("drift", "skip", "no drift report yet") if obs.monitor_stage else None
+    stale = obs.monitor_stage and obs.built and _stale_monitoring(obs)
+    if stale:
+        return Decision("drift", "skip", f"no current drift measurement ({stale})")
+    verdict = retrain_verdict(obs, s)
     reason = verdict.reason
-    if verdict.retrain and obs.batch_trained_by:
-        return Decision("retrain", "report", f"{reason}, but {obs.batch_trained_by} was already trained on this batch "
-                        f"({params.data.current}): retraining would fold nothing new. The drift reference now mixes "
-                        "the old training data with this batch, so the batch still differs from most of it; a new "
-                        "batch is measured afresh, and a person decides whether this one is the new normal")
-    if measured != dd.drift_threshold:
-        reason += f" (params now say drift_threshold {dd.drift_threshold:g}: `dvc repro monitor` applies it)"
+    measured = float(obs.drift.get("threshold", s.drift_threshold))
+    if measured != s.drift_threshold and obs.monitor_stage:
+        reason += f" (params now say drift_threshold {s.drift_threshold:g}: `dvc repro monitor` applies it)"
     if verdict.retrain:
-        return Decision("retrain", "retrain", reason)
-    return Decision("retrain", "report" if verdict.blocked_by_config else "skip", reason)
+        return Decision("drift", "retrain", reason)
+    if verdict.blocked_by_config:
+        return Decision("drift", "report", reason)
+    return Decision("drift", "skip" if obs.drift.get("drift_detected") else "ok", reason)
 
 
-def _service(obs: Observations, params: Params) -> Decision:
-    s = obs.service
-    if s is None:
-        return Decision("service", "skip", "no service was started in this project")
-    if s.get("state") in ("healthy", "stopped"):
-        return Decision("service", "skip", f"service {s.get('detail')}")
-    if s.get("state") == "foreign":  # another project's service holds our URL: ours cannot serve, a person decides
-        return Decision("service", "escalate", f"{s.get('detail')}: this project's service cannot serve there; stop "
-                                               "the other service or set service_recovery.service_url to a free port")
-    if not params.service_recovery.auto_recovery_enabled:
-        return Decision("service", "report", f"{s.get('detail')}; service_recovery.auto_recovery_enabled is false")
-    return Decision("service", "recover", str(s.get("detail")))
+def _service(obs: Observations, s: Settings) -> Decision | None:
+    svc = obs.service
+    if svc is None:
+        return None
+    state, detail = svc.get("state"), str(svc.get("detail"))
+    if state == "healthy":
+        return Decision("service", "ok", detail)
+    if state in ("stopped", "absent"):  # stopped by the operator on purpose, or never started here
+        return Decision("service", "skip", detail)
+    if state == "foreign":  # another project's service holds our URL: ours cannot serve, a person decides
+        return Decision("service", "escalate", f"{detail}: this project's service cannot serve there; stop the "
+                                               "other service or set the service URL to a free port")
+    if obs.watcher is not None:  # two restarters would stop each other's fresh process
+        return Decision("service", "skip", f"{detail}; left to the running watcher (pid {obs.watcher})")
+    if not obs.restartable:
+        return Decision("service", "refuse", f"{detail}; service.start is not set, so selfheal cannot restart it")
+    if not s.auto_recovery:
+        return Decision("service", "report", f"{detail}; {s.recovery_switch} is false")
+    return Decision("service", "recover", detail)
 
 
-def plan(obs: Observations, params: Params) -> list[Decision]:
-    """One decision per step, in order; an escalated issue's action becomes an `escalate` decision."""
-    blocked = escalations(obs, params)
+def plan(obs: Observations, s: Settings) -> list[Decision]:
+    """One decision per step that applies, in order; an escalated issue's action becomes an `escalate` one."""
+    blocked = escalations(obs, s)
     out = []
-    for decide in (_fix_data, _monitor, _gate, _retrain, _service):
-        d = decide(obs, params)
+    for decide in (_data, _monitor, _model, _drift, _service):
+        d = decide(obs, s)
+        if d is None:
+            continue
         rule = blocked.get(d.issue) or (blocked.get("model") if d.action in PRODUCES_CANDIDATE else None)
         if d.action in RESTORES and rule:
             out += [d, Decision(d.step, "escalate", f"{rule}; rolled back, but a person should look")]
-        elif (d.acts or d.action == "report") and rule:
+        elif (d.acts or d.action in ("report", "refuse")) and rule:
             out.append(Decision(d.step, "escalate", f"{rule}; heal will not {d.action.replace('_', ' ')} again "
                                                     f"until this is resolved ({d.reason})"))
         else:

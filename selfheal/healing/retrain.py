@@ -1,39 +1,52 @@
-"""Drift-triggered retraining: a pure cooldown decision, and the retrain itself.
+"""Drift-triggered retraining, for every project kind: the policy decides, then the batch comes in, a
+candidate is built and the gate judges it.
 
-How the current batch reaches the training data (documented in the README): its rows that carry the target are
-appended to data.raw, skipping rows the raw file already holds (so folding the same batch twice adds nothing),
-after a backup in .selfheal/backups. Then `dvc repro` fixes, trains and validates, and the model gate decides:
-a better model is promoted (its commit holds the raw data's .dvc file: `dvc repro` versioned the folded data);
-a worse one is rolled back to production and the fold is undone (raw data and its .dvc file, the
-fix_data and monitor stages and their outputs restored, so the drift stays visible), so a failed retrain leaves
-the workspace as it found it.
+How the current batch reaches the training data: in our pipeline selfheal folds it in (documented in the
+README): its rows that carry the target are appended to data.raw, skipping rows the raw file already holds (so
+folding the same batch twice adds nothing); in any other project retrain.command does it. Either way the watched
+data, their .dvc files, dvc.lock and the git-tracked outputs are backed up first (.selfheal/backups); a better
+model is promoted (its commit holds the data's .dvc files: `dvc repro` versioned the new data); otherwise
+production is restored and the data and the stages that read it are put back, so the drift stays visible and a
+failed retrain leaves the workspace as it found it.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from datetime import UTC, datetime
+from collections.abc import Mapping
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from selfheal.core import audit, journal, workspace
 from selfheal.core.clock import now_iso, parse_time
-from selfheal.healing.policy import retrain_decision
-from selfheal.versions import registry, vcs
+from selfheal.core.config import Params
+from selfheal.core.project import Project
+from selfheal.healing.policy import Observations, RetrainDecision, Settings, retrain_verdict
+from selfheal.versions import vcs
+from selfheal.versions.catalog import Versions
+from selfheal.versions.checkout import from_backup, restore_stages
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
 
-def read_log(log: Path = workspace.RETRAINING_LOG) -> dict[str, Any]:
-    """The retraining log: {"last_retrain_time": ..., "history": [...]} (the guide's shape)."""
-    data = audit.read(log, {})
-    return data if isinstance(data, dict) else {"last_retrain_time": None, "history": list(data)}
+def _shaped(data: Any) -> dict[str, Any]:
+    """The guide's shape {"last_retrain_time": ..., "history": [...]}; a plain list of entries (written before
+    that shape) counts its last entry as the last retrain."""
+    if isinstance(data, dict):
+        return data
+    history = list(data or [])
+    return {"last_retrain_time": history[-1].get("timestamp") if history else None, "history": history}
 
 
-def last_retrain_time(log: Path = workspace.RETRAINING_LOG) -> datetime | None:
+def read_log(log: Path) -> dict[str, Any]:
+    return _shaped(audit.read(log, {}))
+
+
+def last_retrain_time(log: Path) -> datetime | None:
     value = read_log(log).get("last_retrain_time")
     return parse_time(value) if value else None
 
@@ -42,16 +55,15 @@ def _record(log: Path, entry: dict[str, Any], completed: bool) -> None:
     """Append `entry` to the history; only a completed attempt (its model promoted or rolled back) starts the
     cooldown, so a failed or empty one never blocks the next retrain."""
     def change(data: Any) -> dict[str, Any]:
-        data = data if isinstance(data, dict) else {"history": list(data or [])}
+        data = _shaped(data)
         last = entry["started_at"] if completed else data.get("last_retrain_time")
         return {**data, "last_retrain_time": last, "history": [*data.get("history", []), entry]}
 
     audit.update(log, change, default={})
 
 
-def batch_trained_by(current: Path, log: Path = workspace.RETRAINING_LOG) -> str | None:
-    """The version a completed retrain trained on exactly this batch (same md5), or None. Retraining on it
-    again would fold nothing new."""
+def _promoted_on(current: Path, log: Path) -> str | None:
+    """The version a completed retrain trained on exactly this batch (same md5) and promoted, or None."""
     from selfheal.core import atomic
 
     if not current.is_file():
@@ -59,8 +71,19 @@ def batch_trained_by(current: Path, log: Path = workspace.RETRAINING_LOG) -> str
     md5 = atomic.md5_file(current)
     for entry in reversed(read_log(log).get("history") or []):
         if entry.get("current_md5") == md5 and entry.get("outcome") == "promoted":
-            return str(entry.get("version"))
+            return str(entry.get("version") or f"the retrain of {entry.get('timestamp')}")
     return None
+
+
+def batch_retrained(current: Path, log: Path) -> str | None:
+    """Why retraining on this very batch again would fold nothing new (a version was already trained on it), or
+    None. The drift then persists by construction: a person decides whether the batch is the new normal."""
+    version = _promoted_on(current, log)
+    if version is None:
+        return None
+    return (f"{version} was already trained on this batch ({current.name}): retraining would fold nothing new. The "
+            "drift reference now mixes the old training data with this batch, so the batch still differs from most "
+            "of it; a new batch is measured afresh, and a person decides whether this one is the new normal")
 
 
 def _known_rows(new: pd.DataFrame, old: pd.DataFrame, numeric: list[str]) -> np.ndarray:
@@ -89,7 +112,7 @@ def _known_rows(new: pd.DataFrame, old: pd.DataFrame, numeric: list[str]) -> np.
     return found
 
 
-def fold_current(raw: Path, current: Path, target: str, columns: dict[str, str] | None = None) -> int:
+def fold_current(raw: Path, current: Path, target: str, columns: Mapping[str, str] | None = None) -> int:
     """Append the current batch's labelled rows that raw lacks to `raw` (atomically); returns rows added.
 
     Rows are compared by value as fix_data reads them (numbers parsed, padding and placeholders normalised), so a
@@ -106,7 +129,7 @@ def fold_current(raw: Path, current: Path, target: str, columns: dict[str, str] 
     if missing:
         raise DataError(f"{current}: column(s) {missing} of {raw} missing; cannot fold the batch into training data")
     new = new[list(old.columns)]
-    schema = infer_schema(old, target, overrides=columns)
+    schema = infer_schema(old, target, overrides=dict(columns or {}))
     numeric = [c for c, kind in schema.columns.items() if kind == "numeric"]
     (old_typed, _), (new_typed, _) = typed(old, schema), typed(new, schema)
     fresh = new_typed[target].notna().to_numpy() & ~_known_rows(new_typed, old_typed, numeric)
@@ -120,89 +143,156 @@ def fold_current(raw: Path, current: Path, target: str, columns: dict[str, str] 
     return len(rows)
 
 
-def _drift_input(drift_detected: bool, drift_score: float | None, threshold: float, drift_file: Path
-                 ) -> tuple[bool, float, float, str]:
-    """(detected, score, threshold, detected_at): the guide's flags when given, else the monitor's verdict in
-    metrics/records/drift.json (with the threshold it applied, and the file's write time). Never re-judged here."""
-    from selfheal.core import atomic
-    from selfheal.core.errors import SelfHealError
-
-    if drift_score is not None:  # the guide's --drift-score: judged by the monitor's own rule, the one rule
+def _flagged(detected: bool, score: float | None, threshold: float) -> dict[str, Any]:
+    """The guide's --drift-detected / --drift-score as a measurement: a score is judged by the drift rule (the
+    one rule), a bare --drift-detected is the caller's verdict."""
+    if score is not None:
         from selfheal.pipeline.profile_drift import dataset_drift
 
-        return dataset_drift(drift_score, threshold), float(drift_score), threshold, now_iso()
-    if drift_detected:  # the guide's --drift-detected alone: the caller's verdict
-        return True, 1.0, threshold, now_iso()
-    drift = atomic.read_json(drift_file)
-    if not isinstance(drift, dict):
-        raise SelfHealError(f"{drift_file}: not found; run `dvc repro` (monitor) or pass --drift-detected --drift-score")
-    when = datetime.fromtimestamp(drift_file.stat().st_mtime, UTC).replace(microsecond=0).isoformat()
-    measured = float(drift.get("threshold", threshold))
-    return bool(drift.get("drift_detected")), float(drift.get("drift_score") or 0.0), measured, when
+        return {"drift_detected": dataset_drift(score, threshold), "drift_score": float(score), "threshold": threshold}
+    return {"drift_detected": detected, "drift_score": 1.0, "threshold": threshold}
 
 
-def retrain(params: Any, *, drift_detected: bool = False, drift_score: float | None = None,
-            force: bool = False, service_url: str | None = None, cwd: Path = Path(".")) -> dict[str, Any] | None:
-    """Decide, and when the decision is to retrain: fold, `dvc repro`, then promote or roll back + undo.
+def _due(obs: Observations, rules: Settings, force: bool) -> RetrainDecision:
+    """The policy's retrain decision; a project that measures no drift retrains on schedule: the cooldown alone."""
+    if obs.drift is not None:
+        return retrain_verdict(obs, rules, force)
+    if force or obs.last_retrain is None or obs.now - obs.last_retrain >= timedelta(hours=rules.cooldown_hours):
+        return RetrainDecision(True, "scheduled retrain (no drift section: the cooldown alone decides)")
+    return RetrainDecision(False, f"within the {rules.cooldown_hours:g} h cooldown since {obs.last_retrain.isoformat()}; "
+                                  "skipped (--force to override)")
 
-    Returns the retraining-log entry, or None when no retrain was due. Never leaves a worse model in production.
-    Only a completed attempt (promoted or rolled back) starts the cooldown; an attempt that folds nothing new
-    into data the pipeline already trained on does nothing and says so.
+
+def retrain(project: Project, params: Params | None = None, *, drift_detected: bool = False,
+            drift_score: float | None = None, force: bool = False, cwd: Path = Path(".")) -> dict[str, Any] | None:
+    """Decide, and when the decision is to retrain: bring the new batch in, build, then promote or roll back.
+
+    The batch comes in by selfheal's fold for our pipeline (`params`), by retrain.command for any other project
+    (the repro section without one). Unless the new model is promoted, the watched data, their .dvc files and the
+    stages that read them are put back as they were, so a failed retrain leaves the workspace as it found it.
+    Returns the retraining-log entry, or None when no retrain was due. Only a completed attempt (promoted or
+    rolled back) starts the cooldown; an attempt that folds nothing new into data the pipeline already trained on
+    does nothing and says so.
     """
+    from dataclasses import replace
+
     from selfheal.core import atomic
     from selfheal.core.errors import SelfHealError
     from selfheal.healing import guard
+    from selfheal.healing.observe import drift_observations, settings, watched
 
-    dd, log = params.drift_detection, cwd / workspace.RETRAINING_LOG
-    detected, score, threshold, detected_at = _drift_input(drift_detected, drift_score, dd.drift_threshold,
-                                                           cwd / workspace.DRIFT)
-    verdict = retrain_decision(drift_detected=detected, drift_score=score, threshold=threshold,
-                               last_retrain=last_retrain_time(log), now=datetime.now(UTC),
-                               cooldown_hours=dd.retraining_cooldown_hours, enabled=dd.auto_retrain_enabled,
-                               force=force)
-    if detected:
+    rules = settings(project, params)
+    obs = drift_observations(project, params, cwd)
+    if drift_score is not None or drift_detected:
+        obs = replace(obs, drift=_flagged(drift_detected, drift_score, rules.drift_threshold), drift_error=None,
+                      batch_retrained=None)
+    if obs.drift_error:
+        raise SelfHealError(obs.drift_error)
+    if obs.drift is None and obs.monitor_stage:
+        raise SelfHealError(f"{obs.drift_path}: not found; run `dvc repro` (monitor) or pass --drift-detected "
+                            "--drift-score")
+    verdict = _due(obs, rules, force)
+    score = float((obs.drift or {}).get("drift_score") or 0.0)
+    if (obs.drift or {}).get("drift_detected"):
         print(f"🚨 Data drift detected! Score: {score:.2f}")
     print(("✅ " if verdict.retrain else "ℹ️  ") + verdict.reason)
     if not verdict.retrain:
         return None
+    log = cwd / project.record(workspace.RETRAINING_LOG)
     started, t0 = now_iso(), time.perf_counter()
-    raw, current = cwd / params.data.raw, cwd / params.data.current
-    raw_dvc = raw.with_name(f"{raw.name}.dvc")  # `dvc repro` versions the folded data in it
-    tracked = [p for paths in vcs.git_tracked_outputs(cwd / workspace.DVC_YAML).values() for p in paths]
-    backup_dir = guard.backup([raw, raw_dvc, cwd / workspace.DVC_LOCK, *(cwd / p for p in tracked)], "retrain")
+    current = cwd / rules.current
+    data = [cwd / p for p in watched(project, params)]
+    saved: list[str | Path] = [*data, *(p.with_name(f"{p.name}.dvc") for p in data), cwd / workspace.DVC_LOCK,
+             *(cwd / p for paths in vcs.git_tracked_outputs(cwd / workspace.DVC_YAML).values() for p in paths)]
+    backup_dir = guard.backup(saved, "retrain")
     before = vcs.read_lock(cwd / workspace.DVC_LOCK)
     action = "forced_retrain" if force else "auto_retrain"
     entry: dict[str, Any] = {
-        **audit.entry(action, verdict.reason, False), "outcome": "failed", "drift_score": score, "drift_detected_at": detected_at,
-        "started_at": started, "duration_s": None, "rows_added": 0, "current_md5": atomic.md5_file(current)
-        if current.is_file() else None, "version": None, "metric": None, "metric_name": None,
+        **audit.entry(action, verdict.reason, False), "outcome": "failed", "drift_score": score,
+        "drift_detected_at": started, "started_at": started, "duration_s": None, "rows_added": 0,
+        "current_md5": atomic.md5_file(current) if current.is_file() else None, "version": None, "metric": None,
+        "metric_name": None,
     }
-    with journal.intent(action, cwd / workspace.HEAL_LOG, verdict.reason, data_path=params.data.raw):
+    with journal.intent(action, cwd / project.record(workspace.HEAL_LOG), verdict.reason,
+                        data_path=", ".join(map(str, data))):
         try:
-            entry["rows_added"] = added = fold_current(raw, current, params.data.target, params.data.columns)
-            if added == 0 and _trained_as_is(cwd):
-                entry["outcome"] = "nothing_new"
-                print(f"ℹ️  Nothing new to train on: every labelled row of {params.data.current} is already in "
-                      f"{params.data.raw}, and the model was trained on exactly this data and params, so "
-                      "retraining would only repeat it. " + _persisting(batch_trained_by(current, log)))
-            else:
-                print(f"🔄 Starting model retraining... ({added} rows of {params.data.current} folded into "
-                      f"{params.data.raw})")
-                entry |= _repro_and_gate(verdict.reason, before, backup_dir, raw, service_url, cwd)
+            entry |= _bring_in_and_build(project, params, verdict.reason, cwd)
+            if entry["outcome"] != "nothing_new":
+                entry |= _gate(project, params, cwd, entry.pop("refused", None))
         except SelfHealError as exc:
             entry["error"] = str(exc)
             print(f"❌ Retraining failed: {exc}", file=sys.stderr)
+        finally:  # unless promoted: the data and the stages reading it as before (the model: rolled back)
+            if entry["outcome"] not in ("promoted", "nothing_new"):
+                guard.restore_backup(backup_dir, saved[:2 * len(data)])
+                restore_stages(before, [s for s in before if s not in project.model.stages], from_backup(backup_dir),
+                               cwd)
+        versions = Versions(project, cwd)
+        prod = versions.production()
         entry |= {"timestamp": now_iso(), "success": entry["outcome"] == "promoted",
                   "duration_s": round(time.perf_counter() - t0, 1), "backup": str(backup_dir),
-                  "production": getattr(registry.production(cwd), "name", None)}
+                  "production": prod.name if prod else None}
         _record(log, entry, completed=entry["outcome"] in ("promoted", "rolled_back"))
-        if entry["success"]:
-            print("✅ Retraining completed successfully")
-        elif entry["outcome"] != "nothing_new":
-            print(f"⚠️  Retraining did not produce a better model ({entry['outcome']}); production is "
-                  f"{entry['production']}" + ("" if entry["outcome"] == "rolled_back" else
-                                              "; the cooldown was not started, so the next retrain may try again"))
-        return entry
+    if entry["success"]:
+        print("✅ Retraining completed successfully")
+    elif entry["outcome"] != "nothing_new":
+        print(f"⚠️  Retraining did not produce a better model ({entry['outcome']}); production is "
+              f"{entry['production']}" + ("" if entry["outcome"] == "rolled_back" else
+                                          "; the cooldown was not started, so the next retrain may try again"))
+    return entry
+
+
+def _bring_in_and_build(project: Project, params: Params | None, reason: str, cwd: Path) -> dict[str, Any]:
+    """Fold the batch in (our pipeline) and build; or run retrain.command. Raises when the build failed."""
+    from selfheal.core.errors import SelfHealError
+    from selfheal.healing.heal import build
+
+    out: dict[str, Any] = {}
+    if params is not None:
+        out["rows_added"] = added = fold_current(cwd / params.data.raw, cwd / params.data.current, params.data.target,
+                                                 params.data.columns)
+        if added == 0 and _trained_as_is(cwd):
+            print(f"ℹ️  Nothing new to train on: every labelled row of {params.data.current} is already in "
+                  f"{params.data.raw}, and the model was trained on exactly this data and params, so "
+                  "retraining would only repeat it. "
+                  + _persisting(_promoted_on(cwd / params.data.current, cwd / project.record(workspace.RETRAINING_LOG))))
+            return out | {"outcome": "nothing_new"}
+        print(f"🔄 Starting model retraining... ({added} rows of {params.data.current} folded into {params.data.raw})")
+    ok, note = build(project, params, cwd, reason, command=project.retrain.command)
+    if not ok and not (cwd / project.record(workspace.FAILED_CANDIDATE)).exists():
+        return out | {"refused": note}  # built, but on data still invalid: never promoted
+    if not ok:
+        raise SelfHealError(note)  # production was restored after the failed build
+    return out
+
+
+def _gate(project: Project, params: Params | None, cwd: Path, refused: str | None) -> dict[str, Any]:
+    """The policy's verdict on the new candidate, carried out: promoted, left as production, or (anything else,
+    or `refused`) production restored."""
+    from selfheal.core.errors import SelfHealError
+    from selfheal.healing.heal import execute
+    from selfheal.healing.observe import observe, settings
+    from selfheal.healing.policy import Decision, plan
+
+    obs = observe(project, params, cwd)
+    verdict = obs.verdict or {}
+    out = {"metric": verdict.get("metric"), "metric_name": verdict.get("metric_name")}
+    decision = next(d for d in plan(obs, settings(project, params)) if d.step == "model")
+    if refused is None and decision.action == "ok":
+        return out | {"outcome": "unchanged", "version": (obs.production or {}).get("version")}
+    if refused is None and decision.action == "promote":
+        result = execute(decision, project, params, cwd)
+        if not result.ok:
+            raise SelfHealError(result.note)
+        production = Versions(project, cwd).production()
+        return out | {"outcome": "promoted", "version": production.name if production else None}
+    reason = refused or decision.reason
+    if obs.production is None:
+        raise SelfHealError(f"{reason}; no production version to restore")
+    result = execute(Decision("model", "rollback", reason), project, params, cwd)
+    if not result.ok:
+        raise SelfHealError(result.note)
+    return out | {"outcome": "rolled_back", "version": result.note, "note": reason}
 
 
 def _trained_as_is(cwd: Path) -> bool:
@@ -225,40 +315,3 @@ def _persisting(version: str | None) -> str:
             "A new batch is measured afresh; a person decides whether this batch is the new normal.")
 
 
-def _repro_and_gate(reason: str, before: dict[str, Any], backup_dir: Path, raw: Path, service_url: str | None,
-                    cwd: Path) -> dict[str, Any]:
-    """`dvc repro`, then promote a passing model on valid data, else roll back to production and undo the fold.
-    Returns the entry's outcome fields; raises SelfHealError (after undoing what it can) when that fails."""
-    from selfheal.core.errors import SelfHealError
-    from selfheal.core.project import current
-    from selfheal.healing import guard
-    from selfheal.service.client import reloader
-    from selfheal.versions import gate
-    from selfheal.versions.catalog import Versions
-    from selfheal.versions.checkout import from_backup, restore_stages
-    from selfheal.versions.promote import promote
-    from selfheal.versions.rollback import rollback
-
-    proc = vcs.dvc("repro", cwd=cwd, check=False)
-    validation = gate.judged(Versions(current(cwd), cwd)) or {}
-    quality = audit.read(cwd / workspace.DATA_QUALITY, {}) or {}
-    out: dict[str, Any] = {"metric": validation.get("metric"), "metric_name": validation.get("metric_name")}
-    undo: list[str] | None = ["fix_data", "train", "validate", "monitor"]
-    try:
-        if proc.returncode != 0:
-            raise SelfHealError(f"dvc repro failed: {(proc.stderr or proc.stdout).strip()[-2000:]}")
-        if quality.get("valid_after") is False:
-            out["note"] = f"data still invalid after fix_data: {'; '.join(quality.get('open_problems') or [])}"
-            print(f"❌ {out['note']}: the new model is not promoted", file=sys.stderr)
-        elif validation.get("passed"):
-            out |= {"outcome": "promoted",
-                    "version": promote(reason=reason, reload=reloader(service_url), cwd=cwd)["version"]}
-            undo = None
-            return out
-        entry = rollback(reason=out.get("note"), reload=reloader(service_url), cwd=cwd)
-        undo = ["fix_data", "monitor"]
-        return out | {"outcome": "rolled_back", "version": (entry or {}).get("version_restored")}
-    finally:  # unless promoted: the data, its drift measurement (and without a rollback the model) as before
-        if undo:
-            guard.restore_backup(backup_dir, [raw, raw.with_name(f"{raw.name}.dvc")])
-            restore_stages(before, [s for s in undo if s in before], from_backup(backup_dir), cwd)

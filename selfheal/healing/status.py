@@ -16,6 +16,7 @@ from statistics import mean
 from typing import Any
 
 from selfheal.core import atomic, audit, clock, workspace
+from selfheal.core.project import Project
 
 UPTIME_WINDOW = timedelta(days=7)
 
@@ -87,15 +88,16 @@ def compute(logs: dict[str, list[dict[str, Any]]], now: datetime) -> dict[str, A
     }
 
 
-def read_logs(cwd: Path = Path(".")) -> dict[str, list[dict[str, Any]]]:
+def read_logs(project: Project, cwd: Path = Path(".")) -> dict[str, list[dict[str, Any]]]:
     paths = {"data_fix": workspace.DATA_FIX_LOG, "rollback": workspace.ROLLBACK_LOG, "retrain": workspace.RETRAINING_LOG,
              "recovery": workspace.RECOVERY_LOG, "alerts": workspace.ALERTS_LOG}
-    return {name: audit.entries(cwd / path) for name, path in paths.items()}
+    return {name: audit.entries(cwd / project.record(path)) for name, path in paths.items()}
 
 
-def write_status(cwd: Path = Path(".")) -> dict[str, Any]:
-    metrics = compute(read_logs(cwd), datetime.now(UTC))
-    atomic.write_json(cwd / workspace.SELF_HEALING, metrics)
+def write_status(project: Project, cwd: Path = Path(".")) -> dict[str, Any]:
+    """The metrics, also written to metrics/self_healing.json (a configured project: its records directory)."""
+    metrics = compute(read_logs(project, cwd), datetime.now(UTC))
+    atomic.write_json(cwd / project.record(workspace.SELF_HEALING), metrics)
     return metrics
 
 

@@ -50,6 +50,7 @@ from selfheal.ops.trials import (
     md5_of,
     process_table,
     selfheal_command,
+    unsettled,
     watch,
 )
 from selfheal.service import procs
@@ -90,7 +91,7 @@ def prepare(source: Path, dest: Path, env: Env, quick: bool, say: Callable[[str]
         raise SelfHealError(f"drill: the baseline heal did not promote a version: {(proc.stdout + proc.stderr)[-500:]}")
     sandbox.commit(dest, "drill baseline: promoted")
     plan, _ = env.run([selfheal_command(), "heal", "--plan"], dest)
-    acting = [line for line in plan.stdout.splitlines() if line.startswith("  ") and " skip " not in line]
+    acting = unsettled(plan.stdout)
     if acting:
         raise SelfHealError("drill: the baseline is not healthy: " + " | ".join(acting))
     say(f"drill: baseline ready: {production['version']} in production, cold dvc repro {cold:.1f} s")

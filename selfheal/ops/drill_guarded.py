@@ -45,7 +45,18 @@ from selfheal.core.errors import SelfHealError
 from selfheal.core.project import Project, load, project_file
 from selfheal.ops import faults as catalogue
 from selfheal.ops import sandbox
-from selfheal.ops.trials import Env, Load, Trial, Watcher, heal, judge, process_table, selfheal_command, watch
+from selfheal.ops.trials import (
+    Env,
+    Load,
+    Trial,
+    Watcher,
+    heal,
+    judge,
+    process_table,
+    selfheal_command,
+    unsettled,
+    watch,
+)
 
 TABULAR = {".csv": ",", ".tsv": "\t"}
 SKIP = {".git", ".dvc", "__pycache__"}
@@ -141,7 +152,7 @@ def _shiftable(root: Path, config: Project) -> tuple[str, ...]:
     drift_threshold while shifting 3/4 of them reaches it. (): the drift kinds cannot be judged on this project."""
     import pandas as pd
 
-    from selfheal.healing.guarded import measure_drift
+    from selfheal.healing.measure import measure_drift
 
     d = config.drift
     if d is None or not d.current.endswith(".csv") or not (root / d.current).is_file() \
@@ -190,10 +201,7 @@ def prepare(source: Path, dest: Path, config: Project, env: Env, say: Any) -> di
         sandbox.must(["dvc", "push", "-q"], dest)  # the drill's remote holds the baseline, as a user's would
         problems = end_state(dest, spec, {}, set())
         plan, _ = env.run([selfheal_command(), "heal", "--plan"], dest)
-        # a step left as it is (drift already in the batch, within the retrain cooldown) is a steady baseline;
-        # one heal would act on, or refuses, is not
-        acting = [line for line in plan.stdout.splitlines()
-                  if line.startswith("  ") and len(line.split()) > 2 and line.split()[2] not in ("ok", "skip")]
+        acting = unsettled(plan.stdout)
         health = _health_url(dest)
         if health and not _answers(health):
             problems.append(f"the service started by heal does not answer 200 on {health}")

@@ -25,9 +25,9 @@ REQUEST_TIMEOUT_S = 2.0
 # how long the service must answer without a failure before a trial calls it recovered: longer than a request's
 # timeout, so a request already hanging at the start of the window has failed (and counted) by its end
 QUIET_S = REQUEST_TIMEOUT_S + 0.5
-ACTING = ("run_pipeline", "promote", "rollback", "restore", "retrain", "recover", "escalate", "report", "repro",
-          "refuse", "fix")  # a `heal --plan` decision with one of these: the problem is detected (fix: a guarded
-#                             project's data step)
+# a `heal --plan` decision with one of these: the problem is detected
+ACTING = ("fix", "repro", "run_monitor", "promote", "rollback", "restore", "retrain", "recover", "escalate", "report",
+          "refuse")
 
 
 @dataclass
@@ -236,6 +236,13 @@ def classify(fault: Fault, t: Trial, *, prod_changed: bool, new_versions: bool, 
     if escalated:
         return "escalated"
     return "healed" if fixed else "missed"
+
+
+def unsettled(plan: str) -> list[str]:
+    """The lines of `selfheal heal --plan` heal would act on, or refuses: a steady baseline has none (a step left
+    as it is, such as drift already in the batch within the retrain cooldown, is steady)."""
+    return [line for line in plan.splitlines()
+            if line.startswith("  ") and len(line.split()) > 2 and line.split()[2] not in ("ok", "skip")]
 
 
 def heal_actions(stdout: str) -> list[str]:

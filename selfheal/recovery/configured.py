@@ -17,11 +17,11 @@ from functools import partial
 from pathlib import Path
 
 from selfheal.core import workspace
-from selfheal.core.config import ServiceRecoveryParams
+from selfheal.core.config import Params, ServiceRecoveryParams
 from selfheal.core.errors import SelfHealError
 from selfheal.core.project import Project, ServiceSection
 from selfheal.recovery.restarts import AttemptFailed, CannotRecover, Records, restart_process
-from selfheal.recovery.target import Target
+from selfheal.recovery.target import OWN, Target
 from selfheal.service.client import Health, probe
 
 METHODS = ("auto", "process", "reload")
@@ -35,7 +35,7 @@ def service_of(project: Project) -> ServiceSection:
     return project.service
 
 
-def params(service: ServiceSection) -> ServiceRecoveryParams:
+def recovery_params(service: ServiceSection) -> ServiceRecoveryParams:
     """The ladder's parameters from the service section (no warm standby: a foreign command cannot be pre-warmed)."""
     assert service.health is not None  # service_of checked
     return ServiceRecoveryParams(
@@ -92,3 +92,11 @@ def target(project: Project, root: Path = Path(".")) -> Target:
     service = service_of(project)
     return Target(check=probe, steps=partial(steps, service), act=partial(_act, project, root),
                   log=project.record(workspace.RECOVERY_LOG), alerts=project.record(workspace.ALERTS_LOG))
+
+
+def ladder(project: Project, params: Params | None, root: Path = Path(".")) -> tuple[ServiceRecoveryParams, Target]:
+    """The recovery ladder's parameters and Target for the project's service: our own service's (params.yaml's
+    service_recovery) or the one selfheal.yaml's service section names."""
+    if params is not None:
+        return params.service_recovery, OWN
+    return recovery_params(service_of(project)), target(project, root)

@@ -22,6 +22,7 @@ from selfheal.core.project import Project, current
 from selfheal.versions import gate, registry, vcs
 from selfheal.versions.catalog import Versions, identity, model_hashes
 from selfheal.versions.checkout import Reload, fetch_revision, from_revision, push_object, restore_stages
+from selfheal.versions.params_edits import remember_rejected
 from selfheal.versions.registry import Version
 
 
@@ -202,6 +203,8 @@ def rollback(
     with journal.intent(action, log, reason, version=target.name) as record:
         journal.note(record, files, done)
         restore(project, versions, target, cwd)
+        if action == "auto_rollback" and version is None:  # a judged candidate: not built again from its params
+            remember_rejected(project, cwd)
         atomic.pause_at("rollback:restored")
         assigned = registry.assign_production(target, reason, cwd, shared, stage=project.gate.stage)
         reloaded = reload(ident) if reload else False

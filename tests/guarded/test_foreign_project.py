@@ -100,7 +100,7 @@ def test_a_failing_candidate_is_rolled_back_byte_identical_and_heal_writes_only_
     assert log[-1]["version_restored"] == "v1.0.0" and log[-1]["restored"] == ["eval", "model.pkl"]
     status = json.loads(selfheal("status", "--json", cwd=repo).stdout)
     assert status["issues_handled"]["rollback"] == {"fixed": 1, "total": 1}
-    assert (repo / ".selfheal/status.json").exists() and not (repo / "metrics").exists()
+    assert (repo / ".selfheal/self_healing.json").exists() and not (repo / "metrics").exists()
     assert "changed outs" not in sandbox.run(["dvc", "status", "train", "evaluate"], repo).stdout
 
 
@@ -171,7 +171,7 @@ def test_retrain_makes_a_candidate_gates_it_reloads_the_service_and_keeps_its_co
     config["service"] = {"reload": f"http://127.0.0.1:{server.server_port}/reload"}
     (repo / "selfheal.yaml").write_text(yaml.safe_dump(config))
     try:
-        assert "retrain: promoted" in selfheal("retrain", cwd=repo).stdout
+        assert "Retraining completed successfully" in selfheal("retrain", cwd=repo).stdout
     finally:
         server.shutdown()
     assert "v1.0.1" in gto("show", "text-classification#prod", "--plain", cwd=repo)

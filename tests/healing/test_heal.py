@@ -48,8 +48,8 @@ def test_plan_prints_decisions_and_changes_nothing(bad_candidate: Path, workdir)
     repo = workdir(bad_candidate)
     before, state = snapshot(repo), sorted((repo / ".selfheal").rglob("*"))
     out = selfheal("heal", "--plan", cwd=repo).stdout
-    assert "gate      rollback" in out and "restore production v0.0.2" in out
-    assert "fix_data  skip" in out and "service   skip" in out
+    assert "model   rollback" in out and "restore production v0.0.2" in out
+    assert "data    ok" in out and "service skip" in out
     assert snapshot(repo) == before and sorted((repo / ".selfheal").rglob("*")) == state
 
 
@@ -61,10 +61,10 @@ def test_heal_rolls_a_failed_candidate_back(bad_candidate: Path, workdir) -> Non
     assert "Successfully rolled back" in proc.stdout
     entry = audit.entries(workspace.HEAL_LOG)[-1]
     assert entry["action"] == "heal" and entry["success"] and [d["action"] for d in entry["decisions"]] == [
-        "skip", "skip", "rollback", "skip", "skip", "skip"]  # monitor: skip the failed candidate, then v0.0.2 is measured
+        "ok", "skip", "rollback", "ok", "ok", "skip"]  # monitor: skip the failed candidate, then v0.0.2 is measured
     assert read(repo, "metrics/self_healing.json")["rollback_frequency"]["auto_last_7d"] == 1
-    again = selfheal("heal", cwd=repo)
-    assert "heal: healthy" in again.stdout
+    again = selfheal("heal", cwd=repo)  # the params that made the failed candidate are not built again
+    assert "failed the gate and was rolled back" in again.stdout and "heal: healthy" not in again.stdout
 
 
 
@@ -72,7 +72,7 @@ def test_heal_restores_a_deleted_model_from_production(promoted: Path, workdir) 
     repo = workdir(promoted)
     production = production_of(repo)
     (repo / "models/model.joblib").unlink()
-    assert "gate      restore  " in selfheal("heal", "--plan", cwd=repo).stdout
+    assert "model   restore " in selfheal("heal", "--plan", cwd=repo).stdout
     out = selfheal("heal", cwd=repo).stdout
     assert "models/model.joblib is missing: restore production v0.0.1" in out
     assert model_md5(repo) == production["md5"] and production_of(repo) == production
@@ -232,7 +232,7 @@ def test_heal_recovers_a_crashed_service(promoted: Path, workdir) -> None:
         start_service(repo, port)
         wait_status(url_of(port))
         os.kill(service_pid(repo), signal.SIGKILL)
-        assert "service   recover" in selfheal("heal", "--plan", cwd=repo).stdout
+        assert "service recover" in selfheal("heal", "--plan", cwd=repo).stdout
         proc = selfheal("heal", cwd=repo)
         assert "heal: service: done" in proc.stdout
         assert wait_status(url_of(port), timeout=5)["model_md5"] == production_of(repo)["md5"]
@@ -248,7 +248,7 @@ def test_seed_config_file_overrides_and_is_validated(bad_candidate: Path, workdi
     seed["model_validation"]["auto_rollback_enabled"] = False
     config.write_text(json.dumps(seed))
     out = selfheal("heal", "--plan", "--config", str(config), cwd=repo).stdout
-    assert "gate      report" in out and "auto_rollback_enabled is false" in out
+    assert "model   report" in out and "auto_rollback_enabled is false" in out
     seed["drift_detection"]["retraining_cooldown_hours"] = "soon"
     seed["model_validation"]["typo_threshold"] = 0.5
     config.write_text(json.dumps(seed))

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from selfheal.core import workspace
 from selfheal.core.config import load_params, parse_params
+from selfheal.core.project import OURS, parse
+from selfheal.healing.observe import settings
 from selfheal.healing.policy import Observations, escalations, plan
 
+MODEL = "models/model.joblib"
 NOW = datetime(2026, 11, 20, 15, 0, tzinfo=UTC)
 PROD = {"version": "v0.0.2", "metric_name": "r2", "metric": 0.80, "md5": "p" * 32}
 PASSED = {"metric_name": "r2", "metric": 0.80, "threshold": 0.7, "passed": True, "model_md5": "p" * 32}
@@ -22,12 +24,14 @@ DQ_OK = {"valid_before": False, "valid_after": True, "problems_before": 12, "pro
 
 
 def params(**groups):
-    return parse_params(groups)
+    """The policy's settings from our pipeline's params.yaml groups."""
+    return settings(parse(OURS), parse_params(groups))
 
 
 HEALTHY = Observations(
-    now=NOW, data_quality=DQ_OK, model_path=str(workspace.MODEL), model_md5="p" * 32, trained_md5="p" * 32, validation=PASSED, production=PROD,
-    registered_md5s=frozenset({"p" * 32}), drift=NO_DRIFT, drift_model_md5="p" * 32,
+    now=NOW, data_quality=DQ_OK, candidate="p" * 32, verdict=PASSED, production=PROD,
+    registered=frozenset({"p" * 32}), drift=NO_DRIFT, monitor_stage=True, monitored="p" * 32,
+    service={"state": "absent", "detail": "no service was started in this project"},
 )
 
 
@@ -46,27 +50,27 @@ def ago(**delta) -> str:
 def test_healthy_pipeline_needs_nothing_and_says_why() -> None:
     decisions = plan(HEALTHY, params())
     assert [(d.step, d.action) for d in decisions] == [
-        ("fix_data", "skip"), ("monitor", "skip"), ("gate", "skip"), ("retrain", "skip"), ("service", "skip")]
+        ("data", "ok"), ("monitor", "ok"), ("model", "ok"), ("drift", "ok"), ("service", "skip")]
     assert all(d.reason for d in decisions)
     assert "v0.0.2" in decisions[2].reason
 
 
 def test_order_is_fix_monitor_gate_retrain_service() -> None:
-    obs = replace(HEALTHY, raw_changed=True, validation=FAILED, drift=DRIFT, service={"state": "down", "detail": "x"})
-    assert [d.step for d in plan(obs, params())] == ["fix_data", "monitor", "gate", "retrain", "service"]
-    assert actions(obs) == {"fix_data": "run_pipeline", "monitor": "skip", "gate": "rollback", "retrain": "retrain",
+    obs = replace(HEALTHY, changed=("data/raw/housing.csv",), verdict=FAILED, candidate="c" * 32, monitored="c" * 32, drift=DRIFT, service={"state": "down", "detail": "x"})
+    assert [d.step for d in plan(obs, params())] == ["data", "monitor", "model", "drift", "service"]
+    assert actions(obs) == {"data": "repro", "monitor": "skip", "model": "rollback", "drift": "retrain",
                             "service": "recover"}
 
 
 @pytest.mark.parametrize("ran,changed", [(False, False), (True, True)])
 def test_changed_or_missing_data_reruns_the_pipeline(ran: bool, changed: bool) -> None:
-    d = plan(replace(HEALTHY, pipeline_ran=ran, raw_changed=changed), params())[0]
-    assert d.action == "run_pipeline"
+    d = plan(replace(HEALTHY, built=ran, changed=("data/raw/housing.csv",) if changed else ()), params())[0]
+    assert d.action == "repro"
 
 
 def test_data_fix_disabled_only_reports() -> None:
     p = params(data_quality={"auto_fix_enabled": False})
-    d = plan(replace(HEALTHY, raw_changed=True), p)[0]
+    d = plan(replace(HEALTHY, changed=("data/raw/housing.csv",)), p)[0]
     assert d.action == "report" and "auto_fix_enabled is false" in d.reason
 
 
@@ -78,91 +82,89 @@ def test_fix_that_did_not_resolve_escalates() -> None:
 
 def test_passing_new_candidate_is_promoted() -> None:
     new = {**PASSED, "model_md5": "n" * 32}
-    assert actions(replace(HEALTHY, validation=new, model_md5="n" * 32, drift_model_md5="n" * 32))["gate"] == "promote"
+    assert actions(replace(HEALTHY, verdict=new, candidate="n" * 32, monitored="n" * 32))["model"] == "promote"
 
 
 def test_first_model_is_promoted_when_nothing_is_in_production() -> None:
-    obs = replace(HEALTHY, production=None, registered_md5s=frozenset())
-    assert actions(obs)["gate"] == "promote"
+    obs = replace(HEALTHY, production=None, registered=frozenset())
+    assert actions(obs)["model"] == "promote"
 
 
 def test_interrupted_promotion_is_finished() -> None:
     # registered (its version tag written) but never assigned production: production is still the older version
     older = {**PROD, "version": "v0.0.1", "md5": "o" * 32}
-    obs = replace(HEALTHY, production=older, registered_md5s=frozenset({"o" * 32, "p" * 32}))
-    decision = next(d for d in plan(obs, params()) if d.step == "gate")
+    obs = replace(HEALTHY, production=older, registered=frozenset({"o" * 32, "p" * 32}))
+    decision = next(d for d in plan(obs, params()) if d.step == "model")
     assert decision.action == "promote" and "registered earlier" in decision.reason
 
 
 def test_stale_validation_is_reported_not_acted_on() -> None:
     # `dvc repro train` without validate: dvc.lock pins the new model, validation.json still describes the old one
-    d = plan(replace(HEALTHY, model_md5="x" * 32, trained_md5="x" * 32), params())[2]
+    d = plan(replace(HEALTHY, candidate="x" * 32), params())[2]
     assert d.action == "report" and "dvc repro" in d.reason
+
+
+CORRUPTED = f"{MODEL} is md5 {'x' * 32}, not the {'p' * 32} dvc.lock pins"
 
 
 @pytest.mark.parametrize("validation", [PASSED, FAILED])
 def test_corrupted_model_is_restored_from_production_not_retrained(validation: dict) -> None:
-    d = plan(replace(HEALTHY, model_md5="x" * 32, validation=validation), params())[2]
+    d = plan(replace(HEALTHY, altered=(CORRUPTED,), verdict=validation), params())[2]
     assert d.action == "restore" and d.acts
     assert "x" * 32 in d.reason and "p" * 32 in d.reason and "production v0.0.2" in d.reason
 
 
 def test_missing_model_is_restored_from_production() -> None:
-    d = plan(replace(HEALTHY, model_md5=None), params())[2]
+    d = plan(replace(HEALTHY, altered=(f"{MODEL} is missing",)), params())[2]
     assert d.action == "restore" and "models/model.joblib is missing" in d.reason and "p" * 32 in d.reason
 
 
-def test_a_registered_model_is_not_foreign() -> None:
-    obs = replace(HEALTHY, model_md5="o" * 32, registered_md5s=frozenset({"o" * 32, "p" * 32}))
-    assert actions(obs)["gate"] == "report"  # an older version's bytes: validation is stale, not corruption
-
-
 def test_foreign_model_without_production_escalates_and_disabled_rollback_reports() -> None:
-    d = plan(replace(HEALTHY, model_md5="x" * 32, production=None, registered_md5s=frozenset()), params())[2]
+    d = plan(replace(HEALTHY, altered=(CORRUPTED,), production=None, registered=frozenset()), params())[2]
     assert d.action == "escalate" and "nothing to restore" in d.reason and "x" * 32 in d.reason
     p = params(model_validation={"auto_rollback_enabled": False})
-    d = plan(replace(HEALTHY, model_md5=None), p)[2]
+    d = plan(replace(HEALTHY, altered=(CORRUPTED,)), p)[2]
     assert d.action == "report" and "selfheal rollback --version v0.0.2" in d.reason
 
 
 def test_missing_model_before_the_first_run_is_just_not_built_yet() -> None:
-    obs = replace(HEALTHY, pipeline_ran=False, model_md5=None, trained_md5=None, validation=None, production=None,
-                  registered_md5s=frozenset())
-    assert actions(obs) == {"fix_data": "run_pipeline", "monitor": "skip", "gate": "skip", "retrain": "skip",
+    obs = replace(HEALTHY, built=False, candidate=None, verdict=None, production=None,
+                  registered=frozenset())
+    assert actions(obs) == {"data": "repro", "monitor": "skip", "model": "skip", "drift": "ok",
                             "service": "skip"}
 
 
 def test_failed_candidate_is_rolled_back_to_production() -> None:
-    d = plan(replace(HEALTHY, validation=FAILED, model_md5="c" * 32), params())[2]
+    d = plan(replace(HEALTHY, verdict=FAILED, candidate="c" * 32), params())[2]
     assert d.action == "rollback" and "v0.0.2" in d.reason and "0.600" in d.reason
 
 
 def test_rollback_disabled_reports() -> None:
     p = params(model_validation={"auto_rollback_enabled": False})
-    d = plan(replace(HEALTHY, validation=FAILED), p)[2]
+    d = plan(replace(HEALTHY, verdict=FAILED, candidate="c" * 32), p)[2]
     assert d.action == "report" and "selfheal rollback" in d.reason
 
 
 def test_failed_candidate_without_any_version_escalates() -> None:
-    d = plan(replace(HEALTHY, validation=FAILED, production=None), params())[2]
+    d = plan(replace(HEALTHY, verdict=FAILED, candidate="c" * 32, production=None), params())[2]
     assert d.action == "escalate" and "nothing to roll back to" in d.reason
 
 
 def test_production_itself_failing_escalates() -> None:
-    d = plan(replace(HEALTHY, validation={**FAILED, "model_md5": PROD["md5"]}), params())[2]
+    d = plan(replace(HEALTHY, verdict={**FAILED, "model_md5": PROD["md5"]}), params())[2]
     assert d.action == "escalate" and "itself fails" in d.reason
 
 
 def test_drift_triggers_retrain_once_then_cooldown() -> None:
     obs = replace(HEALTHY, drift=DRIFT)
-    assert actions(obs)["retrain"] == "retrain"
+    assert actions(obs)["drift"] == "retrain"
     cooling = plan(replace(obs, last_retrain=NOW - timedelta(hours=2)), params())[3]
     assert cooling.action == "skip" and "cooldown" in cooling.reason
-    assert actions(replace(obs, last_retrain=NOW - timedelta(hours=25)))["retrain"] == "retrain"
+    assert actions(replace(obs, last_retrain=NOW - timedelta(hours=25)))["drift"] == "retrain"
 
 
 def test_drift_below_threshold_and_disabled_retrain() -> None:
-    assert actions(replace(HEALTHY, drift={"drift_detected": False, "drift_score": 0.3}))["retrain"] == "skip"
+    assert actions(replace(HEALTHY, drift={"drift_detected": False, "drift_score": 0.3}))["drift"] == "ok"
     p = params(drift_detection={"auto_retrain_enabled": False})
     assert plan(replace(HEALTHY, drift=DRIFT), p)[3].action == "report"
 
@@ -172,7 +174,7 @@ def test_drift_is_judged_once_by_the_monitor() -> None:
     monitor's verdict stands, and the reason says which threshold it applied and how to apply the new one."""
     measured = {"drift_detected": False, "drift_score": 0.125, "threshold": 0.5}
     d = plan(replace(HEALTHY, drift=measured), params(drift_detection={"drift_threshold": 0.1}))[3]
-    assert d.action == "skip" and "no drift detected (score 0.12, threshold 0.50)" in d.reason
+    assert d.action == "ok" and "no drift detected (score 0.12, threshold 0.50)" in d.reason
     assert "drift_threshold 0.1" in d.reason and "dvc repro monitor" in d.reason
     assert "below threshold 0.10" not in d.reason
     detected = {**measured, "drift_detected": True, "drift_score": 0.6}
@@ -182,8 +184,8 @@ def test_drift_is_judged_once_by_the_monitor() -> None:
 def test_service_down_is_recovered_unless_disabled_or_never_started() -> None:
     down = {"state": "down", "detail": "connection refused"}
     assert actions(replace(HEALTHY, service=down))["service"] == "recover"
-    assert actions(replace(HEALTHY, service={"state": "healthy", "detail": "ok"}))["service"] == "skip"
-    assert actions(replace(HEALTHY, service=None))["service"] == "skip"
+    assert actions(replace(HEALTHY, service={"state": "healthy", "detail": "ok"}))["service"] == "ok"
+    assert "service" not in actions(replace(HEALTHY, service=None))  # nothing to watch: no step
     p = params(service_recovery={"auto_recovery_enabled": False})
     assert plan(replace(HEALTHY, service=down), p)[4].action == "report"
 
@@ -191,7 +193,7 @@ def test_service_down_is_recovered_unless_disabled_or_never_started() -> None:
 def test_another_projects_service_is_escalated_and_an_operator_stop_is_left_alone() -> None:
     foreign = {"state": "foreign", "detail": "http://127.0.0.1:8000 answers as another project's service"}
     d = {d.step: d for d in plan(replace(HEALTHY, service=foreign), params())}["service"]
-    assert d.action == "escalate" and "another project's service" in d.reason and "service_url" in d.reason
+    assert d.action == "escalate" and "another project's service" in d.reason and "service URL" in d.reason
     stopped = {"state": "stopped", "detail": "stopped by the operator (SIGTERM to pid 7 at t)"}
     d = {d.step: d for d in plan(replace(HEALTHY, service=stopped), params())}["service"]
     assert d.action == "skip" and "stopped by the operator" in d.reason
@@ -199,34 +201,35 @@ def test_another_projects_service_is_escalated_and_an_operator_stop_is_left_alon
 
 def test_same_issue_more_than_three_times_in_24h_escalates() -> None:
     fixes = [{"timestamp": ago(hours=h), "action": "auto_fix", "success": True} for h in (1, 2, 3, 4)]
-    obs = replace(HEALTHY, raw_changed=True, logs={"data_quality": fixes})
+    obs = replace(HEALTHY, changed=("data/raw/housing.csv",), logs={"data_quality": fixes})
     d = plan(obs, params())[0]
     assert d.action == "escalate" and "4 times in 24 h" in d.reason
     # three is still fine, and old entries do not count
-    assert actions(replace(obs, logs={"data_quality": fixes[:3]}))["fix_data"] == "run_pipeline"
+    assert actions(replace(obs, logs={"data_quality": fixes[:3]}))["data"] == "repro"
     old = [{**e, "timestamp": ago(days=2)} for e in fixes]
-    assert actions(replace(obs, logs={"data_quality": old}))["fix_data"] == "run_pipeline"
+    assert actions(replace(obs, logs={"data_quality": old}))["data"] == "repro"
 
 
 def test_escalation_only_when_the_issue_is_present() -> None:
     fixes = [{"timestamp": ago(hours=1), "action": "auto_fix", "success": True}] * 5
-    assert actions(replace(HEALTHY, logs={"data_quality": fixes}))["fix_data"] == "skip"
+    assert actions(replace(HEALTHY, logs={"data_quality": fixes}))["data"] == "ok"
 
 
 def test_repeated_rollbacks_still_roll_back_but_escalate_and_stop_new_candidates() -> None:
     rollbacks = [{"timestamp": ago(hours=h), "action": "auto_rollback", "success": True} for h in (1, 5)]
-    obs = replace(HEALTHY, validation=FAILED, raw_changed=True, drift=DRIFT, logs={"model": rollbacks})
+    obs = replace(HEALTHY, verdict=FAILED, candidate="c" * 32, monitored="c" * 32, changed=("data/raw/housing.csv",), drift=DRIFT,
+                  logs={"model": rollbacks})
     decisions = plan(obs, params())
     pairs = [(d.step, d.action) for d in decisions]
-    assert ("gate", "rollback") in pairs and ("gate", "escalate") in pairs
-    assert ("fix_data", "escalate") in pairs and ("retrain", "escalate") in pairs
-    assert "automatic rollbacks" in next(d.reason for d in decisions if d.step == "retrain")
+    assert ("model", "rollback") in pairs and ("model", "escalate") in pairs
+    assert ("data", "escalate") in pairs and ("drift", "escalate") in pairs
+    assert "automatic rollbacks" in next(d.reason for d in decisions if d.step == "drift")
     # manual rollbacks are the user's choice, not a loop
     manual = [{**e, "action": "manual_rollback"} for e in rollbacks]
-    assert actions(replace(obs, logs={"model": manual}))["retrain"] == "retrain"
+    assert actions(replace(obs, logs={"model": manual}))["drift"] == "retrain"
     # a corrupted model is restored all the same
-    restored = [(d.step, d.action) for d in plan(replace(obs, validation=PASSED, model_md5=None), params())]
-    assert ("gate", "restore") in restored and ("gate", "escalate") in restored
+    restored = [(d.step, d.action) for d in plan(replace(obs, verdict=PASSED, altered=(CORRUPTED,)), params())]
+    assert ("model", "restore") in restored and ("model", "escalate") in restored
 
 
 def test_constant_drift_escalates_after_three_retrains() -> None:
@@ -254,8 +257,8 @@ def test_entries_with_bad_timestamps_are_ignored() -> None:
 
 def test_escalation_thresholds_come_from_params() -> None:
     fixes = [{"timestamp": ago(hours=h), "action": "auto_fix", "success": True} for h in (1, 2, 3, 4)]
-    obs = replace(HEALTHY, raw_changed=True, logs={"data_quality": fixes})
-    assert actions(obs, params(escalation={"max_same_issue": 4}))["fix_data"] == "run_pipeline"
+    obs = replace(HEALTHY, changed=("data/raw/housing.csv",), logs={"data_quality": fixes})
+    assert actions(obs, params(escalation={"max_same_issue": 4}))["data"] == "repro"
     d = plan(obs, params(escalation={"window_hours": 2.5, "max_same_issue": 1}))[0]
     assert d.action == "escalate" and "2 times in 2.5 h (more than 1)" in d.reason
     rollbacks = [{"timestamp": ago(hours=h), "action": "auto_rollback", "success": True} for h in (1, 5)]
@@ -282,24 +285,24 @@ NEW = {**PASSED, "model_md5": "n" * 32}
 @pytest.mark.parametrize(("drift", "drift_md5", "why"), [
     (None, None, "missing or unreadable"), (NO_DRIFT, "o" * 32, "describes model oooooooooooo, not the current model")])
 def test_missing_or_stale_monitoring_is_repaired_never_healthy(drift, drift_md5, why: str) -> None:
-    obs = replace(HEALTHY, drift=drift, drift_model_md5=drift_md5, drift_path="metrics/drift.json")
+    obs = replace(HEALTHY, drift=drift, monitored=drift_md5, drift_path="metrics/drift.json")
     decisions = {d.step: d for d in plan(obs, params())}
     assert decisions["monitor"].action == "run_monitor" and why in decisions["monitor"].reason
     assert decisions["monitor"].reason.startswith("metrics/drift.json ")
-    assert decisions["retrain"].action == "skip"  # a stale report is no reason to retrain (or not to)
+    assert decisions["drift"].action == "skip"  # a stale report is no reason to retrain (or not to)
 
 
 def test_no_promotion_while_monitoring_is_stale() -> None:
-    d = {d.step: d for d in plan(replace(HEALTHY, validation=NEW, model_md5="n" * 32), params())}
+    d = {d.step: d for d in plan(replace(HEALTHY, verdict=NEW, candidate="n" * 32), params())}
     assert d["monitor"].action == "run_monitor"
-    assert d["gate"].action == "report" and "not promoted until drift is measured" in d["gate"].reason
+    assert d["model"].action == "report" and "not promoted until drift is measured" in d["model"].reason
 
 
 def test_monitoring_waits_for_the_gate_to_replace_a_bad_or_foreign_model() -> None:
-    failed = replace(HEALTHY, validation=FAILED, model_md5="c" * 32)
-    assert actions(failed)["monitor"] == "skip" and actions(failed)["gate"] == "rollback"
-    assert actions(replace(HEALTHY, model_md5=None, drift=None))["monitor"] == "skip"
-    assert actions(replace(HEALTHY, raw_changed=True, drift=None))["monitor"] == "skip"  # dvc repro measures it
+    failed = replace(HEALTHY, verdict=FAILED, candidate="c" * 32)
+    assert actions(failed)["monitor"] == "skip" and actions(failed)["model"] == "rollback"
+    assert actions(replace(HEALTHY, altered=(CORRUPTED,), drift=None))["monitor"] == "skip"
+    assert actions(replace(HEALTHY, changed=("data/raw/housing.csv",), drift=None))["monitor"] == "skip"  # dvc repro measures it
 
 
 # --- a model whose inputs changed is a person's decision ---
@@ -307,15 +310,15 @@ def test_monitoring_waits_for_the_gate_to_replace_a_bad_or_foreign_model() -> No
 def test_schema_change_escalates_instead_of_promoting_or_rolling_back() -> None:
     changed = {**NEW, "passed": False, "passed_except_schema": True,
                "schema_changes": ["column 'HouseAge' was numeric, now categorical"]}
-    d = {d.step: d for d in plan(replace(HEALTHY, validation=changed, model_md5="n" * 32), params())}
-    assert d["gate"].action == "escalate"
-    assert "column 'HouseAge' was numeric, now categorical" in d["gate"].reason
-    assert "selfheal promote --accept-schema-change" in d["gate"].reason
+    d = {d.step: d for d in plan(replace(HEALTHY, verdict=changed, candidate="n" * 32), params())}
+    assert d["model"].action == "escalate"
+    assert "column 'HouseAge' was numeric, now categorical" in d["model"].reason
+    assert "selfheal promote --accept-schema-change" in d["model"].reason
     # a schema change on a model that also fails on quality is rolled back as any failed model
     # a schema change on a model that also fails on quality is rolled back as any failed model, and escalated:
     # the data changed shape, which no rollback repairs
     bad = {**changed, "passed_except_schema": False, "failures": ["r2 0.500 below threshold 0.700"]}
-    gate = [d for d in plan(replace(HEALTHY, validation=bad, model_md5="n" * 32), params()) if d.step == "gate"]
+    gate = [d for d in plan(replace(HEALTHY, verdict=bad, candidate="n" * 32), params()) if d.step == "model"]
     assert [d.action for d in gate] == ["rollback", "escalate"]
     assert "r2 0.500 below threshold 0.700" in gate[0].reason
     assert "column 'HouseAge' was numeric, now categorical" in gate[1].reason
@@ -324,8 +327,8 @@ def test_schema_change_escalates_instead_of_promoting_or_rolling_back() -> None:
 def test_drift_after_retraining_on_this_very_batch_is_explained_not_retrained_again() -> None:
     """The reference now mixes old data and the batch; another retrain would fold nothing new."""
     obs = replace(HEALTHY, drift=DRIFT, last_retrain=NOW - timedelta(hours=30))
-    assert actions(obs)["retrain"] == "retrain"
-    (d,) = [d for d in plan(replace(obs, batch_trained_by="v0.0.3"), params()) if d.step == "retrain"]
+    assert actions(obs)["drift"] == "retrain"
+    (d,) = [d for d in plan(replace(obs, batch_retrained="v0.0.3 was already trained on this batch (housing.csv): retraining would fold nothing new. The drift reference now mixes the old training data with this batch"), params()) if d.step == "drift"]
     assert d.action == "report" and "v0.0.3 was already trained on this batch" in d.reason
     assert "mixes the old training data with this batch" in d.reason
 

@@ -13,6 +13,7 @@ import pytest
 from selfheal.core import audit, workspace
 from selfheal.core.config import parse_params
 from selfheal.core.errors import DataError
+from selfheal.core.project import OURS, parse
 from selfheal.healing.policy import retrain_decision
 from selfheal.healing.retrain import fold_current, last_retrain_time, retrain
 
@@ -86,13 +87,13 @@ def test_fold_reorders_columns_and_refuses_unlabelled_batches(tmp_path: Path) ->
 def test_retrain_not_due_changes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                          capsys: pytest.CaptureFixture) -> None:
     monkeypatch.chdir(tmp_path)
-    params = parse_params({})
-    assert retrain(params, drift_detected=True, drift_score=0.3) is None
+    params, ours = parse_params({}), parse(OURS)
+    assert retrain(ours, params, drift_detected=True, drift_score=0.3) is None
     assert "No retraining needed" in capsys.readouterr().out
     recent = (datetime.now(UTC) - timedelta(hours=1)).replace(microsecond=0).isoformat()
     audit.update(workspace.RETRAINING_LOG, lambda d: {"last_retrain_time": recent, "history": []}, default={})
-    assert last_retrain_time() is not None
-    assert retrain(params, drift_detected=True, drift_score=0.9) is None
+    assert last_retrain_time(workspace.RETRAINING_LOG) is not None
+    assert retrain(ours, params, drift_detected=True, drift_score=0.9) is None
     assert "in cooldown until" in capsys.readouterr().out
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["retraining_log.json", "retraining_log.json.lock"]
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from selfheal.core import audit, workspace
+from selfheal.core.project import OURS, parse
 from selfheal.healing.status import compute, lines, write_status
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -71,6 +72,6 @@ def test_write_status_reads_the_seed_logs(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.chdir(tmp_path)
     audit.append(workspace.DATA_FIX_LOG, "auto_fix", "data changed", True)
     audit.update(workspace.RETRAINING_LOG, lambda d: {"last_retrain_time": None, "history": []}, default={})
-    m = write_status()
+    m = write_status(parse(OURS))
     on_disk = json.loads(workspace.SELF_HEALING.read_text())
     assert on_disk == m and m["auto_fix_success_rate"] == 100.0

@@ -180,7 +180,7 @@ def test_heal_reports_another_projects_service_and_leaves_a_stopped_one_stopped(
         (repo / workspace.STATE_DIR).mkdir(exist_ok=True)
         (repo / workspace.PID_FILE).write_bytes((theirs / workspace.PID_FILE).read_bytes())
         plan = selfheal("heal", "--plan", cwd=repo).stdout
-        assert "service   escalate" in plan and "another project's service" in plan, plan
+        assert "service escalate" in plan and "another project's service" in plan, plan
         assert "service healthy" not in plan
         stop_all(theirs)
 

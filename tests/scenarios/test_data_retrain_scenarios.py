@@ -100,7 +100,7 @@ def test_a_no_op_retrain_says_so_and_heal_explains_persisting_drift(promoted: Pa
     past = (datetime.now(UTC) - timedelta(hours=25)).replace(microsecond=0).isoformat()
     audit.update(workspace.RETRAINING_LOG, lambda d: {**d, "last_retrain_time": past}, default={})
     plan = selfheal("heal", "--plan", cwd=repo).stdout
-    assert "retrain   report" in plan and f"{versions[-1]} was already trained on this batch" in plan
+    assert "drift   report" in plan and f"{versions[-1]} was already trained on this batch" in plan
 
 
 def test_exp_apply_then_forced_retrain_undoes_cleanly_and_failures_keep_the_cooldown(promoted: Path, workdir) -> None:

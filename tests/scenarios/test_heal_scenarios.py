@@ -95,7 +95,7 @@ def test_3_drift_retrains_once_respects_the_cooldown_and_never_keeps_a_worse_mod
 
     again = selfheal("retrain", "--drift-detected", "--drift-score", "0.85", cwd=repo)  # inside the cooldown
     assert "in cooldown until" in again.stdout and len(read(repo, str(workspace.RETRAINING_LOG))["history"]) == 1
-    assert "retrain   skip" in selfheal("heal", "--plan", cwd=repo).stdout
+    assert "drift   skip" in selfheal("heal", "--plan", cwd=repo).stdout
 
     forced = selfheal("retrain", "--drift-detected", "--drift-score", "0.85", "--force", cwd=repo, check=False)
     assert "--force: cooldown skipped" in forced.stdout and "Nothing new to train on" in forced.stdout

@@ -102,7 +102,7 @@ def test_corrupt_model_keeps_serving_then_heal_rolls_back_under_load(served: tup
         assert requests.get(url + "/health", timeout=5).json()["model_md5"] == production_md5
 
         out = run(["selfheal", "heal"], project).stdout
-        assert f"(md5 {corrupted}) is neither the validated model" in out and "restore production v0.0.1" in out
+        assert f"is md5 {corrupted}, not the" in out and "restore production v0.0.1" in out
         assert model.read_bytes() == vcs.cache_path(production_md5, project).read_bytes()
         entry = json.loads((project / "models/rollback_log.json").read_text())[-1]
         assert (entry["action"], entry["success"], entry["service_reloaded"]) == ("auto_rollback", True, True)
