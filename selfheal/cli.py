@@ -177,54 +177,29 @@ def recover(
     config: Annotated[Path | None, typer.Option(help="Seed-format self_healing_config.json overriding params")] = None,
 ) -> None:
     """Check the service's health and recover it if needed; exit 1 (and an alert) when every attempt fails."""
-    from selfheal.recovery.ladder import METHODS
+    from selfheal.recovery.configured import ladder
     from selfheal.recovery.ladder import recover as run_recover
 
-    project = _configured()
-    if project is not None:
-        if service_url or container:
-            raise SelfHealError("--service-url/--container apply to selfheal's own service; a configured project's "
-                                "service is selfheal.yaml's service.health and service.start")
-        _recover_configured(project, method, watch, interval)
-    if method not in METHODS:
-        raise SelfHealError(f"--method {method!r}: expected one of {', '.join(METHODS)}")
-    sr = _own_params(params, config).service_recovery
+    project, own = _project(params, config)
+    if own is None and (service_url or container):
+        raise SelfHealError("--service-url/--container apply to selfheal's own service; a configured project's "
+                            "service is selfheal.yaml's service.health and service.start")
+    sr, target = ladder(project, own)
+    if method not in target.methods:
+        raise SelfHealError(f"--method {method!r}: expected one of {', '.join(target.methods)}")
     if container:
         sr = sr.model_copy(update={"docker_container": container})
     if watch:
         from selfheal.recovery.watch import watch_until_signalled
 
-        raise typer.Exit(watch_until_signalled(sr, method, service_url, interval))
-    raise typer.Exit(run_recover(sr, method, service_url).exit_code)
-
-
-def _recover_configured(project: Project, method: str, watch: bool, interval: float | None) -> None:
-    """`selfheal recover [--watch]` on a project guarded through selfheal.yaml: its service section."""
-    from selfheal.recovery import configured as service
-    from selfheal.recovery.ladder import recover as run_recover
-
-    if method not in service.METHODS:
-        raise SelfHealError(f"--method {method!r}: a configured project's service knows {', '.join(service.METHODS)}")
-    sr = service.recovery_params(service.service_of(project))
-    target = service.target(project)
-    if watch:
-        from selfheal.recovery.watch import watch_until_signalled
-
-        raise typer.Exit(watch_until_signalled(sr, method, None, interval, target=target))
-    raise typer.Exit(run_recover(sr, method, target=target).exit_code)
+        raise typer.Exit(watch_until_signalled(sr, method, service_url, interval, target=target))
+    raise typer.Exit(run_recover(sr, method, service_url, target=target).exit_code)
 
 
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", help="Seed-format config/self_healing_config.json overriding params")
 ]
 WaitOpt = Annotated[float, typer.Option("--wait", help="Seconds to wait for another running heal/rollback/retrain")]
-
-
-def _configured() -> Project | None:
-    """The project's selfheal.yaml when it guards a foreign DVC pipeline (kind dvc); None for our own pipeline."""
-    from selfheal.core.project import find
-
-    return find()
 
 
 def _project(params: Path, config: Path | None) -> tuple[Project, Params | None]:
@@ -294,7 +269,7 @@ def rollback(
     wait: WaitOpt = 0.0,
 ) -> None:
     """Restore the last good production model (auto) or --version V: a verified checkout from git + DVC."""
-    from selfheal.healing.heal import reloader
+    from selfheal.healing.actions import reloader
     from selfheal.versions.rollback import rollback as run_rollback
 
     with _acting("rollback", params, config, wait) as (project, own):
@@ -337,7 +312,7 @@ def promote(
         help="Promote even when the candidate fails the gate (the heal log records who overrode what)")] = False,
 ) -> None:
     """Promote the workspace candidate that passes the gate: push to the DVC remote, commit, tag, set production."""
-    from selfheal.healing.heal import reloader
+    from selfheal.healing.actions import reloader
     from selfheal.versions.promote import promote as run_promote
 
     reason = "promoted by `selfheal promote`" + (" --accept-schema-change" if accept_schema_change else "") + (

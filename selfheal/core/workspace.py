@@ -114,7 +114,6 @@ def project_id(root: str | Path = ".") -> str:
     return os.environ.get(PROJECT_ID_ENV) or hashlib.sha256(str(Path(root).resolve()).encode()).hexdigest()[:16]
 
 
-
 def inside(path: str | Path, outputs: Iterable[str | Path]) -> bool:
     """Whether `path` is one of `outputs` or lies in one of them (a DVC directory output holds its files)."""
     path = Path(path)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from selfheal.core import atomic, audit, escalation, workspace
+from selfheal.core.clock import parse_time
 from selfheal.core.config import Params
 from selfheal.core.errors import SelfHealError
 from selfheal.core.project import Project
@@ -89,6 +90,48 @@ def data_faults(project: Project, cwd: Path, remember: bool) -> tuple[list[str],
     if remember:
         atomic.write_json(record, checked)
     return faulty, left
+
+
+def shaped(data: Any) -> dict[str, Any]:
+    """The guide's shape {"last_retrain_time": ..., "history": [...]}; a plain list of entries (written before
+    that shape) counts its last entry as the last retrain."""
+    if isinstance(data, dict):
+        return data
+    history = list(data or [])
+    return {"last_retrain_time": history[-1].get("timestamp") if history else None, "history": history}
+
+
+def read_log(log: Path) -> dict[str, Any]:
+    return shaped(audit.read(log, {}))
+
+
+def last_retrain_time(log: Path) -> datetime | None:
+    value = read_log(log).get("last_retrain_time")
+    return parse_time(value) if value else None
+
+
+def promoted_on(current: Path, log: Path) -> str | None:
+    """The version a completed retrain trained on exactly this batch (same md5) and promoted, or None."""
+    from selfheal.core import atomic
+
+    if not current.is_file():
+        return None
+    md5 = atomic.md5_file(current)
+    for entry in reversed(read_log(log).get("history") or []):
+        if entry.get("current_md5") == md5 and entry.get("outcome") == "promoted":
+            return str(entry.get("version") or f"the retrain of {entry.get('timestamp')}")
+    return None
+
+
+def batch_retrained(current: Path, log: Path) -> str | None:
+    """Why retraining on this very batch again would fold nothing new (a version was already trained on it), or
+    None. The drift then persists by construction: a person decides whether the batch is the new normal."""
+    version = promoted_on(current, log)
+    if version is None:
+        return None
+    return (f"{version} was already trained on this batch ({current.name}): retraining would fold nothing new. The "
+            "drift reference now mixes the old training data with this batch, so the batch still differs from most "
+            "of it; a new batch is measured afresh, and a person decides whether this one is the new normal")
 
 
 def _json(path: Path) -> dict[str, Any] | None:
@@ -171,8 +214,6 @@ def _model(project: Project, lock: dict[str, Any], cwd: Path, built: bool) -> di
 
 def _drift(project: Project, params: Params | None, lock: dict[str, Any], cwd: Path, remember: bool
            ) -> dict[str, Any]:
-    from selfheal.healing.retrain import batch_retrained, last_retrain_time
-
     log = cwd / project.record(workspace.RETRAINING_LOG)
     found: dict[str, Any] = {"last_retrain": last_retrain_time(log)}
     if params is not None:  # our monitor stage measures drift: its report must describe the model

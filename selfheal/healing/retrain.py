@@ -15,14 +15,15 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from selfheal.core import audit, journal, workspace
-from selfheal.core.clock import now_iso, parse_time
+from selfheal.core.clock import now_iso
 from selfheal.core.config import Params
 from selfheal.core.project import Project
+from selfheal.healing.observe import promoted_on, shaped
 from selfheal.healing.policy import Observations, RetrainDecision, Settings, retrain_verdict
 from selfheal.versions import vcs
 from selfheal.versions.catalog import Versions
@@ -33,57 +34,15 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
-def _shaped(data: Any) -> dict[str, Any]:
-    """The guide's shape {"last_retrain_time": ..., "history": [...]}; a plain list of entries (written before
-    that shape) counts its last entry as the last retrain."""
-    if isinstance(data, dict):
-        return data
-    history = list(data or [])
-    return {"last_retrain_time": history[-1].get("timestamp") if history else None, "history": history}
-
-
-def read_log(log: Path) -> dict[str, Any]:
-    return _shaped(audit.read(log, {}))
-
-
-def last_retrain_time(log: Path) -> datetime | None:
-    value = read_log(log).get("last_retrain_time")
-    return parse_time(value) if value else None
-
-
 def _record(log: Path, entry: dict[str, Any], completed: bool) -> None:
     """Append `entry` to the history; only a completed attempt (its model promoted or rolled back) starts the
     cooldown, so a failed or empty one never blocks the next retrain."""
     def change(data: Any) -> dict[str, Any]:
-        data = _shaped(data)
+        data = shaped(data)
         last = entry["started_at"] if completed else data.get("last_retrain_time")
         return {**data, "last_retrain_time": last, "history": [*data.get("history", []), entry]}
 
     audit.update(log, change, default={})
-
-
-def _promoted_on(current: Path, log: Path) -> str | None:
-    """The version a completed retrain trained on exactly this batch (same md5) and promoted, or None."""
-    from selfheal.core import atomic
-
-    if not current.is_file():
-        return None
-    md5 = atomic.md5_file(current)
-    for entry in reversed(read_log(log).get("history") or []):
-        if entry.get("current_md5") == md5 and entry.get("outcome") == "promoted":
-            return str(entry.get("version") or f"the retrain of {entry.get('timestamp')}")
-    return None
-
-
-def batch_retrained(current: Path, log: Path) -> str | None:
-    """Why retraining on this very batch again would fold nothing new (a version was already trained on it), or
-    None. The drift then persists by construction: a person decides whether the batch is the new normal."""
-    version = _promoted_on(current, log)
-    if version is None:
-        return None
-    return (f"{version} was already trained on this batch ({current.name}): retraining would fold nothing new. The "
-            "drift reference now mixes the old training data with this batch, so the batch still differs from most "
-            "of it; a new batch is measured afresh, and a person decides whether this one is the new normal")
 
 
 def _known_rows(new: pd.DataFrame, old: pd.DataFrame, numeric: list[str]) -> np.ndarray:
@@ -245,7 +204,7 @@ def retrain(project: Project, params: Params | None = None, *, drift_detected: b
 def _bring_in_and_build(project: Project, params: Params | None, reason: str, cwd: Path) -> dict[str, Any]:
     """Fold the batch in (our pipeline) and build; or run retrain.command. Raises when the build failed."""
     from selfheal.core.errors import SelfHealError
-    from selfheal.healing.heal import build
+    from selfheal.healing.actions import build
 
     out: dict[str, Any] = {}
     if params is not None:
@@ -255,7 +214,7 @@ def _bring_in_and_build(project: Project, params: Params | None, reason: str, cw
             print(f"ℹ️  Nothing new to train on: every labelled row of {params.data.current} is already in "
                   f"{params.data.raw}, and the model was trained on exactly this data and params, so "
                   "retraining would only repeat it. "
-                  + _persisting(_promoted_on(cwd / params.data.current, cwd / project.record(workspace.RETRAINING_LOG))))
+                  + _persisting(promoted_on(cwd / params.data.current, cwd / project.record(workspace.RETRAINING_LOG))))
             return out | {"outcome": "nothing_new"}
         print(f"🔄 Starting model retraining... ({added} rows of {params.data.current} folded into {params.data.raw})")
     ok, note = build(project, params, cwd, reason, command=project.retrain.command)
@@ -270,7 +229,7 @@ def _gate(project: Project, params: Params | None, cwd: Path, refused: str | Non
     """The policy's verdict on the new candidate, carried out: promoted, left as production, or (anything else,
     or `refused`) production restored."""
     from selfheal.core.errors import SelfHealError
-    from selfheal.healing.heal import execute
+    from selfheal.healing.actions import execute
     from selfheal.healing.observe import observe, settings
     from selfheal.healing.policy import Decision, plan
 

@@ -60,16 +60,6 @@ LOGS = (workspace.DATA_FIX_LOG, workspace.ROLLBACK_LOG, workspace.RETRAINING_LOG
         workspace.ALERTS_LOG, workspace.HEAL_LOG)
 
 
-
-
-
-
-
-
-
-
-
-
 # -- the baseline ---------------------------------------------------------------------------------------------
 
 def prepare(source: Path, dest: Path, env: Env, quick: bool, say: Callable[[str], None]) -> dict[str, Any]:
@@ -99,7 +89,6 @@ def prepare(source: Path, dest: Path, env: Env, quick: bool, say: Callable[[str]
 
 
 # -- the service side -----------------------------------------------------------------------------------------
-
 
 
 def _record(root: Path) -> dict[str, Any]:
@@ -151,8 +140,6 @@ def _foreign_service(root: Path, port: int) -> None:
         if proc.poll() is None or time.monotonic() > deadline:
             return
         time.sleep(0.2)
-
-
 
 
 # -- judging --------------------------------------------------------------------------------------------------
@@ -235,14 +222,7 @@ def _raw_consumed(root: Path, raw: Path) -> bool:
     return recorded == md5_of(root / raw)
 
 
-
-
 # -- one trial ------------------------------------------------------------------------------------------------
-
-
-
-
-
 
 
 def run_trial(fault: Fault, n: int, base: Path, work: Path, env: Env, rng: np.random.Generator,
@@ -299,8 +279,6 @@ def run_trial(fault: Fault, n: int, base: Path, work: Path, env: Env, rng: np.ra
                       "production": after, "last_failed_request_s": load.last_failure(t0) if load else None,
                       "processes": processes}
     return t
-
-
 
 
 def _fixed(fault: Fault, t: Trial, root: Path, raw: Path, prod_changed: bool) -> bool:

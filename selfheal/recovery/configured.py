@@ -90,7 +90,7 @@ def _act(project: Project, root: Path, step: str, url: str, sr: ServiceRecoveryP
 def target(project: Project, root: Path = Path(".")) -> Target:
     """The ladder's Target for the project's service: its health URL, its steps, its records."""
     service = service_of(project)
-    return Target(check=probe, steps=partial(steps, service), act=partial(_act, project, root),
+    return Target(methods=METHODS, check=probe, steps=partial(steps, service), act=partial(_act, project, root),
                   log=project.record(workspace.RECOVERY_LOG), alerts=project.record(workspace.ALERTS_LOG))
 
 

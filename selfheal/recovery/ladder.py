@@ -46,7 +46,6 @@ from selfheal.service import procs
 from selfheal.service.client import Health, check_health, request_reload
 
 Method = Literal["auto", "cache", "config", "process", "docker"]
-METHODS: tuple[str, ...] = ("auto", "cache", "config", "process", "docker")
 ACTION = "service_recovery"
 
 
@@ -113,8 +112,8 @@ def recover(
     `actor` (watch, heal or recover) is logged with this pid and host. The attempts run under the restart lock;
     when another restarter held it, or logged a recovery meanwhile, the health is checked again first.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown recovery method {method!r}; expected one of {list(METHODS)}")
+    if method not in target.methods:
+        raise ValueError(f"unknown recovery method {method!r}; expected one of {list(target.methods)}")
     url = service_url or sr.service_url
     started = time.monotonic()
     logged = len(audit.entries(target.log))

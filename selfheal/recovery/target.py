@@ -19,6 +19,7 @@ from selfheal.service.client import Health, check_health
 
 @dataclass(frozen=True)
 class Target:
+    methods: tuple[str, ...] = ("auto", "cache", "config", "process", "docker")  # what `--method` may name
     check: Callable[[str, float], Health] = check_health  # (url, timeout) -> Health
     steps: Callable[[str, str], list[str]] | None = None  # (method, state) -> steps; None: the built-in ladder
     act: Callable[[str, str, ServiceRecoveryParams, Health], str] | None = None  # None: the built-in steps

@@ -70,7 +70,6 @@ def dvc(*args: str, cwd: str | Path = ".", check: bool = True) -> subprocess.Com
     return _run([_tool("dvc", cwd), *args], cwd, check)
 
 
-
 def head(cwd: str | Path = ".") -> str | None:
     """The commit HEAD points at, or None in a repo without commits."""
     proc = _run(["git", "rev-parse", "--verify", "-q", "HEAD"], cwd, check=False)

@@ -67,7 +67,6 @@ def test_heal_rolls_a_failed_candidate_back(bad_candidate: Path, workdir) -> Non
     assert "failed the gate and was rolled back" in again.stdout and "heal: healthy" not in again.stdout
 
 
-
 def test_heal_restores_a_deleted_model_from_production(promoted: Path, workdir) -> None:
     repo = workdir(promoted)
     production = production_of(repo)

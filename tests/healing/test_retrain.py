@@ -14,8 +14,9 @@ from selfheal.core import audit, workspace
 from selfheal.core.config import parse_params
 from selfheal.core.errors import DataError
 from selfheal.core.project import OURS, parse
+from selfheal.healing.observe import last_retrain_time
 from selfheal.healing.policy import retrain_decision
-from selfheal.healing.retrain import fold_current, last_retrain_time, retrain
+from selfheal.healing.retrain import fold_current, retrain
 
 NOW = datetime(2026, 11, 20, 15, 0, tzinfo=UTC)
 

@@ -217,7 +217,7 @@ def test_one_restarter_at_a_time_and_the_log_says_who(workdir: Path, models: dic
     and leaves it to the watcher instead of starting a second process."""
     from selfheal.core.config import load_params
     from selfheal.core.project import current
-    from selfheal.healing.heal import execute
+    from selfheal.healing.actions import execute
     from selfheal.healing.policy import Decision
 
     sr = {**FAST, "watch_interval_seconds": 0.2, "health_timeout_seconds": 5.0, "warm_standby": False,

@@ -103,7 +103,6 @@ def _stage_imports(stage: str) -> set[str]:
     return seen
 
 
-
 def test_editing_a_module_reruns_every_stage_that_imports_it(project: Path) -> None:
     """Stage deps are complete by construction: each stage declares the code folders it runs, so an edit to the
     model artifact module (which train writes with, and validate and monitor load with) dirties all three."""

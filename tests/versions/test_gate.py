@@ -63,7 +63,6 @@ def test_production_scored_by_another_metric_is_not_compared() -> None:
     assert v["reasons"][1] == "production v1 has no recorded r2: no comparison"
 
 
-
 FEATURES = [{"name": "a", "kind": "numeric"}, {"name": "b", "kind": "numeric"}, {"name": "c", "kind": "categorical",
                                                                                  "categories": ["x", "y"]}]
 
