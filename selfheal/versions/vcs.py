@@ -67,7 +67,9 @@ def git(*args: str, cwd: str | Path = ".", check: bool = True) -> str:
 
 
 def dvc(*args: str, cwd: str | Path = ".", check: bool = True) -> subprocess.CompletedProcess:
-    return _run([_tool("dvc", cwd), *args], cwd, check)
+    """A DVC command; DVC's own repository lock held by a live process (a `dvc repro` left running by a killed
+    heal, a person's) is waited on, never a failure. A dead holder's lock is no lock: the OS released it."""
+    return _run([_tool("dvc", cwd), "--wait-for-lock", *args], cwd, check)
 
 
 def head(cwd: str | Path = ".") -> str | None:

@@ -45,3 +45,23 @@ def test_another_project_runs_in_the_users_environment(tmp_path: Path, monkeypat
         "cmd": "python > out.txt", "outs": ["out.txt"]}}}))
     vcs.dvc("repro", "-q", cwd=root)
     assert (root / "out.txt").read_text() == "project python\n"
+
+
+def test_dvcs_lock_held_by_a_live_process_is_waited_on(tmp_path: Path) -> None:
+    """A `dvc repro` still running after a killed heal holds DVC's lock: selfheal's next DVC call waits for it
+    instead of failing with "Unable to acquire lock"."""
+    import subprocess
+    import time
+
+    root = tmp_path / "repo"
+    root.mkdir()
+    sandbox.run(["git", "init", "-q"], root)
+    sandbox.run(["dvc", "init", "-q"], root)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time, zc.lockfile; "
+                               "lock = zc.lockfile.LockFile('.dvc/tmp/lock'); print('held', flush=True); "
+                               "time.sleep(5)"], cwd=root, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    started = time.monotonic()
+    proc = vcs.dvc("status", cwd=root, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert time.monotonic() - started >= 4.0 and holder.wait(10) == 0  # past DVC's own 3 s of retries
