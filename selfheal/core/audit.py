@@ -55,13 +55,19 @@ def entry(action: str, reason: str, success: bool, **details: Any) -> dict[str, 
 
 
 def add(path: str | Path, new: dict[str, Any], mode: int | None = None) -> dict[str, Any]:
-    """Append `new` to a list-shaped log (`mode`: see atomic.atomic_write) and return it."""
-    update(path, lambda entries: [*entries, new], default=[], mode=mode)
+    """Append `new` to a log (`mode`: see atomic.atomic_write) and return it; the retraining log keeps its
+    entries under `history`."""
+    def change(data: Any) -> Any:
+        if isinstance(data, dict):
+            return {**data, "history": [*data.get("history", []), new]}
+        return [*data, new]
+
+    update(path, change, default=[], mode=mode)
     return new
 
 
 def append(path: str | Path, action: str, reason: str, success: bool, **details: Any) -> dict[str, Any]:
-    """Append one seed-format entry to a list-shaped log and return it."""
+    """Append one seed-format entry to a log and return it."""
     return add(path, entry(action, reason, success, **details))
 
 

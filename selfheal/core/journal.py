@@ -4,7 +4,8 @@ rollback, promote, retrain and fix-data each run inside `intent(...)`. A process
 lost runner) leaves its record in .selfheal/journal.json; the next selfheal action settles it first: when the
 record says what a finished action leaves behind (files and their md5s) and the workspace shows exactly that,
 the missing audit entry is written (marked `recovered_from_journal`); otherwise the interruption is logged in
-monitoring/heal_log.json and reported, so nobody is told "healthy" over a half-done action. Settling also
+monitoring/heal_log.json and reported, so nobody is told "healthy" over a half-done action, and what the
+record names to undo (a retrain's data, from its backup) is put back and logged in the action's own log. Settling also
 sweeps the temporary files killed atomic writes left behind.
 """
 
@@ -71,6 +72,15 @@ def _gone(record: dict[str, Any]) -> bool:
         return True
 
 
+def _undo(undo: dict[str, Any] | None) -> list[str]:
+    """Put back what a killed action backed up before it changed data (`undo`: {"backup": dir, "paths": [...]})."""
+    if not undo:
+        return []
+    from selfheal.core.backups import restore_backup
+
+    return restore_backup(Path(undo["backup"]), list(undo.get("paths") or []))
+
+
 @dataclass
 class Settled:
     swept: list[Path] = field(default_factory=list)
@@ -93,9 +103,16 @@ def settle(data_folders: Iterable[str | Path] = ()) -> Settled:
             found.completed.append(f"{what} was killed after it finished, before it logged; "
                                    f"logged it now in {record['log']}")
         else:
+            undone = _undo(record.get("details", {}).get("undo"))
             audit.append(workspace.HEAL_LOG, f"interrupted_{record['actor']}", record["reason"], False,
-                         interrupted=what, **record.get("details", {}))
-            found.interrupted.append(f"{what} was interrupted before it finished ({record['reason']}); check "
-                                     f"the workspace (`git status`, `dvc status`) and run it again")
+                         interrupted=what, undone=undone or None, **record.get("details", {}))
+            if undone:  # the action's own log says so too: it ended, undone, not "never happened"
+                audit.append(record["log"], record["actor"], record["reason"], False, outcome="interrupted",
+                             interrupted=what, undone=undone)
+                found.interrupted.append(f"{what} was interrupted before it finished ({record['reason']}); undone: "
+                                         f"{', '.join(undone)} put back from its backup; logged in {record['log']}")
+            else:
+                found.interrupted.append(f"{what} was interrupted before it finished ({record['reason']}); check "
+                                         f"the workspace (`git status`, `dvc status`) and run it again")
         _drop(record["id"])
     return found

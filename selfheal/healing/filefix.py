@@ -18,9 +18,8 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from selfheal.core import atomic, audit, journal, workspace
+from selfheal.core import atomic, audit, backups, journal, workspace
 from selfheal.core.config import DataQualityParams, Params
-from selfheal.healing import guard
 
 CHANGE_KEYS = ("converted", "outliers_capped", "missing_filled", "out_of_range")
 
@@ -72,7 +71,7 @@ def fix_file(path: Path, params: Params, pending: Future[Any] | None = None) -> 
         def fixing() -> tuple[Any, dict[str, Any]]:
             return fix(raw, schema, params.data_quality, source=str(path))
     return fix_in_place(path, fixing, params.data_quality, log=workspace.DATA_FIX_LOG,
-                        backups=workspace.BACKUPS, method="selfheal fix-data (in place)")
+                        backup_root=workspace.BACKUPS, method="selfheal fix-data (in place)")
 
 
 NO_TARGET = "selfheal_no_target"  # a constant stand-in label for data without one: the fixes need a target column
@@ -99,7 +98,7 @@ def fix_configured(path: Path, target: str | None, dq: DataQualityParams, record
 
     raw, schema = inspect(path, target)
     return fix_in_place(path, lambda: fix(raw, schema, dq, source=str(path)), dq,
-                        log=records / workspace.DATA_FIX_LOG.name, backups=records / workspace.BACKUPS.name,
+                        log=records / workspace.DATA_FIX_LOG.name, backup_root=records / workspace.BACKUPS.name,
                         method="selfheal heal (selfheal.yaml data.fix)", journaled=False)
 
 
@@ -126,7 +125,7 @@ def _write(data: Any, path: Path) -> None:
 
 
 def fix_in_place(path: Path, fixing: Callable[[], tuple[Any, dict[str, Any]]], dq: DataQualityParams, *, log: Path,
-                 backups: Path, method: str, journaled: bool = True) -> dict[str, Any]:
+                 backup_root: Path, method: str, journaled: bool = True) -> dict[str, Any]:
     """The fixes (`fixing`: the fixed data read from `path`, and the report), written back atomically after a
     backup when they change anything; the summary lines printed and an entry appended to `log`. `journaled`:
     recorded in the intent journal first (our own pipeline's heal settles it)."""
@@ -140,7 +139,7 @@ def fix_in_place(path: Path, fixing: Callable[[], tuple[Any, dict[str, Any]]], d
     with changing:
         backup = None
         if n:
-            backup = guard.backup([path], "fix-data", root=backups, link=True)  # _write renames a new file in
+            backup = backups.backup([path], "fix-data", root=backup_root, link=True)  # _write renames a new file in
             _write(clean, path)
         lines = summary_lines(report)
         for line in lines[:-1]:

@@ -94,11 +94,13 @@ def data_faults(project: Project, cwd: Path, remember: bool) -> tuple[list[str],
 
 def shaped(data: Any) -> dict[str, Any]:
     """The guide's shape {"last_retrain_time": ..., "history": [...]}; a plain list of entries (written before
-    that shape) counts its last entry as the last retrain."""
+    that shape, or by a settled interruption) counts its last completed retrain (promoted, rolled back or
+    unchanged) as the last retrain."""
     if isinstance(data, dict):
         return data
     history = list(data or [])
-    return {"last_retrain_time": history[-1].get("timestamp") if history else None, "history": history}
+    done = [e for e in history if e.get("outcome") in ("promoted", "rolled_back", "unchanged")]
+    return {"last_retrain_time": done[-1].get("timestamp") if done else None, "history": history}
 
 
 def read_log(log: Path) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from selfheal.core import audit, journal, workspace
+from selfheal.core import atomic, audit, journal, workspace
 from selfheal.core.clock import now_iso
 from selfheal.core.config import Params
 from selfheal.core.project import Project
@@ -77,7 +77,6 @@ def fold_current(raw: Path, current: Path, target: str, columns: Mapping[str, st
     Rows are compared by value as fix_data reads them (numbers parsed, padding and placeholders normalised), so a
     raw file rewritten by `selfheal fix-data` (41 -> 41.0) does not get the batch's copies of its rows again.
     """
-    from selfheal.core import atomic
     from selfheal.core.errors import DataError
     from selfheal.pipeline.checks import infer_schema, read_csv_checked, typed
 
@@ -135,9 +134,8 @@ def retrain(project: Project, params: Params | None = None, *, drift_detected: b
     """
     from dataclasses import replace
 
-    from selfheal.core import atomic
+    from selfheal.core import backups
     from selfheal.core.errors import SelfHealError
-    from selfheal.healing import guard
     from selfheal.healing.observe import drift_observations, settings, watched
 
     rules = settings(project, params)
@@ -163,7 +161,7 @@ def retrain(project: Project, params: Params | None = None, *, drift_detected: b
     data = [cwd / p for p in watched(project, params)]
     saved: list[str | Path] = [*data, *(p.with_name(f"{p.name}.dvc") for p in data), cwd / workspace.DVC_LOCK,
              *(cwd / p for paths in vcs.git_tracked_outputs(cwd / workspace.DVC_YAML).values() for p in paths)]
-    backup_dir = guard.backup(saved, "retrain")
+    backup_dir = backups.backup(saved, "retrain")
     before = vcs.read_lock(cwd / workspace.DVC_LOCK)
     action = "forced_retrain" if force else "auto_retrain"
     entry: dict[str, Any] = {
@@ -172,8 +170,8 @@ def retrain(project: Project, params: Params | None = None, *, drift_detected: b
         "current_md5": atomic.md5_file(current) if current.is_file() else None, "version": None, "metric": None,
         "metric_name": None,
     }
-    with journal.intent(action, cwd / project.record(workspace.HEAL_LOG), verdict.reason,
-                        data_path=", ".join(map(str, data))):
+    undo = {"backup": str(backup_dir), "paths": [str(p) for p in saved[:2 * len(data)]]}  # if killed: put back
+    with journal.intent(action, log, verdict.reason, data_path=", ".join(map(str, data)), undo=undo):
         try:
             entry |= _bring_in_and_build(project, params, verdict.reason, cwd)
             if entry["outcome"] != "nothing_new":
@@ -183,7 +181,7 @@ def retrain(project: Project, params: Params | None = None, *, drift_detected: b
             print(f"❌ Retraining failed: {exc}", file=sys.stderr)
         finally:  # unless promoted: the data and the stages reading it as before (the model: rolled back)
             if entry["outcome"] not in ("promoted", "nothing_new"):
-                guard.restore_backup(backup_dir, saved[:2 * len(data)])
+                backups.restore_backup(backup_dir, saved[:2 * len(data)])
                 restore_stages(before, [s for s in before if s not in project.model.stages], from_backup(backup_dir),
                                cwd)
         versions = Versions(project, cwd)
@@ -216,6 +214,7 @@ def _bring_in_and_build(project: Project, params: Params | None, reason: str, cw
                   "retraining would only repeat it. "
                   + _persisting(promoted_on(cwd / params.data.current, cwd / project.record(workspace.RETRAINING_LOG))))
             return out | {"outcome": "nothing_new"}
+        atomic.pause_at("retrain:folded")
         print(f"🔄 Starting model retraining... ({added} rows of {params.data.current} folded into {params.data.raw})")
     ok, note = build(project, params, cwd, reason, command=project.retrain.command)
     if not ok and not (cwd / project.record(workspace.FAILED_CANDIDATE)).exists():

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from selfheal.core import audit
 from selfheal.core.atomic import PAUSE_ENV, md5_file
 from tests.heal_support import env, model_md5, production_of, selfheal
 
@@ -73,3 +74,23 @@ def test_a_killed_rollback_and_a_killed_write_are_settled_by_the_next_heal(bad_c
 
     again = selfheal("heal", cwd=repo, check=False)  # settled once: the next heal has nothing left to report
     assert "killed" not in again.stdout and "interrupted" not in again.stdout
+
+
+def test_a_retrain_killed_after_its_fold_is_undone_and_logged_by_the_next_heal(promoted: Path, workdir) -> None:
+    """The batch was folded into the raw data, then the retrain was killed: the next heal puts the raw data back
+    from the retrain's backup (so the folded batch is never promoted unjudged) and the retraining log says so."""
+    from selfheal.pipeline.synth import make_current
+
+    repo = workdir(promoted)
+    raw = repo / "data/raw/housing.csv"
+    raw_md5, production = md5_file(raw), production_of(repo)
+    make_current(300, 1.0, 7).to_csv(repo / "data/current/housing.csv", index=False)
+    kill_at("retrain:folded", "retrain", "--drift-detected", cwd=repo)
+    assert md5_file(raw) != raw_md5  # the fold happened, and nothing logged it
+
+    out = selfheal("heal", cwd=repo, check=False)
+    assert "auto_retrain by pid" in out.stdout and "undone: " in out.stdout, out.stdout + out.stderr
+    assert md5_file(raw) == raw_md5 and production_of(repo) == production and "Promoted" not in out.stdout
+    (entry,) = audit.entries(repo / ".github/triggers/retraining_log.json")
+    assert (entry["outcome"], entry["success"]) == ("interrupted", False) and "data/raw/housing.csv" in entry["undone"]
+    assert "heal: healthy" not in out.stdout
