@@ -11,7 +11,7 @@ import pytest
 from selfheal.core.config import load_params, parse_params
 from selfheal.core.project import OURS, parse
 from selfheal.healing.observe import settings
-from selfheal.healing.policy import Observations, escalations, plan
+from selfheal.healing.policy import Observations, Settings, escalations, plan
 
 MODEL = "models/model.joblib"
 NOW = datetime(2026, 11, 20, 15, 0, tzinfo=UTC)
@@ -340,3 +340,64 @@ def test_what_the_watcher_refused_heal_refuses_until_acknowledged() -> None:
     assert decided.action == "escalate" and "restart storm" in decided.reason
     assert "`selfheal acknowledge service`" in decided.reason
     assert actions(replace(HEALTHY, service=down))["service"] == "recover"  # acknowledged: recovered again
+
+
+# --- the same policy for a project guarded through selfheal.yaml (its sections' settings) ---
+
+GUARDED = Settings(stage="prod")  # selfheal.yaml defaults: no fix stage, auto-rollback on
+CANDIDATE = {"metric_name": "avg_prec.test", "metric": 0.91, "passed": True, "failures": []}
+
+
+def test_a_guarded_project_without_drift_or_service_has_only_data_and_model_steps() -> None:
+    obs = Observations(now=NOW, candidate="p" * 32, production=PROD)
+    assert [(d.step, d.action) for d in plan(obs, GUARDED)] == [("data", "ok"), ("model", "ok")]
+
+
+def test_a_failed_build_is_refused_until_an_input_changes() -> None:
+    failed = {"error": "evaluate exited 1", "attempts": 2}
+    d = plan(Observations(now=NOW, failed_build=failed, candidate="p" * 32, production=PROD), GUARDED)[0]
+    assert d.action == "refuse" and "failed to build 2 time(s) (evaluate exited 1)" in d.reason
+    moved = Observations(now=NOW, failed_build=failed, inputs_moved=("params.yaml",), candidate="p" * 32,
+                         production=PROD)
+    assert plan(moved, GUARDED)[0].action == "repro"
+
+
+def test_edited_params_build_a_candidate_unless_the_gate_rejected_exactly_them() -> None:
+    obs = Observations(now=NOW, edited_params=("params.yaml:train.n_est",), candidate="p" * 32, production=PROD)
+    assert plan(obs, GUARDED)[0].action == "repro"
+    d = plan(replace(obs, params_rejected=True), GUARDED)[0]
+    assert d.action == "report" and "failed the gate and was rolled back" in d.reason
+
+
+def test_data_faults_are_fixed_and_a_bad_data_setting_is_refused() -> None:
+    obs = Observations(now=NOW, faulty=("data/data.csv (4 change(s) to make)",), candidate="p" * 32, production=PROD)
+    assert plan(obs, GUARDED)[0].action == "fix"
+    d = plan(replace(obs, data_error="target column 'labels' not found"), GUARDED)[0]
+    assert d.action == "refuse" and "labels" in d.reason
+    left = Observations(now=NOW, faults_left=("data/data.csv: 3 missing values",), candidate="p" * 32,
+                        production=PROD)
+    d = plan(left, GUARDED)[0]
+    assert d.action == "report" and "data.quality.auto_fix_enabled is false" in d.reason
+
+
+def test_a_candidate_is_promoted_or_rolled_back_on_the_configured_metric() -> None:
+    obs = Observations(now=NOW, candidate="n" * 32, production=PROD, verdict=CANDIDATE)
+    assert {d.step: d.action for d in plan(obs, GUARDED)}["model"] == "promote"
+    worse = {**CANDIDATE, "passed": False, "failures": ["avg_prec.test 0.5000 is 40.0% worse than production"]}
+    d = {d.step: d for d in plan(replace(obs, verdict=worse), GUARDED)}["model"]
+    assert d.action == "rollback" and "40.0% worse" in d.reason
+
+
+def test_a_service_heal_cannot_restart_is_refused_and_one_the_watcher_recovers_is_left_to_it() -> None:
+    down = {"state": "down", "detail": "http://127.0.0.1:8080/health refused"}
+    obs = Observations(now=NOW, candidate="p" * 32, production=PROD, service=down, restartable=False)
+    d = {d.step: d for d in plan(obs, GUARDED)}["service"]
+    assert d.action == "refuse" and "service.start is not set" in d.reason
+    d = {d.step: d for d in plan(replace(obs, restartable=True, watcher=4242), GUARDED)}["service"]
+    assert d.action == "skip" and "running watcher (pid 4242)" in d.reason
+
+
+def test_drift_that_cannot_be_measured_is_refused_not_healthy() -> None:
+    obs = Observations(now=NOW, candidate="p" * 32, production=PROD, drift_error="drift: data/current.csv: not found")
+    d = {d.step: d for d in plan(obs, GUARDED)}["drift"]
+    assert d.action == "refuse" and "not found" in d.reason
