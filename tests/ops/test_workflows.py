@@ -208,6 +208,10 @@ def test_main_workflow_heals_and_commits_back_what_heal_changed() -> None:
     for path in ("dvc.lock", "models/rollback_log.json", "monitoring/*.json",
                  ".github/triggers/retraining_log.json"):
         assert path in runs[commit], path
+    # the audit trail is ignored for a person's commits, so CI adds it by force
+    assert 'git add -f -- "$path"' in runs[commit]
+    for log in ("monitoring/heal_log.json", "models/rollback_log.json", ".github/triggers/retraining_log.json"):
+        assert subprocess.run(["git", "check-ignore", "-q", log], cwd=ROOT).returncode == 0, log
     # tests never read data/raw: no "fix the data, then retest" retry
     assert sum(r.strip() == "make test" for r in runs) == 1 and "fix-data" not in "".join(runs)
 
