@@ -89,8 +89,10 @@ def set_params(repo: Path, **groups: dict) -> None:
 
 
 def commit(repo: Path, message: str) -> None:
+    """Commit everything that changed (nothing to commit is no error: promote may have committed it all)."""
     run(["git", "add", "-A"], repo)
-    run(["git", "commit", "-q", "-m", message], repo)
+    if run(["git", "diff", "--cached", "--quiet"], repo, check=False).returncode:
+        run(["git", "commit", "-q", "-m", message], repo)
 
 
 def create(dest: Path, source: Path, **params: dict) -> Path:
