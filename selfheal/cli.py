@@ -351,10 +351,9 @@ def fix_data(
     from selfheal.healing.filefix import fix_file
     from selfheal.pipeline.csvread import declared_text, prefetch
 
+    _own_params(params, config)  # refused before the lock: a guarded project's heal fixes its data.fix files
     with _acting("fix-data", params, config, wait) as (_, p):
-        if p is None:
-            raise SelfHealError("fix-data fixes selfheal's own pipeline's data.raw; in a project guarded through "
-                                "selfheal.yaml, heal fixes the data.fix files")
+        assert p is not None
         path = data_path or Path(p.data.raw)
         entry = fix_file(path, p, prefetch(path, declared_text(p.data.columns)))  # the rest imports while it reads
     if not entry["success"]:

@@ -5,8 +5,8 @@ lost runner) leaves its record in .selfheal/journal.json; the next selfheal acti
 record says what a finished action leaves behind (files and their md5s) and the workspace shows exactly that,
 the missing audit entry is written (marked `recovered_from_journal`); otherwise the interruption is logged in
 monitoring/heal_log.json and reported, so nobody is told "healthy" over a half-done action, and what the
-record names to undo (a retrain's data, from its backup) is put back and logged in the action's own log. Settling also
-sweeps the temporary files killed atomic writes left behind.
+record names to undo (a retrain's data, from its backup) is put back and logged in the action's own log.
+Settling also sweeps the temporary files killed atomic writes left behind.
 """
 
 from __future__ import annotations

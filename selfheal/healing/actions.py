@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from selfheal.core import atomic, audit, workspace
+from selfheal.core.clock import now_iso
 from selfheal.core.config import Params
 from selfheal.core.errors import SelfHealError
 from selfheal.core.project import Project
@@ -57,7 +58,7 @@ def _failed_build(project: Project, params: Params | None, cwd: Path, error: str
     record = cwd / project.record(workspace.FAILED_CANDIDATE)
     last = audit.read(record, None)
     attempts = (last.get("attempts", 0) if isinstance(last, dict) and last.get("inputs") == made_from else 0) + 1
-    atomic.write_json(record, {"timestamp": _now(), "error": error, "inputs": made_from, "attempts": attempts})
+    atomic.write_json(record, {"timestamp": now_iso(), "error": error, "inputs": made_from, "attempts": attempts})
     prod = catalog.Versions(project, cwd).production()
     note = "no production version to restore"
     if prod is not None:
@@ -72,12 +73,6 @@ def _failed_build(project: Project, params: Params | None, cwd: Path, error: str
     return note
 
 
-def _now() -> str:
-    from selfheal.core.clock import now_iso
-
-    return now_iso()
-
-
 def build(project: Project, params: Params | None, cwd: Path, reason: str, command: str | None = None
           ) -> tuple[bool, str]:
     """Make a candidate: `dvc repro` (or the repro / retrain section's command) in the user's environment; a
@@ -85,18 +80,18 @@ def build(project: Project, params: Params | None, cwd: Path, reason: str, comma
     started = time.perf_counter()
     made_from = inputs(project, params, cwd)
     command = command or project.repro.command
+    argv = project.repro.argv() or ["repro"]
     if command:
         proc = subprocess.run(command, shell=True, cwd=cwd, capture_output=True, text=True, env=vcs.env(cwd))
     else:
-        proc = vcs.dvc(*project.repro.argv() or ["repro"], cwd=cwd, check=False)
+        proc = vcs.dvc(*argv, cwd=cwd, check=False)
+    shown = command or f"dvc {' '.join(argv)}"
     error = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:]) if proc.returncode else ""
-    audit.append(cwd / project.record(workspace.HEAL_LOG), "repro", reason, proc.returncode == 0,
-                 command=command or f"dvc {' '.join(project.repro.argv() or ['repro'])}", error=error or None,
-                 inputs=made_from, duration_s=round(time.perf_counter() - started, 1))
+    audit.append(cwd / project.record(workspace.HEAL_LOG), "repro", reason, proc.returncode == 0, command=shown,
+                 error=error or None, inputs=made_from, duration_s=round(time.perf_counter() - started, 1))
     fixed = _fix_stage_report(params, cwd, reason, started, error) if params is not None else True
     if proc.returncode:
-        what = command or "dvc repro"
-        return False, f"{what} failed: {error}; {_failed_build(project, params, cwd, error, made_from)}"
+        return False, f"{shown} failed: {error}; {_failed_build(project, params, cwd, error, made_from)}"
     (cwd / project.record(workspace.FAILED_CANDIDATE)).unlink(missing_ok=True)
     return fixed, "candidate reproduced" + ("" if fixed else ", but the data is still invalid")
 
@@ -130,12 +125,11 @@ def _fix(project: Project, cwd: Path) -> tuple[bool, str]:
     assert project.data is not None
     faulty, _ = data_faults(project, cwd, remember=False)
     notes = []
-    for name in project.data.fix:
-        if any(f.startswith(f"{name} (") for f in faulty):
-            entry = fix_configured(cwd / name, project.data.target, project.data.quality, cwd / project.records_dir)
-            if not entry["success"]:
-                return False, f"{name}: still invalid after fixing ({entry['problems_after']} problem(s))"
-            notes.append(f"{name}: {entry['changes']} change(s), backup {entry['backup']}")
+    for name in faulty:
+        entry = fix_configured(cwd / name, project.data.target, project.data.quality, cwd / project.records_dir)
+        if not entry["success"]:
+            return False, f"{name}: still invalid after fixing ({entry['problems_after']} problem(s))"
+        notes.append(f"{name}: {entry['changes']} change(s), backup {entry['backup']}")
     return True, "; ".join(notes)
 
 

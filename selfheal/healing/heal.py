@@ -58,11 +58,12 @@ def heal(project: Project, params: Params | None = None, plan_only: bool = False
     said: set[Decision] = set()
     # a killed action's leftovers were logged and reported: not "healthy"; the steps below redo what is needed
     acted = bool(settled.completed or settled.interrupted)
+    stale = False  # something acted since `decisions` were made
     steps, acts = list(ISSUES), dict.fromkeys(ISSUES, 0)
     while steps:
         step = steps.pop(0)
-        if acted:  # what an earlier step did (new data, new model) changes what this one sees
-            decisions = plan(observe(project, params, cwd), rules)
+        if stale:  # what an earlier step did (new data, new model) changes what this one sees
+            decisions, stale = plan(observe(project, params, cwd), rules), False
         for d in (x for x in decisions if x.step == step):
             if d not in said:
                 print(f"heal: {d.step}: {d.action}: {d.reason}")
@@ -71,7 +72,7 @@ def heal(project: Project, params: Params | None = None, plan_only: bool = False
                 results.append(Result(d, True))
                 continue
             result = _retrain(d, project, params, cwd) if d.action == "retrain" else execute(d, project, params, cwd)
-            acted = acted or d.acts
+            acted, stale = acted or d.acts, stale or d.acts
             print(f"heal: {d.step}: {'done' if result.ok else 'FAILED'}: {result.note}")
             results.append(result)
             if not (d.acts and result.ok):

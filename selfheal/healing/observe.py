@@ -63,16 +63,17 @@ def inputs(project: Project, params: Params | None, cwd: Path) -> dict[str, str]
     return {p: atomic.md5_file(cwd / p) for p in sorted(paths) if (cwd / p).is_file()}
 
 
-def data_faults(project: Project, cwd: Path, remember: bool) -> tuple[list[str], list[str]]:
-    """(files with something to fix, files with faults left unfixed because auto-fix is off). A file whose
-    bytes were checked clean before is not read again; `remember` records the clean ones."""
+def data_faults(project: Project, cwd: Path, remember: bool) -> tuple[dict[str, str], list[str]]:
+    """({file with something to fix: what}, files with faults left unfixed because auto-fix is off). A file
+    whose bytes were checked clean before is not read again; `remember` records the clean ones."""
     if project.data is None or not project.data.fix:
-        return [], []
+        return {}, []
     from selfheal.healing.filefix import planned
 
     record = cwd / project.record(workspace.DATA_CHECKED)
     checked = audit.read(record, {})
-    faulty, left = [], []
+    faulty: dict[str, str] = {}
+    left: list[str] = []
     for name in project.data.fix:
         path = cwd / name
         if not path.is_file():
@@ -82,7 +83,7 @@ def data_faults(project: Project, cwd: Path, remember: bool) -> tuple[list[str],
             continue
         report = planned(path, project.data.target, project.data.quality)
         if report["changes"]:
-            faulty.append(f"{name} ({report['changes']} change(s) to make)")
+            faulty[name] = f"{name} ({report['changes']} change(s) to make)"
         elif report["problems_before"]:
             left.append(f"{name}: {'; '.join(report['open_problems'])[:200]}")
         else:
@@ -112,10 +113,8 @@ def last_retrain_time(log: Path) -> datetime | None:
     return parse_time(value) if value else None
 
 
-def promoted_on(current: Path, log: Path) -> str | None:
+def _promoted_on(current: Path, log: Path) -> str | None:
     """The version a completed retrain trained on exactly this batch (same md5) and promoted, or None."""
-    from selfheal.core import atomic
-
     if not current.is_file():
         return None
     md5 = atomic.md5_file(current)
@@ -128,7 +127,7 @@ def promoted_on(current: Path, log: Path) -> str | None:
 def batch_retrained(current: Path, log: Path) -> str | None:
     """Why retraining on this very batch again would fold nothing new (a version was already trained on it), or
     None. The drift then persists by construction: a person decides whether the batch is the new normal."""
-    version = promoted_on(current, log)
+    version = _promoted_on(current, log)
     if version is None:
         return None
     return (f"{version} was already trained on this batch ({current.name}): retraining would fold nothing new. The "
@@ -164,7 +163,7 @@ def _data(project: Project, params: Params | None, lock: dict[str, Any], cwd: Pa
             rejected.get(f) == md5 for f, md5 in files_of(edited, cwd).items())
     try:
         faulty, left = data_faults(project, cwd, remember)
-        found["faulty"], found["faults_left"] = tuple(faulty), tuple(left)
+        found["faulty"], found["faults_left"] = tuple(faulty.values()), tuple(left)
     except SelfHealError as exc:  # a missing file, an unknown target column, data no fix can get past
         found["data_error"] = str(exc)
     if params is not None:
@@ -192,7 +191,7 @@ def _model(project: Project, lock: dict[str, Any], cwd: Path, built: bool) -> di
     if not built:
         return found
     try:
-        _, hashes = catalog.candidate(project, cwd)
+        hashes = catalog.candidate(project, lock)
     except SelfHealError as exc:
         return found | {"candidate_error": str(exc)}
     ident = catalog.identity(hashes)

@@ -23,7 +23,7 @@ from selfheal.core import atomic, audit, journal, workspace
 from selfheal.core.clock import now_iso
 from selfheal.core.config import Params
 from selfheal.core.project import Project
-from selfheal.healing.observe import promoted_on, shaped
+from selfheal.healing.observe import batch_retrained, shaped
 from selfheal.healing.policy import Observations, RetrainDecision, Settings, retrain_verdict
 from selfheal.versions import vcs
 from selfheal.versions.catalog import Versions
@@ -159,7 +159,8 @@ def retrain(project: Project, params: Params | None = None, *, drift_detected: b
     started, t0 = now_iso(), time.perf_counter()
     current = cwd / rules.current
     data = [cwd / p for p in watched(project, params)]
-    saved: list[str | Path] = [*data, *(p.with_name(f"{p.name}.dvc") for p in data), cwd / workspace.DVC_LOCK,
+    put_back: list[str | Path] = [*data, *(p.with_name(f"{p.name}.dvc") for p in data)]  # unless promoted
+    saved = [*put_back, cwd / workspace.DVC_LOCK,
              *(cwd / p for paths in vcs.git_tracked_outputs(cwd / workspace.DVC_YAML).values() for p in paths)]
     backup_dir = backups.backup(saved, "retrain")
     before = vcs.read_lock(cwd / workspace.DVC_LOCK)
@@ -170,7 +171,7 @@ def retrain(project: Project, params: Params | None = None, *, drift_detected: b
         "current_md5": atomic.md5_file(current) if current.is_file() else None, "version": None, "metric": None,
         "metric_name": None,
     }
-    undo = {"backup": str(backup_dir), "paths": [str(p) for p in saved[:2 * len(data)]]}  # if killed: put back
+    undo = {"backup": str(backup_dir), "paths": [str(p) for p in put_back]}  # if killed: the next heal puts back
     with journal.intent(action, log, verdict.reason, data_path=", ".join(map(str, data)), undo=undo):
         try:
             entry |= _bring_in_and_build(project, params, verdict.reason, cwd)
@@ -181,7 +182,7 @@ def retrain(project: Project, params: Params | None = None, *, drift_detected: b
             print(f"❌ Retraining failed: {exc}", file=sys.stderr)
         finally:  # unless promoted: the data and the stages reading it as before (the model: rolled back)
             if entry["outcome"] not in ("promoted", "nothing_new"):
-                backups.restore_backup(backup_dir, saved[:2 * len(data)])
+                backups.restore_backup(backup_dir, put_back)
                 restore_stages(before, [s for s in before if s not in project.model.stages], from_backup(backup_dir),
                                cwd)
         versions = Versions(project, cwd)
@@ -209,10 +210,10 @@ def _bring_in_and_build(project: Project, params: Params | None, reason: str, cw
         out["rows_added"] = added = fold_current(cwd / params.data.raw, cwd / params.data.current, params.data.target,
                                                  params.data.columns)
         if added == 0 and _trained_as_is(cwd):
+            persisting = batch_retrained(cwd / params.data.current, cwd / project.record(workspace.RETRAINING_LOG))
             print(f"ℹ️  Nothing new to train on: every labelled row of {params.data.current} is already in "
                   f"{params.data.raw}, and the model was trained on exactly this data and params, so "
-                  "retraining would only repeat it. "
-                  + _persisting(promoted_on(cwd / params.data.current, cwd / project.record(workspace.RETRAINING_LOG))))
+                  f"retraining would only repeat it. {persisting or 'A new batch in data.current is measured afresh.'}")
             return out | {"outcome": "nothing_new"}
         atomic.pause_at("retrain:folded")
         print(f"🔄 Starting model retraining... ({added} rows of {params.data.current} folded into {params.data.raw})")
@@ -262,14 +263,3 @@ def _trained_as_is(cwd: Path) -> bool:
         return proc.returncode == 0 and json.loads(proc.stdout or "{}") == {}
     except ValueError:
         return False
-
-
-def _persisting(version: str | None) -> str:
-    """Why drift can persist after a retrain on the drifted batch, instead of retraining again."""
-    if version is None:
-        return "A new batch in data.current is measured afresh."
-    return (f"The drift persists after {version} was trained on this batch: the drift reference is now a sample "
-            "of the old training data and this batch together, so the batch still differs from most of it. "
-            "A new batch is measured afresh; a person decides whether this batch is the new normal.")
-
-

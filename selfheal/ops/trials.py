@@ -25,9 +25,6 @@ REQUEST_TIMEOUT_S = 2.0
 # how long the service must answer without a failure before a trial calls it recovered: longer than a request's
 # timeout, so a request already hanging at the start of the window has failed (and counted) by its end
 QUIET_S = REQUEST_TIMEOUT_S + 0.5
-# a `heal --plan` decision with one of these: the problem is detected
-ACTING = ("fix", "repro", "run_monitor", "promote", "rollback", "restore", "retrain", "recover", "escalate", "report",
-          "refuse")
 
 
 @dataclass
@@ -258,8 +255,7 @@ def heal_actions(stdout: str) -> list[str]:
 def heal(t: Trial, root: Path, env: Env) -> None:
     """What production runs: `selfheal heal --plan` (when the problem is detected), then `selfheal heal`."""
     plan, seconds = env.run([selfheal_command(), "heal", "--plan"], root)
-    decisions = [line for line in plan.stdout.splitlines() if line.startswith("  ")]
-    t.detected = plan.returncode != 0 or any(f" {a} " in line for line in decisions for a in ACTING)
+    t.detected = plan.returncode != 0 or bool(unsettled(plan.stdout))
     t.time_to_detect_s = round(seconds, 3)
     done, seconds = env.run([selfheal_command(), "heal"], root)
     t.exit_code, t.time_to_recover_s = done.returncode, round(seconds, 2)

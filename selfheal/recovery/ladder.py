@@ -17,7 +17,6 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from tenacity import (
     RetryCallState,
@@ -45,7 +44,6 @@ from selfheal.recovery.turns import who
 from selfheal.service import procs
 from selfheal.service.client import Health, check_health, request_reload
 
-Method = Literal["auto", "cache", "config", "process", "docker"]
 ACTION = "service_recovery"
 
 

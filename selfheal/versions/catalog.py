@@ -44,9 +44,8 @@ def identity(hashes: dict[str, str]) -> str | None:
     return hashlib.md5("\n".join(f"{p}:{m}" for p, m in sorted(hashes.items())).encode()).hexdigest()
 
 
-def candidate(project: Project, cwd: Path) -> tuple[dict[str, Any], dict[str, str]]:
-    """(dvc.lock, model hashes) of the workspace; an error when the model stages have not run."""
-    lock = vcs.read_lock(cwd / workspace.DVC_LOCK)
+def candidate(project: Project, lock: dict[str, Any]) -> dict[str, str]:
+    """The model hashes the workspace's dvc.lock (`lock`) pins; an error when the model stages have not run."""
     missing = [s for s in project.model.stages if s not in lock]
     if missing:
         raise SelfHealError(f"dvc.lock has no stage(s) {missing}; run `dvc repro` first")
@@ -55,7 +54,7 @@ def candidate(project: Project, cwd: Path) -> tuple[dict[str, Any], dict[str, st
     if absent:
         raise SelfHealError(f"dvc.lock records no output {absent} in stages {project.model.stages}; "
                             "check model.outs in selfheal.yaml")
-    return lock, hashes
+    return hashes
 
 
 class Versions:

@@ -31,7 +31,7 @@ def passing_candidate(project: Project, cwd: Path, versions: Versions, productio
     against `production`; else an error saying what to do. `accept_schema_change`: a person's decision to promote
     a model that failed only because its input columns differ from production's; `force`: a person's decision
     to promote it whatever the gate says (the verdict is returned, and recorded by the caller)."""
-    _, hashes = candidate(project, cwd)
+    hashes = candidate(project, vcs.read_lock(cwd / workspace.DVC_LOCK))
     ident = identity(hashes)
     altered = [out for out, md5 in hashes.items() if checkout.differs(out, md5, cwd)]
     if altered:
