@@ -410,6 +410,7 @@ def drill(
     from selfheal.core import atomic
     from selfheal.ops import drill as run_drill
     from selfheal.ops.faults import select
+    from selfheal.ops.scorecard import markdown
 
     def stop(signum: int, _frame: object) -> None:
         raise SystemExit(128 + signum)  # unwinds: the temporary copies, their processes and the CPU hogs go
@@ -417,13 +418,11 @@ def drill(
     signal.signal(signal.SIGTERM, stop)
     on = run_drill.target(Path.cwd())
     chosen = select(faults, on.capabilities)
-    if on.config is not None:
-        out, card = out or on.config.record(workspace.DRILL), card or on.config.record(workspace.DRILL_CARD)
-    out, card = out or workspace.DRILL, card or workspace.DRILL_CARD
+    out, card = out or on.config.record(workspace.DRILL), card or on.config.record(workspace.DRILL_CARD)
     scorecard = run_drill.run(Path.cwd(), chosen, on=on, repeat=repeat, seed=seed, quick=quick, keep=keep,
                               say=typer.echo, busy=busy)
     atomic.write_json(out, scorecard)
-    atomic.write_text(card, run_drill.markdown(scorecard))
+    atomic.write_text(card, markdown(scorecard))
     summary = scorecard["summary"]
     typer.echo(f"drill: {summary['passed']}/{summary['trials']} as expected; scorecard in {card} and {out}")
     if summary["passed"] != summary["trials"]:

@@ -52,12 +52,42 @@ def read(repo: Path, rel: str) -> dict:
     return json.loads((repo / rel).read_text())
 
 
-def production_of(repo: Path) -> dict:
-    """{version, md5} of the latest production assignment, read from the git tags with plain git (the drill's
-    outside judge, not selfheal's registry code); {} before the first promotion."""
-    from selfheal.ops.drill import production_tags
+def _version_tags(root: Path) -> dict[str, str | None]:
+    """{version tag: the md5 in its message}, read with plain git."""
+    out = subprocess.run(["git", "for-each-ref", "--format=%(refname:strip=2)%00%(contents)%01", "refs/tags/"],
+                         cwd=root, capture_output=True, text=True).stdout
+    tags: dict[str, str | None] = {}
+    for record in out.split("\x01"):
+        name, _, message = record.strip("\n").partition("\x00")
+        if "@v" in name:
+            start = message.find("{")
+            try:
+                tags[name] = json.loads(message[start:]).get("md5") if start >= 0 else None
+            except ValueError:
+                tags[name] = None
+    return tags
 
-    return production_tags(repo)
+
+def production_of(repo: Path) -> dict:
+    """{version, md5} of the latest `model#prod#N` assignment, read from the git tags with plain git (not
+    selfheal's registry code); {} before the first promotion."""
+    out = subprocess.run(["git", "for-each-ref", "--format=%(refname:strip=2)%00%(contents)%01",
+                          "refs/tags/model#prod#*"], cwd=repo, capture_output=True, text=True).stdout
+    latest: tuple[int, str] | None = None
+    for record in out.split("\x01"):
+        name, _, message = record.strip("\n").partition("\x00")
+        counter = name.rsplit("#", 1)[-1]
+        start = message.find("{")
+        if counter.isdigit() and start >= 0:
+            try:
+                version = json.loads(message[start:]).get("version")
+            except ValueError:
+                continue
+            if latest is None or int(counter) > latest[0]:
+                latest = (int(counter), str(version))
+    if latest is None:
+        return {}
+    return {"version": latest[1], "md5": _version_tags(repo).get(f"model@{latest[1]}")}
 
 
 def model_md5(repo: Path) -> str:

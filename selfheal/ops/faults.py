@@ -10,20 +10,24 @@ knows its expected outcome:
 Data faults are written into the raw CSV (params data.raw), the way bad data arrives in real projects.
 
 Each fault declares what it `needs` of a project; the drill enables it when the project offers all of it
-(`capabilities`): our own pipeline offers `selfheal` and `model`; a guarded project (selfheal.yaml, kind dvc)
-offers `dvc` and `model`, every optional section its selfheal.yaml has (`data`, `drift`, `service`, ...),
-`output_dir` when a version stage writes a directory and `tabular_data` when the pipeline reads a CSV/TSV no
-stage produces, and what a section's kinds need to inject and be judged: `data_fix_csv` (a CSV under
-data.fix), `drift_columns` (drift.current a CSV whose compared numeric columns make drift in 3/4 of them reach
-drift_threshold and drift in one not), `service_start` (service.health and service.start). A fault for a new
-section declares e.g. `needs=frozenset({"dvc", "drift"})` and is picked up. A guarded kind may share the name
-of our pipeline's (missing_values, service_crash, ...): the same fault, put where that project keeps it.
+(`capabilities`). Either kind offers `model`, `data_fix_csv` (a CSV heal cleans: our data.raw, a configured
+project's CSV under data.fix) and `service_start` (a service heal can start: ours, or service.health and
+service.start). Our own pipeline also offers `selfheal` (its raw data, params.yaml and /predict); a configured
+project (selfheal.yaml, kind dvc) offers `dvc`, every optional section its selfheal.yaml has (`data`, `drift`,
+`service`, ...), `output_dir` when a version stage writes a directory, `tabular_data` when the pipeline reads a
+CSV/TSV no stage produces, and `drift_columns` (drift.current a CSV whose compared numeric columns make drift in
+3/4 of them reach drift_threshold and drift in one not). A fault for a new section declares e.g.
+`needs=frozenset({"dvc", "drift"})` and is picked up. The drift kinds exist once per kind under one name: ours
+is measured by the monitor stage after a repro, a configured project's by heal itself.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +56,7 @@ class Project:
     model_outs: tuple[Path, ...] = (workspace.MODEL,)  # the model's outputs, files or directories
     dir_outs: tuple[Path, ...] = ()  # directory outputs of the version stages (a guarded project's eval/)
     label_sep: str = ","  # the raw data's delimiter
-    fix_file: Path | None = None  # a guarded project's CSV under data.fix (its data faults go there)
+    fix_file: Path | None = None  # the CSV heal cleans (ours: data.raw; a guarded project's under data.fix)
     compared: tuple[str, ...] = ()  # the columns a drift fault may shift (not drifted at baseline); (): all
     degrade: tuple[tuple[str, str, object], ...] = ()  # (params file, dotted key, value): a candidate to refuse
 
@@ -105,7 +109,7 @@ def _raw(p: Project) -> Path:
 
 def _fix_file(p: Project) -> Path:
     if p.fix_file is None:
-        raise FileNotFoundError("no CSV under data.fix to inject the fault into")
+        raise FileNotFoundError("no CSV heal cleans to inject the fault into")
     return p.fix_file
 
 
@@ -114,7 +118,7 @@ def _data_fault(change: Change, into: Callable[[Project], Path] = _raw) -> Calla
         path = into(p)
         df, what = change(_read(path), p.target, rng)
         _write(path, df)
-        return what if path == p.raw else f"{path.relative_to(p.root)}: {what}"
+        return f"{path.relative_to(p.root)}: {what}"
 
     return inject
 
@@ -312,33 +316,76 @@ def _signal(sig: int, what: str) -> Callable[[Project, np.random.Generator], str
 
 def _no_model(p: Project, rng: np.random.Generator) -> str:
     """The service restarted while production's model bytes were gone from the workspace and the DVC cache (only
-    the DVC remote has them): it answers 503 (the drill restarts it)."""
+    the DVC remote has them): it answers 503."""
+    from selfheal.service import procs
     from selfheal.versions import vcs
 
+    assert p.service_pid is not None and p.port is not None
     model = p.root / workspace.MODEL
     vcs.cache_path(atomic.md5_file(model), p.root).unlink(missing_ok=True)
     model.unlink()
+    procs.terminate(p.service_pid, 3.0)
+    procs.spawn(procs.service_argv("127.0.0.1", p.port), p.root)
+    _wait_answering(f"http://127.0.0.1:{p.port}/health")
     return f"{workspace.MODEL} deleted from the workspace and the DVC cache, service restarted without it (503)"
 
 
+def _wait_answering(url: str, timeout: float = 90.0) -> None:
+    """Until `url` answers at all (any status): the restarted service is up."""
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"the service at {url} did not start within {timeout:g} s")
+
+
+_FOREIGN = """
+import http.server, json, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({"status": "ok", "model_version": "v9.9.9", "model_md5": "0" * 32}).encode()
+        self.send_response(200); self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body))); self.end_headers(); self.wfile.write(body)
+    def log_message(self, *a): pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"""
+
+
 def _foreign_port(p: Project, rng: np.random.Generator) -> str:
-    """Our service is gone and another project's HTTP service holds the port (the drill starts it)."""
-    assert p.service_pid is not None
+    """Our service is gone and another project's HTTP service (a plain server answering /health 200) holds the
+    port."""
+    assert p.service_pid is not None and p.port is not None
     os.kill(p.service_pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while True:  # the killed service's socket may linger for a moment
+        proc = subprocess.Popen([sys.executable, "-c", _FOREIGN, str(p.port)], cwd=p.root, start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.3)
+        if proc.poll() is None or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     return f"service killed; a foreign HTTP service answers /health on port {p.port}"
 
 
 MODEL = frozenset({"model"})  # our pipeline and a guarded project alike
-DATA_FIX = frozenset({"dvc", "data", "data_fix_csv"})  # a CSV under data.fix
+DATA_FIX = frozenset({"data_fix_csv"})  # a CSV heal cleans: our data.raw, a configured project's under data.fix
 DRIFT = frozenset({"dvc", "drift", "drift_columns"})  # drift.current a CSV; shifting 3/4 of its compared
 # numeric columns reaches drift_threshold, one does not
-SERVICE = frozenset({"dvc", "service", "service_start"})  # service.health and service.start
+SERVICE = frozenset({"service_start"})  # a service heal can start: ours, or service.health and service.start
 
 CATALOGUE: list[Fault] = [
-    Fault("missing_values", "data", "healed", _data_fault(_missing)),
+    Fault("missing_values", "data", "healed", _data_fault(_missing, _fix_file), needs=DATA_FIX),
     Fault("outliers", "data", "healed", _data_fault(_outliers)),
-    Fault("duplicates", "data", "healed", _data_fault(_duplicates)),
-    Fault("numbers_as_text", "data", "healed", _data_fault(_as_text)),
+    Fault("duplicates", "data", "healed", _data_fault(_duplicates, _fix_file), needs=DATA_FIX),
+    Fault("numbers_as_text", "data", "healed", _data_fault(_as_text, _fix_file), needs=DATA_FIX),
     Fault("infinite_values", "data", "healed", _data_fault(_infinite)),
     Fault("column_renamed", "data", "escalated", _data_fault(_rename)),
     Fault("column_type_changed", "data", "escalated", _data_fault(_retype)),
@@ -351,8 +398,8 @@ CATALOGUE: list[Fault] = [
           then_repro=True),
     Fault("drift_one_column", "drift", "left_alone", _shift(lambda cols, rng: [str(rng.choice(cols))]),
           then_repro=True),
-    Fault("service_crash", "service", "healed", _signal(signal.SIGKILL, "SIGKILL"), under_watch=True),
-    Fault("service_hang", "service", "healed", _signal(signal.SIGSTOP, "SIGSTOP"), under_watch=True),
+    Fault("service_crash", "service", "healed", _signal(signal.SIGKILL, "SIGKILL"), under_watch=True, needs=SERVICE),
+    Fault("service_hang", "service", "healed", _signal(signal.SIGSTOP, "SIGSTOP"), under_watch=True, needs=SERVICE),
     Fault("service_unhealthy", "service", "healed", _no_model),
     Fault("port_taken_by_foreign_process", "service", "escalated", _foreign_port),
     Fault("invalid_params_value", "config", "escalated", _params(_invalid_param)),
@@ -366,18 +413,13 @@ CATALOGUE: list[Fault] = [
     Fault("deleted_file_in_output_dir", "model", "healed", _delete(_dir_outs, "file in a directory output"),
           needs=frozenset({"dvc", "output_dir"})),
     Fault("invalid_selfheal_yaml_value", "config", "escalated", _invalid_project_value, needs=frozenset({"dvc"})),
-    # ... and its optional sections: the same names as our pipeline's kinds, the configured files and service
-    Fault("missing_values", "data", "healed", _data_fault(_missing, _fix_file), needs=DATA_FIX),
-    Fault("duplicates", "data", "healed", _data_fault(_duplicates, _fix_file), needs=DATA_FIX),
-    Fault("numbers_as_text", "data", "healed", _data_fault(_as_text, _fix_file), needs=DATA_FIX),
+    # ... and its drift section: heal measures drift itself (ours in the monitor stage, after a repro)
     Fault("drift_most_columns", "drift", "healed", _shift(lambda cols, rng: cols[: max(1, len(cols) * 3 // 4)]),
           needs=DRIFT),
     Fault("drift_one_column", "drift", "left_alone", _shift(lambda cols, rng: [str(rng.choice(cols))]), needs=DRIFT),
-    Fault("service_crash", "service", "healed", _signal(signal.SIGKILL, "SIGKILL"), under_watch=True, needs=SERVICE),
-    Fault("service_hang", "service", "healed", _signal(signal.SIGSTOP, "SIGSTOP"), under_watch=True, needs=SERVICE),
 ]
 BY_NAME = {f.name: f for f in reversed(CATALOGUE)}  # a name shared by our pipeline and a guarded project: ours
-OURS = frozenset({"selfheal", "model"})  # what our own pipeline offers
+OURS = frozenset({"selfheal", "model", "data_fix_csv", "service_start"})  # what our own pipeline offers
 
 
 def applicable(capabilities: frozenset[str]) -> list[Fault]:
@@ -392,10 +434,10 @@ def _kind(capabilities: frozenset[str]) -> str:
 
 def skipped(capabilities: frozenset[str]) -> dict[str, str]:
     """{fault: what this project lacks for it} of the faults of its kind the drill cannot run, for the scorecard."""
-    kind = _kind(capabilities)
+    other = "selfheal" if _kind(capabilities) == "dvc" else "dvc"
     usable = {f.name for f in applicable(capabilities)}
     return {f.name: ", ".join(sorted(f.needs - capabilities)) for f in CATALOGUE
-            if kind in f.needs and f.name not in usable}
+            if other not in f.needs and f.name not in usable}
 
 
 GROUPS = ("data", "model", "drift", "service", "config")  # as `selfheal drill --help` names them

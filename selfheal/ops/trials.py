@@ -186,6 +186,26 @@ class Load:
         return round(failed[-1] - t0, 3) if failed else None
 
 
+class HealthPolls(Load):
+    """A health URL polled every 50 ms, for a service without our /predict to load (a configured project's)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url, {})
+
+    def _load(self) -> None:
+        return
+
+    def _probe(self) -> None:
+        import requests
+
+        while not self._stop.wait(0.05):
+            try:
+                healthy = requests.get(self.url, timeout=0.5).status_code == 200
+            except requests.RequestException:
+                healthy = False
+            self.probes.append((time.monotonic(), healthy, None))
+
+
 class Watcher:
     """`selfheal recover --watch` with its output timestamped as it arrives (detection = its first failure line)."""
 
@@ -276,7 +296,7 @@ def watch(t: Trial, watcher: Watcher, load: Load, t0: float, prod_md5: str | Non
     t.exit_code = watcher.proc.poll()
 
 
-def judge(fault: Fault, t: Trial, *, prod_changed: bool, new_versions: bool, fixed: bool) -> None:
+def conclude(fault: Fault, t: Trial, *, prod_changed: bool, new_versions: bool, fixed: bool) -> None:
     """Set the trial's outcome from its end state (already filled in) and what changed."""
     t.end_state_good = not t.end_state
     acted = bool(t.action) and t.action != "error"

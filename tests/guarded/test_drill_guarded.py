@@ -20,7 +20,7 @@ import yaml
 from selfheal.core.errors import ConfigError, SelfHealError
 from selfheal.core.project import parse
 from selfheal.ops import faults
-from selfheal.ops.drill_guarded import capabilities
+from selfheal.ops.drill_project import capabilities
 from selfheal.ops.sandbox import run
 from tests import foreign_project as foreign
 
@@ -97,7 +97,7 @@ def test_quick_drill_on_a_guarded_project_heals_for_real_and_leaves_the_project_
     # what could not be drilled here is listed with what it needs (no data.fix CSV, no drift, no service)
     assert card["not_drilled"]["drift_most_columns"] == "drift, drift_columns"
     assert "service_crash" in card["not_drilled"] and "candidate_below_gate" not in card["not_drilled"]
-    assert "## Not drilled on this project" in card_md and "- service_crash: needs service, service_start" in card_md
+    assert "## Not drilled on this project" in card_md and "- service_crash: needs service_start" in card_md
     assert f"artifact `{foreign.ARTIFACT}`" in card_md and "Seed 42, revision" in card_md
     assert "| candidate_below_gate | healed |" in card_md
     # the user's project and its DVC remote: not a byte, tag or commit changed; new files only in .selfheal/
@@ -238,9 +238,9 @@ def test_kinds_are_enabled_by_what_the_guarded_project_offers(tmp_path: Path) ->
     every = capabilities(parse(_config(**sections)), root)
     assert {"data", "data_fix_csv", "drift", "drift_columns", "service", "service_start"} <= every
     added = [f.name for f in faults.select("all", every) if f.name not in names]
-    assert added == ["missing_values", "duplicates", "numbers_as_text", "drift_most_columns", "drift_one_column",
-                     "service_crash", "service_hang"]
-    assert all(f.needs <= every and "dvc" in f.needs for f in faults.select("data,drift,service", every))
+    assert added == ["missing_values", "duplicates", "numbers_as_text", "service_crash", "service_hang",
+                     "drift_most_columns", "drift_one_column"]
+    assert all(f.needs <= every and "selfheal" not in f.needs for f in faults.select("data,drift,service", every))
     # one column of the four compared (score, text, answers, views) reaching the threshold: drift_one_column's
     # left_alone would be wrong, so no drift kinds; nor with a single numeric column compared
     # drift judged against the baseline batch's own: with score already drifted in the current batch, shifting
@@ -258,7 +258,7 @@ def test_kinds_are_enabled_by_what_the_guarded_project_offers(tmp_path: Path) ->
     with pytest.raises(SelfHealError, match=r"'outliers' does not apply to this project \(it needs: selfheal\)"):
         faults.select("outliers", bare)
     with pytest.raises(SelfHealError, match=r"'missing_values' does not apply to this project "
-                                            r"\(it needs: data, data_fix_csv\)"):
+                                            r"\(it needs: data_fix_csv\)"):
         faults.select("missing_values", bare)
     # a bad candidate on any project, whatever its data's format: drill.degrade names params that make one
     (root / "data/data.tsv").unlink()
@@ -274,6 +274,6 @@ def test_kinds_are_enabled_by_what_the_guarded_project_offers(tmp_path: Path) ->
     assert faults.skipped(degrade)["candidate_below_gate"] == "tabular_data"
     with pytest.raises(ConfigError, match=r"drill\.degrade"):
         parse(_config(drill={"degrade": {"conf.json:epochs": 1}}))
-    assert faults.BY_NAME["missing_values"].needs == {"selfheal"}  # a shared name: ours, for our pipeline's tests
+    assert faults.BY_NAME["drift_most_columns"].needs == {"selfheal"}  # a name of both kinds: ours, for our tests
     assert [f.name for f in faults.select("model", faults.OURS)] == [
         "candidate_below_threshold", "corrupted_model_file", "deleted_model_file"]

@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 
 from selfheal.ops import faults, sandbox
-from selfheal.ops.drill import markdown
 from selfheal.ops.faults import Fault, Project
 from selfheal.ops.sandbox import run
+from selfheal.ops.scorecard import markdown
 from selfheal.ops.trials import classify
 from tests.heal_support import production_of
 
@@ -70,7 +70,7 @@ def test_injection_is_deterministic_for_a_seed(tmp_path: Path) -> None:
     for attempt in range(2):
         raw = tmp_path / f"raw{attempt}.csv"
         rows.to_csv(raw, index=False)
-        project = Project(tmp_path, raw, raw, "y")
+        project = Project(tmp_path, raw, raw, "y", fix_file=raw)
         for name in ("missing_values", "outliers", "numbers_as_text", "duplicates"):
             faults.BY_NAME[name].inject(project, np.random.default_rng(7))
         outputs.append(raw.read_text())
@@ -128,7 +128,7 @@ def test_the_catalogue_covers_the_issue_and_the_markdown_names_it() -> None:
 def test_a_group_with_no_fault_for_this_project_is_named_not_unknown() -> None:
     from selfheal.core.errors import SelfHealError
 
-    with pytest.raises(SelfHealError, match=r"no fault of group 'data' applies to this project \(they need: data, "
+    with pytest.raises(SelfHealError, match=r"no fault of group 'data' applies to this project \(they need: "
                                             r"data_fix_csv\); applicable groups: config, model"):
         faults.select("data", frozenset({"dvc", "model"}))
     assert {f.group for f in faults.select("model", frozenset({"dvc", "model"}))} == {"model"}
