@@ -21,7 +21,7 @@ for _key, _value in sandbox.GIT_IDENTITY.items():
 ROOT = Path(__file__).resolve().parents[1]
 
 # the promoted / two_versions / bad_candidate projects and `workdir`, shared by the healing tests
-pytest_plugins = ["tests.heal_support"]
+pytest_plugins = ["tests.heal_support", "tests.foreign_support"]
 
 # Small but learnable data keeps a full `dvc repro` at a few seconds.
 SMALL_SYNTH = {"rows": 3000, "current_rows": 800}

@@ -1,4 +1,5 @@
-"""Foreign projects shaped like iterative/example-get-started (tests/foreign_project.py), built once per run."""
+"""Fixtures: projects selfheal did not write, shaped like iterative/example-get-started (tests/foreign_project.py),
+built once per run and shared by the workers; `copy_of` gives a test its private copy."""
 
 from __future__ import annotations
 
