@@ -114,9 +114,11 @@ status: $(STAMP) ## Self-healing metrics from the audit logs (also metrics/self_
 serve: $(STAMP) ## Serve the production model (FastAPI) on HOST:PORT (default 127.0.0.1:8000); logs also to .selfheal/service.log
 	@mkdir -p .selfheal
 	@# Ctrl-C or SIGTERM is how a person stops it: a stop, not an error (tee -i keeps the last lines; the
-	@# subshell's own stderr carries only the shell's "Terminated" note, the service's goes through tee)
-	@(set -o pipefail; $(BIN)/selfheal serve --host $(HOST) --port $(PORT) 2>&1 | tee -i -a .selfheal/service.log) \
-	  2>/dev/null; code=$$?; if [ $$code -eq 130 ] || [ $$code -eq 143 ]; then exit 0; fi; exit $$code
+	@# subshell's own stderr carries only the shell's "Terminated" note, the service's goes through tee; the
+	@# shells trap SIGINT, so the service's death by it does not make them die of it too and make call it an error)
+	@trap : INT; (trap : INT; set -o pipefail; $(BIN)/selfheal serve --host $(HOST) --port $(PORT) 2>&1 \
+	  | tee -i -a .selfheal/service.log) 2>/dev/null; code=$$?; if [ $$code -eq 130 ] || [ $$code -eq 143 ]; \
+	  then exit 0; fi; exit $$code
 
 recover: $(STAMP) ## Check the service, recover it if down (METHOD=auto|cache|config|process|docker, WATCH=1 keeps watching)
 	$(BIN)/selfheal recover --method $(METHOD) $(if $(SERVICE_URL),--service-url $(SERVICE_URL)) $(if $(WATCH),--watch)

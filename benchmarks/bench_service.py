@@ -11,6 +11,10 @@ connection sending 100-record batches (records/s), for selfheal, MLflow (default
 FastAPI app serving the same model with one OpenMP thread (benchmarks/bare_app.py: the stack's own limit).
 Knobs: SELFHEAL_BENCH_SERVICE_SECONDS (8), SELFHEAL_BENCH_REPEATS (3).
 
+Workers: the same service with one worker process beside the default two (`ratio_vs_selfheal_1_worker`; target:
+at least 1.5x at 8 connections on 2 cores), and the requests that fail at 50 requests/s while one worker
+is killed, and one is stopped, with the seconds until the supervisor has replaced it.
+
 Recovery: `selfheal recover --watch` (default params except a larger attempt budget, so 15 faults in a row
 are not a restart storm) keeps the service up; the time is from the fault (SIGKILL, or SIGSTOP for a hang)
 to the first healthy answer from a new process, median of 3 each. Goals: crash < 1 s, hang < 3 s.
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -112,13 +117,16 @@ def _median_round(rounds: list[dict]) -> dict:
 
 
 def _throughput(tmp: Path, project: Path, record: dict) -> dict:
-    port, ml_port, ml1_port = _free_port(), _free_port(), _free_port()
+    port, one_port, ml_port, ml1_port = _free_port(), _free_port(), _free_port(), _free_port()
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     ours = procs.spawn(procs.service_argv("127.0.0.1", port), project)
     cold_start = _wait(f"http://127.0.0.1:{port}/health")
     servers = {"selfheal": (f"http://127.0.0.1:{port}/predict", json.dumps(record).encode())}
+    one_worker = _with_workers(project, tmp / "one_worker", 1)  # the same service with one worker process
+    spawned = [ours, procs.spawn(procs.service_argv("127.0.0.1", one_port), one_worker)]
+    _wait(f"http://127.0.0.1:{one_port}/health")
+    servers["selfheal_1_worker"] = (f"http://127.0.0.1:{one_port}/predict", json.dumps(record).encode())
     mlflow_body = json.dumps({"dataframe_split": {"columns": list(record), "data": [list(record.values())]}}).encode()
-    spawned = [ours]
     for name, p, extra in (("mlflow", ml_port, {}), ("mlflow_omp1", ml1_port, {"OMP_NUM_THREADS": "1"})):
         cmd = [str(BIN / "mlflow"), "models", "serve", "-m", str(tmp / "mlmodel"), "--env-manager", "local",
                "-p", str(p), "-h", "127.0.0.1"]
@@ -161,7 +169,7 @@ def _throughput(tmp: Path, project: Path, record: dict) -> dict:
         one, many = _median_round(singles[name]), _median_round(batched[name])
         figures[name] = {**_median_round(r), "one_connection": one,
                          f"batches_of_{BATCH}": {**many, "records_per_s": round(many["req_per_s"] * BATCH, 1)}}
-    for name in ("mlflow", "mlflow_omp1", "bare_fastapi"):
+    for name in ("selfheal_1_worker", "mlflow", "mlflow_omp1", "bare_fastapi"):
         ours, theirs = figures["selfheal"], figures[name]
         figures[f"ratio_vs_{name}"] = {
             f"{CONCURRENCY}_connections": round(ours["req_per_s"] / max(theirs["req_per_s"], 1e-9), 2),
@@ -172,6 +180,62 @@ def _throughput(tmp: Path, project: Path, record: dict) -> dict:
         }
     figures["selfheal"]["cold_start_s"] = round(cold_start, 2)
     return figures
+
+
+def _with_workers(project: Path, dest: Path, workers: int) -> Path:
+    """A copy of the benchmark's project whose service runs `workers` worker processes."""
+    shutil.copytree(project, dest, symlinks=True, ignore=shutil.ignore_patterns(".selfheal"))
+    raw = yaml.safe_load((dest / workspace.PARAMS).read_text())
+    raw["service_recovery"]["workers"] = workers
+    (dest / workspace.PARAMS).write_text(yaml.safe_dump(raw))
+    return dest
+
+
+def _workers_of(master: int) -> list[int]:
+    return [c.pid for c in psutil.Process(master).children() if c.status() != psutil.STATUS_ZOMBIE]
+
+
+def _worker_faults(project: Path) -> dict:
+    """50 requests a second on one keep-alive connection to the 2-worker service while one worker gets SIGKILL,
+    then (another round) SIGSTOP: the requests that failed and the seconds until the supervisor had replaced it."""
+    import threading
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    service = procs.spawn(procs.service_argv("127.0.0.1", port), project)
+    record = json.loads((project / "record.json").read_text())
+    out: dict = {}
+    try:
+        _wait(url + "/health")
+        time.sleep(2.0)  # both workers have loaded the model
+        def load(counts: dict[str, int], stop: threading.Event) -> None:
+            session = requests.Session()
+            while not stop.wait(0.02):
+                try:
+                    ok = session.post(url + "/predict", json=record, timeout=5).status_code == 200
+                except requests.RequestException:
+                    ok, session = False, requests.Session()
+                counts["ok" if ok else "failed"] += 1
+
+        for name, sig in (("worker_killed", signal.SIGKILL), ("worker_stopped", signal.SIGSTOP)):
+            counts, stop = {"ok": 0, "failed": 0}, threading.Event()
+            thread = threading.Thread(target=load, args=(counts, stop))
+            thread.start()
+            time.sleep(1.0)
+            victim = _workers_of(service.pid)[0]
+            os.kill(victim, sig)
+            hit = time.monotonic()
+            while victim in _workers_of(service.pid) or len(_workers_of(service.pid)) < 2:
+                time.sleep(0.01)
+            replaced = time.monotonic() - hit
+            time.sleep(3.0)
+            stop.set()
+            thread.join()
+            out[name] = {**counts, "replaced_s": round(replaced, 2)}
+    finally:
+        procs.kill_group(service.pid)
+        service.wait()
+    return out
 
 
 def _standby_ready(project: Path, timeout: float = 120.0) -> None:
@@ -272,10 +336,11 @@ def run() -> dict:
         try:
             project, features, record = _project(tmp)
             throughput = _throughput(tmp, project, record)
+            workers = _worker_faults(project)
             recovery = _recovery(project)
         finally:
             sandbox.kill_all_in(tmp)
             if (tmp / "project").exists():
                 sandbox.kill_all_in(tmp / "project")
     return {"features": len(features), "concurrency": CONCURRENCY, "seconds_per_round": SECONDS,
-            "throughput": throughput, "recovery_watch_mode": recovery}
+            "throughput": throughput, "worker_faults_at_50_per_s": workers, "recovery_watch_mode": recovery}

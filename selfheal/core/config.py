@@ -123,6 +123,7 @@ class ServiceRecoveryParams(_Group):
     watch_interval_seconds: float = Field(1.0, gt=0)
     watch_window_minutes: float = Field(10.0, gt=0)
     max_batch_size: int = Field(1000, gt=0)
+    workers: int = Field(2, gt=0)  # the service's worker processes (a crashed or hung one is replaced)
 
 
 class EscalationParams(_Group):

@@ -64,6 +64,8 @@ BACKUPS = STATE_DIR / "backups"
 PID_FILE = STATE_DIR / "service.pid"
 SERVICE_STOPPED = STATE_DIR / "service.stopped.json"  # a stop the operator asked for (SIGTERM/SIGINT)
 SERVICE_LOG = STATE_DIR / "service.log"
+WORKERS = STATE_DIR / "workers"  # {pid}.json per service worker: the model it serves (a reload waits for all)
+SERVICE_METRICS = STATE_DIR / "service_metrics"  # the workers' Prometheus counts, summed by /metrics
 # intents of rollback / promote / retrain / fix-data, recorded before they act (core/journal.py)
 JOURNAL = STATE_DIR / "journal.json"
 # one restarter at a time: the running `recover --watch` (pid, create time, host) and the restart lock

@@ -132,13 +132,14 @@ def _answers(url: str, timeout: float = 2.0) -> bool:
 
 
 def _start_service(root: Path, env: Env, url: str) -> int:
-    """The copy's own service, started the way production does (`selfheal recover`); its pid, read from the
-    process table."""
+    """The copy's own service, started the way production does (`selfheal recover`); its pid (the one process
+    whose parent is not in the copy: our service's workers are its children), read from the process table."""
     proc, _ = env.run([selfheal_command(), "recover"], root, timeout=120)
     running = judge.servers(root, set())
-    if proc.returncode != 0 or not _answers(url, 5.0) or len(running) != 1:
+    tops = [p for p in running if p.ppid() not in {q.pid for q in running}]  # not its workers
+    if proc.returncode != 0 or not _answers(url, 5.0) or len(tops) != 1:
         raise SelfHealError(f"drill: the service did not start in {root.name}: {(proc.stdout + proc.stderr)[-300:]}")
-    return running[0].pid
+    return tops[0].pid
 
 
 def _record(root: Path) -> dict[str, Any]:

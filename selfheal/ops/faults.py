@@ -306,10 +306,11 @@ def _invalid_project_value(p: Project, rng: np.random.Generator) -> str:
 
 
 def _signal(sig: int, what: str) -> Callable[[Project, np.random.Generator], str]:
+    """`sig` to the whole service: its process group (our master and its workers; a started command's group)."""
     def inject(p: Project, rng: np.random.Generator) -> str:
         assert p.service_pid is not None
-        os.kill(p.service_pid, sig)
-        return f"service pid {p.service_pid}: {what}"
+        os.killpg(os.getpgid(p.service_pid), sig)
+        return f"service pid {p.service_pid} and its process group: {what}"
 
     return inject
 

@@ -339,8 +339,10 @@ def _become(request: dict[str, Any], fds: list[int]) -> NoReturn:
     import threading
     import traceback
 
+    from selfheal.service import procs
+
     runner = os.getppid()
-    _end_with_parent()
+    procs.die_with_parent(signal.SIGTERM)  # the runner gone, nobody can learn how the stage ended
     if os.getppid() != runner:  # the runner died before that took effect: nobody would report this stage
         os._exit(1)
     for target, fd in enumerate(fds):
@@ -379,15 +381,6 @@ def _become(request: dict[str, Any], fds: list[int]) -> NoReturn:
         with contextlib.suppress(OSError):
             stream.flush()
     os._exit(code)
-
-
-def _end_with_parent() -> None:
-    """SIGTERM when the runner dies (PR_SET_PDEATHSIG): the caller can no longer learn how the stage ended, and
-    has already reported it lost."""
-    import ctypes
-
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
 
 
 def _exit_code(code: object) -> int:

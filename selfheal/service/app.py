@@ -1,5 +1,12 @@
 """The FastAPI application: /health, /predict, /schema, /metrics and the admin reload (also on SIGHUP).
 
+It runs in every worker process of the service (service/workers.py). A reload through /admin/reload swaps the
+model in the worker that took the request, then has every other worker swap too (SIGHUP, each in place) and
+answers once all of them serve the new model: each worker notes the model it serves in
+`.selfheal/workers/<pid>.json`. /health names the service by its master's pid (what recovery started and
+watches) and the answering worker by `worker_pid`; it is 503 while the master is stopped (then nobody would
+replace a crashed worker).
+
 Endpoints read the body themselves and validate it from bytes against the model's schema (see schema.py)
 instead of declaring a static pydantic body: the schema belongs to the model, and a reload may change it.
 /openapi.json (and /docs) is built per request from the loaded model, so it always describes what /predict takes.
@@ -26,7 +33,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from selfheal.core import workspace
+from selfheal.core import atomic, workspace
 from selfheal.core.errors import SelfHealError
 from selfheal.service.batcher import MicroBatcher
 from selfheal.service.client import TOKEN_ENV
@@ -51,6 +58,8 @@ class ServiceSettings:
     max_batch_size: int = 1000
     admin_token: str | None = None  # None: admin endpoints answer loopback clients only
     project: str = field(default_factory=workspace.project_id)  # on /health: callers check it is their project
+    service_pid: int = field(default_factory=os.getpid)  # the master whose workers run this app
+    reload_wait_seconds: float = 30.0  # how long a reload waits for the other workers to swap
 
 
 SMALL_BODY_BYTES = 4096  # /admin/reload takes two small options; every other route but /predict takes none
@@ -77,8 +86,8 @@ def _error(status: int, message: str, errors: list[dict[str, Any]] | None = None
 
 def create_app(settings: ServiceSettings) -> FastAPI:
     holder = ModelHolder(settings.root, settings.model_path, settings.max_batch_size)
-    batcher = MicroBatcher(max_rows=max(settings.max_batch_size, 256))
     metrics = Metrics()
+    batcher = MicroBatcher(max_rows=max(settings.max_batch_size, 256), on_batch=metrics.batch)
     started = time.time()
 
     async def reload(expected_md5: str | None = None, config: bool = False) -> dict[str, Any]:
@@ -90,22 +99,44 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         except SelfHealError as exc:
             holder.last_error = str(exc)
             return {"reloaded": False, "error": str(exc), "serving_version": previous, **_model(holder)}
+        finally:
+            _note(settings, holder)
+            metrics.reloaded(holder.last_error is None, _model(holder) if holder.current else None)
         return {"reloaded": True, "previous_version": previous, "seconds": holder.last_reload_seconds,
                 "max_batch_size": snapshot.schema.max_batch_size, **_model(holder)}
 
+    async def reload_every_worker(expected_md5: str | None, config: bool) -> dict[str, Any]:
+        """This worker's reload, then every sibling's (SIGHUP: each swaps in place); the answer waits for them."""
+        result = await reload(expected_md5, config)
+        siblings = _siblings(settings.service_pid)
+        result["workers"] = 1 + len(siblings)
+        if not result["reloaded"] or not siblings:
+            return result
+        since = time.time()
+        for pid in siblings:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGHUP)
+        pending = await asyncio.to_thread(_wait_swapped, settings, siblings, result["model_md5"], since)
+        if pending:
+            result.update(reloaded=False, error=f"worker(s) {', '.join(map(str, pending))} did not serve md5 "
+                                                f"{result['model_md5']} within {settings.reload_wait_seconds:g} s")
+        return result
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        result = await reload()
-        print(f"selfheal service: {json.dumps(result)}", flush=True)
         loop = asyncio.get_running_loop()
-        # not possible outside the main thread (e.g. an in-process test client)
+        # before the first load, so a reload asked for meanwhile is not lost; not possible outside the main thread
+        # (e.g. an in-process test client)
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reload(config=True)))
+        result = await reload()
+        print(f"selfheal service: {json.dumps(result)}", flush=True)
         on_ready = getattr(app.state, "on_ready", None)
         if on_ready is not None:
             on_ready()
         yield
         await batcher.close()
+        forget_worker(os.getpid(), settings.root)
 
     def body_limit(path: str) -> int:
         snapshot = holder.current
@@ -119,10 +150,12 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     @app.get("/health")
     async def health() -> JSONResponse:
-        body = {"status": "ok" if holder.current else "no model", **_model(holder), "project": settings.project,
-                "pid": os.getpid(), "uptime_seconds": round(time.time() - started, 1),
-                "last_reload_error": holder.last_error}
-        return JSONResponse(body, status_code=200 if holder.current else 503)
+        master = _master_problem(settings.service_pid)
+        status = master or ("ok" if holder.current else "no model")
+        body = {"status": status, **_model(holder), "project": settings.project, "pid": settings.service_pid,
+                "worker_pid": os.getpid(), "uptime_seconds": round(time.time() - started, 1),
+                "last_reload_error": _last_reload_error(settings, holder)}
+        return JSONResponse(body, status_code=200 if status == "ok" else 503)
 
     def openapi() -> dict[str, Any]:
         spec = get_openapi(title=app.title, version=app.version, routes=app.routes)
@@ -148,12 +181,10 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             return _error(exc.status, exc.message, exc.errors)
         except (ValueError, TypeError) as exc:  # the model refused values the schema let through
             return _error(422, f"the model could not score the input: {exc}")
-        metrics.prediction_rows += len(records)
         answer = {"predictions": predictions, "model_version": snapshot.version, "model_md5": snapshot.model.md5}
         unseen = snapshot.schema.unseen(records)
+        metrics.scored(len(records), {name: sum(r[name] in values for r in records) for name, values in unseen.items()})
         if unseen:  # scored, as the model's encoder does, and said
-            for name, values in unseen.items():
-                metrics.unseen_categories[name] += sum(r[name] in values for r in records)
             answer["warnings"] = [f"field {name!r}: {', '.join(map(repr, values[:5]))} not seen in training: scored "
                                   "as no known category" for name, values in unseen.items()]
         return JSONResponse(answer)
@@ -167,8 +198,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     @app.get("/metrics", response_class=PlainTextResponse,
              responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text exposition format"}})
     async def prometheus() -> PlainTextResponse:
-        text = metrics.render(_model(holder) if holder.current else None, holder.reloads, batcher.batches)
-        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+        return PlainTextResponse(await asyncio.to_thread(metrics.render), media_type="text/plain; version=0.0.4")
 
     @app.post("/admin/reload")
     async def admin_reload(request: Request) -> JSONResponse:
@@ -186,10 +216,80 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             where = "; ".join(f"{'.'.join(map(str, e['loc'][1:])) or 'body'}: {e['msg']}" for e in errors)
             return _error(422, f"reload options: {where} (expected {{\"expected_md5\": md5?, \"config\": bool?}})",
                           errors)
-        result = await reload(options.expected_md5, options.config)
+        result = await reload_every_worker(options.expected_md5, options.config)
         return JSONResponse(result, status_code=200 if result["reloaded"] else 409)
 
     return app
+
+
+def _note(settings: ServiceSettings, holder: ModelHolder) -> None:
+    """Note the model this worker serves, for a sibling waiting on a reload (not needed outside a worker)."""
+    if settings.service_pid == os.getpid():
+        return
+    md5 = holder.current.model.md5 if holder.current else None
+    atomic.write_json(settings.root / workspace.WORKERS / f"{os.getpid()}.json",
+                      {"pid": os.getpid(), "model_md5": md5, "at": time.time(), "error": holder.last_error})
+
+
+def _last_reload_error(settings: ServiceSettings, holder: ModelHolder) -> str | None:
+    """The error of the service's latest reload attempt, whichever worker made it (None: it worked)."""
+    if settings.service_pid == os.getpid():
+        return holder.last_error
+    notes = [atomic.read_json(p, {}) for p in (settings.root / workspace.WORKERS).glob("*.json")]
+    latest = max((n for n in notes if isinstance(n, dict)), key=lambda n: n.get("at", 0), default=None)
+    return latest.get("error") if latest is not None else holder.last_error
+
+
+def forget_worker(pid: int, root: Path = Path(".")) -> None:
+    """A worker is gone (its own shutdown, or the master reaped it): its note goes."""
+    (root / workspace.WORKERS / f"{pid}.json").unlink(missing_ok=True)
+
+
+def _siblings(master: int) -> list[int]:
+    """The other live workers of this worker's master ([] outside a worker)."""
+    import psutil
+
+    if master == os.getpid():
+        return []
+    try:
+        children = psutil.Process(master).children()
+    except psutil.Error:
+        return []
+    return [c.pid for c in children if c.pid != os.getpid() and c.is_running()]
+
+
+def _wait_swapped(settings: ServiceSettings, pids: list[int], md5: str, since: float) -> list[int]:
+    """Wait until every worker in `pids` notes `md5` (loaded after `since`) or has gone; returns the laggards."""
+    import psutil
+
+    deadline = time.monotonic() + settings.reload_wait_seconds
+    pending, asked = list(pids), time.monotonic()
+    while pending and time.monotonic() < deadline:
+        time.sleep(0.01)
+        for pid in list(pending):
+            note = atomic.read_json(settings.root / workspace.WORKERS / f"{pid}.json", {}) or {}
+            if (note.get("model_md5") == md5 and note.get("at", 0) >= since) or not psutil.pid_exists(pid):
+                pending.remove(pid)
+        if pending and time.monotonic() - asked > 1.0:  # a worker still booting ignored the first ask
+            asked = time.monotonic()
+            for pid in pending:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGHUP)
+    return pending
+
+
+def _master_problem(master: int) -> str | None:
+    """Why the service's master cannot supervise its workers (stopped, or gone), else None."""
+    import psutil
+
+    if master == os.getpid():
+        return None
+    try:
+        if psutil.Process(master).status() == psutil.STATUS_STOPPED:
+            return f"the service's master (pid {master}) is stopped: a crashed worker would not be replaced"
+    except psutil.Error:
+        return f"the service's master (pid {master}) is gone"
+    return None
 
 
 def _model(holder: ModelHolder) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -50,8 +51,9 @@ def _score_one(job: _Job) -> Any:
 
 
 class MicroBatcher:
-    def __init__(self, max_rows: int) -> None:
+    def __init__(self, max_rows: int, on_batch: Callable[[], object] = lambda: None) -> None:
         self.max_rows = max_rows
+        self.on_batch = on_batch  # counts each model call (the service's metrics)
         self.batches = 0
         self.rows = 0
         self._pending: deque[_Job] = deque()
@@ -96,6 +98,7 @@ class MicroBatcher:
                 except Exception as exc:
                     results = [exc]
                 self.batches += 1
+                self.on_batch()
                 self.rows += sum(len(j.records) for j in jobs)
                 for job, result in zip(jobs, results, strict=False):
                     if job.future.done():  # the client went away

@@ -205,20 +205,34 @@ def wait_gone(pid: int, timeout: float, create_time: float | None = None) -> boo
 
 
 def terminate(pid: int, grace: float, create_time: float | None = None) -> str:
-    """SIGTERM (with SIGCONT, so a stopped process can act on it), then SIGKILL after `grace` seconds.
+    """SIGTERM (with SIGCONT, so a stopped process can act on it), then SIGKILL after `grace` seconds. A process
+    leading its own group (a service selfheal started) has the whole group continued: its workers, stopped with
+    it, must act on the SIGTERM it passes on for it to end in time.
 
     Returns "gone" (was not running), "terminated" or "killed". Raises RuntimeError if it survives SIGKILL.
     """
     if not alive(pid, create_time):
         return "gone"
-    for sig in (signal.SIGTERM, signal.SIGCONT):
-        _signal(pid, sig)
+    _signal(pid, signal.SIGTERM)
+    with contextlib.suppress(OSError):
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, signal.SIGCONT)
+    _signal(pid, signal.SIGCONT)
     if wait_gone(pid, grace, create_time):
         return "terminated"
     _signal(pid, signal.SIGKILL)
     if wait_gone(pid, 10.0, create_time):
         return "killed"
     raise RuntimeError(f"process {pid} survived SIGKILL")
+
+
+def die_with_parent(sig: int) -> None:
+    """Have the kernel send `sig` to this process when its parent dies (Linux PR_SET_PDEATHSIG; elsewhere a
+    no-op): a worker or forked stage never outlives the process that answers for it."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, sig, 0, 0, 0)
 
 
 def kill_group(pid: int) -> None:

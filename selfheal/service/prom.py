@@ -1,85 +1,117 @@
-"""Prometheus metrics for the service, in the text exposition format (version 0.0.4).
+"""Prometheus metrics for the service, summed over its worker processes (prometheus_client's multiprocess mode).
 
-Hand-written because the service needs a handful of families and prometheus_client is not a dependency. Request
-metrics are updated on the event loop thread only, so plain dicts need no locks; a pure ASGI middleware counts
-every request (status and latency per route, unknown paths folded into "other") for a few microseconds.
+Each worker writes its counters to memory-mapped files in `.selfheal/service_metrics/` (PROMETHEUS_MULTIPROC_DIR,
+set by the service before prometheus_client is imported, emptied when a service starts); /metrics, answered by
+any worker, sums them over every worker, live or replaced, so a counter never runs backwards because another
+worker answered the scrape. Without that variable (the app in a test client) the counts are the process's own.
+A pure ASGI middleware counts every request (status and latency per route, unknown paths folded into "other").
 """
 
 from __future__ import annotations
 
+import os
 import time
-from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 ROUTES = ("/predict", "/health", "/metrics", "/schema", "/admin/reload")
+SHARED = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def share_between_workers(directory: Path, fresh: bool) -> None:
+    """Have every process of this service count into `directory` (before prometheus_client is imported);
+    `fresh`: a new service starts from zero (the files of a previous one's workers go)."""
+    os.environ[SHARED] = str(directory.resolve())
+    directory.mkdir(parents=True, exist_ok=True)
+    if fresh:
+        for old in directory.glob("*.db"):
+            old.unlink(missing_ok=True)
+
+
+def worker_gone(pid: int) -> None:
+    """A replaced worker's live gauges stop counting (its counters keep adding to the totals)."""
+    if SHARED in os.environ:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)
 
 
 class Metrics:
+    """The service's metric families, made in the process that first counts (a worker, never the master: an
+    unlabelled gauge made there would count as one more process)."""
+
     def __init__(self) -> None:
-        self.requests: dict[tuple[str, str, int], int] = defaultdict(int)
-        self.latency_buckets: dict[str, list[int]] = defaultdict(lambda: [0] * (len(BUCKETS) + 1))
-        self.latency_sum: dict[str, float] = defaultdict(float)
-        self.prediction_rows = 0
-        self.unseen_categories: dict[str, int] = defaultdict(int)  # column -> values scored as no known category
+        self._families: _Families | None = None
+
+    @property
+    def f(self) -> _Families:
+        if self._families is None:
+            self._families = _Families()
+        return self._families
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.requests[(method, route, status)] += 1
-        buckets = self.latency_buckets[route]
-        for i, bound in enumerate(BUCKETS):
-            if seconds <= bound:
-                buckets[i] += 1
-                break
-        else:
-            buckets[-1] += 1
-        self.latency_sum[route] += seconds
+        self.f.requests.labels(method, route, str(status)).inc()
+        if status >= 400:
+            self.f.errors.labels(route, "client" if status < 500 else "server").inc()
+        self.f.latency.labels(route).observe(seconds)
 
-    def render(self, model: dict[str, Any] | None, reloads: dict[str, int], batches: int) -> str:
-        out: list[str] = []
+    def scored(self, rows: int, unseen: dict[str, int]) -> None:
+        self.f.predictions.inc(rows)
+        for column, n in unseen.items():
+            self.f.unseen.labels(column).inc(n)
 
-        def family(name: str, kind: str, help_: str) -> None:
-            out.append(f"# HELP {name} {help_}")
-            out.append(f"# TYPE {name} {kind}")
+    def batch(self) -> None:
+        self.f.batches.inc()
 
-        family("selfheal_http_requests_total", "counter", "HTTP requests by method, route and status code.")
-        for (method, route, status), n in sorted(self.requests.items()):
-            out.append(f'selfheal_http_requests_total{{method="{method}",route="{route}",status="{status}"}} {n}')
-        family("selfheal_http_request_errors_total", "counter", "HTTP requests answered with a 4xx or 5xx status.")
-        errors: dict[tuple[str, str], int] = defaultdict(int)
-        for (_, route, status), n in self.requests.items():
-            if status >= 400:
-                errors[(route, "client" if status < 500 else "server")] += n
-        for (route, kind), n in sorted(errors.items()):
-            out.append(f'selfheal_http_request_errors_total{{route="{route}",kind="{kind}"}} {n}')
-        family("selfheal_http_request_duration_seconds", "histogram", "Request latency by route.")
-        for route, counts in sorted(self.latency_buckets.items()):
-            cumulative = 0
-            for bound, n in zip((*BUCKETS, "+Inf"), counts, strict=False):
-                cumulative += n
-                out.append(f'selfheal_http_request_duration_seconds_bucket{{route="{route}",le="{bound}"}} {cumulative}')
-            out.append(f'selfheal_http_request_duration_seconds_sum{{route="{route}"}} {self.latency_sum[route]:.6f}')
-            out.append(f'selfheal_http_request_duration_seconds_count{{route="{route}"}} {cumulative}')
-        family("selfheal_predictions_total", "counter", "Records scored.")
-        out.append(f"selfheal_predictions_total {self.prediction_rows}")
-        family("selfheal_unseen_categories_total", "counter",
-               "Values of a categorical column the model never saw in training (scored as no known category).")
-        for column, n in sorted(self.unseen_categories.items()):
-            out.append(f'selfheal_unseen_categories_total{{column="{_esc(column)}"}} {n}')
-        family("selfheal_predict_batches_total", "counter", "Model calls (concurrent requests share one call).")
-        out.append(f"selfheal_predict_batches_total {batches}")
-        family("selfheal_model_reloads_total", "counter", "Model reloads by result.")
-        for result, n in sorted(reloads.items()):
-            out.append(f'selfheal_model_reloads_total{{result="{result}"}} {n}')
-        family("selfheal_model_loaded", "gauge", "1 when a model is serving.")
-        out.append(f"selfheal_model_loaded {1 if model else 0}")
-        family("selfheal_model_info", "gauge", "The serving model's version and md5 (value always 1).")
-        if model:
-            out.append(f'selfheal_model_info{{version="{_esc(model["model_version"])}",md5="{model["model_md5"]}"}} 1')
-        return "\n".join(out) + "\n"
+    def reloaded(self, ok: bool, model: dict[str, Any] | None) -> None:
+        """A reload's result, and the model this process serves now."""
+        f = self.f
+        f.reloads.labels("success" if ok else "failure").inc()
+        serving = (str(model["model_version"]), str(model["model_md5"])) if model else None
+        if serving != f.serving:
+            if f.serving is not None:
+                f.info.labels(*f.serving).set(0)
+            if serving is not None:
+                f.info.labels(*serving).set(1)
+            f.serving = serving
+        f.loaded.set(1 if serving else 0)
+
+    def render(self) -> bytes:
+        """The text exposition format (0.0.4), summed over the workers when they share their counts."""
+        from prometheus_client import CollectorRegistry, generate_latest, multiprocess
+
+        if self.f.registry is not None:
+            return bytes(generate_latest(self.f.registry))
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return bytes(generate_latest(registry))
 
 
-def _esc(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+class _Families:
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+
+        disable_created_metrics()
+        registry = None if SHARED in os.environ else CollectorRegistry()
+        self.registry = registry
+        self.requests = Counter("selfheal_http_requests", "HTTP requests by method, route and status code.",
+                                ["method", "route", "status"], registry=registry)
+        self.errors = Counter("selfheal_http_request_errors", "HTTP requests answered with a 4xx or 5xx status.",
+                              ["route", "kind"], registry=registry)
+        self.latency = Histogram("selfheal_http_request_duration_seconds", "Request latency by route.", ["route"],
+                                 buckets=BUCKETS, registry=registry)
+        self.predictions = Counter("selfheal_predictions", "Records scored.", registry=registry)
+        self.unseen = Counter("selfheal_unseen_categories", "Values of a categorical column the model never saw in "
+                              "training (scored as no known category).", ["column"], registry=registry)
+        self.batches = Counter("selfheal_predict_batches", "Model calls (concurrent requests share one call).",
+                               registry=registry)
+        self.reloads = Counter("selfheal_model_reloads", "Model reloads by result.", ["result"], registry=registry)
+        self.loaded = Gauge("selfheal_model_loaded", "1 when every worker serves a model.",
+                            multiprocess_mode="livemin", registry=registry)
+        self.info = Gauge("selfheal_model_info", "The serving model's version and md5 (1 while a worker serves it).",
+                          ["version", "md5"], multiprocess_mode="livemax", registry=registry)
+        self.serving: tuple[str, str] | None = None
 
 
 class MetricsMiddleware:

@@ -1,8 +1,10 @@
 """Run the service: `python -m selfheal.service` (what `selfheal serve` and recovery start).
 
-Order matters for recovery: the pid file is written first (state "starting"), the heavy imports happen before
-the port is bound (so a starting service refuses connections instead of looking hung), and the pid file says
-"serving" once the model is loaded. With `--standby` the process does the imports, then forks a fresh service
+The process is the service's master: it does the imports, binds the port and runs `service_recovery.workers`
+worker processes under gunicorn's arbiter (service/workers.py); the pid file names the master, whose workers are
+its children. Order matters for recovery: the pid file is written first (state "starting"), the heavy imports
+happen before the port is bound (so a starting service refuses connections instead of looking hung), and the
+pid file says "serving" once a worker has loaded the model. With `--standby` the process does the imports, then forks a fresh service
 for every "go" line on stdin, and exits at end of input (the supervisor went away). That is the warm spare
 `selfheal recover --watch` keeps to restart a crashed service in a fraction of a second instead of the ~6 s an
 interpreter needs to import scikit-learn on a small machine, again and again without re-importing.
@@ -11,7 +13,6 @@ interpreter needs to import scikit-learn on a small machine, again and again wit
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import signal
 import socket
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from selfheal.core import workspace
-from selfheal.service import procs
+from selfheal.service import procs, prom
 
 # One OpenMP thread per model call: a request scores a few rows, and on 2 cores the thread team's start-up
 # costs more than it saves (measured: 42 ms vs 6 ms for a one-row HistGradientBoosting predict). Set before
@@ -34,7 +35,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--model", default=str(workspace.MODEL),
                    help="the model output whose production version is served (model.json beside it)")
-    p.add_argument("--params", default=str(workspace.PARAMS), help="params.yaml (service_recovery.max_batch_size)")
+    p.add_argument("--params", default=str(workspace.PARAMS),
+                   help="params.yaml (service_recovery.max_batch_size, .workers, .health_timeout_seconds)")
     p.add_argument("--standby", action="store_true", help="import everything, then wait for 'go' on stdin")
     return p
 
@@ -53,7 +55,7 @@ def warm_up() -> None:
     import uvicorn.protocols.http.auto  # noqa: F401
 
     from selfheal.core import config  # noqa: F401
-    from selfheal.service import app  # noqa: F401
+    from selfheal.service import app, workers  # noqa: F401
 
 
 def _refuse_if_taken(host: str, port: int) -> None:
@@ -78,35 +80,11 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 class _Stopped(Exception):
-    """SIGTERM or SIGINT before uvicorn took over the signals (while importing or loading)."""
+    """SIGTERM or SIGINT before the arbiter took over the signals (while importing or binding)."""
 
 
 def _stop_on_signal(sig: int, _frame: Any) -> None:
     raise _Stopped(sig)
-
-
-def _run(config: Any, sock: socket.socket) -> int | None:
-    """Run uvicorn until it stops; returns the signal that stopped it (None: it stopped by itself).
-
-    uvicorn re-raises the signal once it has shut down, which kills the process before any cleanup runs; the
-    signal is taken back here so that serve() can remove the pid file and record the stop first.
-    """
-    import uvicorn
-
-    caught: list[int] = []
-
-    class Server(uvicorn.Server):
-        @contextlib.contextmanager
-        def capture_signals(self) -> Any:
-            with super().capture_signals():
-                try:
-                    yield
-                finally:
-                    caught.extend(self._captured_signals)
-                    self._captured_signals.clear()
-
-    Server(config).run(sockets=[sock])
-    return caught[0] if caught else None
 
 
 def serve(host: str, port: int, model_path: Path, params_path: Path) -> None:
@@ -121,40 +99,51 @@ def serve(host: str, port: int, model_path: Path, params_path: Path) -> None:
         signal.signal(sig, _stop_on_signal)
     try:
         warm_up()
-        import uvicorn
-
+        from selfheal.service import workers
         from selfheal.service.app import TOKEN_ENV, ServiceSettings, create_app
 
+        knobs = _knobs(params_path)
         settings = ServiceSettings(
-            model_path=model_path, params_path=params_path, max_batch_size=_batch_size(params_path),
-            admin_token=os.environ.get(TOKEN_ENV) or None,
+            model_path=model_path, params_path=params_path, max_batch_size=knobs.max_batch_size,
+            admin_token=os.environ.get(TOKEN_ENV) or None, service_pid=info["pid"],
         )
         sock = _bind(host, port)
+        prom.share_between_workers(workspace.SERVICE_METRICS, fresh=True)  # this service counts from zero
         app = create_app(settings)
-        app.state.on_ready = lambda: procs.write_pid_file(host, port, cmd, "serving")
-        config = uvicorn.Config(app, access_log=False, log_level="warning", ws="none", timeout_graceful_shutdown=5)
-        print(f"selfheal service: http://{host}:{port} (pid {info['pid']}, model {model_path})", flush=True)
-        stopped_by = _run(config, sock)
+        app.state.on_ready = lambda: procs.write_pid_file(host, port, cmd, "serving", pid=info["pid"])
+        print(f"selfheal service: http://{host}:{port} (pid {info['pid']}, {knobs.workers} worker(s), model "
+              f"{model_path})", flush=True)
+        # a worker silent for half the health timeout is hung: killed and replaced before the probe gives up
+        stopped_by = workers.serve(app, sock, knobs.workers, max(1, round(knobs.health_timeout_seconds / 2)),
+                                   on_worker_exit=_worker_gone)
     except _Stopped as exc:
         stopped_by = exc.args[0]
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, signal.SIG_IGN)  # cleanup is short: finish it
-        if stopped_by is not None and not procs.restarter_at_work():
-            procs.record_stop(info, stopped_by)  # before the pid file goes: never neither of them
-        procs.remove_pid_file(info["pid"])
+        if os.getpid() == info["pid"]:  # not in a worker, whose exit passes through here
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, signal.SIG_IGN)  # cleanup is short: finish it
+            if stopped_by is not None and not procs.restarter_at_work():
+                procs.record_stop(info, stopped_by)  # before the pid file goes: never neither of them
+            procs.remove_pid_file(info["pid"])
     if stopped_by is not None:
         print(f"selfheal service: stopped by {signal.Signals(stopped_by).name}", flush=True)
         signal.signal(stopped_by, signal.SIG_DFL)
         signal.raise_signal(stopped_by)  # exit as the signal says, for whoever waits on this process
 
 
-def _batch_size(params_path: Path) -> int:
+def _worker_gone(pid: int) -> None:
+    from selfheal.service.app import forget_worker
+
+    forget_worker(pid)
+    prom.worker_gone(pid)
+
+
+def _knobs(params_path: Path) -> Any:
     from selfheal.core.config import ServiceRecoveryParams, load_params
 
     if not params_path.exists():
-        return ServiceRecoveryParams().max_batch_size
-    return load_params(params_path).service_recovery.max_batch_size
+        return ServiceRecoveryParams()
+    return load_params(params_path).service_recovery
 
 
 def standby() -> bool:
@@ -188,6 +177,7 @@ def standby() -> bool:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     model, params = Path(args.model), Path(args.params)
+    prom.share_between_workers(workspace.SERVICE_METRICS, fresh=False)  # before prometheus_client is imported
     if args.standby and not standby():
         return 0
     serve(args.host, args.port, model, params)

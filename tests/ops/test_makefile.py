@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,9 @@ def test_make_serve_logs_to_the_service_log_and_stops_quietly(tmp_path: Path, st
                             start_new_session=True)
     try:
         wait_status(url_of(port))
+        deadline = time.monotonic() + 10  # the log is written through tee: a moment after the service wrote it
+        while '"reloaded": true' not in (project / workspace.SERVICE_LOG).read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
         log = (project / workspace.SERVICE_LOG).read_text()
         assert "selfheal service: " in log and '"reloaded": true' in log
         if stop == "ctrl-c":  # the terminal sends SIGINT to the whole foreground group

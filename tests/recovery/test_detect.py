@@ -89,10 +89,10 @@ def test_a_stopped_service_is_hung_after_the_quick_check(tmp_path: Path, monkeyp
     try:
         start_service(project, port)
         pid = wait_status(url)["pid"]
-        os.kill(pid, signal.SIGSTOP)
+        os.killpg(pid, signal.SIGSTOP)  # the whole service: its master and every worker
         health = probe(url, ServiceRecoveryParams(health_timeout_seconds=60.0))  # never waits for the full check
         assert health.state == "hung" and f"pid {pid} is stopped" in health.detail, health.detail
-        os.kill(pid, signal.SIGCONT)
+        os.killpg(pid, signal.SIGCONT)
         assert probe(url, ServiceRecoveryParams()).healthy
     finally:
         stop_all(project)

@@ -90,7 +90,7 @@ def test_crash_and_hang_are_detected_and_recovered(workdir: Path, models: dict[s
     assert entry["detected_at"] <= entry["recovered_at"] and entry["seconds_to_recover"] > 0
 
     hung = service_pid(project)
-    os.kill(hung, signal.SIGSTOP)
+    os.killpg(hung, signal.SIGSTOP)  # the whole service: its master and every worker
     out = run_cli(project, "recover", "--service-url", url)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "hang" in out.stdout

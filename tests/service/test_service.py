@@ -74,7 +74,7 @@ def serving_a(service: tuple[str, Path], models: dict[str, Path], local: dict) -
     url, project = service
     use_model(project, models["a"])
     resp = requests.post(url + "/admin/reload", timeout=60)
-    assert resp.status_code == 200 and resp.json()["model_version"] == local["a"]["version"]
+    assert resp.status_code == 200 and resp.json()["model_version"] == local["a"]["version"], resp.text
     return url, project
 
 
@@ -180,11 +180,12 @@ def test_metrics_in_prometheus_format(serving_a: tuple[str, Path], local: dict) 
         return float(lines[0].split()[-1]) if lines else 0.0
 
     ok = 'selfheal_http_requests_total{method="POST",route="/predict",status="200"}'
-    bad = 'selfheal_http_request_errors_total{route="/predict",kind="client"}'
+    bad = 'selfheal_http_request_errors_total{kind="client",route="/predict"}'
     assert value(text, ok) - value(before, ok) == 3
     assert value(text, bad) - value(before, bad) == 1
     assert "# TYPE selfheal_http_request_duration_seconds histogram" in text
-    assert f'selfheal_model_info{{version="{local["a"]["version"]}",md5="{local["a"]["md5"]}"}} 1' in text
+    assert f'selfheal_model_info{{md5="{local["a"]["md5"]}",version="{local["a"]["version"]}"}} 1.0' in text
+    assert "selfheal_model_loaded 1.0" in text  # every worker serves a model
 
 
 def test_reload_swaps_to_the_new_model(serving_a: tuple[str, Path], models: dict[str, Path], local: dict) -> None:
