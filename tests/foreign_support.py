@@ -54,3 +54,15 @@ def copy_of(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[Path],
         return repo
 
     return make
+
+
+def snapshot(repo: Path, *outs: str) -> dict[str, str]:
+    """{file: md5} of every file of the given outputs (files or directories)."""
+    from selfheal.core.atomic import md5_file
+
+    found = {}
+    for out in outs:
+        target = repo / out
+        files = [target] if target.is_file() else sorted(p for p in target.rglob("*") if p.is_file())
+        found.update({str(p.relative_to(repo)): md5_file(p) for p in files})
+    return found

@@ -263,7 +263,7 @@ def test_a_candidate_that_fails_to_build_restores_production_and_is_retried_only
     """New data arrives while a param breaks `train`: production's outputs are put back, verified; the failure
     is recorded with its inputs and heal is not "healthy" (the later stages are stale); nothing is rebuilt from
     the same inputs; once the param is fixed the candidate is built and judged."""
-    from tests.guarded.test_foreign_project import snapshot
+    from tests.foreign_support import snapshot
 
     repo = copy_of(example)
     configure(repo)

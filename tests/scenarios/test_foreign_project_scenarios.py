@@ -17,25 +17,15 @@ from typing import ClassVar
 import pytest
 import yaml
 
-from selfheal.core.atomic import md5_file
 from selfheal.ops import sandbox
 from tests import foreign_project as foreign
+from tests.foreign_support import snapshot
 
 pytestmark = pytest.mark.slow  # each test reproduces a candidate with DVC
 
 
 def selfheal(*args: str, cwd: Path, check: bool = True):
     return sandbox.run(["selfheal", *args], cwd, check)
-
-
-def snapshot(repo: Path, *outs: str) -> dict[str, str]:
-    """{file: md5} of every file of the given outputs (files or directories)."""
-    found = {}
-    for out in outs:
-        target = repo / out
-        files = [target] if target.is_file() else sorted(p for p in target.rglob("*") if p.is_file())
-        found.update({str(p.relative_to(repo)): md5_file(p) for p in files})
-    return found
 
 
 def tree(repo: Path) -> set[str]:
