@@ -150,11 +150,15 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     @app.get("/health")
     async def health() -> JSONResponse:
+        notes = _notes(settings)
         master = _master_problem(settings.service_pid)
-        status = master or ("ok" if holder.current else "no model")
+        bare = sorted(n["pid"] for n in notes if n.get("model_md5") is None and n["pid"] != os.getpid())
+        status = master or ("no model" if holder.current is None else
+                            f"worker(s) {', '.join(map(str, bare))} serve no model" if bare else "ok")
+        latest = max(notes, key=lambda n: n.get("at", 0), default=None)  # the service's latest reload attempt
         body = {"status": status, **_model(holder), "project": settings.project, "pid": settings.service_pid,
                 "worker_pid": os.getpid(), "uptime_seconds": round(time.time() - started, 1),
-                "last_reload_error": _last_reload_error(settings, holder)}
+                "last_reload_error": latest.get("error") if latest is not None else holder.last_error}
         return JSONResponse(body, status_code=200 if status == "ok" else 503)
 
     def openapi() -> dict[str, Any]:
@@ -231,13 +235,21 @@ def _note(settings: ServiceSettings, holder: ModelHolder) -> None:
                       {"pid": os.getpid(), "model_md5": md5, "at": time.time(), "error": holder.last_error})
 
 
-def _last_reload_error(settings: ServiceSettings, holder: ModelHolder) -> str | None:
-    """The error of the service's latest reload attempt, whichever worker made it (None: it worked)."""
+def _notes(settings: ServiceSettings) -> list[dict[str, Any]]:
+    """Every worker's note of the model it serves ([] outside a worker): a service is healthy only when each
+    of its workers serves a model, whichever one answers."""
     if settings.service_pid == os.getpid():
-        return holder.last_error
+        return []
+    import psutil
+
     notes = [atomic.read_json(p, {}) for p in (settings.root / workspace.WORKERS).glob("*.json")]
-    latest = max((n for n in notes if isinstance(n, dict)), key=lambda n: n.get("at", 0), default=None)
-    return latest.get("error") if latest is not None else holder.last_error
+    return [n for n in notes if isinstance(n, dict) and isinstance(n.get("pid"), int) and psutil.pid_exists(n["pid"])]
+
+
+def forget_workers(root: Path = Path(".")) -> None:
+    """A new service starts: no worker has noted anything yet (a killed service's notes go)."""
+    for note in (root / workspace.WORKERS).glob("*.json"):
+        note.unlink(missing_ok=True)
 
 
 def forget_worker(pid: int, root: Path = Path(".")) -> None:

@@ -100,7 +100,7 @@ def serve(host: str, port: int, model_path: Path, params_path: Path) -> None:
     try:
         warm_up()
         from selfheal.service import workers
-        from selfheal.service.app import TOKEN_ENV, ServiceSettings, create_app
+        from selfheal.service.app import TOKEN_ENV, ServiceSettings, create_app, forget_workers
 
         knobs = _knobs(params_path)
         settings = ServiceSettings(
@@ -109,6 +109,7 @@ def serve(host: str, port: int, model_path: Path, params_path: Path) -> None:
         )
         sock = _bind(host, port)
         prom.share_between_workers(workspace.SERVICE_METRICS, fresh=True)  # this service counts from zero
+        forget_workers()
         app = create_app(settings)
         app.state.on_ready = lambda: procs.write_pid_file(host, port, cmd, "serving", pid=info["pid"])
         print(f"selfheal service: http://{host}:{port} (pid {info['pid']}, {knobs.workers} worker(s), model "

@@ -120,6 +120,7 @@ def test_another_projects_service_on_our_port_is_left_alone(projects: tuple[Path
     url = url_of(port)
     start_service(theirs, port)
     before = wait_status(url)
+    loaded, workers = _loaded_at(url), {c.pid for c in psutil.Process(before["pid"]).children()}
     (ours / workspace.STATE_DIR).mkdir()
     (ours / workspace.PID_FILE).write_bytes((theirs / workspace.PID_FILE).read_bytes())
     monkeypatch.chdir(ours)
@@ -133,8 +134,16 @@ def test_another_projects_service_on_our_port_is_left_alone(projects: tuple[Path
     out = run_cli(ours, "recover", "--service-url", url)
     assert out.returncode == 1 and "another project's service" in out.stdout + out.stderr
     after = requests.get(url + "/health", timeout=5).json()
-    assert after["pid"] == before["pid"] and after["model_loaded_at"] == before["model_loaded_at"]
-    assert after["model_md5"] == before["model_md5"]  # never reloaded, restarted or signalled
+    assert after["pid"] == before["pid"] and after["model_md5"] == before["model_md5"]
+    again = _loaded_at(url)  # never reloaded, restarted or signalled: each worker still has its first load
+    assert again and set(again) <= workers, (workers, again)  # the same worker processes
+    assert all(loaded.get(worker, at) == at for worker, at in again.items()), (loaded, again)
+
+
+def _loaded_at(url: str) -> dict[int, str]:
+    """{worker pid: when it loaded its model}, from the health answers of 20 new connections."""
+    answers = [requests.get(url + "/health", timeout=5).json() for _ in range(20)]
+    return {a["worker_pid"]: a["model_loaded_at"] for a in answers}
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
