@@ -75,6 +75,9 @@ def probe(url: str, sr: ServiceRecoveryParams, check: Callable[[str, float], Hea
     confirmed before it counts (see above)."""
     quick = min(QUICK_TIMEOUT_S, sr.health_timeout_seconds)
     health = check(url, quick)
+    if health.state == "unhealthy" and (pid := _stopped_service(url)) is not None:  # workers answer, master stopped
+        return Health("hung", f"{health.detail}; pid {pid}, the service's master, is stopped (hang)",
+                      seconds=health.seconds)
     if health.state != "hung" or quick >= sr.health_timeout_seconds:
         return health
     pid = _stopped_service(url)

@@ -94,6 +94,11 @@ def test_a_stopped_service_is_hung_after_the_quick_check(tmp_path: Path, monkeyp
         assert health.state == "hung" and f"pid {pid} is stopped" in health.detail, health.detail
         os.killpg(pid, signal.SIGCONT)
         assert probe(url, ServiceRecoveryParams()).healthy
+        os.kill(pid, signal.SIGSTOP)  # the master alone: its workers answer 503, nobody would replace them
+        health = probe(url, ServiceRecoveryParams())
+        assert health.state == "hung" and f"pid {pid}, the service's master, is stopped" in health.detail
+        os.kill(pid, signal.SIGCONT)
+        assert probe(url, ServiceRecoveryParams()).healthy
     finally:
         stop_all(project)
 
