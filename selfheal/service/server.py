@@ -13,10 +13,12 @@ interpreter needs to import scikit-learn on a small machine, again and again wit
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import signal
 import socket
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -65,15 +67,23 @@ def _refuse_if_taken(host: str, port: int) -> None:
         raise SystemExit(f"error: a service (pid {info['pid']}) already runs for port {port} ({workspace.PID_FILE})")
 
 
+BIND_PATIENCE_S = 1.0  # a killed predecessor's workers die with it, but may hold the port for a moment longer
+
+
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise SystemExit(f"error: cannot listen on {host}:{port}: {exc.strerror}") from None
+    deadline = time.monotonic() + BIND_PATIENCE_S
+    while True:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+            break
+        except OSError as exc:
+            sock.close()
+            if exc.errno != errno.EADDRINUSE or time.monotonic() >= deadline:
+                raise SystemExit(f"error: cannot listen on {host}:{port}: {exc.strerror}") from None
+            time.sleep(0.02)
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock

