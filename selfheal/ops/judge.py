@@ -100,10 +100,15 @@ def production_outputs(root: Path, spec: Spec, prod: tuple[str, str]) -> dict[st
     return {out: md5 for stage in spec.stages for out, md5 in paths(stages.get(stage) or {}, "outs").items()}
 
 
+def _cached(root: Path, md5: str) -> Path:
+    """Where the copy's DVC cache keeps the object `md5` (a file, or a directory's `.dir` manifest)."""
+    return root / ".dvc/cache/files/md5" / md5[:2] / md5[2:]
+
+
 def _recoverable(root: Path, commit: str, out: str, md5: str) -> bool:
     """Production's bytes of a file output are intact in the DVC cache, or in git at its commit (an output
     with `cache: false`)."""
-    if md5_of(root / ".dvc/cache/files/md5" / md5[:2] / md5[2:]) == md5:
+    if md5_of(_cached(root, md5)) == md5:
         return True
     shown = subprocess.run(["git", "show", f"{commit}:{out}"], cwd=root, capture_output=True)
     return shown.returncode == 0 and hashlib.md5(shown.stdout).hexdigest() == md5
@@ -111,7 +116,7 @@ def _recoverable(root: Path, commit: str, out: str, md5: str) -> bool:
 
 def _directory_problems(root: Path, out: str, md5: str) -> list[str]:
     """A directory output against its `.dir` manifest in the DVC cache: the same files, each with its md5."""
-    manifest_path = root / ".dvc/cache/files/md5" / md5[:2] / md5[2:]
+    manifest_path = _cached(root, md5)
     if hashlib.md5(manifest_path.read_bytes() if manifest_path.is_file() else b"").hexdigest() != md5[:-4]:
         return [f"{out}: the manifest {md5} is not intact in the DVC cache"]
     expected = {e["relpath"]: e["md5"] for e in json.loads(manifest_path.read_bytes())}

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from selfheal.core import atomic
 from selfheal.ops import sandbox
 from selfheal.ops.faults import Fault
 
@@ -94,10 +93,6 @@ def process_table(root: Path) -> list[str]:
 
 def selfheal_command() -> str:
     return str(Path(sys.executable).parent / "selfheal")
-
-
-def md5_of(path: Path) -> str | None:
-    return atomic.md5_file(path) if path.is_file() else None
 
 
 def free_port() -> int:

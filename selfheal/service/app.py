@@ -112,11 +112,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         result["workers"] = 1 + len(siblings)
         if not result["reloaded"] or not siblings:
             return result
-        since = time.time()
-        for pid in siblings:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGHUP)
-        pending = await asyncio.to_thread(_wait_swapped, settings, siblings, result["model_md5"], since)
+        pending = await asyncio.to_thread(_wait_swapped, settings, siblings, result["model_md5"])
         if pending:
             result.update(reloaded=False, error=f"worker(s) {', '.join(map(str, pending))} did not serve md5 "
                                                 f"{result['model_md5']} within {settings.reload_wait_seconds:g} s")
@@ -270,23 +266,24 @@ def _siblings(master: int) -> list[int]:
     return [c.pid for c in children if c.pid != os.getpid() and c.is_running()]
 
 
-def _wait_swapped(settings: ServiceSettings, pids: list[int], md5: str, since: float) -> list[int]:
-    """Wait until every worker in `pids` notes `md5` (loaded after `since`) or has gone; returns the laggards."""
+def _wait_swapped(settings: ServiceSettings, pids: list[int], md5: str) -> list[int]:
+    """Ask every worker in `pids` to reload (SIGHUP: each swaps in place) and wait until each notes `md5`
+    (loaded since it was asked) or has gone; returns the laggards."""
     import psutil
 
-    deadline = time.monotonic() + settings.reload_wait_seconds
-    pending, asked = list(pids), time.monotonic()
+    since, deadline = time.time(), time.monotonic() + settings.reload_wait_seconds
+    pending, asked = list(pids), float("-inf")
     while pending and time.monotonic() < deadline:
+        if time.monotonic() - asked > 1.0:  # asked again: a worker still booting ignored the first ask
+            asked = time.monotonic()
+            for pid in pending:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGHUP)
         time.sleep(0.01)
         for pid in list(pending):
             note = atomic.read_json(settings.root / workspace.WORKERS / f"{pid}.json", {}) or {}
             if (note.get("model_md5") == md5 and note.get("at", 0) >= since) or not psutil.pid_exists(pid):
                 pending.remove(pid)
-        if pending and time.monotonic() - asked > 1.0:  # a worker still booting ignored the first ask
-            asked = time.monotonic()
-            for pid in pending:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGHUP)
     return pending
 
 

@@ -54,8 +54,6 @@ class MicroBatcher:
     def __init__(self, max_rows: int, on_batch: Callable[[], object] = lambda: None) -> None:
         self.max_rows = max_rows
         self.on_batch = on_batch  # counts each model call (the service's metrics)
-        self.batches = 0
-        self.rows = 0
         self._pending: deque[_Job] = deque()
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
@@ -97,9 +95,7 @@ class MicroBatcher:
                     results = await loop.run_in_executor(self._executor, _score, jobs)
                 except Exception as exc:
                     results = [exc]
-                self.batches += 1
                 self.on_batch()
-                self.rows += sum(len(j.records) for j in jobs)
                 for job, result in zip(jobs, results, strict=False):
                     if job.future.done():  # the client went away
                         continue

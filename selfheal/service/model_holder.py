@@ -65,7 +65,6 @@ class ModelHolder:
         self.max_batch_size = max_batch_size
         self.current: Snapshot | None = None
         self.last_error: str | None = None
-        self.reloads = {"success": 0, "failure": 0}
         self.last_reload_seconds: float | None = None
         self._lock = threading.Lock()
 
@@ -78,11 +77,9 @@ class ModelHolder:
                 snapshot = build_snapshot(self.root, self.model_path, batch, expected_md5)
             except SelfHealError as exc:
                 self.last_error = str(exc)
-                self.reloads["failure"] += 1
                 raise
             self.current = snapshot  # the atomic swap
             self.max_batch_size = batch
             self.last_error = None
-            self.reloads["success"] += 1
             self.last_reload_seconds = round(time.perf_counter() - started, 3)
             return snapshot

@@ -45,28 +45,28 @@ class Metrics:
         self._families: _Families | None = None
 
     @property
-    def f(self) -> _Families:
+    def families(self) -> _Families:
         if self._families is None:
             self._families = _Families()
         return self._families
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.f.requests.labels(method, route, str(status)).inc()
+        self.families.requests.labels(method, route, str(status)).inc()
         if status >= 400:
-            self.f.errors.labels(route, "client" if status < 500 else "server").inc()
-        self.f.latency.labels(route).observe(seconds)
+            self.families.errors.labels(route, "client" if status < 500 else "server").inc()
+        self.families.latency.labels(route).observe(seconds)
 
     def scored(self, rows: int, unseen: dict[str, int]) -> None:
-        self.f.predictions.inc(rows)
+        self.families.predictions.inc(rows)
         for column, n in unseen.items():
-            self.f.unseen.labels(column).inc(n)
+            self.families.unseen.labels(column).inc(n)
 
     def batch(self) -> None:
-        self.f.batches.inc()
+        self.families.batches.inc()
 
     def reloaded(self, ok: bool, model: dict[str, Any] | None) -> None:
         """A reload's result, and the model this process serves now."""
-        f = self.f
+        f = self.families
         f.reloads.labels("success" if ok else "failure").inc()
         serving = (str(model["model_version"]), str(model["model_md5"])) if model else None
         if serving != f.serving:
@@ -81,8 +81,8 @@ class Metrics:
         """The text exposition format (0.0.4), summed over the workers when they share their counts."""
         from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 
-        if self.f.registry is not None:
-            return bytes(generate_latest(self.f.registry))
+        if self.families.registry is not None:
+            return bytes(generate_latest(self.families.registry))
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
         return bytes(generate_latest(registry))

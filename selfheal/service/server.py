@@ -20,10 +20,13 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from selfheal.core import workspace
 from selfheal.service import procs, prom
+
+if TYPE_CHECKING:
+    from selfheal.core.config import ServiceRecoveryParams
 
 # One OpenMP thread per model call: a request scores a few rows, and on 2 cores the thread team's start-up
 # costs more than it saves (measured: 42 ms vs 6 ms for a one-row HistGradientBoosting predict). Set before
@@ -149,7 +152,7 @@ def _worker_gone(pid: int) -> None:
     prom.worker_gone(pid)
 
 
-def _knobs(params_path: Path) -> Any:
+def _knobs(params_path: Path) -> ServiceRecoveryParams:
     from selfheal.core.config import ServiceRecoveryParams, load_params
 
     if not params_path.exists():

@@ -111,10 +111,10 @@ def serve(app: Any, sock: socket.socket, workers: int, timeout: int, on_worker_e
     stopped it (None: it stopped by itself). In a worker, this never returns: the worker's exit propagates."""
     host, port = sock.getsockname()[:2]
     address = f"[{host}]:{port}" if sock.family == socket.AF_INET6 else f"{host}:{port}"
-    options: dict[str, Any] = {"bind": [address],
-               "workers": workers, "worker_class": f"{Worker.__module__}.{Worker.__name__}",
-               "timeout": timeout, "graceful_timeout": 5, "keepalive": 5, "preload_app": True,
-               "control_socket_disable": True, "loglevel": "warning", "errorlog": "-", "accesslog": None}
+    options: dict[str, Any] = {
+        "bind": [address], "workers": workers, "worker_class": f"{Worker.__module__}.{Worker.__name__}",
+        "timeout": timeout, "graceful_timeout": 5, "keepalive": 5, "preload_app": True,
+        "control_socket_disable": True, "loglevel": "warning", "errorlog": "-", "accesslog": None}
     if on_worker_exit is not None:
         options["child_exit"] = lambda _arbiter, worker: on_worker_exit(worker.pid)
     master = _Master(_Application(app, options))
