@@ -89,6 +89,16 @@ def drift_report(
     typer.echo(f"drift-report: wrote {atomic.write_text(out, report_html(_own_params(params)))}")
 
 
+@app.command("offline-plots")
+def offline_plots() -> None:
+    """Make `dvc plots show` / `dvc plots diff` pages render with no network: write DVC's page with Vega inlined
+    into .dvc/plots/offline.html and set plots.html_template in .dvc/config."""
+    from selfheal.ops.offline_plots import install
+
+    for line in install(Path(".")):
+        typer.echo(f"offline-plots: {line}")
+
+
 class OutputsKind(str, Enum):
     validation = "validation"
     drift = "drift"

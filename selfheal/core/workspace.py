@@ -84,6 +84,7 @@ ESCALATED = STATE_DIR / "escalated.json"  # {issue: reason, since} a person must
 REPORT = Path("report.md")
 REPORT_ASSETS = Path("report")
 DVC_PLOTS = Path("dvc_plots")  # `dvc plots show` / `dvc plots diff` write here by default (gitignored)
+PLOTS_TEMPLATE = Path(".dvc/plots/offline.html")  # their page with Vega inlined (`selfheal offline-plots`)
 
 # DVC: the default remote (local-only, gitignored: a fresh clone cannot pull from it; set DVC_REMOTE_URL or
 # `dvc remote add -d` for a shared one) and the raw data DVC versions beside the pipeline (`dvc add`)

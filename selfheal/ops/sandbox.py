@@ -29,6 +29,7 @@ PROJECT_FILES = [
     "selfheal",
     "config",
     ".dvc/config",
+    str(workspace.PLOTS_TEMPLATE),  # .dvc/config names it
     ".dvcignore",
     ".gitignore",
 ]

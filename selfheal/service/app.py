@@ -31,6 +31,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from selfheal.core import atomic, workspace
@@ -138,7 +139,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         snapshot = holder.current
         return snapshot.schema.max_body_bytes if path == "/predict" and snapshot else SMALL_BODY_BYTES
 
-    app = FastAPI(title="selfheal prediction service", lifespan=lifespan)
+    # /docs and /redoc with Swagger UI's and ReDoc's assets served from here: they render with no network
+    app = FastAPIOffline(title="selfheal prediction service", lifespan=lifespan)
     app.add_middleware(BodyLimitMiddleware, limit=body_limit)
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: counts the 413s too
     app.add_exception_handler(BodyTooLarge, body_too_large)

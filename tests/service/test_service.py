@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import requests
 
 from selfheal.core import workspace
 from selfheal.service.client import check_health
+from tests.browser import rendered_dom
 from tests.servicekit import (
     RECORD,
     free_port,
@@ -165,6 +167,18 @@ def test_openapi_describes_predict_from_the_loaded_model(service: tuple[str, Pat
     assert set(answer) == {"predictions", "model_version", "model_md5", "warnings"}
     assert list(spec["paths"]["/metrics"]["get"]["responses"]["200"]["content"]) == ["text/plain"]  # not JSON
     assert requests.get(service[0] + "/docs", timeout=5).status_code == 200
+
+
+def test_docs_pages_render_with_no_network(service: tuple[str, Path]) -> None:
+    """Swagger UI (/docs) and ReDoc (/redoc) draw every route from assets the service serves itself: a browser
+    that can reach nothing but this machine shows the operations, not a blank page."""
+    url = service[0]
+    spec = requests.get(url + "/openapi.json", timeout=5).json()
+    docs = rendered_dom(url + "/docs")
+    assert re.findall(r'data-path="([^"]+)"', docs) == list(spec["paths"])
+    redoc = rendered_dom(url + "/redoc")
+    drawn = set(re.findall(r'data-item-id="operation/([^"]+)"', redoc))
+    assert drawn == {op["operationId"] for path in spec["paths"].values() for op in path.values()}
 
 
 def test_metrics_in_prometheus_format(serving_a: tuple[str, Path], local: dict) -> None:
