@@ -25,7 +25,7 @@ METHOD ?= auto
 WATCH ?=
 SERVICE_URL ?=
 
-.PHONY: help venv data run repro lint test test-remote bench drill heal heal-plan drift-report rollback retrain fix-data status versions promote \
+.PHONY: help venv data run repro lint test test-remote test-docs bench drill heal heal-plan drift-report rollback retrain fix-data status versions promote \
         serve recover report exp exp-apply clean
 
 help: ## List every target with one line each
@@ -68,6 +68,9 @@ test: lint ## Lint, then run the whole test suite (a lint failure fails it)
 
 test-remote: $(STAMP) ## On a real local S3-compatible server (moto_server): the DVC remote round trip (push, clear the cache, roll back) and s3:// input
 	$(BIN)/python -m pytest -m remote -n 0 tests/versions/test_remote.py tests/pipeline/test_engine_s3.py
+
+test-docs: $(STAMP) ## The README's command blocks as written, in order, from a fresh clone of HEAD (commit first)
+	$(BIN)/python -m pytest -m docs -n 2 tests/scenarios/test_documented_commands.py
 
 bench: $(STAMP) ## Run the benchmarks; results in metrics/bench.json
 	$(BIN)/python -m benchmarks.run

@@ -16,8 +16,8 @@ from selfheal.core.atomic import md5_file
 from selfheal.core.config import load_params
 from selfheal.pipeline.synth import write_default_data
 from tests.conftest import ROOT, run
+from tests.doc_blocks import block_with, dvc_blocks, run_block
 from tests.heal_support import production_of
-from tests.readme_dvc import block_with, dvc_blocks, run_block
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +32,7 @@ def _md_columns(text: str) -> int:
 def test_every_readme_dvc_block_activates_the_venv_first() -> None:
     """Stages call `python`: without activation `dvc exp run` picks another interpreter and fails."""
     blocks = dvc_blocks()
-    assert len(blocks) == 3, blocks  # compare runs, artifacts, remote: each has its own test
+    assert len(blocks) == 4, blocks  # compare runs, artifacts, remote, your own data: each has its own test
     for block in blocks:
         assert block.splitlines()[0].startswith("source .venv/bin/activate"), block
         assert not re.search(r"\.venv/bin/dvc", block), block

@@ -14,9 +14,9 @@ import pytest
 
 from selfheal.core import audit, workspace
 from selfheal.core.atomic import md5_file
+from tests.doc_blocks import block_with, run_block
 from tests.heal_support import model_md5, production_of, read, run, selfheal, set_max_iter
 from tests.moto_support import CREDENTIALS, moto_server, s3_client
-from tests.readme_dvc import block_with, run_block
 
 pytestmark = [pytest.mark.remote, pytest.mark.slow]
 
