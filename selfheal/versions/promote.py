@@ -68,15 +68,17 @@ def _who() -> str:
 def _commit_paths(cwd: Path) -> list[str]:
     """What a version's commit holds, so that checking out its tag reproduces it: dvc.lock, the params files it
     names, the outputs git keeps (metrics, records, plots), DVC's .gitignores, and the `.dvc` files of the data
-    the stages read (as `dvc repro` versioned it)."""
+    the stages read (as `dvc repro` versioned it), with the deletion of any `.dvc` file a person removed
+    (`dvc remove`: data the version no longer reads)."""
     lock = vcs.read_lock(cwd / workspace.DVC_LOCK)
     in_git = {p for paths in vcs.git_tracked_outputs(cwd / workspace.DVC_YAML).values() for p in paths}
     cached = {p for entry in lock.values() for p in vcs.hashes(entry)} - in_git
     params = {f for entry in lock.values() for f in (entry.get("params") or {})}
     data = {f"{dep}.dvc" for entry in lock.values() for dep in vcs.hashes(entry, "deps")}
     paths = [str(workspace.DVC_LOCK), *sorted(params), *sorted(in_git), *sorted(data)]
-    paths += sorted({str(Path(p).parent / ".gitignore") for p in cached})
-    return [p for p in dict.fromkeys(paths) if (cwd / p).exists()]
+    paths += sorted({str(Path(p).parent / ".gitignore") for p in cached | {d.removesuffix(".dvc") for d in data}})
+    removed = vcs.git("ls-files", "--deleted", "--", "*.dvc", cwd=cwd).split()
+    return [p for p in dict.fromkeys(paths) if (cwd / p).exists()] + removed
 
 
 def _model_card(project: Project, cwd: Path) -> dict[str, Any]:
