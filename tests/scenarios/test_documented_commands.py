@@ -43,7 +43,7 @@ class NotHere:
     reason: str
 
 
-SERVE = ("make serve > .serve.out 2>&1 &  for _ in $(seq 200); do curl -sf localhost:8000/health >/dev/null "
+SERVE = ("make serve > /dev/null 2>&1 &  for _ in $(seq 200); do curl -sf localhost:8000/health >/dev/null "
          "&& break; sleep 0.3; done")
 GERON = "/path/to/housing.csv"
 
