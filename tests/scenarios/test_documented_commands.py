@@ -51,7 +51,7 @@ GERON = "/path/to/housing.csv"
 PLACES: dict[tuple[str, str], Walk | Covered | NotHere] = {
     ("README.md", "make run"): Walk("default", {"make test": ": make test is this suite"}),
     ("README.md", "dvc exp run -S"): Covered("tests/stages/test_dvc_usage.py", 'block_with("dvc exp run")'),
-    ("README.md", "make heal # once"): Walk("default"),  # the artifacts block: heal, then `dvc artifacts get`
+    ("README.md", "selfheal heal # once"): Walk("default"),  # the artifacts block: heal, then `dvc artifacts get`
     ("README.md", 'dvc remote add --local --force -d shared "$DVC_REMOTE_URL"'): Covered(
         "tests/versions/test_remote.py", 'block_with("dvc remote add")'),
     ("README.md", ".venv/bin/python -c \"from sklearn.datasets import fetch_california_housing"): NotHere(
