@@ -57,7 +57,10 @@ def test_installed_as_a_tool_or_into_the_project_venv_the_stages_run_on_the_proj
     assert subprocess.run([str(bin_dir / "selfheal"), "--help"], capture_output=True).returncode == 0
     tool_python = next(tools.glob("selfheal/bin/python"))
     assert subprocess.run([str(tool_python), "-c", "import project_only"], capture_output=True).returncode != 0
-    activated = {"PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}", "VIRTUAL_ENV": str(venv)}
+    # a user's shell writes bytecode (these fresh venvs have none yet): without it every stage's process would
+    # compile pandas and scikit-learn again
+    activated = {"PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}", "VIRTUAL_ENV": str(venv),
+                 "PYTHONDONTWRITEBYTECODE": ""}
 
     run([str(bin_dir / "selfheal"), "init"], repo, extra_env=activated)
     config = yaml.safe_load((repo / "selfheal.yaml").read_text())
