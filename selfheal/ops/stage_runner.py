@@ -16,6 +16,14 @@ What keeps a fork equal to a fresh `python -m stages.<name>`:
   sent to the caller reach the fork, and a caller that dies takes the fork with it (SIGTERM), as does the runner
   between them (then the caller says the stage was lost, exit 1).
 
+Every fork is taken from a single-threaded process, so no lock another thread held is copied into the stage: the
+warm interpreter checks that it runs no thread but its own before it forks (else it declines the stage, which then
+runs in the caller). Imported as they are, the libraries would start three native threads (OpenBLAS's pools in
+numpy and scipy, jemalloc's purger in pyarrow); NATIVE keeps them from starting, in every stage (warm or not, so
+a fork computes as a fresh process does), unless the user set those variables. A stage's fork leaves the warm
+interpreter's frames (an exception up to `serve`) and runs the stage at the top, so it ends as any Python
+program does: its non-daemon threads joined, its atexit handlers run, its exit status or signal its own.
+
 A warm interpreter that cannot be reached in WAIT_S, or any other failure before the fork, runs the stage in the
 caller, as before. SELFHEAL_PRELOAD=0 turns this off. Linux only (pidfd, SCM_RIGHTS); elsewhere stages run in
 the caller. The warm interpreters live in workspace.PRELOAD_DIR (a socket, a lock holding the pid, a log each).
@@ -58,6 +66,7 @@ _READY = b"R"
 _HEADER = struct.Struct("!I")
 _SIGNAL = struct.Struct("!i")
 _FORWARDED = ("SIGINT", "SIGTERM", "SIGHUP")
+NATIVE = {"OPENBLAS_NUM_THREADS": "1", "JE_ARROW_MALLOC_CONF": "background_thread:false"}
 _LIMITS = ("RLIMIT_AS", "RLIMIT_DATA", "RLIMIT_CPU", "RLIMIT_FSIZE", "RLIMIT_NOFILE", "RLIMIT_CORE")  # ulimit's
 
 
@@ -66,6 +75,8 @@ def run(module: str) -> None:
     one answers, else in this process."""
     import runpy
 
+    for name, value in NATIVE.items():
+        os.environ.setdefault(name, value)
     if _usable():
         conn = _connect(_key())
         if conn is not None:
@@ -105,7 +116,8 @@ def key_for(environ: Mapping[str, str]) -> str:
         stamp = os.stat(site).st_mtime_ns
     except OSError:
         stamp = 0
-    env = sorted((k, v) for k, v in environ.items() if k not in VOLATILE and not k.startswith("DVC_"))
+    stage_env = {**NATIVE, **environ}  # as `run` sets it for the stage
+    env = sorted((k, v) for k, v in stage_env.items() if k not in VOLATILE and not k.startswith("DVC_"))
     blob = json.dumps([sys.executable, sys.prefix, site, stamp, list(sys.flags), env])
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
@@ -194,8 +206,26 @@ def _delegate(conn: socket.socket, module: str) -> NoReturn:
 # ---- the warm interpreter ------------------------------------------------------------------------------------
 
 
+class _Stage(BaseException):
+    """Raised in a stage's own process to leave the warm interpreter's frames for the top of `serve`."""
+
+    def __init__(self, request: dict[str, Any], fds: list[int]) -> None:
+        super().__init__(request["module"])
+        self.request, self.fds = request, fds
+
+
 def serve(key: str) -> None:
-    """Import LIBRARIES, taking stages between two imports, then take stages until idle for IDLE_S."""
+    """Import LIBRARIES, taking stages between two imports, then take stages until idle for IDLE_S. In a stage's
+    own process this returns after running the stage (or raises what it raised), as `python -m` would end."""
+    try:
+        _serve(key)
+        return
+    except _Stage as stage:
+        request, fds = stage.request, stage.fds
+    _become(request, fds)  # outside the handler: the stage's own errors carry no context of ours
+
+
+def _serve(key: str) -> None:
     import fcntl
     import time
 
@@ -227,6 +257,7 @@ def serve(key: str) -> None:
     tracking.quiet()  # as a stage would before importing MLflow
     pending = list(LIBRARIES)
     last = time.monotonic()
+    server = os.getpid()
     try:
         while True:
             ready, _, _ = select.select([listener], [], [], 0 if pending else min(IDLE_S, 5.0))
@@ -240,10 +271,11 @@ def serve(key: str) -> None:
             elif time.monotonic() - last > IDLE_S or not _still(sock_path, mine):
                 return
     finally:
-        if _still(sock_path, mine):
-            sock_path.unlink(missing_ok=True)
-        lock_path.unlink(missing_ok=True)  # still held: a newcomer opening it now fails its lock and leaves
-        log_path.unlink(missing_ok=True)  # an orderly end; a warm interpreter that crashed leaves its log
+        if os.getpid() == server:  # not in a stage's process on its way out (_Stage): these are not its own
+            if _still(sock_path, mine):
+                sock_path.unlink(missing_ok=True)
+            lock_path.unlink(missing_ok=True)  # still held: a newcomer opening it now fails its lock and leaves
+            log_path.unlink(missing_ok=True)  # an orderly end; a warm interpreter that crashed leaves its log
 
 
 def _preload(module: str) -> None:
@@ -273,9 +305,22 @@ def _reap() -> None:
             return
 
 
+def _threads() -> int:
+    """This process's threads as the OS counts them (native ones included: a library's pool, an allocator's)."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return 0  # unknown: not forkable
+
+
 def _fork_runner(conn: socket.socket, *held: Any) -> None:
     """Fork the runner that takes this stage; the warm interpreter goes straight back to listening. The fork lets
-    go of what only the warm interpreter holds (its socket and the lock on its key)."""
+    go of what only the warm interpreter holds (its socket and the lock on its key). A fork of a process with
+    other threads could inherit a lock one of them held: then the stage is declined (it runs in its caller)."""
+    if _threads() != 1:
+        print(f"preload: {_threads()} threads here; declining a stage (it runs in its caller)", file=sys.stderr)
+        conn.close()
+        return
     if os.fork() != 0:
         conn.close()
         return
@@ -283,8 +328,11 @@ def _fork_runner(conn: socket.socket, *held: Any) -> None:
         thing.close()
     try:
         _runner(conn)
-    finally:
-        os._exit(0)
+    except _Stage:
+        raise  # the stage's own process, on its way to the top of serve()
+    except BaseException:  # the runner never returns into the warm interpreter's loop
+        os._exit(1)
+    os._exit(0)
 
 
 def _recv_exact(conn: socket.socket, size: int) -> bytes:
@@ -307,7 +355,7 @@ def _runner(conn: socket.socket) -> None:
     pid = os.fork()
     if pid == 0:
         conn.close()
-        _become(request, fds)
+        raise _Stage(request, fds)
     for fd in fds:
         os.close(fd)
     print(f"preload: {request['module']} in {request['cwd']} runs as pid {pid}", file=sys.stderr, flush=True)
@@ -331,13 +379,11 @@ def _runner(conn: socket.socket) -> None:
         conn.sendall(json.dumps({"exit": os.waitstatus_to_exitcode(status)}).encode())
 
 
-def _become(request: dict[str, Any], fds: list[int]) -> NoReturn:
-    """Turn this fork into `python -m <module>` as the caller started it, run it, and exit as it would."""
-    import atexit
+def _become(request: dict[str, Any], fds: list[int]) -> None:
+    """Turn this fork into `python -m <module>` as the caller started it and run it; what it raises (SystemExit,
+    an error, KeyboardInterrupt) ends this process as it would end `python -m`."""
     import resource
     import runpy
-    import threading
-    import traceback
 
     from selfheal.service import procs
 
@@ -367,30 +413,7 @@ def _become(request: dict[str, Any], fds: list[int]) -> NoReturn:
         sys.modules["numpy"].random.seed()
     if isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(line_buffering=sys.stdout.isatty())
-    code = 0
-    try:
-        runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
-    except SystemExit as exc:
-        code = _exit_code(exc.code)
-    except BaseException:
-        traceback.print_exc()
-        code = 1
-    threading._shutdown()  # type: ignore[attr-defined]  # as the interpreter's exit: non-daemon threads finish
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError):
-            stream.flush()
-    os._exit(code)
-
-
-def _exit_code(code: object) -> int:
-    """What the interpreter makes of SystemExit(code)."""
-    if code is None:
-        return 0
-    if isinstance(code, int):
-        return code
-    print(code, file=sys.stderr)
-    return 1
+    runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
 
 
 def stop(key: str | None = None) -> bool:

@@ -92,6 +92,21 @@ def warm(project: Path, env: dict[str, str], not_pid: int = 0) -> int:
         time.sleep(0.1)
 
 
+THREADS = ("import importlib, os; from selfheal.ops.stage_runner import LIBRARIES; "
+           "[importlib.import_module(m) for m in LIBRARIES]; print(len(os.listdir('/proc/self/task')))")
+
+
+def test_with_the_stage_environment_the_preloaded_libraries_start_no_thread(environ: dict[str, str]) -> None:
+    """What makes every fork single-threaded: with runner.NATIVE set (as every stage has it), importing every
+    preloaded library leaves the one thread; without it, OpenBLAS and jemalloc start their own."""
+    def threads(env: dict[str, str]) -> int:
+        return int(subprocess.run([sys.executable, "-c", THREADS], env=env, capture_output=True, text=True,
+                                  check=True).stdout)
+
+    assert threads({**environ, **runner.NATIVE}) == 1
+    assert threads({k: v for k, v in environ.items() if k not in runner.NATIVE}) > 1
+
+
 def test_first_stage_runs_itself_and_starts_a_warm_interpreter(project: Path, environ: dict[str, str]) -> None:
     proc, seen, _ = probe(project, environ)
     assert proc.returncode == 0 and seen["pid"] == proc.pid  # ran in the caller
