@@ -22,7 +22,9 @@ runs in the caller). Imported as they are, the libraries would start three nativ
 numpy and scipy, jemalloc's purger in pyarrow); NATIVE keeps them from starting, in every stage (warm or not, so
 a fork computes as a fresh process does), unless the user set those variables. A stage's fork leaves the warm
 interpreter's frames (an exception up to `serve`) and runs the stage at the top, so it ends as any Python
-program does: its non-daemon threads joined, its atexit handlers run, its exit status or signal its own.
+program does: its traceback printed, its non-daemon threads joined, its atexit handlers run, its exit status or
+signal its own. Only the teardown of the interpreter's modules after that is skipped (the last atexit handler
+exits): it frees memory the OS frees anyway, and with these libraries loaded costs most of a second per stage.
 
 A warm interpreter that cannot be reached in WAIT_S, or any other failure before the fork, runs the stage in the
 caller, as before. SELFHEAL_PRELOAD=0 turns this off. Linux only (pidfd, SCM_RIGHTS); elsewhere stages run in
@@ -214,9 +216,29 @@ class _Stage(BaseException):
         self.request, self.fds = request, fds
 
 
+_ENDED: dict[str, int] = {}  # in a stage's own process: how the stage ended ("code", or "signal" to die of)
+
+
+def _exit_without_teardown() -> None:
+    """Registered before any library's handler, so the interpreter runs it last: in a stage's process that has
+    ended, leave with the stage's status (or signal) now that only the modules' teardown is left."""
+    if not _ENDED:
+        return  # the warm interpreter itself
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    if "signal" in _ENDED:
+        signal.signal(_ENDED["signal"], signal.SIG_DFL)
+        os.kill(os.getpid(), _ENDED["signal"])
+    os._exit(_ENDED.get("code", 0))
+
+
 def serve(key: str) -> None:
     """Import LIBRARIES, taking stages between two imports, then take stages until idle for IDLE_S. In a stage's
     own process this returns after running the stage (or raises what it raised), as `python -m` would end."""
+    import atexit
+
+    atexit.register(_exit_without_teardown)
     try:
         _serve(key)
         return
@@ -413,7 +435,18 @@ def _become(request: dict[str, Any], fds: list[int]) -> None:
         sys.modules["numpy"].random.seed()
     if isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(line_buffering=sys.stdout.isatty())
-    runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
+    try:
+        runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
+    except SystemExit as exc:  # what the interpreter makes of it: None 0, an int itself, anything else printed, 1
+        _ENDED["code"] = 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 1
+        raise
+    except KeyboardInterrupt:  # an uncaught Ctrl-C: Python dies of SIGINT
+        _ENDED["signal"] = signal.SIGINT
+        raise
+    except BaseException:
+        _ENDED["code"] = 1
+        raise
+    _ENDED["code"] = 0
 
 
 def stop(key: str | None = None) -> bool:

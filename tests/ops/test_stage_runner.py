@@ -230,3 +230,31 @@ def test_a_forked_stage_killed_outright_kills_its_caller_the_same_way(project: P
     os.kill(forked, signal.SIGKILL)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == -signal.SIGKILL and "Traceback" not in err
+
+
+ENDING = '''
+import atexit, os, sys, threading, time
+import psutil
+print(psutil.Process(os.getppid()).ppid(), flush=True)
+atexit.register(lambda: print("atexit ran", flush=True))
+threading.Thread(target=lambda: (time.sleep(0.3), print("thread finished", flush=True))).start()
+raise RuntimeError("stage failed")
+'''
+
+
+def test_a_forked_stage_ends_as_a_fresh_process_ends(project: Path, environ: dict[str, str]) -> None:
+    """A stage that starts a thread, registers an atexit handler and fails: in the fork as in a fresh process,
+    the traceback is printed, the thread finishes, the handler runs, and the status is 1."""
+    (project / "stages" / "ending.py").write_text(ENDING)
+    server = warm(project, environ)
+
+    def end(env: dict[str, str]) -> tuple[list[str], str, int]:
+        proc = subprocess.run([sys.executable, "-m", "selfheal.ops.stage_runner", "stages.ending"], cwd=project,
+                              env=env, capture_output=True, text=True, timeout=120)
+        return proc.stdout.splitlines(), proc.stderr, proc.returncode
+
+    forked, fresh = end(environ), end({**environ, runner.SWITCH: "0"})
+    assert forked[0][0] == str(server) and fresh[0][0] != str(server)  # stage <- runner <- warm; its own
+    for lines, err, code in (forked, fresh):
+        assert lines[1:] == ["thread finished", "atexit ran"] and code == 1
+        assert err.rstrip().endswith("RuntimeError: stage failed")
