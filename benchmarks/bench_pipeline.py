@@ -24,7 +24,7 @@ from selfheal.ops import sandbox
 from selfheal.ops import stage_runner as preload
 
 ROOT = Path(__file__).resolve().parents[1]
-COLD_ENV = "SELFHEAL_BENCH_COLD"
+COLD_ENV = "STAGE_RUNNER_BENCH_RUN"  # not SELFHEAL_*: those are not part of the key
 
 BARE = """
 from selfheal.core.config import load_params

@@ -59,7 +59,7 @@ def project(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def environ() -> Iterator[dict[str, str]]:
-    env = {**sandbox.env(), "PYTHONPATH": str(sandbox.SOURCE), "SELFHEAL_TEST_KEY": uuid.uuid4().hex}
+    env = {**sandbox.env(), "PYTHONPATH": str(sandbox.SOURCE), "STAGE_RUNNER_TEST_KEY": uuid.uuid4().hex}
     env.pop(runner.SWITCH, None)
     yield env
     runner.stop(runner.key_for(env))
@@ -105,6 +105,17 @@ def test_with_the_stage_environment_the_preloaded_libraries_start_no_thread(envi
 
     assert threads({**environ, **runner.NATIVE}) == 1
     assert threads({k: v for k, v in environ.items() if k not in runner.NATIVE}) > 1
+
+
+def test_stages_share_a_warm_interpreter_unless_a_library_could_see_a_difference() -> None:
+    """The key: selfheal's and pytest's variables (read by code imported fresh in each fork, or by no library)
+    and the per-run ones share an interpreter; a variable a library may read at import does not."""
+    base = {"PATH": "/usr/bin", "HOME": "/root"}
+    same = {**base, "SELFHEAL_PROJECT": "selfheal.nn.yaml", "PYTEST_XDIST_WORKER": "gw1", "DVC_EXP_NAME": "x",
+            "PWD": "/tmp/a"}
+    assert runner.key_for(same) == runner.key_for(base)
+    assert runner.key_for({**base, "OMP_NUM_THREADS": "4"}) != runner.key_for(base)
+    assert runner.key_for({**base, **runner.NATIVE}) == runner.key_for(base)  # what every stage runs with
 
 
 def test_first_stage_runs_itself_and_starts_a_warm_interpreter(project: Path, environ: dict[str, str]) -> None:
@@ -181,7 +192,7 @@ def test_a_stale_socket_is_replaced(project: Path, environ: dict[str, str]) -> N
 def test_the_pipeline_in_warm_forks_writes_what_fresh_processes_write(tmp_path: Path) -> None:
     """The real `dvc repro`, once with the warm interpreter (train, validate and monitor forked from it) and once
     with every stage a fresh process: every output's md5 in dvc.lock is the same."""
-    own = {"SELFHEAL_TEST_KEY": uuid.uuid4().hex, runner.SWITCH: "1"}
+    own = {"STAGE_RUNNER_TEST_KEY": uuid.uuid4().hex, runner.SWITCH: "1"}
     warm_repo, fresh_repo = (sandbox.create(tmp_path / name, sandbox.SOURCE) for name in ("warm", "fresh"))
     try:
         sandbox.run(["dvc", "repro"], warm_repo, extra_env=own)
