@@ -71,10 +71,6 @@ class Fault:
     then_repro: bool = False  # `dvc repro` runs after the fault, as CI's reproduce step does before heal
     needs: frozenset[str] = frozenset({"selfheal"})  # what the project must offer (see the module docstring)
 
-    @property
-    def needs_service(self) -> bool:
-        return self.group == "service"
-
 
 def _read(path: Path) -> pd.DataFrame:
     return pd.read_csv(path, dtype=str, keep_default_na=False)
