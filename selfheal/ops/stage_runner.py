@@ -9,9 +9,10 @@ What keeps a fork equal to a fresh `python -m stages.<name>`:
 - only third-party libraries are preloaded: selfheal and the stages are imported fresh in every fork, from the
   caller's sys.path, so the code that runs is the code on disk;
 - one warm interpreter per Python executable, installed packages (their folder's mtime) and environment, minus
-  the variables that change on every run (VOLATILE) and those no preloaded library reads (OURS: selfheal's own,
-  read by its code imported fresh in the fork; pytest's): a library that reads a variable when imported saw the
-  value the stage would have seen;
+  the variables that change on every run (VOLATILE) and those no preloaded library reads (UNREAD: selfheal's
+  own, read by its code imported fresh in the fork; those of pytest, make, DVC's experiment queue and
+  multiprocessing), with PATH's repeated entries dropped (the same lookups): a library that reads a variable
+  when imported saw the value the stage would have seen;
 - the fork takes the caller's argv, working directory, environment, umask and stdin/stdout/stderr (passed as file
   descriptors) and its resource limits; the caller exits with the fork's status, or dies of the same signal; SIGINT, SIGTERM and SIGHUP
   sent to the caller reach the fork, and a caller that dies takes the fork with it (SIGTERM), as does the runner
@@ -61,8 +62,8 @@ LIBRARIES = (
     "mlflow.store.tracking.sqlalchemy_store", "mlflow.store.model_registry.sqlalchemy_store",
     "scipy.stats", "datasketches",
 )
-VOLATILE = frozenset({"PWD", "OLDPWD", "SHLVL", "_", SWITCH})  # and every DVC_*
-OURS = ("SELFHEAL_", "PYTEST_")
+VOLATILE = frozenset({"PWD", "OLDPWD", "SHLVL", "_", SWITCH, "MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES"})
+UNREAD = ("DVC_", "SELFHEAL_", "PYTEST_", "CELERY_", "_MP_FORK_")
 _OWN = ("selfheal", "stages")  # imported fresh in every fork
 _SOCKET_PATH_MAX = 108  # sun_path, with its terminating NUL
 _NAME_MAX = 40  # "/.<key>.sock.<pid>", the longest name a socket is bound at
@@ -121,7 +122,9 @@ def key_for(environ: Mapping[str, str]) -> str:
     except OSError:
         stamp = 0
     stage_env = {**NATIVE, **environ}  # as `run` sets it for the stage
-    env = sorted((k, v) for k, v in stage_env.items() if k not in VOLATILE and not k.startswith(("DVC_", *OURS)))
+    if "PATH" in stage_env:
+        stage_env["PATH"] = os.pathsep.join(dict.fromkeys(stage_env["PATH"].split(os.pathsep)))
+    env = sorted((k, v) for k, v in stage_env.items() if k not in VOLATILE and not k.startswith(UNREAD))
     blob = json.dumps([sys.executable, sys.prefix, site, stamp, list(sys.flags), env])
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 

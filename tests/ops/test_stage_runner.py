@@ -112,8 +112,9 @@ def test_stages_share_a_warm_interpreter_unless_a_library_could_see_a_difference
     and the per-run ones share an interpreter; a variable a library may read at import does not."""
     base = {"PATH": "/usr/bin", "HOME": "/root"}
     same = {**base, "SELFHEAL_PROJECT": "selfheal.nn.yaml", "PYTEST_XDIST_WORKER": "gw1", "DVC_EXP_NAME": "x",
-            "PWD": "/tmp/a"}
+            "PWD": "/tmp/a", "MAKELEVEL": "2", "CELERY_LOG_LEVEL": "20", "PATH": "/usr/bin:/usr/bin"}
     assert runner.key_for(same) == runner.key_for(base)
+    assert runner.key_for({**base, "PATH": "/opt/bin:/usr/bin"}) != runner.key_for(base)
     assert runner.key_for({**base, "OMP_NUM_THREADS": "4"}) != runner.key_for(base)
     assert runner.key_for({**base, **runner.NATIVE}) == runner.key_for(base)  # what every stage runs with
 
