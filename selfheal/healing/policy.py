@@ -210,7 +210,7 @@ def _monitor(obs: Observations, s: Settings) -> Decision | None:
         return Decision("monitor", "skip", "the gate restores the model first")
     v = obs.verdict or {}
     if v and not v.get("passed") and obs.candidate != _prod_md5(obs):
-        return Decision("monitor", "skip", "the workspace model failed validation: the gate decides on it first")
+        return Decision("monitor", "skip", "the gate has not passed the workspace model: it decides on it first")
     stale = _stale_monitoring(obs)
     if stale:
         return Decision("monitor", "run_monitor", f"{stale}: the monitor stage measures it")
