@@ -344,8 +344,9 @@ def _fork_runner(conn: socket.socket, *held: Any) -> None:
     """Fork the runner that takes this stage; the warm interpreter goes straight back to listening. The fork lets
     go of what only the warm interpreter holds (its socket and the lock on its key). A fork of a process with
     other threads could inherit a lock one of them held: then the stage is declined (it runs in its caller)."""
-    if _threads() != 1:
-        print(f"preload: {_threads()} threads here; declining a stage (it runs in its caller)", file=sys.stderr)
+    threads = _threads()
+    if threads != 1:
+        print(f"preload: {threads} threads here; declining a stage (it runs in its caller)", file=sys.stderr)
         conn.close()
         return
     if os.fork() != 0:

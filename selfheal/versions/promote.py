@@ -74,9 +74,10 @@ def _commit_paths(cwd: Path) -> list[str]:
     in_git = {p for paths in vcs.git_tracked_outputs(cwd / workspace.DVC_YAML).values() for p in paths}
     cached = {p for entry in lock.values() for p in vcs.hashes(entry)} - in_git
     params = {f for entry in lock.values() for f in (entry.get("params") or {})}
-    data = {f"{dep}.dvc" for entry in lock.values() for dep in vcs.hashes(entry, "deps")}
-    paths = [str(workspace.DVC_LOCK), *sorted(params), *sorted(in_git), *sorted(data)]
-    paths += sorted({str(Path(p).parent / ".gitignore") for p in cached | {d.removesuffix(".dvc") for d in data}})
+    added = {dep for entry in lock.values() for dep in vcs.hashes(entry, "deps") if (cwd / f"{dep}.dvc").is_file()}
+    paths = [str(workspace.DVC_LOCK), *sorted(params), *sorted(in_git), *sorted(f"{dep}.dvc" for dep in added)]
+    # DVC's .gitignore beside each cached output and each `dvc add`ed input (not beside code or other deps)
+    paths += sorted({str(Path(p).parent / ".gitignore") for p in cached | added})
     removed = vcs.git("ls-files", "--deleted", "--", "*.dvc", cwd=cwd).split()
     return [p for p in dict.fromkeys(paths) if (cwd / p).exists()] + removed
 

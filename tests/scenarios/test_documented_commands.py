@@ -147,7 +147,7 @@ def _run(block: Block, clone: Path, activated: bool = False, text: str | None = 
 
 
 def _walk(name: str) -> list[Block]:
-    return [b for b in blocks() if isinstance(_place(b), Walk) and _place(b).name == name]  # type: ignore[union-attr]
+    return [b for b in blocks() if isinstance(place := _place(b), Walk) and place.name == name]
 
 
 def _git_status(clone: Path) -> str:
