@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from selfheal.core import workspace
@@ -90,17 +91,27 @@ def test_a_stopped_service_is_hung_after_the_quick_check(tmp_path: Path, monkeyp
         start_service(project, port)
         pid = wait_status(url)["pid"]
         os.killpg(pid, signal.SIGSTOP)  # the whole service: its master and every worker
+        _wait_stopped(pid)
         health = probe(url, ServiceRecoveryParams(health_timeout_seconds=60.0))  # never waits for the full check
         assert health.state == "hung" and f"pid {pid} is stopped" in health.detail, health.detail
         os.killpg(pid, signal.SIGCONT)
         assert probe(url, ServiceRecoveryParams()).healthy
         os.kill(pid, signal.SIGSTOP)  # the master alone: its workers answer 503, nobody would replace them
+        _wait_stopped(pid)
         health = probe(url, ServiceRecoveryParams())
         assert health.state == "hung" and f"pid {pid}, the service's master, is stopped" in health.detail
         os.kill(pid, signal.SIGCONT)
         assert probe(url, ServiceRecoveryParams()).healthy
     finally:
         stop_all(project)
+
+
+def _wait_stopped(pid: int) -> None:
+    """kill() only queues SIGSTOP: on a busy machine the process may run on for a moment before the kernel stops it."""
+    deadline = time.monotonic() + 10
+    while psutil.Process(pid).status() != psutil.STATUS_STOPPED:
+        assert time.monotonic() < deadline, f"pid {pid} did not stop within 10 s of SIGSTOP"
+        time.sleep(0.01)
 
 
 def test_an_answer_broken_off_by_a_dying_process_is_down_not_an_error(tmp_path: Path) -> None:
