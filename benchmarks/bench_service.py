@@ -38,7 +38,6 @@ from pathlib import Path
 
 import psutil
 import requests
-import yaml
 
 from benchmarks.loadgen import run_load
 from selfheal.core import workspace
@@ -91,9 +90,8 @@ def _project(tmp: Path) -> tuple[Path, list[dict], dict]:
     project = tmp / "project"
     save_model(pipeline, meta, project / workspace.MODEL)
     record_production(project, project / "models")  # the service serves only the registry's production
-    raw = yaml.safe_load((ROOT / workspace.PARAMS).read_text())
-    raw["service_recovery"]["max_recovery_attempts"] = 30  # 15 faults (some retried) in one watch window
-    (project / workspace.PARAMS).write_text(yaml.safe_dump(raw))
+    shutil.copy2(ROOT / workspace.PARAMS, project / workspace.PARAMS)
+    sandbox.set_params(project, service_recovery={"max_recovery_attempts": 30})  # 15 faults (some retried) in one watch window
     names = [f["name"] for f in meta["features"]]
     sample = holdout[names].head(20)
     import sklearn
@@ -185,9 +183,7 @@ def _throughput(tmp: Path, project: Path, record: dict) -> dict:
 def _with_workers(project: Path, dest: Path, workers: int) -> Path:
     """A copy of the benchmark's project whose service runs `workers` worker processes."""
     shutil.copytree(project, dest, symlinks=True, ignore=shutil.ignore_patterns(".selfheal"))
-    raw = yaml.safe_load((dest / workspace.PARAMS).read_text())
-    raw["service_recovery"]["workers"] = workers
-    (dest / workspace.PARAMS).write_text(yaml.safe_dump(raw))
+    sandbox.set_params(dest, service_recovery={"workers": workers})
     return dest
 
 

@@ -30,13 +30,11 @@ ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to read")
 def _own_params(path: Path, config: Path | None = None) -> Params:
     """params.yaml of selfheal's own pipeline; a clear error in a project guarded through selfheal.yaml, whose
     params.yaml belongs to that project and is never parsed."""
-    from selfheal.core.config import load_params
-    from selfheal.core.project import find
-
-    if find() is not None:
+    _, params = _project(path, config)
+    if params is None:
         raise SelfHealError("this command works on selfheal's own pipeline; this project is guarded through "
                             "selfheal.yaml (heal, promote, rollback, versions, retrain, status: see docs/guarding.md)")
-    return load_params(path, config)
+    return params
 
 
 @app.callback()
@@ -173,7 +171,7 @@ def serve(
     from selfheal.service.server import main as serve_main
 
     _own_params(params)
-    raise typer.Exit(serve_main(["--host", host, "--port", str(port), "--model", str(model), "--params", str(params)]))
+    raise typer.Exit(serve_main(["--host", host, "--port", str(port), "--model", str(model)]))
 
 
 @app.command()
@@ -213,15 +211,10 @@ WaitOpt = Annotated[float, typer.Option("--wait", help="Seconds to wait for anot
 
 
 def _project(params: Path, config: Path | None) -> tuple[Project, Params | None]:
-    """The project (either kind) and, for our own pipeline, its params.yaml (with the guide's JSON config)."""
-    from selfheal.core.project import current
+    """The project (either kind) and, for our own pipeline, its params with selfheal.yaml's own groups."""
+    from selfheal.core.project import open_project
 
-    project = current()
-    if project.kind != "selfheal":
-        return project, None
-    from selfheal.core.config import load_params
-
-    return project, load_params(params, config)
+    return open_project(".", params, config)
 
 
 @app.command()

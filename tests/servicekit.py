@@ -50,12 +50,12 @@ def two_models(root: Path) -> dict[str, Path]:
 
 
 def make_project(path: Path, models: Path, service_recovery: dict | None = None) -> Path:
-    """A project directory: a git repo with params.yaml (with service_recovery overrides) and models/ copied
-    from `models`, promoted to production in the registry (the service serves only production)."""
+    """A project directory: a git repo with params.yaml, a selfheal.yaml of our layout (with service_recovery
+    overrides) and models/ copied from `models`, promoted to production in the registry (the service serves
+    only production)."""
     path.mkdir(parents=True, exist_ok=True)
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["service_recovery"].update(service_recovery or {})
-    (path / "params.yaml").write_text(yaml.safe_dump(params))
+    shutil.copy2(ROOT / "params.yaml", path / "params.yaml")
+    sandbox.set_params(path, service_recovery=service_recovery or {})
     shutil.copytree(models, path / "models", dirs_exist_ok=True)
     record_production(path, models)
     return path

@@ -1,5 +1,7 @@
-"""The one source of configuration: params.yaml, validated. Unknown keys and wrong types are clear errors.
+"""Our pipeline's knobs, validated: unknown keys and wrong types are clear errors.
 
+params.yaml holds what the stages read (so `dvc exp show` compares only what can change a result); the groups
+only selfheal reads (service_recovery, escalation) live in selfheal.yaml (core/project.py) and join them here.
 The self-healing groups keep the key names of the guide's `config/self_healing_config.json`, which is also
 accepted (`--config`) and overrides those groups.
 """
@@ -150,6 +152,9 @@ class Params(_Group):
 
 
 HEALING_GROUPS = ("data_quality", "model_validation", "drift_detection", "service_recovery")
+# read by selfheal only, never by a stage: selfheal.yaml's groups, not params.yaml's
+OWN_GROUPS = ("service_recovery", "escalation")
+STAGE_GROUPS = tuple(group for group in Params.model_fields if group not in OWN_GROUPS)
 
 
 def _explain(source: str, exc: ValidationError) -> ConfigError:
@@ -191,26 +196,33 @@ def read_yaml(path: Path, missing: str = "not found") -> Any:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    """params.yaml's groups: every group of Params must be there (an empty or truncated file is an error)."""
+    """params.yaml's groups: every stage group must be there (an empty or truncated file is an error), and
+    none of selfheal's own (one place for each knob)."""
     raw = read_yaml(path, "not found (run from the project root, or pass --params)")
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of groups at the top level")
-    missing = [group for group in Params.model_fields if group not in raw]
+    moved = [group for group in OWN_GROUPS if group in raw]
+    if moved:
+        raise ConfigError(f"{path}: {', '.join(moved)}: only selfheal reads this, so it lives in selfheal.yaml "
+                          f"(params.yaml holds what the stages read); move the group there, keys unchanged")
+    missing = [group for group in STAGE_GROUPS if group not in raw]
     if missing:
         what = "is empty" if not raw else f"has no group(s) {', '.join(missing)}"
-        raise ConfigError(f"{path} {what}; expected the groups {', '.join(Params.model_fields)} "
+        raise ConfigError(f"{path} {what}; expected the groups {', '.join(STAGE_GROUPS)} "
                           f"(restore them with `git checkout -- {path}` or copy them from the project's params.yaml)")
     return raw
 
 
-def load_params(path: str | Path = workspace.PARAMS, healing_config: str | Path | None = None) -> Params:
-    """Load params.yaml; a seed-format JSON config, if given, overrides the self-healing groups.
+def load_params(path: str | Path = workspace.PARAMS, healing_config: str | Path | None = None,
+                own: dict[str, Any] | None = None) -> Params:
+    """Load params.yaml with selfheal.yaml's own groups (`own`, validated there; defaults when not given, as
+    in a stage); a seed-format JSON config, if given, overrides the self-healing groups.
 
     Strict like DVC, which refuses to run a stage whose params are missing from the file: a group left out is
     an error, never silently filled with defaults (a defaulted cooldown or threshold would act on values nobody
     chose). Keys left out inside a present group keep their defaults, as params.yaml's comments describe.
     """
-    raw = _read_yaml(Path(path))
+    raw = {**_read_yaml(Path(path)), **(own or {})}
     if healing_config is not None:
         overlay = load_healing_config(healing_config)
         for group, values in overlay.items():

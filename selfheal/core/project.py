@@ -5,8 +5,10 @@ the stages restored together as one version), the gate (a metrics file, a dotted
 bound, the largest relative change versus production), how a candidate is made, and where selfheal keeps its
 own records (`.selfheal/` by default, never the project's folders). `selfheal init` writes it.
 
-`kind: selfheal` marks this repository's own pipeline: its knobs stay in params.yaml (the guide's keys) and its
-selfheal.yaml only names, for the same tools, what the built-in pipeline hard-codes (a test keeps them in step).
+`kind: selfheal` marks this repository's own pipeline: the knobs its stages read stay in params.yaml (the guide's
+keys); its selfheal.yaml names, for the same tools, what the built-in pipeline hard-codes (a test keeps them in
+step) and holds the groups only selfheal reads: `service_recovery` (the guide's keys for our built-in service)
+and `escalation` (any kind).
 """
 
 from __future__ import annotations
@@ -19,11 +21,19 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from selfheal.core.config import DataQualityParams, _explain, parse_yaml, read_yaml
+from selfheal.core.config import (
+    DataQualityParams,
+    EscalationParams,
+    Params,
+    ServiceRecoveryParams,
+    _explain,
+    load_params,
+    parse_yaml,
+    read_yaml,
+)
 from selfheal.core.errors import ConfigError, SelfHealError
-from selfheal.core.workspace import inside
+from selfheal.core.workspace import PARAMS, PROJECT_FILE, inside
 
-PROJECT_FILE = Path("selfheal.yaml")
 RECORDS = Path(".selfheal")
 # another file than selfheal.yaml: one per artifact, when one repository guards several models
 PROJECT_ENV = "SELFHEAL_PROJECT"
@@ -167,13 +177,23 @@ class Project(_Section):
     service: ServiceSection | None = None
     registry: RegistrySection = Field(default_factory=RegistrySection)
     drill: DrillSection | None = None
+    escalation: EscalationParams = Field(default_factory=EscalationParams)
+    # the guide's keys for selfheal's built-in service; a project serving its own model says `service:`
+    service_recovery: ServiceRecoveryParams = Field(default_factory=ServiceRecoveryParams)
     records: str = str(RECORDS)
 
     @model_validator(mode="after")
     def _records_are_selfheal_own(self) -> Project:
         if self.kind == "dvc" and inside(self.records, self.model.outs):
             raise ValueError(f"records: {self.records!r} lies inside a model output; use .selfheal")
+        if self.kind == "dvc" and "service_recovery" in self.model_fields_set:
+            raise ValueError("service_recovery: configures selfheal's built-in service (kind selfheal); "
+                             "a project's own service is `service:` (health, reload, start)")
         return self
+
+    def own_groups(self) -> dict[str, Any]:
+        """The params groups only selfheal reads, as config.load_params takes them."""
+        return self.model_dump(include={"service_recovery", "escalation"})
 
     @property
     def records_dir(self) -> Path:
@@ -214,14 +234,15 @@ def current(root: str | Path = ".") -> Project:
     return load(path) if path.exists() else parse(OURS, "selfheal's own pipeline")
 
 
-def find(root: str | Path = ".") -> Project | None:
-    """The project's configuration when it is a configured foreign project (kind dvc); None for our own
-    pipeline (no selfheal.yaml, or kind selfheal), whose commands read params.yaml as before."""
-    path = Path(root) / project_file()
-    if not path.exists():
-        return None
-    project = load(path)
-    return project if project.kind == "dvc" else None
+def open_project(root: str | Path = ".", params: str | Path | None = None,
+                 healing_config: str | Path | None = None) -> tuple[Project, Params | None]:
+    """The project at `root` (either kind) and, for our own pipeline, its params.yaml (`params`, default the
+    root's) with this file's own groups and the guide's JSON config over both; None for any other project,
+    whose params.yaml selfheal never parses."""
+    config = current(root)
+    if config.kind != "selfheal":
+        return config, None
+    return config, load_params(params or Path(root) / PARAMS, healing_config, config.own_groups())
 
 
 def at_key(doc: Any, key: str) -> Any:

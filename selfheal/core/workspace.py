@@ -15,7 +15,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 # configuration and DVC's own files
-PARAMS = Path("params.yaml")
+PARAMS = Path("params.yaml")  # what the stages read
+PROJECT_FILE = Path("selfheal.yaml")  # what selfheal reads (core/project.py)
 DVC_YAML = Path("dvc.yaml")
 DVC_LOCK = Path("dvc.lock")
 EXP_GRID = Path("config/exp_grid.yaml")

@@ -40,7 +40,7 @@ def settings(project: Project, params: Params | None) -> Settings:
             retrain_switch="drift_detection.auto_retrain_enabled", stage=project.gate.stage)
     data, drift, service = project.data, project.drift, project.service
     return Settings(
-        auto_fix=data.quality.auto_fix_enabled if data else True, auto_rollback=True,
+        escalation=project.escalation, auto_fix=data.quality.auto_fix_enabled if data else True, auto_rollback=True,
         auto_retrain=drift.auto_retrain_enabled if drift else True, cooldown_hours=project.retrain.cooldown_hours,
         drift_threshold=drift.drift_threshold if drift else 0.5,
         max_recovery_attempts=service.max_recovery_attempts if service else 3,

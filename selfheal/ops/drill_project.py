@@ -16,7 +16,7 @@ import yaml
 
 from selfheal.core import workspace
 from selfheal.core.errors import SelfHealError
-from selfheal.core.project import Project, project_file
+from selfheal.core.project import Project, current, project_file
 from selfheal.ops import faults as catalogue
 from selfheal.ops import judge, sandbox
 from selfheal.ops.trials import free_port
@@ -94,7 +94,7 @@ def own_port(root: Path, on: Target) -> None:
 def health_url(root: Path, on: Target) -> str | None:
     """Where the copy's service answers 200 when healthy; None when the drill cannot start one."""
     if on.ours:
-        return str(params(root)["service_recovery"]["service_url"]).rstrip("/") + "/health"
+        return current(root).service_recovery.service_url.rstrip("/") + "/health"
     service = (yaml.safe_load((root / project_file()).read_text(encoding="utf-8")) or {}).get("service") or {}
     return service.get("health") if service.get("start") else None
 

@@ -308,11 +308,15 @@ OPTIONAL = """
 #   health: http://127.0.0.1:8080/health
 #   start: python serve.py --port {port}
 #   reload: http://127.0.0.1:8080/reload
+# escalation:                        # when heal stops acting on a recurring issue and asks for a person
+#   max_same_issue: 3                # more often than this within window_hours (24)
+#   max_auto_rollbacks: 2            # this many automatic rollbacks within window_hours
 """
 
 
 def render(project: Project) -> str:
-    doc = project.model_dump(exclude_none=True)
+    # the escalation rules' defaults are the commented example below; service_recovery is our own service's
+    doc = project.model_dump(exclude_none=True, exclude={"escalation", "service_recovery"})
     if not doc.get("registry"):
         doc.pop("registry", None)  # unset: this clone's tags (the commented example below shows the key)
     doc["gate"].setdefault("bound", None)  # shown, so the choice left to the user is visible

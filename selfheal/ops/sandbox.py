@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import psutil
 import yaml
@@ -81,12 +82,19 @@ def run_stage(stage: str, cwd: Path, **extra_env: str) -> subprocess.CompletedPr
 
 
 def set_params(repo: Path, **groups: dict) -> None:
-    """Shallow-merge values into params.yaml groups of a sandbox."""
-    path = repo / workspace.PARAMS
-    params = yaml.safe_load(path.read_text())
-    for group, values in groups.items():
-        params[group] = {**params.get(group, {}), **values}
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    """Shallow-merge values into groups of a sandbox: params.yaml's, or selfheal.yaml's for the groups only
+    selfheal reads (service_recovery, escalation)."""
+    from selfheal.core.config import OWN_GROUPS
+    from selfheal.core.project import OURS
+
+    for name, own in ((workspace.PARAMS, False), (workspace.PROJECT_FILE, True)):
+        mine = {group: values for group, values in groups.items() if (group in OWN_GROUPS) == own}
+        if mine:
+            path = repo / name
+            doc: dict[str, Any] = yaml.safe_load(path.read_text()) if path.exists() else dict(OURS)  # our layout, as without it
+            for group, values in mine.items():
+                doc[group] = {**doc.get(group, {}), **values}
+            path.write_text(yaml.safe_dump(doc, sort_keys=False))
 
 
 def commit(repo: Path, message: str) -> None:

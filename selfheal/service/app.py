@@ -55,7 +55,7 @@ PREDICT_RESPONSES: dict[int | str, dict[str, Any]] = {
 class ServiceSettings:
     model_path: Path = workspace.MODEL  # the model output, relative to root, whose production version is served
     root: Path = Path(".")  # the project: its registry names production
-    params_path: Path | None = workspace.PARAMS
+    project_path: Path | None = workspace.PROJECT_FILE  # selfheal.yaml: service_recovery, read again on reload
     max_batch_size: int = 1000
     admin_token: str | None = None  # None: admin endpoints answer loopback clients only
     project: str = field(default_factory=workspace.project_id)  # on /health: callers check it is their project
@@ -311,9 +311,9 @@ def _model(holder: ModelHolder) -> dict[str, Any]:
 
 
 def _read_batch_size(settings: ServiceSettings) -> int:
-    """Configuration reload: the service's knobs from params.yaml (service_recovery.max_batch_size)."""
-    if settings.params_path is None or not settings.params_path.exists():
+    """Configuration reload: the service's knobs from selfheal.yaml (service_recovery.max_batch_size)."""
+    if settings.project_path is None or not settings.project_path.exists():
         return settings.max_batch_size
-    from selfheal.core.config import load_params
+    from selfheal.core.project import load
 
-    return load_params(settings.params_path).service_recovery.max_batch_size
+    return load(settings.project_path).service_recovery.max_batch_size

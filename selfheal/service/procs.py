@@ -32,13 +32,13 @@ from selfheal.core.clock import now_iso
 
 
 def service_argv(host: str, port: int, model: str | Path = workspace.MODEL,
-                 params: str | Path = workspace.PARAMS) -> list[str]:
+                 project: str | Path = workspace.PROJECT_FILE) -> list[str]:
     """The built-in start command: this interpreter, `-m selfheal.service` (no CLI framework to import).
 
     Always spelled out in full, so the command a service records equals the one recovery would build.
     """
     return [sys.executable, "-m", "selfheal.service", "--host", host, "--port", str(port), "--model", str(model),
-            "--params", str(params)]
+            "--project", str(project)]
 
 
 def write_pid_file(host: str, port: int, cmd: list[str], state: str, path: Path = workspace.PID_FILE,

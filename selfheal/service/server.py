@@ -40,8 +40,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--model", default=str(workspace.MODEL),
                    help="the model output whose production version is served (model.json beside it)")
-    p.add_argument("--params", default=str(workspace.PARAMS),
-                   help="params.yaml (service_recovery.max_batch_size, .workers, .health_timeout_seconds)")
+    p.add_argument("--project", default=str(workspace.PROJECT_FILE),
+                   help="selfheal.yaml (service_recovery.max_batch_size, .workers, .health_timeout_seconds)")
     p.add_argument("--standby", action="store_true", help="import everything, then wait for 'go' on stdin")
     return p
 
@@ -100,7 +100,7 @@ def _stop_on_signal(sig: int, _frame: Any) -> None:
     raise _Stopped(sig)
 
 
-def serve(host: str, port: int, model_path: Path, params_path: Path) -> None:
+def serve(host: str, port: int, model_path: Path, project_path: Path) -> None:
     _refuse_if_taken(host, port)
     import psutil
 
@@ -115,9 +115,9 @@ def serve(host: str, port: int, model_path: Path, params_path: Path) -> None:
         from selfheal.service import workers
         from selfheal.service.app import TOKEN_ENV, ServiceSettings, create_app, forget_workers
 
-        knobs = _knobs(params_path)
+        knobs = knobs_of(project_path)
         settings = ServiceSettings(
-            model_path=model_path, params_path=params_path, max_batch_size=knobs.max_batch_size,
+            model_path=model_path, project_path=project_path, max_batch_size=knobs.max_batch_size,
             admin_token=os.environ.get(TOKEN_ENV) or None, service_pid=info["pid"],
         )
         sock = _bind(host, port)
@@ -152,12 +152,12 @@ def _worker_gone(pid: int) -> None:
     prom.worker_gone(pid)
 
 
-def _knobs(params_path: Path) -> ServiceRecoveryParams:
-    from selfheal.core.config import ServiceRecoveryParams, load_params
+def knobs_of(project_path: Path) -> ServiceRecoveryParams:
+    """selfheal.yaml's service_recovery group (the defaults without the file, like our pipeline without it)."""
+    from selfheal.core.config import ServiceRecoveryParams
+    from selfheal.core.project import load
 
-    if not params_path.exists():
-        return ServiceRecoveryParams()
-    return load_params(params_path).service_recovery
+    return load(project_path).service_recovery if project_path.exists() else ServiceRecoveryParams()
 
 
 def standby() -> bool:
@@ -190,9 +190,9 @@ def standby() -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    model, params = Path(args.model), Path(args.params)
+    model, project = Path(args.model), Path(args.project)
     prom.share_between_workers(workspace.SERVICE_METRICS, fresh=False)  # before prometheus_client is imported
     if args.standby and not standby():
         return 0
-    serve(args.host, args.port, model, params)
+    serve(args.host, args.port, model, project)
     return 0

@@ -1,4 +1,5 @@
-"""params.yaml is the one source of configuration: unknown keys and wrong types are one-line errors."""
+"""Our pipeline's configuration: params.yaml (what stages read) with selfheal.yaml's own groups (what only
+selfheal reads); unknown keys, wrong types and a group in the wrong file are one-line errors."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from selfheal.core import project
 from selfheal.core.config import load_params, parse_params
 from selfheal.core.errors import ConfigError
 
@@ -17,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_shipped_params_and_seed_config_load() -> None:
-    params = load_params(ROOT / "params.yaml", ROOT / "config/self_healing_config.json")
+    own = project.load(ROOT / "selfheal.yaml").own_groups()
+    params = load_params(ROOT / "params.yaml", ROOT / "config/self_healing_config.json", own)
     assert params.data_quality.outlier_threshold_iqr == 3.0
     assert params.model_validation.min_accuracy_threshold == 0.70
     assert params.drift_detection.retraining_cooldown_hours == 24
@@ -71,6 +74,29 @@ def test_the_cli_answers_a_bad_params_file_with_one_line_and_exit_2(tmp_path: Pa
         "error: params.yaml: drift_detection.drift_treshold: unknown key (got 0.4)"
     ]
     assert "Traceback" not in proc.stderr
+
+
+def test_each_group_has_one_home_and_a_misplaced_one_is_named(tmp_path: Path) -> None:
+    """service_recovery in params.yaml (where it used to be) is refused with where it goes; in selfheal.yaml it
+    reaches the commands, checked like any group; a project serving its own model cannot set it."""
+    selfheal = Path(sys.executable).parent / "selfheal"
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({**raw, "service_recovery": {"workers": 3}}))
+    proc = subprocess.run([str(selfheal), "heal", "--plan"], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "error: params.yaml: service_recovery: only selfheal reads this, so it lives in selfheal.yaml (params.yaml "
+        "holds what the stages read); move the group there, keys unchanged"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    ours = {**project.OURS, "service_recovery": {"workers": 3}, "escalation": {"max_same_issue": 1}}
+    (tmp_path / "selfheal.yaml").write_text(yaml.safe_dump(ours))
+    loaded = load_params(tmp_path / "params.yaml", own=project.load(tmp_path / "selfheal.yaml").own_groups())
+    assert (loaded.service_recovery.workers, loaded.escalation.max_same_issue) == (3, 1)
+    (tmp_path / "selfheal.yaml").write_text(yaml.safe_dump({**ours, "service_recovery": {"workers": 0}}))
+    proc = subprocess.run([str(selfheal), "heal", "--plan"], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: selfheal.yaml: service_recovery.workers: Input "
+                                                           "should be greater than 0")
+    with pytest.raises(ConfigError, match="a project's own service is `service:`"):
+        project.parse({**ours, "kind": "dvc"})
 
 
 @pytest.mark.parametrize(("text", "says"), [

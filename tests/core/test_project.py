@@ -24,7 +24,7 @@ def test_our_pipeline_selfheal_yaml_is_the_layout_selfheal_assumes_without_one()
     ours = project.load(ROOT / "selfheal.yaml")
     defaults = Params().model_validation
     assert ours == project.parse(project.OURS) == project.current(ROOT)
-    assert ours.kind == "selfheal" and project.find(ROOT) is None  # our commands keep reading params.yaml
+    assert ours.kind == "selfheal" and ours.service_recovery == Params().service_recovery
     assert ours.model.artifact == registry.ARTIFACT and ours.gate.stage == registry.STAGE
     assert ours.model.outs == [str(workspace.MODEL)] and ours.model.stages == ["train", "validate"]
     assert ours.gate.metrics == str(workspace.VALIDATION) and ours.gate.direction == "max"

@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 
 from selfheal.core import atomic, workspace
-from selfheal.core.config import load_params
-from selfheal.core.project import current
+from selfheal.core.project import open_project
 from selfheal.healing.observe import observe, settings
 from selfheal.ops.sandbox import set_params
 from tests.heal_support import production_of
@@ -18,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 def test_a_promoted_project_is_observed_as_production_with_nothing_altered(promoted: Path, workdir) -> None:
     repo = workdir(promoted)
-    obs = observe(current(repo), load_params(repo / "params.yaml"), repo, remember=False)
+    obs = observe(*open_project(repo), repo, remember=False)
     production = production_of(repo)
     assert obs.built and obs.changed == () and obs.edited_params == () and obs.altered == ()
     assert obs.candidate == production["md5"] == (obs.production or {}).get("md5")
@@ -31,7 +30,7 @@ def test_corrupted_model_bytes_and_edited_params_are_seen(promoted: Path, workdi
     model = repo / workspace.MODEL
     model.write_bytes(model.read_bytes() + b"x")
     set_params(repo, train={"test_size": 0.3})
-    obs = observe(current(repo), load_params(repo / "params.yaml"), repo, remember=False)
+    obs = observe(*open_project(repo), repo, remember=False)
     (altered,) = obs.altered
     assert altered.startswith(f"{workspace.MODEL} is md5 {atomic.md5_file(model)}, not the {production_of(repo)['md5']}")
     assert "params.yaml:train" in obs.edited_params and not obs.params_rejected  # the stage reads the whole group
@@ -40,6 +39,6 @@ def test_corrupted_model_bytes_and_edited_params_are_seen(promoted: Path, workdi
 def test_settings_name_the_switches_the_user_writes(promoted: Path, workdir) -> None:
     repo = workdir(promoted)
     set_params(repo, drift_detection={"auto_retrain_enabled": False, "retraining_cooldown_hours": 3})
-    rules = settings(current(repo), load_params(repo / "params.yaml"))
+    rules = settings(*open_project(repo))
     assert (rules.auto_retrain, rules.cooldown_hours, rules.repro_fixes) == (False, 3, True)
     assert rules.retrain_switch == "drift_detection.auto_retrain_enabled"

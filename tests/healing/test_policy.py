@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from selfheal.core.config import load_params, parse_params
-from selfheal.core.project import OURS, parse
+from selfheal.core.config import parse_params
+from selfheal.core.project import OURS, load, parse
 from selfheal.healing.observe import settings
 from selfheal.healing.policy import Observations, Settings, escalations, plan
 
@@ -270,9 +270,15 @@ def test_escalation_thresholds_come_from_params() -> None:
                                                                                      "drift_retrains": 2}))["drift"]
 
 
+def test_escalation_rules_are_read_for_every_project_kind() -> None:
+    guarded = {"model": {"artifact": "m", "outs": ["m.pkl"], "stages": ["train"]}, "gate": {"metrics": "m.json", "key": "a"}}
+    assert settings(parse(guarded), None).escalation == params().escalation
+    assert settings(parse({**guarded, "escalation": {"max_same_issue": 1}}), None).escalation.max_same_issue == 1
+
+
 def test_escalation_defaults_are_the_seeds_numbers() -> None:
     esc = params().escalation
-    assert load_params(Path(__file__).resolve().parents[2] / "params.yaml").escalation == esc  # listed there too
+    assert load(Path(__file__).resolve().parents[2] / "selfheal.yaml").escalation == esc  # listed there too
     assert (esc.window_hours, esc.max_same_issue, esc.max_auto_rollbacks, esc.drift_retrains, esc.drift_window_days) == (
         24, 3, 2, 3, 7)
 

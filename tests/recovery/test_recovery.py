@@ -215,8 +215,7 @@ def test_one_restarter_at_a_time_and_the_log_says_who(workdir: Path, models: dic
     """A watcher runs; the service crashes and `selfheal recover` runs by hand during the watcher's (cold, no
     standby) restart: exactly one of them restarts, the other says who did. Then heal finds the service down
     and leaves it to the watcher instead of starting a second process."""
-    from selfheal.core.config import load_params
-    from selfheal.core.project import current
+    from selfheal.core.project import open_project
     from selfheal.healing.actions import execute
     from selfheal.healing.policy import Decision
 
@@ -257,8 +256,7 @@ def test_one_restarter_at_a_time_and_the_log_says_who(workdir: Path, models: dic
         monkeypatch.chdir(project)
         serving = service_pid(project)
         os.kill(serving, signal.SIGKILL)
-        result = execute(Decision("service", "recover", "service down"), current(project),
-                         load_params(project / "params.yaml"), project)
+        result = execute(Decision("service", "recover", "service down"), *open_project(project), project)
         assert result.ok and result.note == f"the watcher {watcher.pid} recovers the service (not this heal)"
         entries = wait_entries(3)
         assert [e["actor"] for e in entries[2:]] == ["watch"] and service_pid(project) != serving

@@ -384,10 +384,10 @@ def test_admin_reload_is_guarded(models: dict[str, Path], tmp_path: Path, monkey
     from selfheal.service.app import ServiceSettings, create_app
 
     make_project(tmp_path / "p", models["a"])
-    settings = ServiceSettings(root=tmp_path / "p", params_path=None)
+    settings = ServiceSettings(root=tmp_path / "p", project_path=None)
     with TestClient(create_app(settings)) as client:  # its client address is "testclient", not loopback
         assert client.post("/admin/reload").status_code == 403
-    guarded = ServiceSettings(root=settings.root, params_path=None, admin_token="s3cret")
+    guarded = ServiceSettings(root=settings.root, project_path=None, admin_token="s3cret")
     with TestClient(create_app(guarded)) as client:
         assert client.post("/admin/reload").status_code == 401
         assert client.post("/admin/reload", headers={"Authorization": "Bearer wrong"}).status_code == 401
