@@ -1,6 +1,7 @@
 """Guarding a project selfheal did not write (tests/foreign_project.py: example-get-started's shape, `selfheal init`).
 
-- heal_healthy: `selfheal heal` on the healthy project, whole process (target < 1 s);
+- heal_healthy: `selfheal heal` on the healthy project, whole process (target < 1 s); and interleaved with
+  `dvc status` on the same project, the ratio of the medians (target < 0.5: heal checks more than status does);
 - heal_healthy_all_sections: the same on the CSV variant with every optional section configured (data.fix,
   drift, a running service): the warm figure is the target (< 1 s); `first_s` is the first heal, which reads the
   data with pandas and measures drift once (later heals reuse both while the files' bytes are unchanged);
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks.timing import median_of, wall
+from benchmarks.timing import median_of, side_by_side, wall
 from selfheal.ops import sandbox
 from selfheal.service import procs
 from tests import foreign_project as foreign
@@ -69,6 +70,7 @@ def run() -> dict:
         base = foreign.create(Path(tmp) / "proj")
         sandbox.run(["selfheal", "init"], base)
         healthy = median_of(3, lambda: wall(["selfheal", "heal"], base))
+        versus_status = side_by_side(["selfheal", "heal"], ["dvc", "status"], base)
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         sandbox.run(["selfheal", "heal"], base)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -89,6 +91,7 @@ def run() -> dict:
     logged.sort()
     return {
         "heal_healthy": {**healthy, "cpu_s": round(cpu, 3), "target_s": 1},
+        "heal_healthy_versus_dvc_status": {**versus_status, "target_ratio": 0.5},
         "heal_healthy_all_sections": sections,
         "rollback": {**rollback, "logged_decision_to_verified_median_s": logged[1], "target_s": 2},
     }

@@ -1,6 +1,7 @@
 """Healing speed on the default data (sandbox from a fresh clone, `dvc repro`, first model promoted).
 
-- heal_healthy: `selfheal heal` on a healthy pipeline, whole process (target < 3 s);
+- heal_healthy: `selfheal heal` on a healthy pipeline, whole process (target < 3 s); and interleaved with `dvc
+  status` on the same project, the ratio of the medians (target < 0.5);
 - rollback: `selfheal rollback` from a failed candidate to the verified production model, whole process -
   reading the verdict, choosing the version, restoring and md5-checking every file (target < 3 s); also the
   rollback's own duration as logged (decision to verified model, without interpreter start-up);
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks.timing import median_of, wall
+from benchmarks.timing import median_of, side_by_side, wall
 from selfheal.core import workspace
 from selfheal.core.atomic import read_json
 from selfheal.ops import sandbox
@@ -39,6 +40,7 @@ def run() -> dict:
         sandbox.commit(base, "dvc repro")
         sandbox.run(["selfheal", "promote"], base)
         healthy = median_of(3, lambda: wall(["selfheal", "heal"], base))
+        versus_status = side_by_side(["selfheal", "heal"], ["dvc", "status"], base)
         plan = median_of(3, lambda: wall(["selfheal", "heal", "--plan"], base))
 
         bad = Path(tmp) / "bad"
@@ -64,6 +66,7 @@ def run() -> dict:
     return {
         "rows": yaml.safe_load((ROOT / workspace.PARAMS).read_text())["synth"]["rows"],
         "heal_healthy": {**healthy, "target_s": 3},
+        "heal_healthy_versus_dvc_status": {**versus_status, "target_ratio": 0.5},
         "heal_plan": plan,
         "rollback": {**rollback, "target_s": 3, "logged_decision_to_verified_median_s": logged[1]},
         "heal_rollback": heal_rollback,
