@@ -64,7 +64,7 @@ class Versions:
         self.project, self.cwd = project, Path(cwd)
         self.artifact, self.stage = project.model.artifact, project.gate.stage
         self.known = registry.versions(self.cwd, self.artifact)
-        self.history = registry.assignments(self.cwd, self.artifact, self.stage)
+        self.history = registry.assignments(self.cwd, self.artifact, self.stage, self.known)
         self._locks: dict[str, dict[str, Any]] = {}
         self._reachable: dict[str, bool] = {}
 

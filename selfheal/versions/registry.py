@@ -115,10 +115,12 @@ def versions(cwd: str | Path = ".", artifact: str = ARTIFACT) -> list[Version]:
     return sorted(found, key=lambda v: v.key)
 
 
-def assignments(cwd: str | Path = ".", artifact: str = ARTIFACT, stage: str = STAGE) -> list[Assignment]:
-    """Production (`stage`) assignments, oldest first; each names the version it put into production."""
+def assignments(cwd: str | Path = ".", artifact: str = ARTIFACT, stage: str = STAGE,
+                known: list[Version] | None = None) -> list[Assignment]:
+    """Production (`stage`) assignments, oldest first; each names the version it put into production (`known`:
+    the versions, when the caller has just read them)."""
     by_commit: dict[str, list[Version]] = {}
-    for v in versions(cwd, artifact):
+    for v in versions(cwd, artifact) if known is None else known:
         by_commit.setdefault(v.commit, []).append(v)
     out = []
     pattern = re.compile(rf"^{re.escape(in_tag(artifact))}#{re.escape(stage)}#(\d+)$")
@@ -237,8 +239,9 @@ def production(cwd: str | Path = ".", artifact: str = ARTIFACT, stage: str = STA
                known: list[Version] | None = None) -> Version | None:
     """Production: the version named by the latest `<artifact>#<stage>#N` assignment, whoever made it (selfheal
     or a person with `gto assign`); None before the first assignment."""
-    history = assignments(cwd, artifact, stage)
-    return assigned(history, known if known is not None else versions(cwd, artifact)) if history else None
+    known = versions(cwd, artifact) if known is None else known
+    history = assignments(cwd, artifact, stage, known)
+    return assigned(history, known) if history else None
 
 
 def assigned(history: list[Assignment], known: list[Version]) -> Version | None:
