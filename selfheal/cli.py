@@ -30,7 +30,7 @@ ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to read")
 def _own_params(path: Path, config: Path | None = None) -> Params:
     """params.yaml of selfheal's own pipeline; a clear error in a project guarded through selfheal.yaml, whose
     params.yaml belongs to that project and is never parsed."""
-    _, params = _project(path, config)
+    params = _project(path, config).params
     if params is None:
         raise SelfHealError("this command works on selfheal's own pipeline; this project is guarded through "
                             "selfheal.yaml (heal, promote, rollback, versions, retrain, status: see docs/guarding.md)")
@@ -188,11 +188,11 @@ def recover(
     from selfheal.recovery.configured import ladder
     from selfheal.recovery.ladder import recover as run_recover
 
-    project, own = _project(params, config)
-    if own is None and (service_url or container):
+    project = _project(params, config)
+    if project.params is None and (service_url or container):
         raise SelfHealError("--service-url/--container apply to selfheal's own service; a configured project's "
                             "service is selfheal.yaml's service.health and service.start")
-    sr, target = ladder(project, own)
+    sr, target = ladder(project)
     if method not in target.methods:
         raise SelfHealError(f"--method {method!r}: expected one of {', '.join(target.methods)}")
     if container:
@@ -210,8 +210,8 @@ ConfigOpt = Annotated[
 WaitOpt = Annotated[float, typer.Option("--wait", help="Seconds to wait for another running heal/rollback/retrain")]
 
 
-def _project(params: Path, config: Path | None) -> tuple[Project, Params | None]:
-    """The project (either kind) and, for our own pipeline, its params with selfheal.yaml's own groups."""
+def _project(params: Path, config: Path | None) -> Project:
+    """The project (either kind); for our own pipeline with its params and selfheal.yaml's own groups."""
     from selfheal.core.project import open_project
 
     return open_project(".", params, config)
@@ -247,19 +247,19 @@ def init(
 
 @contextmanager
 def _acting(action: str, params: Path, config: Path | None, wait: float, settle: bool = True
-            ) -> Iterator[tuple[Project, Params | None]]:
+            ) -> Iterator[Project]:
     """The project (either kind) and our pipeline's params, with the healing lock held for `action` (one actor at
     a time); first what killed actions left behind is completed or reported (heal does that itself, to weigh it)."""
     from selfheal.core.journal import settle as settle_journal
     from selfheal.healing.guard import exclusive
     from selfheal.healing.heal import data_folders
 
-    project, loaded = _project(params, config)
+    project = _project(params, config)
     with exclusive(action, wait):
         if settle:
-            for line in settle_journal(data_folders(project, loaded)).lines():
+            for line in settle_journal(data_folders(project)).lines():
                 typer.echo(f"{action}: {line}")
-        yield project, loaded
+        yield project
 
 
 @app.command()
@@ -275,11 +275,12 @@ def rollback(
     from selfheal.healing.actions import reloader
     from selfheal.versions.rollback import rollback as run_rollback
 
-    with _acting("rollback", params, config, wait) as (project, own):
+    with _acting("rollback", params, config, wait) as project:
         if current_metric is not None and threshold is None:
+            own = project.params  # our pipeline's threshold, else the gate's bound
             threshold = own.model_validation.min_accuracy_threshold if own else project.gate.bound
         run_rollback(project, version=version, current_metric=current_metric, threshold=threshold,
-                     reload=reloader(project, own))
+                     reload=reloader(project))
 
 
 @app.command()
@@ -320,8 +321,8 @@ def promote(
 
     reason = "promoted by `selfheal promote`" + (" --accept-schema-change" if accept_schema_change else "") + (
         " --force" if force else "")
-    with _acting("promote", params, config, wait) as (project, own):
-        run_promote(project, reason=reason, reload=reloader(project, own),
+    with _acting("promote", params, config, wait) as project:
+        run_promote(project, reason=reason, reload=reloader(project),
                     accept_schema_change=accept_schema_change, force=force, by_person=True)
 
 
@@ -337,8 +338,8 @@ def retrain(
     """Retrain on drift (cooldown permitting): fold the current batch in, dvc repro, then promote or roll back."""
     from selfheal.healing.retrain import retrain as run_retrain
 
-    with _acting("retrain", params, config, wait) as (project, own):
-        entry = run_retrain(project, own, drift_detected=drift_detected, drift_score=drift_score, force=force)
+    with _acting("retrain", params, config, wait) as project:
+        entry = run_retrain(project, drift_detected=drift_detected, drift_score=drift_score, force=force)
     if entry is not None and not entry["success"]:
         raise typer.Exit(1)
 
@@ -355,7 +356,8 @@ def fix_data(
     from selfheal.pipeline.csvread import declared_text, prefetch
 
     _own_params(params, config)  # refused before the lock: a guarded project's heal fixes its data.fix files
-    with _acting("fix-data", params, config, wait) as (_, p):
+    with _acting("fix-data", params, config, wait) as project:
+        p = project.params
         assert p is not None
         path = data_path or Path(p.data.raw)
         entry = fix_file(path, p, prefetch(path, declared_text(p.data.columns)))  # the rest imports while it reads
@@ -374,9 +376,9 @@ def heal(
     from selfheal.healing.heal import heal as run_heal
 
     if plan:
-        raise typer.Exit(run_heal(*_project(params, config), plan_only=True))
-    with _acting("heal", params, config, wait, settle=False) as (project, own):
-        code = run_heal(project, own)
+        raise typer.Exit(run_heal(_project(params, config), plan_only=True))
+    with _acting("heal", params, config, wait, settle=False) as project:
+        code = run_heal(project)
     raise typer.Exit(code)
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from selfheal.core.config import (
     DataQualityParams,
@@ -181,6 +181,21 @@ class Project(_Section):
     # the guide's keys for selfheal's built-in service; a project serving its own model says `service:`
     service_recovery: ServiceRecoveryParams = Field(default_factory=ServiceRecoveryParams)
     records: str = str(RECORDS)
+    _params: Params | None = PrivateAttr(default=None)  # set by open_project for our pipeline
+
+    @property
+    def params(self) -> Params | None:
+        """Our pipeline's params.yaml with this file's own groups (kind selfheal, opened by open_project); None
+        for any other project, whose params.yaml selfheal never parses."""
+        return self._params
+
+    def with_params(self, params: Params) -> Project:
+        """This project of our pipeline's kind, with its params (tests and benchmarks build them in memory)."""
+        if self.kind != "selfheal":
+            raise ValueError("only our own pipeline (kind selfheal) has params selfheal reads")
+        project = self.model_copy()
+        project._params = params
+        return project
 
     @model_validator(mode="after")
     def _records_are_selfheal_own(self) -> Project:
@@ -235,14 +250,13 @@ def current(root: str | Path = ".") -> Project:
 
 
 def open_project(root: str | Path = ".", params: str | Path | None = None,
-                 healing_config: str | Path | None = None) -> tuple[Project, Params | None]:
-    """The project at `root` (either kind) and, for our own pipeline, its params.yaml (`params`, default the
-    root's) with this file's own groups and the guide's JSON config over both; None for any other project,
-    whose params.yaml selfheal never parses."""
+                 healing_config: str | Path | None = None) -> Project:
+    """The project at `root` (either kind); for our own pipeline with its params (`params`, default the root's
+    params.yaml) joined by this file's own groups, and the guide's JSON config over both (Project.params)."""
     config = current(root)
     if config.kind != "selfheal":
-        return config, None
-    return config, load_params(params or Path(root) / PARAMS, healing_config, config.own_groups())
+        return config
+    return config.with_params(load_params(params or Path(root) / PARAMS, healing_config, config.own_groups()))
 
 
 def at_key(doc: Any, key: str) -> Any:

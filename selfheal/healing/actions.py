@@ -27,10 +27,10 @@ class Result:
     note: str = ""
 
 
-def reloader(project: Project, params: Params | None) -> Any:
+def reloader(project: Project) -> Any:
     """How promote and rollback tell the service production changed: our service's admin reload, or the
     project's service.reload URL (POSTed); None when there is nothing to tell."""
-    if params is not None:
+    if (params := project.params) is not None:
         from selfheal.service.client import reloader as own
 
         return own(params.service_recovery.service_url)
@@ -50,7 +50,7 @@ def reloader(project: Project, params: Params | None) -> Any:
     return post
 
 
-def _failed_build(project: Project, params: Params | None, cwd: Path, error: str, made_from: dict[str, str]) -> str:
+def _failed_build(project: Project, cwd: Path, error: str, made_from: dict[str, str]) -> str:
     """After a stage failed: production's version outputs restored (verified), the failure recorded with the
     inputs it was made from, an alert once the same inputs failed `repro.max_failures` times."""
     from selfheal.versions.rollback import rollback
@@ -63,7 +63,7 @@ def _failed_build(project: Project, params: Params | None, cwd: Path, error: str
     note = "no production version to restore"
     if prod is not None:
         entry = rollback(project, version=prod.name, reason=f"the candidate failed to build: {error}",
-                         reload=reloader(project, params), cwd=cwd)
+                         reload=reloader(project), cwd=cwd)
         note = f"{prod.tag}'s outputs restored" if entry else note
     if attempts >= project.repro.max_failures:
         from selfheal.core.alerts import raise_alert
@@ -73,12 +73,12 @@ def _failed_build(project: Project, params: Params | None, cwd: Path, error: str
     return note
 
 
-def build(project: Project, params: Params | None, cwd: Path, reason: str, command: str | None = None
+def build(project: Project, cwd: Path, reason: str, command: str | None = None
           ) -> tuple[bool, str]:
     """Make a candidate: `dvc repro` (or the repro / retrain section's command) in the user's environment; a
     failure restores production and is remembered with the inputs it was made from."""
     started = time.perf_counter()
-    made_from = inputs(project, params, cwd)
+    made_from = inputs(project, cwd)
     command = command or project.repro.command
     argv = project.repro.argv() or ["repro"]
     if command:
@@ -89,9 +89,9 @@ def build(project: Project, params: Params | None, cwd: Path, reason: str, comma
     error = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:]) if proc.returncode else ""
     audit.append(cwd / project.record(workspace.HEAL_LOG), "repro", reason, proc.returncode == 0, command=shown,
                  error=error or None, inputs=made_from, duration_s=round(time.perf_counter() - started, 1))
-    fixed = _fix_stage_report(params, cwd, reason, started, error) if params is not None else True
+    fixed = _fix_stage_report(params, cwd, reason, started, error) if (params := project.params) else True
     if proc.returncode:
-        return False, f"{shown} failed: {error}; {_failed_build(project, params, cwd, error, made_from)}"
+        return False, f"{shown} failed: {error}; {_failed_build(project, cwd, error, made_from)}"
     (cwd / project.record(workspace.FAILED_CANDIDATE)).unlink(missing_ok=True)
     return fixed, "candidate reproduced" + ("" if fixed else ", but the data is still invalid")
 
@@ -133,18 +133,18 @@ def _fix(project: Project, cwd: Path) -> tuple[bool, str]:
     return True, "; ".join(notes)
 
 
-def _to_production(project: Project, params: Params | None, d: Decision, cwd: Path) -> tuple[bool, str]:
+def _to_production(project: Project, d: Decision, cwd: Path) -> tuple[bool, str]:
     """Roll back (a failed candidate) or restore (outputs not as pinned) production."""
     from selfheal.versions.rollback import rollback
 
     prod = catalog.Versions(project, cwd).production() if d.action == "restore" else None
     entry = rollback(project, version=prod.name if prod else None, reason=d.reason,
-                     reload=reloader(project, params), cwd=cwd)
+                     reload=reloader(project), cwd=cwd)
     assert entry is not None  # with a reason a rollback restores or raises
     return True, str(entry.get("version_restored") or entry.get("tag"))
 
 
-def _recover(project: Project, params: Params | None, cwd: Path) -> tuple[bool, str]:
+def _recover(project: Project, cwd: Path) -> tuple[bool, str]:
     from selfheal.recovery.configured import ladder
     from selfheal.recovery.ladder import recover
     from selfheal.recovery.turns import running_watcher
@@ -152,19 +152,19 @@ def _recover(project: Project, params: Params | None, cwd: Path) -> tuple[bool, 
     watcher = running_watcher()
     if watcher is not None:  # started since heal looked: two restarters would stop each other's fresh process
         return True, f"the watcher {watcher['pid']} recovers the service (not this heal)"
-    sr, target = ladder(project, params, cwd)
+    sr, target = ladder(project, cwd)
     outcome = recover(sr, "auto", actor="heal", target=target)
     return outcome.success, outcome.detail
 
 
-def execute(d: Decision, project: Project, params: Params | None = None, cwd: Path = Path(".")) -> Result:
+def execute(d: Decision, project: Project, cwd: Path = Path(".")) -> Result:
     """Carry out one decision but a retrain (healing.retrain, which itself uses these); a failure is reported
     in the result (heal goes on with the next step)."""
     try:
         if d.action == "fix":
             return Result(d, *_fix(project, cwd))
         if d.action == "repro":
-            return Result(d, *build(project, params, cwd, d.reason))
+            return Result(d, *build(project, cwd, d.reason))
         if d.action == "run_monitor":
             proc = vcs.dvc("repro", "--single-item", "--force", "monitor", cwd=cwd, check=False)
             if proc.returncode:
@@ -173,11 +173,11 @@ def execute(d: Decision, project: Project, params: Params | None = None, cwd: Pa
         if d.action == "promote":
             from selfheal.versions.promote import promote
 
-            return Result(d, True, promote(project, reason=d.reason, reload=reloader(project, params), cwd=cwd)["tag"])
+            return Result(d, True, promote(project, reason=d.reason, reload=reloader(project), cwd=cwd)["tag"])
         if d.action in ("rollback", "restore"):
-            return Result(d, *_to_production(project, params, d, cwd))
+            return Result(d, *_to_production(project, d, cwd))
         if d.action == "recover":
-            return Result(d, *_recover(project, params, cwd))
+            return Result(d, *_recover(project, cwd))
         if d.action == "escalate":
             from selfheal.core.alerts import raise_alert
 

@@ -11,25 +11,24 @@ import time
 from pathlib import Path
 
 from selfheal.core import audit, journal, workspace
-from selfheal.core.config import Params
 from selfheal.core.project import Project
 from selfheal.healing.actions import Result, execute
 from selfheal.healing.observe import observe, settings
 from selfheal.healing.policy import ISSUES, Decision, plan
 
 
-def data_folders(project: Project, params: Params | None) -> set[str]:
+def data_folders(project: Project) -> set[str]:
     """The folders of the data files selfheal writes (fix-data, retrain's fold): what a killed action may have
     left half-done there is settled before acting."""
-    if params is not None:
+    if (params := project.params) is not None:
         return {str(Path(path).parent) for path in (params.data.raw, params.data.clean, params.data.current)}
     return {str(Path(path).parent) for path in (project.data.fix if project.data else [])}
 
 
-def _retrain(d: Decision, project: Project, params: Params | None, cwd: Path) -> Result:
+def _retrain(d: Decision, project: Project, cwd: Path) -> Result:
     from selfheal.healing.retrain import retrain
 
-    entry = retrain(project, params, cwd=cwd)
+    entry = retrain(project, cwd=cwd)
     return Result(d, bool(entry and entry["success"]), (entry or {}).get("outcome", "not due"))
 
 
@@ -41,19 +40,18 @@ def describe(decisions: list[Decision]) -> list[str]:
 MAX_ACTS_PER_STEP = 2
 
 
-def heal(project: Project, params: Params | None = None, plan_only: bool = False, cwd: Path = Path(".")) -> int:
-    """Run (or with `plan_only` only print) the healing decisions; 0 when nothing failed or was escalated.
-    `params`: our pipeline's params.yaml (None for any other project)."""
+def heal(project: Project, plan_only: bool = False, cwd: Path = Path(".")) -> int:
+    """Run (or with `plan_only` only print) the healing decisions; 0 when nothing failed or was escalated."""
     started = time.perf_counter()
-    rules = settings(project, params)
+    rules = settings(project)
     if plan_only:
         print("heal plan (nothing is changed; later steps are decided again after earlier ones act):")
-        print("\n".join(describe(plan(observe(project, params, cwd, remember=False), rules))))
+        print("\n".join(describe(plan(observe(project, cwd, remember=False), rules))))
         return 0
-    settled = journal.settle(data_folders(project, params))
+    settled = journal.settle(data_folders(project))
     for line in settled.lines():
         print(f"heal: {line}")
-    decisions = plan(observe(project, params, cwd), rules)
+    decisions = plan(observe(project, cwd), rules)
     results: list[Result] = []
     said: set[Decision] = set()
     # a killed action's leftovers were logged and reported: not "healthy"; the steps below redo what is needed
@@ -63,7 +61,7 @@ def heal(project: Project, params: Params | None = None, plan_only: bool = False
     while steps:
         step = steps.pop(0)
         if stale:  # what an earlier step did (new data, new model) changes what this one sees
-            decisions, stale = plan(observe(project, params, cwd), rules), False
+            decisions, stale = plan(observe(project, cwd), rules), False
         for d in (x for x in decisions if x.step == step):
             if d not in said:
                 print(f"heal: {d.step}: {d.action}: {d.reason}")
@@ -71,7 +69,7 @@ def heal(project: Project, params: Params | None = None, plan_only: bool = False
             if not d.acts and d.action not in ("escalate", "refuse"):
                 results.append(Result(d, True))
                 continue
-            result = _retrain(d, project, params, cwd) if d.action == "retrain" else execute(d, project, params, cwd)
+            result = _retrain(d, project, cwd) if d.action == "retrain" else execute(d, project, cwd)
             acted, stale = acted or d.acts, stale or d.acts
             print(f"heal: {d.step}: {'done' if result.ok else 'FAILED'}: {result.note}")
             results.append(result)

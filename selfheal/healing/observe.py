@@ -15,7 +15,6 @@ from typing import Any
 
 from selfheal.core import atomic, audit, escalation, workspace
 from selfheal.core.clock import parse_time
-from selfheal.core.config import Params
 from selfheal.core.errors import SelfHealError
 from selfheal.core.project import Project
 from selfheal.healing.policy import Observations, Settings
@@ -27,9 +26,9 @@ LOGS = {"data_quality": workspace.DATA_FIX_LOG, "model": workspace.ROLLBACK_LOG,
         "service": workspace.RECOVERY_LOG}
 
 
-def settings(project: Project, params: Params | None) -> Settings:
-    """The policy's settings: params.yaml's groups for our pipeline (`params`), selfheal.yaml's sections else."""
-    if params is not None:
+def settings(project: Project) -> Settings:
+    """The policy's settings: our pipeline's params (Project.params), selfheal.yaml's sections for any other."""
+    if (params := project.params) is not None:
         dd, sr = params.drift_detection, params.service_recovery
         return Settings(
             escalation=params.escalation, auto_fix=params.data_quality.auto_fix_enabled, repro_fixes=True,
@@ -47,17 +46,17 @@ def settings(project: Project, params: Params | None) -> Settings:
         current=drift.current if drift else "the current batch", stage=project.gate.stage)
 
 
-def watched(project: Project, params: Params | None) -> list[str]:
+def watched(project: Project) -> list[str]:
     """The data files whose change makes a new candidate: data.raw of our pipeline, data.deps and data.fix else."""
-    if params is not None:
+    if (params := project.params) is not None:
         return [params.data.raw]
     return project.data.watched if project.data else []
 
 
-def inputs(project: Project, params: Params | None, cwd: Path) -> dict[str, str]:
+def inputs(project: Project, cwd: Path) -> dict[str, str]:
     """{path: md5} of what a candidate is made from: the watched data and every file a stage of dvc.lock reads
     (its code and params files included), so a failed build is tried again only once one of them changes."""
-    paths = set(watched(project, params))
+    paths = set(watched(project))
     for entry in upstream(vcs.read_lock(cwd / workspace.DVC_LOCK), project.model.stages).values():
         paths |= set(vcs.hashes(entry, "deps")) | set(entry.get("params") or {})
     return {p: atomic.md5_file(cwd / p) for p in sorted(paths) if (cwd / p).is_file()}
@@ -143,17 +142,17 @@ def _json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _data(project: Project, params: Params | None, lock: dict[str, Any], cwd: Path, remember: bool) -> dict[str, Any]:
+def _data(project: Project, lock: dict[str, Any], cwd: Path, remember: bool) -> dict[str, Any]:
     found: dict[str, Any] = {}
     recorded: dict[str, str] = {}
     for entry in lock.values():
         recorded.update(vcs.hashes(entry, "deps"))
-    found["changed"] = tuple(d for d in watched(project, params) if d in recorded
+    found["changed"] = tuple(d for d in watched(project) if d in recorded
                              and checkout.differs(d, recorded[d], cwd))
     failed = audit.read(cwd / project.record(workspace.FAILED_CANDIDATE), None)
     if isinstance(failed, dict):
         found["failed_build"] = failed
-        found["inputs_moved"] = tuple(p for p, md5 in inputs(project, params, cwd).items()
+        found["inputs_moved"] = tuple(p for p, md5 in inputs(project, cwd).items()
                                       if (failed.get("inputs") or {}).get(p) != md5)
     edited = params_changed(upstream(lock, project.model.stages), cwd)
     if edited:
@@ -166,7 +165,7 @@ def _data(project: Project, params: Params | None, lock: dict[str, Any], cwd: Pa
         found["faulty"], found["faults_left"] = tuple(faulty.values()), tuple(left)
     except SelfHealError as exc:  # a missing file, an unknown target column, data no fix can get past
         found["data_error"] = str(exc)
-    if params is not None:
+    if project.params is not None:
         found["data_quality"] = _json(cwd / workspace.DATA_QUALITY)
     return found
 
@@ -213,11 +212,11 @@ def _model(project: Project, lock: dict[str, Any], cwd: Path, built: bool) -> di
     return found
 
 
-def _drift(project: Project, params: Params | None, lock: dict[str, Any], cwd: Path, remember: bool
+def _drift(project: Project, lock: dict[str, Any], cwd: Path, remember: bool
            ) -> dict[str, Any]:
     log = cwd / project.record(workspace.RETRAINING_LOG)
     found: dict[str, Any] = {"last_retrain": last_retrain_time(log)}
-    if params is not None:  # our monitor stage measures drift: its report must describe the model
+    if (params := project.params) is not None:  # our monitor stage measures drift: its report must describe the model
         drift = _json(cwd / workspace.DRIFT)
         found |= {"monitor_stage": True, "drift": drift, "drift_path": str(workspace.DRIFT),
                   # a report from before drift.json named its model: the model the monitor stage last read
@@ -239,12 +238,12 @@ def _drift(project: Project, params: Params | None, lock: dict[str, Any], cwd: P
     return found
 
 
-def _service(project: Project, params: Params | None, cwd: Path) -> dict[str, Any]:
+def _service(project: Project, cwd: Path) -> dict[str, Any]:
     from selfheal.service.client import Health
 
     health: Health | None = None
     restartable = True
-    if params is not None:
+    if (params := project.params) is not None:
         from selfheal.service import procs
 
         if procs.read_pid_file() is None:
@@ -273,24 +272,22 @@ def _service(project: Project, params: Params | None, cwd: Path) -> dict[str, An
     return found
 
 
-def observe(project: Project, params: Params | None = None, cwd: Path = Path("."),
-            remember: bool = True) -> Observations:
-    """Everything the policy decides on; `remember` keeps what was measured (clean data, drift) for next time.
-    `params`: our pipeline's params.yaml (None for any other project, whose selfheal.yaml says it all)."""
+def observe(project: Project, cwd: Path = Path("."), remember: bool = True) -> Observations:
+    """Everything the policy decides on; `remember` keeps what was measured (clean data, drift) for next time."""
     lock = vcs.read_lock(cwd / workspace.DVC_LOCK)
     built = all(stage in lock for stage in project.model.stages)
     return Observations(
         now=datetime.now(UTC), built=built,
-        **_data(project, params, lock, cwd, remember),
+        **_data(project, lock, cwd, remember),
         **_model(project, lock, cwd, built),
-        **_drift(project, params, lock, cwd, remember),
-        **_service(project, params, cwd),
+        **_drift(project, lock, cwd, remember),
+        **_service(project, cwd),
         logs={issue: audit.entries(cwd / project.record(path)) for issue, path in LOGS.items()},
     )
 
 
-def drift_observations(project: Project, params: Params | None = None, cwd: Path = Path("."),
+def drift_observations(project: Project, cwd: Path = Path("."),
                        remember: bool = True) -> Observations:
     """Only what a retrain is decided on: the drift measurement, the last retrain, the batch."""
     lock = vcs.read_lock(cwd / workspace.DVC_LOCK)
-    return Observations(now=datetime.now(UTC), **_drift(project, params, lock, cwd, remember))
+    return Observations(now=datetime.now(UTC), **_drift(project, lock, cwd, remember))

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 
 from selfheal.core import atomic, audit, journal, workspace
 from selfheal.core.clock import now_iso
-from selfheal.core.config import Params
 from selfheal.core.project import Project
 from selfheal.healing.observe import batch_retrained, shaped
 from selfheal.healing.policy import Observations, RetrainDecision, Settings, retrain_verdict
@@ -121,11 +120,11 @@ def _due(obs: Observations, rules: Settings, force: bool) -> RetrainDecision:
                                   "skipped (--force to override)")
 
 
-def retrain(project: Project, params: Params | None = None, *, drift_detected: bool = False,
+def retrain(project: Project, *, drift_detected: bool = False,
             drift_score: float | None = None, force: bool = False, cwd: Path = Path(".")) -> dict[str, Any] | None:
     """Decide, and when the decision is to retrain: bring the new batch in, build, then promote or roll back.
 
-    The batch comes in by selfheal's fold for our pipeline (`params`), by retrain.command for any other project
+    The batch comes in by selfheal's fold for our pipeline (Project.params), by retrain.command for any other project
     (the repro section without one). Unless the new model is promoted, the watched data, their .dvc files and the
     stages that read them are put back as they were, so a failed retrain leaves the workspace as it found it.
     Returns the retraining-log entry, or None when no retrain was due. Only a completed attempt (promoted or
@@ -138,8 +137,8 @@ def retrain(project: Project, params: Params | None = None, *, drift_detected: b
     from selfheal.core.errors import SelfHealError
     from selfheal.healing.observe import drift_observations, settings, watched
 
-    rules = settings(project, params)
-    obs = drift_observations(project, params, cwd)
+    rules = settings(project)
+    obs = drift_observations(project, cwd)
     if drift_score is not None or drift_detected:
         obs = replace(obs, drift=_flagged(drift_detected, drift_score, rules.drift_threshold), drift_error=None,
                       batch_retrained=None)
@@ -158,7 +157,7 @@ def retrain(project: Project, params: Params | None = None, *, drift_detected: b
     log = cwd / project.record(workspace.RETRAINING_LOG)
     started, t0 = now_iso(), time.perf_counter()
     current = cwd / rules.current
-    data = [cwd / p for p in watched(project, params)]
+    data = [cwd / p for p in watched(project)]
     put_back: list[str | Path] = [*data, *(p.with_name(f"{p.name}.dvc") for p in data)]  # unless promoted
     saved = [*put_back, cwd / workspace.DVC_LOCK,
              *(cwd / p for paths in vcs.git_tracked_outputs(cwd / workspace.DVC_YAML).values() for p in paths)]
@@ -174,9 +173,9 @@ def retrain(project: Project, params: Params | None = None, *, drift_detected: b
     undo = {"backup": str(backup_dir), "paths": [str(p) for p in put_back]}  # if killed: the next heal puts back
     with journal.intent(action, log, verdict.reason, data_path=", ".join(map(str, data)), undo=undo):
         try:
-            entry |= _bring_in_and_build(project, params, verdict.reason, cwd)
+            entry |= _bring_in_and_build(project, verdict.reason, cwd)
             if entry["outcome"] != "nothing_new":
-                entry |= _gate(project, params, cwd, entry.pop("refused", None))
+                entry |= _gate(project, cwd, entry.pop("refused", None))
         except SelfHealError as exc:
             entry["error"] = str(exc)
             print(f"❌ Retraining failed: {exc}", file=sys.stderr)
@@ -200,13 +199,13 @@ def retrain(project: Project, params: Params | None = None, *, drift_detected: b
     return entry
 
 
-def _bring_in_and_build(project: Project, params: Params | None, reason: str, cwd: Path) -> dict[str, Any]:
+def _bring_in_and_build(project: Project, reason: str, cwd: Path) -> dict[str, Any]:
     """Fold the batch in (our pipeline) and build; or run retrain.command. Raises when the build failed."""
     from selfheal.core.errors import SelfHealError
     from selfheal.healing.actions import build
 
     out: dict[str, Any] = {}
-    if params is not None:
+    if (params := project.params) is not None:
         out["rows_added"] = added = fold_current(cwd / params.data.raw, cwd / params.data.current, params.data.target,
                                                  params.data.columns)
         if added == 0 and _trained_as_is(cwd):
@@ -217,7 +216,7 @@ def _bring_in_and_build(project: Project, params: Params | None, reason: str, cw
             return out | {"outcome": "nothing_new"}
         atomic.pause_at("retrain:folded")
         print(f"🔄 Starting model retraining... ({added} rows of {params.data.current} folded into {params.data.raw})")
-    ok, note = build(project, params, cwd, reason, command=project.retrain.command)
+    ok, note = build(project, cwd, reason, command=project.retrain.command)
     if not ok and not (cwd / project.record(workspace.FAILED_CANDIDATE)).exists():
         return out | {"refused": note}  # built, but on data still invalid: never promoted
     if not ok:
@@ -225,7 +224,7 @@ def _bring_in_and_build(project: Project, params: Params | None, reason: str, cw
     return out
 
 
-def _gate(project: Project, params: Params | None, cwd: Path, refused: str | None) -> dict[str, Any]:
+def _gate(project: Project, cwd: Path, refused: str | None) -> dict[str, Any]:
     """The policy's verdict on the new candidate, carried out: promoted, left as production, or (anything else,
     or `refused`) production restored."""
     from selfheal.core.errors import SelfHealError
@@ -233,14 +232,14 @@ def _gate(project: Project, params: Params | None, cwd: Path, refused: str | Non
     from selfheal.healing.observe import observe, settings
     from selfheal.healing.policy import Decision, plan
 
-    obs = observe(project, params, cwd)
+    obs = observe(project, cwd)
     verdict = obs.verdict or {}
     out = {"metric": verdict.get("metric"), "metric_name": verdict.get("metric_name")}
-    decision = next(d for d in plan(obs, settings(project, params)) if d.step == "model")
+    decision = next(d for d in plan(obs, settings(project)) if d.step == "model")
     if refused is None and decision.action == "ok":
         return out | {"outcome": "unchanged", "version": (obs.production or {}).get("version")}
     if refused is None and decision.action == "promote":
-        result = execute(decision, project, params, cwd)
+        result = execute(decision, project, cwd)
         if not result.ok:
             raise SelfHealError(result.note)
         production = Versions(project, cwd).production()
@@ -248,7 +247,7 @@ def _gate(project: Project, params: Params | None, cwd: Path, refused: str | Non
     reason = refused or decision.reason
     if obs.production is None:
         raise SelfHealError(f"{reason}; no production version to restore")
-    result = execute(Decision("model", "rollback", reason), project, params, cwd)
+    result = execute(Decision("model", "rollback", reason), project, cwd)
     if not result.ok:
         raise SelfHealError(result.note)
     return out | {"outcome": "rolled_back", "version": result.note, "note": reason}

@@ -17,7 +17,7 @@ from functools import partial
 from pathlib import Path
 
 from selfheal.core import workspace
-from selfheal.core.config import Params, ServiceRecoveryParams
+from selfheal.core.config import ServiceRecoveryParams
 from selfheal.core.errors import SelfHealError
 from selfheal.core.project import Project, ServiceSection
 from selfheal.recovery.restarts import AttemptFailed, CannotRecover, Records, restart_process
@@ -94,9 +94,9 @@ def target(project: Project, root: Path = Path(".")) -> Target:
                   log=project.record(workspace.RECOVERY_LOG), alerts=project.record(workspace.ALERTS_LOG))
 
 
-def ladder(project: Project, params: Params | None, root: Path = Path(".")) -> tuple[ServiceRecoveryParams, Target]:
+def ladder(project: Project, root: Path = Path(".")) -> tuple[ServiceRecoveryParams, Target]:
     """The recovery ladder's parameters and Target for the project's service: our own service's (params.yaml's
     service_recovery) or the one selfheal.yaml's service section names."""
-    if params is not None:
+    if (params := project.params) is not None:
         return params.service_recovery, OWN
     return recovery_params(service_of(project)), target(project, root)

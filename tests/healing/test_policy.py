@@ -25,7 +25,7 @@ DQ_OK = {"valid_before": False, "valid_after": True, "problems_before": 12, "pro
 
 def params(**groups):
     """The policy's settings from our pipeline's params.yaml groups."""
-    return settings(parse(OURS), parse_params(groups))
+    return settings(parse(OURS).with_params(parse_params(groups)))
 
 
 HEALTHY = Observations(
@@ -272,8 +272,8 @@ def test_escalation_thresholds_come_from_params() -> None:
 
 def test_escalation_rules_are_read_for_every_project_kind() -> None:
     guarded = {"model": {"artifact": "m", "outs": ["m.pkl"], "stages": ["train"]}, "gate": {"metrics": "m.json", "key": "a"}}
-    assert settings(parse(guarded), None).escalation == params().escalation
-    assert settings(parse({**guarded, "escalation": {"max_same_issue": 1}}), None).escalation.max_same_issue == 1
+    assert settings(parse(guarded)).escalation == params().escalation
+    assert settings(parse({**guarded, "escalation": {"max_same_issue": 1}})).escalation.max_same_issue == 1
 
 
 def test_escalation_defaults_are_the_seeds_numbers() -> None:

@@ -88,13 +88,13 @@ def test_fold_reorders_columns_and_refuses_unlabelled_batches(tmp_path: Path) ->
 def test_retrain_not_due_changes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                          capsys: pytest.CaptureFixture) -> None:
     monkeypatch.chdir(tmp_path)
-    params, ours = parse_params({}), parse(OURS)
-    assert retrain(ours, params, drift_detected=True, drift_score=0.3) is None
+    ours = parse(OURS).with_params(parse_params({}))
+    assert retrain(ours, drift_detected=True, drift_score=0.3) is None
     assert "No retraining needed" in capsys.readouterr().out
     recent = (datetime.now(UTC) - timedelta(hours=1)).replace(microsecond=0).isoformat()
     audit.update(workspace.RETRAINING_LOG, lambda d: {"last_retrain_time": recent, "history": []}, default={})
     assert last_retrain_time(workspace.RETRAINING_LOG) is not None
-    assert retrain(ours, params, drift_detected=True, drift_score=0.9) is None
+    assert retrain(ours, drift_detected=True, drift_score=0.9) is None
     assert "in cooldown until" in capsys.readouterr().out
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["retraining_log.json", "retraining_log.json.lock"]
 

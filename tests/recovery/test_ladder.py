@@ -256,7 +256,7 @@ def test_one_restarter_at_a_time_and_the_log_says_who(workdir: Path, models: dic
         monkeypatch.chdir(project)
         serving = service_pid(project)
         os.kill(serving, signal.SIGKILL)
-        result = execute(Decision("service", "recover", "service down"), *open_project(project), project)
+        result = execute(Decision("service", "recover", "service down"), open_project(project), project)
         assert result.ok and result.note == f"the watcher {watcher.pid} recovers the service (not this heal)"
         entries = wait_entries(3)
         assert [e["actor"] for e in entries[2:]] == ["watch"] and service_pid(project) != serving
