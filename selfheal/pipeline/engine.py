@@ -157,10 +157,11 @@ def mapper(engine: str, workers: int = 2) -> Iterator[Mapper]:
     address = os.environ.get(SCHEDULER_ENV)
     cluster = None
     if not address:
-        # forked workers start with this process's imports (pandas, pyarrow, selfheal) instead of importing them
-        # again as spawned ones do: 0.3 s to start, stop and first run a 2-worker cluster instead of ~2.5 s
-        # (Linux only: fork is not safe on macOS, absent on Windows)
-        method = "fork" if sys.platform.startswith("linux") else "spawn"
+        # workers forked from a single-threaded fork server that has imported distributed, numpy and pandas once:
+        # never a fork of this process, whose threads (the cluster's own event loop among them) may hold a lock
+        # at the moment of the fork and leave the worker waiting on it for ever; spawned ones import everything
+        # again (Windows has no fork server)
+        method = "spawn" if sys.platform == "win32" else "forkserver"
         with dask.config.set({"distributed.worker.multiprocessing-method": method}):
             cluster = LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=":0")
     client = Client(address or cluster)

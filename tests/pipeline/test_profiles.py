@@ -4,7 +4,7 @@ data and report as the in-memory fix."""
 
 from __future__ import annotations
 
-import functools
+import os
 from pathlib import Path
 
 import numpy as np
@@ -152,12 +152,15 @@ def test_four_partitions_on_a_two_worker_dask_cluster_match_the_single_file_loca
     assert sum(v["drifted"] for v in verdicts["local"].values()) >= 6
 
 
-def test_local_cluster_workers_are_forked_with_this_process_state(monkeypatch) -> None:
-    """The LocalCluster's workers start as forks of this process (with its imports: pandas, pyarrow, selfheal),
-    not as spawned interpreters that import all of it again (~2 s more per run on 2 cores)."""
+def test_local_cluster_workers_are_never_forks_of_this_threaded_process(monkeypatch) -> None:
+    """This process runs threads (the cluster's event loop, pytest's), and a fork copies any lock one of them
+    holds at that moment into a worker that then waits on it for ever (seen: a LocalCluster that never came up).
+    The workers come from a fork server instead: not children of this process, without its module state."""
     monkeypatch.setattr(engine, "_set_in_the_parent", "yes", raising=False)
     with engine.mapper("dask", 2) as run:
-        assert run(functools.partial(getattr, engine), ["_set_in_the_parent"] * 2) == ["yes", "yes"]
+        assert run(lambda _: os.getppid() != os.getpid(), [0, 1]) == [True, True]
+        assert os.getpid() not in run(lambda _: os.getppid(), [0, 1])
+        assert run(lambda _: getattr(engine, "_set_in_the_parent", None), [0, 1]) == [None, None]
 
 
 def _both(tmp_path: Path, df: pd.DataFrame, target: str, dq: DataQualityParams, partition_mb: float
