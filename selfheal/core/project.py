@@ -249,6 +249,12 @@ def current(root: str | Path = ".") -> Project:
     return load(path) if path.exists() else parse(OURS, "selfheal's own pipeline")
 
 
+def service_recovery_of(path: Path) -> ServiceRecoveryParams | None:
+    """The service_recovery group of the selfheal.yaml at `path` (what the built-in service reads at its start
+    and on a configuration reload); None when there is no such file."""
+    return load(path).service_recovery if path.exists() else None
+
+
 def open_project(root: str | Path = ".", params: str | Path | None = None,
                  healing_config: str | Path | None = None) -> Project:
     """The project at `root` (either kind); for our own pipeline with its params (`params`, default the root's

@@ -95,7 +95,7 @@ def target(project: Project, root: Path = Path(".")) -> Target:
 
 
 def ladder(project: Project, root: Path = Path(".")) -> tuple[ServiceRecoveryParams, Target]:
-    """The recovery ladder's parameters and Target for the project's service: our own service's (params.yaml's
+    """The recovery ladder's parameters and Target for the project's service: our own service's (selfheal.yaml's
     service_recovery) or the one selfheal.yaml's service section names."""
     if (params := project.params) is not None:
         return params.service_recovery, OWN

@@ -312,8 +312,7 @@ def _model(holder: ModelHolder) -> dict[str, Any]:
 
 def _read_batch_size(settings: ServiceSettings) -> int:
     """Configuration reload: the service's knobs from selfheal.yaml (service_recovery.max_batch_size)."""
-    if settings.project_path is None or not settings.project_path.exists():
-        return settings.max_batch_size
-    from selfheal.core.project import load
+    from selfheal.core.project import service_recovery_of
 
-    return load(settings.project_path).service_recovery.max_batch_size
+    knobs = service_recovery_of(settings.project_path) if settings.project_path is not None else None
+    return settings.max_batch_size if knobs is None else knobs.max_batch_size

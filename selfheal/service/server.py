@@ -20,13 +20,10 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from selfheal.core import workspace
 from selfheal.service import procs, prom
-
-if TYPE_CHECKING:
-    from selfheal.core.config import ServiceRecoveryParams
 
 # One OpenMP thread per model call: a request scores a few rows, and on 2 cores the thread team's start-up
 # costs more than it saves (measured: 42 ms vs 6 ms for a one-row HistGradientBoosting predict). Set before
@@ -112,10 +109,12 @@ def serve(host: str, port: int, model_path: Path, project_path: Path) -> None:
         signal.signal(sig, _stop_on_signal)
     try:
         warm_up()
+        from selfheal.core.config import ServiceRecoveryParams
+        from selfheal.core.project import service_recovery_of
         from selfheal.service import workers
         from selfheal.service.app import TOKEN_ENV, ServiceSettings, create_app, forget_workers
 
-        knobs = knobs_of(project_path)
+        knobs = service_recovery_of(project_path) or ServiceRecoveryParams()  # the defaults, as ours without it
         settings = ServiceSettings(
             model_path=model_path, project_path=project_path, max_batch_size=knobs.max_batch_size,
             admin_token=os.environ.get(TOKEN_ENV) or None, service_pid=info["pid"],
@@ -150,14 +149,6 @@ def _worker_gone(pid: int) -> None:
 
     forget_worker(pid)
     prom.worker_gone(pid)
-
-
-def knobs_of(project_path: Path) -> ServiceRecoveryParams:
-    """selfheal.yaml's service_recovery group (the defaults without the file, like our pipeline without it)."""
-    from selfheal.core.config import ServiceRecoveryParams
-    from selfheal.core.project import load
-
-    return load(project_path).service_recovery if project_path.exists() else ServiceRecoveryParams()
 
 
 def standby() -> bool:

@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from selfheal.core import workspace
+from selfheal.service import procs
 from tests.servicekit import (
     RECORD,
     free_port,
@@ -64,16 +65,8 @@ class Load:
             self.failed += not ok
 
 
-def _alive(pid: int) -> bool:
-    """Running, not a zombie; a process that exits while we ask is not alive (no race with its reaping)."""
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
 def _workers(master: int) -> list[int]:
-    return [c.pid for c in psutil.Process(master).children() if _alive(c.pid)]
+    return [c.pid for c in psutil.Process(master).children() if procs.alive(c.pid)]  # one exiting while asked is not
 
 
 def _until(condition, timeout: float) -> float:
@@ -155,6 +148,6 @@ def test_a_killed_master_takes_its_workers_and_frees_the_port(served: tuple[str,
     master = service_pid(project)
     workers = _workers(master)
     os.kill(master, signal.SIGKILL)
-    _until(lambda: not any(_alive(w) for w in workers), 5)
+    _until(lambda: not any(procs.alive(w) for w in workers), 5)
     with pytest.raises(requests.ConnectionError):
         requests.get(url + "/health", timeout=2)
