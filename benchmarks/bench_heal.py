@@ -39,8 +39,7 @@ def run() -> dict:
         sandbox.run(["dvc", "repro"], base)
         sandbox.commit(base, "dvc repro")
         sandbox.run(["selfheal", "promote"], base)
-        healthy = median_of(3, lambda: wall(["selfheal", "heal"], base))
-        versus_status = side_by_side(["selfheal", "heal"], ["dvc", "status"], base)
+        healthy, versus_status = side_by_side(["selfheal", "heal"], ["dvc", "status"], base)
         plan = median_of(3, lambda: wall(["selfheal", "heal", "--plan"], base))
 
         bad = Path(tmp) / "bad"

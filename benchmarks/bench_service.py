@@ -188,14 +188,7 @@ def _with_workers(project: Path, dest: Path, workers: int) -> Path:
 
 
 def _workers_of(master: int) -> list[int]:
-    alive = []
-    for child in psutil.Process(master).children():
-        try:
-            if child.status() != psutil.STATUS_ZOMBIE:
-                alive.append(child.pid)
-        except psutil.NoSuchProcess:  # exited while asked: not a worker any more
-            pass
-    return alive
+    return [c.pid for c in psutil.Process(master).children() if procs.alive(c.pid)]  # one exiting while asked is not
 
 
 def _worker_faults(project: Path) -> dict:

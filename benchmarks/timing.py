@@ -30,16 +30,17 @@ def median_of(n: int, once: Callable[[], float]) -> dict[str, float]:
     return {"median_s": round(statistics.median(runs), 3), "min_s": round(min(runs), 3), "max_s": round(max(runs), 3)}
 
 
-def side_by_side(ours: list[str], anchor: list[str], cwd: Path, n: int = 3) -> dict[str, float]:
-    """`ours` and `anchor` run alternately n times each in `cwd` (so a busy moment hits both), their medians and
-    the ratio of the medians: the figure to quote, beside the anchor it is measured against."""
+def side_by_side(ours: list[str], anchor: list[str], cwd: Path, n: int = 3) -> tuple[dict[str, float], dict]:
+    """`ours` and `anchor` run alternately n times each in `cwd` (so a busy moment hits both): `ours`'s
+    min/median/max, and the ratio of the medians - the figure to quote - beside the anchor's median."""
     mine, theirs = [], []
     for _ in range(n):
         mine.append(wall(ours, cwd))
         theirs.append(wall(anchor, cwd))
     ours_s, anchor_s = statistics.median(mine), statistics.median(theirs)
-    return {"median_s": round(ours_s, 3), "anchor": " ".join(anchor), "anchor_median_s": round(anchor_s, 3),
-            "ratio": round(ours_s / anchor_s, 2)}
+    spread = {"median_s": round(ours_s, 3), "min_s": round(min(mine), 3), "max_s": round(max(mine), 3)}
+    return spread, {"median_s": round(ours_s, 3), "anchor": " ".join(anchor), "anchor_median_s": round(anchor_s, 3),
+                    "ratio": round(ours_s / anchor_s, 2)}
 
 
 def peak_rss_mb(cmd: list[str], cwd: Path) -> float:
