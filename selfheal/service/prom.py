@@ -115,7 +115,8 @@ class _Families:
 
 
 class MetricsMiddleware:
-    """Pure ASGI: times every HTTP request and records its final status under a bounded set of route labels."""
+    """Pure ASGI: times every HTTP request and records its status under a bounded set of route labels, as its
+    response starts: a client that has its answer finds the request counted on /metrics (from any worker)."""
 
     def __init__(self, app: Any, metrics: Metrics) -> None:
         self.app = app
@@ -126,17 +127,18 @@ class MetricsMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status = 500
+        route = scope["path"] if scope["path"] in ROUTES else "other"
+        counted = False
 
         async def capture(message: dict) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
+            nonlocal counted
+            if message["type"] == "http.response.start" and not counted:
+                counted = True
+                self.metrics.observe(scope["method"], route, message["status"], time.perf_counter() - started)
             await send(message)
 
         try:
             await self.app(scope, receive, capture)
         finally:
-            path = scope["path"]
-            route = path if path in ROUTES else "other"
-            self.metrics.observe(scope["method"], route, status, time.perf_counter() - started)
+            if not counted:  # no response started: the server answers 500
+                self.metrics.observe(scope["method"], route, 500, time.perf_counter() - started)
