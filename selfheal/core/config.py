@@ -9,6 +9,9 @@ accepted (`--config`) and overrides those groups.
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -17,6 +20,25 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from selfheal.core import workspace
 from selfheal.core.errors import ConfigError
+
+
+@contextmanager
+def without_plugins() -> Iterator[None]:
+    """Build and run our schemas without looking for pydantic plugins: selfheal uses none, and looking is a scan
+    of every installed package's entry points, a large part of a quick command's time. Only while validating, so
+    the processes selfheal starts (stages, services) see the environment as it was."""
+    before = os.environ.get(PLUGINS_OFF)
+    os.environ[PLUGINS_OFF] = "__all__"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[PLUGINS_OFF]
+        else:
+            os.environ[PLUGINS_OFF] = before
+
+
+PLUGINS_OFF = "PYDANTIC_DISABLE_PLUGINS"
 
 
 class _Group(BaseModel):
@@ -174,7 +196,8 @@ def parse_params(raw: dict[str, Any], source: str = str(workspace.PARAMS)) -> Pa
     *file* goes through load_params, which first insists that every group is there.
     """
     try:
-        return Params.model_validate(raw)
+        with without_plugins():
+            return Params.model_validate(raw)
     except ValidationError as exc:
         raise _explain(source, exc) from None
 

@@ -30,6 +30,7 @@ from selfheal.core.config import (
     load_params,
     parse_yaml,
     read_yaml,
+    without_plugins,
 )
 from selfheal.core.errors import ConfigError, SelfHealError
 from selfheal.core.workspace import PARAMS, PROJECT_FILE, inside
@@ -225,7 +226,8 @@ def parse(raw: Any, source: str = str(PROJECT_FILE)) -> Project:
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping with model:, gate: and optional repro:, data:, ... keys")
     try:
-        return Project.model_validate(raw)
+        with without_plugins():
+            return Project.model_validate(raw)
     except ValidationError as exc:
         raise _explain(source, exc) from None
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from selfheal.core import atomic, audit, escalation, workspace
 from selfheal.core.clock import parse_time
@@ -20,6 +20,9 @@ from selfheal.core.project import Project
 from selfheal.healing.policy import Observations, Settings
 from selfheal.versions import catalog, checkout, gate, vcs
 from selfheal.versions.params_edits import files_of, params_changed, upstream
+
+if TYPE_CHECKING:
+    from selfheal.service.client import Health
 
 # the audit log of each issue, whose recurrences escalate it
 LOGS = {"data_quality": workspace.DATA_FIX_LOG, "model": workspace.ROLLBACK_LOG, "drift": workspace.RETRAINING_LOG,
@@ -239,8 +242,6 @@ def _drift(project: Project, lock: dict[str, Any], cwd: Path, remember: bool
 
 
 def _service(project: Project, cwd: Path) -> dict[str, Any]:
-    from selfheal.service.client import Health
-
     health: Health | None = None
     restartable = True
     if (params := project.params) is not None:
