@@ -132,7 +132,9 @@ def test_first_stage_runs_itself_and_starts_a_warm_interpreter(project: Path, en
 
 def test_a_forked_stage_is_the_stage_the_caller_started(project: Path, environ: dict[str, str]) -> None:
     server = warm(project, environ)
-    (project / "stages" / "helper.py").write_text("VALUE = 2\n")  # edited code: the fork must run the new one
+    # edited code: the fork must run the new one (a different length: a .pyc written in the same second as an
+    # edit of the same size is taken as current by any Python, runner or not)
+    (project / "stages" / "helper.py").write_text("VALUE = 20\n")
     env = {**environ, "DVC_EXP_NAME": "wiser-newt"}  # set by `dvc exp run`: the variables DVC sets keep the key
     nofile = resource.getrlimit(resource.RLIMIT_NOFILE)
     proc, seen, err = probe(project, env, "exit=3", "x y", umask=0o027,
@@ -141,7 +143,7 @@ def test_a_forked_stage_is_the_stage_the_caller_started(project: Path, environ: 
     assert seen["argv"] == [str(project / "stages" / "probe.py"), "exit=3", "x y"]
     assert seen["cwd"] == str(project) and seen["umask"] == 0o027 and seen["nofile"] == 123  # ulimit -n 123
     assert seen["exp"] == "wiser-newt"
-    assert seen["helper"] == 2 and seen["pandas"]  # fresh project code, preloaded libraries
+    assert seen["helper"] == 20 and seen["pandas"]  # fresh project code, preloaded libraries
     assert err.strip() == "to stderr" and proc.returncode == 3
 
 
