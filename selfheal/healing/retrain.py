@@ -217,6 +217,10 @@ def _bring_in_and_build(project: Project, reason: str, cwd: Path) -> dict[str, A
         atomic.pause_at("retrain:folded")
         print(f"🔄 Starting model retraining... ({added} rows of {params.data.current} folded into {params.data.raw})")
     ok, note = build(project, cwd, reason, command=project.retrain.command)
+    if ok and project.retrain.command and (stale := _stale(cwd, project.model.stages)):
+        # a command that only folds the batch in: the candidate is what the pipeline makes of the new data
+        print(f"ℹ️  retrain.command left {', '.join(stale)} out of date with its inputs: reproducing the pipeline")
+        ok, note = build(project, cwd, reason)
     if not ok and not (cwd / project.record(workspace.FAILED_CANDIDATE)).exists():
         return out | {"refused": note}  # built, but on data still invalid: never promoted
     if not ok:
@@ -255,10 +259,15 @@ def _gate(project: Project, cwd: Path, refused: str | None) -> dict[str, Any]:
 
 def _trained_as_is(cwd: Path) -> bool:
     """The model is up to date with the data, params and code (`dvc status train` has nothing to say)."""
+    return _stale(cwd, ["train"]) == []
+
+
+def _stale(cwd: Path, stages: list[str]) -> list[str] | None:
+    """The stages `dvc status` finds out of date (these and those upstream of them); None when it cannot tell."""
     import json
 
-    proc = vcs.dvc("status", "--json", "train", cwd=cwd, check=False)
+    proc = vcs.dvc("status", "--json", "--with-deps", *stages, cwd=cwd, check=False)
     try:
-        return proc.returncode == 0 and json.loads(proc.stdout or "{}") == {}
+        return sorted(json.loads(proc.stdout or "{}")) if proc.returncode == 0 else None
     except ValueError:
-        return False
+        return None

@@ -97,9 +97,14 @@ def prepare(source: Path, dest: Path, on: Target, env: Env, quick: bool, say: Ca
         proc, _ = env.run([selfheal_command(), "heal"], dest)  # a configured service: heal starts it
         spec = spec_of(dest, on.config)
         prod = judge.production(dest, spec)
-        if proc.returncode != 0 or prod is None:
-            raise SelfHealError(f"drill: the baseline heal left no {spec.stage} version of {spec.artifact}: "
-                                f"{(proc.stdout + proc.stderr)[-500:]}")
+        said = " | ".join(proc.stdout.strip().splitlines()[-4:]) + "".join(
+            f"; on stderr: {line}" for line in proc.stderr.strip().splitlines()[-1:])
+        if proc.returncode != 0:
+            raise SelfHealError(f"drill: the baseline heal on a fresh copy did not end healthy (exit "
+                                f"{proc.returncode}); the project must heal cleanly before it is drilled. It said: "
+                                f"{said}")
+        if prod is None:
+            raise SelfHealError(f"drill: the baseline heal left no {spec.stage} version of {spec.artifact}: {said}")
         sandbox.commit(dest, "drill baseline")
         sandbox.must(["dvc", "push", "-q"], dest)  # the drill's remote holds the baseline, as a user's would
         problems = judge.end_state(dest, spec, {}, set())

@@ -111,14 +111,18 @@ def test_quick_drill_on_a_guarded_project_heals_for_real_and_leaves_the_project_
 SECTIONS = ["numbers_as_text", "drift_most_columns", "service_crash"]
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def _guard_every_section(repo: Path) -> str:
     """`selfheal init`, then data.target, drift (three numeric columns compared), a retrain command folding the
     batch in, and the tiny service on a free port; committed with the current batch. Returns the health URL."""
     foreign.write_csv(repo / "data/current.csv", 200, seed=5)
     run(["selfheal", "init"], repo)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        url = f"http://127.0.0.1:{sock.getsockname()[1]}/health"
+    url = f"http://127.0.0.1:{_free_port()}/health"
     config = yaml.safe_load((repo / "selfheal.yaml").read_text())
     config["data"]["target"] = "label"
     config["drift"] = {"reference": "data/data.csv", "current": "data/current.csv",
@@ -138,6 +142,26 @@ def _in(folder: Path) -> list[psutil.Process]:
         if proc.info["cwd"] and Path(proc.info["cwd"]).is_relative_to(folder) and proc.pid != os.getpid():
             found.append(proc)
     return found
+
+
+def test_a_project_that_does_not_heal_cleanly_is_not_drilled_and_heal_s_own_words_say_why(
+        example: Path, copy_of: Callable[[Path], Path]) -> None:
+    repo = copy_of(example)
+    run(["selfheal", "init"], repo)
+    config = yaml.safe_load((repo / "selfheal.yaml").read_text())
+    config["service"] = {"health": f"http://127.0.0.1:{_free_port()}/health",
+                         "start": f"{sys.executable} -c \"raise SystemExit('no model server here')\"",
+                         "startup_timeout_seconds": 2}
+    (repo / "selfheal.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    proc = run(["selfheal", "drill", "--quick", "--faults", "deleted_model_file"], repo, check=False)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    error = proc.stderr.strip()
+    assert error.startswith("error: drill: the baseline heal on a fresh copy did not end healthy (exit 1)"), error
+    said, _, stderr = error.split("It said: ", 1)[1].partition("; on stderr: ")
+    assert said.split(" | ")[-1] == "heal: needs attention", said  # whole lines of heal's output, the last last
+    assert stderr.endswith("no model server here"), stderr
+    assert not list(repo.glob(".selfheal/drill*"))  # no scorecard of a drill that did not run
+
 
 
 @pytest.mark.slow
