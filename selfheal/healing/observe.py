@@ -115,21 +115,33 @@ def last_retrain_time(log: Path) -> datetime | None:
     return parse_time(value) if value else None
 
 
-def _promoted_on(current: Path, log: Path) -> str | None:
-    """The version a completed retrain trained on exactly this batch (same md5) and promoted, or None."""
+def _promoted_on(current: Path, log: Path, versions: catalog.Versions | None) -> str | None:
+    """The version a completed retrain trained on exactly this batch (same md5) and promoted, or None: from the
+    retraining log, else from the registry, whose record of a retrained version names its batch (so a fresh
+    clone, a CI runner without the records, knows it too)."""
     if not current.is_file():
         return None
     md5 = atomic.md5_file(current)
     for entry in reversed(read_log(log).get("history") or []):
         if entry.get("current_md5") == md5 and entry.get("outcome") == "promoted":
             return str(entry.get("version") or f"the retrain of {entry.get('timestamp')}")
+    for version in reversed(versions.known if versions else []):
+        if md5 in (version.meta.get("trained_on") or {}).values():
+            return version.name
     return None
 
 
-def batch_retrained(current: Path, log: Path) -> str | None:
+def _last_retrained(versions: catalog.Versions) -> datetime | None:
+    """When the newest version a retrain made was promoted (the registry's record), or None."""
+    times = [parse_time(v.meta["promoted_at"]) for v in versions.known
+             if v.meta.get("trained_on") and v.meta.get("promoted_at")]
+    return max(times, default=None)
+
+
+def batch_retrained(current: Path, log: Path, versions: catalog.Versions | None = None) -> str | None:
     """Why retraining on this very batch again would fold nothing new (a version was already trained on it), or
     None. The drift then persists by construction: a person decides whether the batch is the new normal."""
-    version = _promoted_on(current, log)
+    version = _promoted_on(current, log, versions)
     if version is None:
         return None
     return (f"{version} was already trained on this batch ({current.name}): retraining would fold nothing new. The "
@@ -237,7 +249,10 @@ def _drift(project: Project, lock: dict[str, Any], cwd: Path, remember: bool
     else:
         return found  # retrained on schedule only: the cooldown alone decides
     if (found.get("drift") or {}).get("drift_detected"):
-        found["batch_retrained"] = batch_retrained(current, log)
+        versions = catalog.Versions(project, cwd)
+        found["batch_retrained"] = batch_retrained(current, log, versions)
+        if found["last_retrain"] is None:  # a clone without the retraining log keeps the cooldown too
+            found["last_retrain"] = _last_retrained(versions)
     return found
 
 

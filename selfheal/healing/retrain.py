@@ -175,7 +175,8 @@ def retrain(project: Project, *, drift_detected: bool = False,
         try:
             entry |= _bring_in_and_build(project, verdict.reason, cwd)
             if entry["outcome"] != "nothing_new":
-                entry |= _gate(project, cwd, entry.pop("refused", None))
+                batch = {str(rules.current): entry["current_md5"]} if entry["current_md5"] else None
+                entry |= _gate(project, cwd, entry.pop("refused", None), batch)
         except SelfHealError as exc:
             entry["error"] = str(exc)
             print(f"❌ Retraining failed: {exc}", file=sys.stderr)
@@ -228,13 +229,14 @@ def _bring_in_and_build(project: Project, reason: str, cwd: Path) -> dict[str, A
     return out
 
 
-def _gate(project: Project, cwd: Path, refused: str | None) -> dict[str, Any]:
-    """The policy's verdict on the new candidate, carried out: promoted, left as production, or (anything else,
-    or `refused`) production restored."""
+def _gate(project: Project, cwd: Path, refused: str | None, batch: dict[str, str] | None) -> dict[str, Any]:
+    """The policy's verdict on the new candidate, carried out: promoted (its record names the `batch` it was
+    trained on), left as production, or (anything else, or `refused`) production restored."""
     from selfheal.core.errors import SelfHealError
-    from selfheal.healing.actions import execute
+    from selfheal.healing.actions import execute, reloader
     from selfheal.healing.observe import observe, settings
     from selfheal.healing.policy import Decision, plan
+    from selfheal.versions.promote import promote
 
     obs = observe(project, cwd)
     verdict = obs.verdict or {}
@@ -243,9 +245,7 @@ def _gate(project: Project, cwd: Path, refused: str | None) -> dict[str, Any]:
     if refused is None and decision.action == "ok":
         return out | {"outcome": "unchanged", "version": (obs.production or {}).get("version")}
     if refused is None and decision.action == "promote":
-        result = execute(decision, project, cwd)
-        if not result.ok:
-            raise SelfHealError(result.note)
+        promote(project, reason=decision.reason, reload=reloader(project), cwd=cwd, trained_on=batch)
         production = Versions(project, cwd).production()
         return out | {"outcome": "promoted", "version": production.name if production else None}
     reason = refused or decision.reason

@@ -95,7 +95,7 @@ def _model_card(project: Project, cwd: Path) -> dict[str, Any]:
 
 
 def _meta(project: Project, cwd: Path, verdict: dict[str, Any], ident: str, hashes: dict[str, str],
-          versions: Versions) -> dict[str, Any]:
+          versions: Versions, trained_on: dict[str, str] | None) -> dict[str, Any]:
     """The version's metadata: the registered one for these bytes, or new."""
     existing = versions.by_identity(ident)
     if existing:
@@ -106,6 +106,7 @@ def _meta(project: Project, cwd: Path, verdict: dict[str, Any], ident: str, hash
         "promoted_at": now.isoformat(), "metric_name": verdict["metric_name"], "metric": verdict["metric"],
         "gate_key": project.gate.key, "threshold": verdict.get("threshold"), "md5": ident,
         **({"outs": hashes} if len(hashes) > 1 else {}), **_model_card(project, cwd), "host": socket.gethostname(),
+        **({"trained_on": trained_on} if trained_on else {}),
     }
 
 
@@ -125,10 +126,12 @@ def _commit(cwd: Path, meta: dict[str, Any], artifact: str, reason: str) -> str:
 
 def promote(project: Project | None = None, *, reason: str = "passed the gate", reload: Reload | None = None,
             cwd: str | Path = ".", accept_schema_change: bool = False, force: bool = False,
-            by_person: bool = False) -> dict:
+            by_person: bool = False, trained_on: dict[str, str] | None = None) -> dict:
     """Make the workspace candidate production; returns the audit entry.
 
     `by_person`: `selfheal promote` (not heal), which also promotes a model a person rolled back from.
+    `trained_on`: a retrain's batch ({path: md5}), kept in the version's record so that every clone knows the
+    batch was trained on.
     The gate judges it against the registry's production, read after fetching the shared registry when one is
     configured (registry.shared_remote). There the version number and the production assignment are claimed: a
     runner that loses a claim reads the registry again and judges again against whatever production is now, so
@@ -147,7 +150,7 @@ def promote(project: Project | None = None, *, reason: str = "passed the gate", 
         print(f"⚠️  --force: promoting past the gate: {'; '.join(overridden)}")
     with journal.intent("promote", cwd / project.record(workspace.HEAL_LOG), reason, md5=ident):
         entry = _promote(project, cwd, verdict, ident, hashes, reason, reload, shared, accept_schema_change,
-                         overridden)
+                         overridden, trained_on)
     if by_person:  # a person promoting a model they rolled back from lifts their hold on it
         from selfheal.versions.rollback import release
 
@@ -156,7 +159,8 @@ def promote(project: Project | None = None, *, reason: str = "passed the gate", 
 
 
 def _promote(project: Project, cwd: Path, verdict: dict[str, Any], ident: str, hashes: dict[str, str], reason: str,
-             reload: Reload | None, shared: str | None, accept_schema_change: bool, overridden: list[str]) -> dict:
+             reload: Reload | None, shared: str | None, accept_schema_change: bool, overridden: list[str],
+             trained_on: dict[str, str] | None) -> dict:
     def judge(production: registry.Version | None) -> dict[str, Any]:
         """The verdict against `production`, raising when the candidate no longer passes (production moved)."""
         return passing_candidate(project, cwd, Versions(project, cwd), production, accept_schema_change,
@@ -169,7 +173,7 @@ def _promote(project: Project, cwd: Path, verdict: dict[str, Any], ident: str, h
     for _ in range(registry.CLAIM_TRIES):
         versions = Versions(project, cwd)
         existing = versions.by_identity(ident)
-        meta = _meta(project, cwd, verdict, ident, hashes, versions)
+        meta = _meta(project, cwd, verdict, ident, hashes, versions, trained_on)
         before = vcs.head(cwd)
         commit = _commit(cwd, meta, artifact, reason)
         version = existing or registry.register(meta["version"], commit, meta, cwd, shared, artifact=artifact)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -134,11 +135,26 @@ def test_drift_in_the_current_data_runs_the_retrain_command_then_refuses_within_
     tags = sandbox.run(["git", "tag", "--list", f"{foreign.ARTIFACT}*"], repo).stdout.split()
     assert f"{foreign.ARTIFACT}@v1.0.1" in tags  # the gate judged the candidate made from the folded data
     assert sandbox.run(["dvc", "status", "--json"], repo).stdout.strip() == "{}"
+
+    shutil.rmtree(repo / ".selfheal")  # a fresh clone (a CI runner) has no records: the registry remembers
+    again = selfheal("heal", cwd=repo).stdout
+    assert "in cooldown until" in again and len(pd.read_csv(repo / DATA)) == rows + 200, again
+    _set(repo, "retrain", "cooldown_hours", 0)
+    again = selfheal("heal", cwd=repo).stdout
+    assert "v1.0.1 was already trained on this batch" in again, again
+    assert len(pd.read_csv(repo / DATA)) == rows + 200  # not folded in twice
+    _set(repo, "retrain", "cooldown_hours", 24)
     assert (repo / ".selfheal/drift.json").is_file()
 
     foreign.write_csv(repo / "data/current.csv", 200, seed=7, score_shift=-8)  # a new drifted batch, within cooldown
     refused = selfheal("heal", cwd=repo).stdout
     assert "in cooldown until" in refused and len(pd.read_csv(repo / DATA)) == rows + 200
+
+
+def _set(repo: Path, section: str, key: str, value: object) -> None:
+    config = yaml.safe_load((repo / "selfheal.yaml").read_text())
+    config[section][key] = value
+    (repo / "selfheal.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
 
 def _free_port() -> int:
