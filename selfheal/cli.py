@@ -142,25 +142,23 @@ def offline_plots(args: argparse.Namespace) -> None:
 
 @command(option("kind", choices=("validation", "drift"),
                 help="validation: metric, threshold, passed; drift: drift_detected, drift_score"),
-         option("--github-output", default=os.environ.get("GITHUB_OUTPUT"),
-                help="File to append key=value lines to (default: $GITHUB_OUTPUT)"))
+         option("--github-output", help="File to append key=value lines to (default: $GITHUB_OUTPUT)"))
 def ci_outputs(args: argparse.Namespace) -> None:
     """Print a pipeline result as key=value step outputs and append them to $GITHUB_OUTPUT."""
     from selfheal.ops.ci import step_outputs, write_outputs
 
-    for line in write_outputs(step_outputs(args.kind), args.github_output):
+    for line in write_outputs(step_outputs(args.kind), args.github_output or os.environ.get("GITHUB_OUTPUT")):
         print(line)
 
 
 @command(option("--base", default="HEAD", help="Revision the run checked out: actions logged since then are listed"),
-         option("--step-summary", default=os.environ.get("GITHUB_STEP_SUMMARY"),
-                help="File to append the Markdown to (default: $GITHUB_STEP_SUMMARY)"))
+         option("--step-summary", help="File to append the Markdown to (default: $GITHUB_STEP_SUMMARY)"))
 def ci_summary(args: argparse.Namespace) -> None:
     """Print what healed (gate, drift, self-healing actions, verdict) and append it to $GITHUB_STEP_SUMMARY."""
     from selfheal.ops.ci import append_summary, job_summary
 
     text = job_summary(args.base)
-    append_summary(text, args.step_summary)
+    append_summary(text, args.step_summary or os.environ.get("GITHUB_STEP_SUMMARY"))
     print(text, end="")
 
 
@@ -419,12 +417,12 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
 
 def parser() -> argparse.ArgumentParser:
     """Every command with its arguments (the workflows' test parses their calls with it)."""
-    root = argparse.ArgumentParser(prog="selfheal", description=DESCRIPTION)
+    root = argparse.ArgumentParser(prog="selfheal", description=DESCRIPTION, allow_abbrev=False)
     commands = root.add_subparsers(title="commands", metavar="COMMAND")
     for name, run, arguments in COMMANDS:
         doc = " ".join((run.__doc__ or "").split())
         summary = doc.split(". ")[0].split("; ")[0].rstrip(".")
-        sub = commands.add_parser(name, help=summary, description=doc, formatter_class=_Help)
+        sub = commands.add_parser(name, help=summary, description=doc, formatter_class=_Help, allow_abbrev=False)
         for flags, settings in arguments:
             sub.add_argument(*flags, **settings)
         sub.set_defaults(run=run)
