@@ -425,7 +425,7 @@ def parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=summary, description=doc, formatter_class=_Help, allow_abbrev=False)
         for flags, settings in arguments:
             sub.add_argument(*flags, **settings)
-        sub.set_defaults(run=run)
+        sub.set_defaults(run=run, usage=sub)
     return root
 
 
@@ -434,10 +434,14 @@ def main(argv: list[str] | None = None) -> None:
     from selfheal.core.alerts import check_webhook
 
     root = parser()
-    args = root.parse_args(sys.argv[1:] if argv is None else argv)
+    args, unknown = root.parse_known_args(sys.argv[1:] if argv is None else argv)
     if not hasattr(args, "run"):
+        if unknown:
+            root.error(f"unrecognized arguments: {' '.join(unknown)}")
         root.print_help()
         raise SystemExit(2)
+    if unknown:  # said with the command's own usage line, not the root's
+        args.usage.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         check_webhook()  # the configuration every command may alert through: checked before anything acts
         code = args.run(args)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from selfheal.cli import parser
+from selfheal.cli import main, parser
 from selfheal.core.atomic import write_json
 from selfheal.ops.ci import step_outputs
 
@@ -102,6 +102,13 @@ def test_every_selfheal_command_and_flag_a_workflow_passes_is_accepted(capsys) -
         except SystemExit:
             pytest.fail(f"{workflow}: selfheal {shlex.join(args)}: {capsys.readouterr().err.strip()}")
         assert parsed.run.__name__.replace("_", "-") == args[0]
+
+
+def test_an_unknown_flag_is_refused_with_its_command_s_usage(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["heal", "--plna"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.startswith("usage: selfheal heal ") and "unrecognized arguments: --plna" in err
 
 
 def test_a_misspelt_command_or_flag_is_refused_with_a_usage_line(capsys) -> None:
