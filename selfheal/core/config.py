@@ -21,6 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from selfheal.core import workspace
 from selfheal.core.errors import ConfigError
 
+PLUGINS_OFF = "PYDANTIC_DISABLE_PLUGINS"
+
 
 @contextmanager
 def without_plugins() -> Iterator[None]:
@@ -36,9 +38,6 @@ def without_plugins() -> Iterator[None]:
             del os.environ[PLUGINS_OFF]
         else:
             os.environ[PLUGINS_OFF] = before
-
-
-PLUGINS_OFF = "PYDANTIC_DISABLE_PLUGINS"
 
 
 class _Group(BaseModel):
