@@ -43,7 +43,7 @@ from benchmarks.loadgen import run_load
 from selfheal.core import workspace
 from selfheal.ops import sandbox
 from selfheal.service import procs
-from tests.servicekit import record_production
+from tests.servicekit import record_production, workers_of
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -187,10 +187,6 @@ def _with_workers(project: Path, dest: Path, workers: int) -> Path:
     return dest
 
 
-def _workers_of(master: int) -> list[int]:
-    return [c.pid for c in psutil.Process(master).children() if procs.alive(c.pid)]  # one exiting while asked is not
-
-
 def _worker_faults(project: Path) -> dict:
     """50 requests a second on one keep-alive connection to the 2-worker service while one worker gets SIGKILL,
     then (another round) SIGSTOP: the requests that failed and the seconds until the supervisor had replaced it."""
@@ -218,10 +214,10 @@ def _worker_faults(project: Path) -> dict:
             thread = threading.Thread(target=load, args=(counts, stop))
             thread.start()
             time.sleep(1.0)
-            victim = _workers_of(service.pid)[0]
+            victim = workers_of(service.pid)[0]
             os.kill(victim, sig)
             hit = time.monotonic()
-            while victim in _workers_of(service.pid) or len(_workers_of(service.pid)) < 2:
+            while victim in workers_of(service.pid) or len(workers_of(service.pid)) < 2:
                 time.sleep(0.01)
             replaced = time.monotonic() - hit
             time.sleep(3.0)

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import requests
 import yaml
 
@@ -25,6 +26,11 @@ from selfheal.service import procs
 ROOT = Path(__file__).resolve().parents[1]
 RECORD = {"MedInc": 3.2, "HouseAge": 20.0, "AveRooms": 5.0, "AveBedrms": 1.0, "Population": 1000.0,
           "AveOccup": 3.0, "Latitude": 34.0, "Longitude": -118.0, "ocean": "south"}
+
+
+def workers_of(master: int) -> list[int]:
+    """The service master's live worker processes (one exiting while asked is not one)."""
+    return [c.pid for c in psutil.Process(master).children() if procs.alive(c.pid)]
 
 
 def train_model(dest: Path, max_iter: int, rows: int = 500, seed: int = 0) -> str:

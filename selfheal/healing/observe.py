@@ -196,10 +196,10 @@ def _altered(path: str, md5: str, cwd: Path) -> str | None:
     return f"{path} is md5 {atomic.md5_file(cwd / path)}, not the {md5} dvc.lock pins"
 
 
-def _model(project: Project, lock: dict[str, Any], cwd: Path, built: bool) -> dict[str, Any]:
+def _model(project: Project, lock: dict[str, Any], cwd: Path, built: bool, versions: catalog.Versions
+           ) -> dict[str, Any]:
     from selfheal.versions.rollback import held_back, hold_note
 
-    versions = catalog.Versions(project, cwd)
     prod = versions.production()
     found: dict[str, Any] = {"production": versions.record(prod) if prod else None}
     if not built:
@@ -227,8 +227,9 @@ def _model(project: Project, lock: dict[str, Any], cwd: Path, built: bool) -> di
     return found
 
 
-def _drift(project: Project, lock: dict[str, Any], cwd: Path, remember: bool
-           ) -> dict[str, Any]:
+def _drift(project: Project, lock: dict[str, Any], cwd: Path, remember: bool,
+           versions: catalog.Versions | None = None) -> dict[str, Any]:
+    """`versions`: the registry as observe read it (read here only when drift is detected, if not given)."""
     log = cwd / project.record(workspace.RETRAINING_LOG)
     found: dict[str, Any] = {"last_retrain": last_retrain_time(log)}
     if (params := project.params) is not None:  # our monitor stage measures drift: its report must describe the model
@@ -249,7 +250,7 @@ def _drift(project: Project, lock: dict[str, Any], cwd: Path, remember: bool
     else:
         return found  # retrained on schedule only: the cooldown alone decides
     if (found.get("drift") or {}).get("drift_detected"):
-        versions = catalog.Versions(project, cwd)
+        versions = catalog.Versions(project, cwd) if versions is None else versions
         found["batch_retrained"] = batch_retrained(current, log, versions)
         if found["last_retrain"] is None:  # a clone without the retraining log keeps the cooldown too
             found["last_retrain"] = _last_retrained(versions)
@@ -292,11 +293,12 @@ def observe(project: Project, cwd: Path = Path("."), remember: bool = True) -> O
     """Everything the policy decides on; `remember` keeps what was measured (clean data, drift) for next time."""
     lock = vcs.read_lock(cwd / workspace.DVC_LOCK)
     built = all(stage in lock for stage in project.model.stages)
+    versions = catalog.Versions(project, cwd)
     return Observations(
         now=datetime.now(UTC), built=built,
         **_data(project, lock, cwd, remember),
-        **_model(project, lock, cwd, built),
-        **_drift(project, lock, cwd, remember),
+        **_model(project, lock, cwd, built, versions),
+        **_drift(project, lock, cwd, remember, versions),
         **_service(project, cwd),
         logs={issue: audit.entries(cwd / project.record(path)) for issue, path in LOGS.items()},
     )

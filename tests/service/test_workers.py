@@ -11,7 +11,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
 import pytest
 import requests
 
@@ -28,6 +27,7 @@ from tests.servicekit import (
     url_of,
     use_model,
     wait_status,
+    workers_of,
 )
 
 pytestmark = pytest.mark.xdist_group("workers")
@@ -65,10 +65,6 @@ class Load:
             self.failed += not ok
 
 
-def _workers(master: int) -> list[int]:
-    return [c.pid for c in psutil.Process(master).children() if procs.alive(c.pid)]  # one exiting while asked is not
-
-
 def _until(condition, timeout: float) -> float:
     started = time.monotonic()
     while not condition():
@@ -93,7 +89,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
 def test_two_workers_answer_as_one_service(served: tuple[str, Path, dict[str, Path]]) -> None:
     url, project, _ = served
     master = service_pid(project)
-    workers, bodies = set(_workers(master)), []
+    workers, bodies = set(workers_of(master)), []
     deadline = time.monotonic() + 10
 
     def client() -> None:  # concurrent new connections: the kernel hands each to whichever worker accepts first
@@ -114,11 +110,11 @@ def test_a_lost_worker_costs_only_its_requests_in_flight_and_is_replaced(
         served: tuple[str, Path, dict[str, Path]], sig: int) -> None:
     url, project, _ = served
     master = service_pid(project)
-    victim = _workers(master)[0]
+    victim = workers_of(master)[0]
     with Load(url) as load:
         time.sleep(0.5)
         os.kill(victim, sig)
-        replaced = _until(lambda: victim not in _workers(master) and len(_workers(master)) == 2, 10)
+        replaced = _until(lambda: victim not in workers_of(master) and len(workers_of(master)) == 2, 10)
         wait_status(url)
         time.sleep(1.0)
     assert replaced < 3.0
@@ -146,7 +142,7 @@ def test_a_reload_swaps_every_worker_without_a_failed_request(served: tuple[str,
 def test_a_killed_master_takes_its_workers_and_frees_the_port(served: tuple[str, Path, dict[str, Path]]) -> None:
     url, project, _ = served
     master = service_pid(project)
-    workers = _workers(master)
+    workers = workers_of(master)
     os.kill(master, signal.SIGKILL)
     _until(lambda: not any(procs.alive(w) for w in workers), 5)
     with pytest.raises(requests.ConnectionError):
