@@ -1,23 +1,26 @@
 """Log each training run to MLflow (params, train and holdout metrics, the model with an input example, tags
-naming the DVC experiment and git commit), register the model, and keep the registry's `prod` alias on the
-version GTO calls production.
+naming the DVC experiment and git commit), and keep MLflow's model registry on what GTO calls production.
 
 The default store is embedded and offline: `sqlite:///mlflow.db` in the working directory (the repo root when a
 stage runs) with artifacts under `mlartifacts/`; browse it with `mlflow ui --backend-store-uri sqlite:///mlflow.db`.
 `MLFLOW_TRACKING_URI` points it at a server instead. `SELFHEAL_MLFLOW=0` skips tracking entirely, for machines
 without a writable store. mlflow is imported only inside these functions: it costs seconds to import.
 
-Every run's model is a version of the registered model `selfheal`; promote and rollback move the alias `prod`
-(`models:/selfheal@prod`), so the MLflow UI shows the same production as `selfheal versions`.
+A run's model becomes a version of the registered model `selfheal` when it first reaches production: promote
+and rollback register it if needed and move the alias `prod` (`models:/selfheal@prod`), so the MLflow UI shows
+the same production as `selfheal versions`. Candidates stay runs, tagged `selfheal.verdict` once judged
+("production v0.0.3", or "refused: " and the gate's reason).
 
-A new embedded store pays for MLflow's schema migrations (6-8 s on a busy 2-core machine, a quarter of train) only
-once per environment: the first one migrates an empty store under workspace.MLFLOW_TEMPLATES and every new
-embedded store (a fresh clone, a sandbox) starts as a copy of it. MLflow then opens it as usual, checks its schema
+A new embedded store pays for MLflow's schema migrations (a large share of train) only once per environment: the
+first one migrates an empty store under workspace.MLFLOW_TEMPLATES and every new embedded store (a fresh clone, a
+sandbox) starts as a copy of it. MLflow then opens it as usual, checks its schema
 is at MLflow's head revision and creates its default experiment in it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import shutil
@@ -187,7 +190,6 @@ def log_training(pipeline: Any, meta: dict[str, Any], metrics: dict[str, float],
                         signature=signature,
                         input_example=sample.head(3),
                         pip_requirements=_pip_requirements(),
-                        registered_model_name=REGISTERED_MODEL,
                     )
             finally:
                 sk_logger.setLevel(previous)
@@ -216,6 +218,7 @@ def _client(uri: str) -> Any:
 
 
 MODEL_TAG = "selfheal.model_md5"  # links a run to the model bytes it made (tracked files hold no run id)
+VERDICT_TAG = "selfheal.verdict"  # "production vX" once promoted or restored, "refused: why" when the gate said no
 
 
 def tag_model(run_id: str | None, md5: str) -> None:
@@ -250,9 +253,10 @@ def run_for_model(md5: str | None, root: Path = Path(".")) -> str | None:
 
 
 def set_production_alias(run_id: str | None, version: str, root: Path) -> str | None:
-    """Point the registry alias `prod` at the registered model version of `run_id` and tag it with the GTO
-    version name; returns the MLflow version number, or None when there is nothing to move (tracking off, no
-    linked run, no store, or the run's model not registered in it). Store failures raise SelfHealError."""
+    """Point the registry alias `prod` at the registered model version of `run_id` (registering the run's model
+    the first time it reaches production: candidates stay runs) and tag it with the GTO version name; returns the
+    MLflow version number, or None when there is nothing to move (tracking off, no linked run, no store). Store
+    failures raise SelfHealError."""
     if not enabled() or not run_id:
         return None
     if _no_store(root):
@@ -261,11 +265,28 @@ def set_production_alias(run_id: str | None, version: str, root: Path) -> str | 
     try:
         client = _client(uri)
         found = client.search_model_versions(f"name='{REGISTERED_MODEL}' and run_id='{run_id}'")
-        if not found:
-            return None
-        number = str(found[0].version)
+        if found:
+            number = str(found[0].version)
+        else:
+            import mlflow
+
+            mlflow.set_tracking_uri(uri)
+            with contextlib.redirect_stderr(io.StringIO()):  # MLflow's "Created version" lines: ours say it
+                number = str(mlflow.register_model(f"runs:/{run_id}/model", REGISTERED_MODEL).version)
         client.set_registered_model_alias(REGISTERED_MODEL, PROD_ALIAS, number)
         client.set_model_version_tag(REGISTERED_MODEL, number, "selfheal.version", version)
+        client.set_tag(run_id, VERDICT_TAG, f"production {version}")
     except Exception as exc:
         raise _store_error(uri, exc) from None
     return number
+
+
+def tag_refused(run_id: str | None, reason: str, root: Path) -> None:
+    """Record on a refused candidate's run why the gate refused it; the run stays unregistered."""
+    if not enabled() or not run_id or _no_store(root):
+        return
+    uri = tracking_uri(root)
+    try:
+        _client(uri).set_tag(run_id, VERDICT_TAG, f"refused: {reason}"[:5000])
+    except Exception as exc:
+        raise _store_error(uri, exc) from None

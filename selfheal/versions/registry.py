@@ -249,15 +249,19 @@ def assigned(history: list[Assignment], known: list[Version]) -> Version | None:
     return next((v for v in known if v.name == history[-1].version), None) if history else None
 
 
-def mlflow_alias(version: Version, md5: str | None, cwd: str | Path = ".") -> str | None:
+def mlflow_alias(version: Version, md5: str | None, cwd: str | Path = ".",
+                 refused: tuple[str, str] | None = None) -> str | None:
     """Move MLflow's `prod` alias to the model now in production (the run tagged with its `md5`), so the MLflow
-    UI agrees with GTO. Returns the MLflow version number, or None when there is nothing to move (no store, no
-    run made these bytes). A store failure is a warning: production has already changed, and the next promote
-    or rollback fixes it."""
+    UI agrees with GTO, and tag the run of a `refused` candidate (its md5, the gate's reason) with the verdict.
+    Returns the MLflow version number, or None when there is nothing to move (no store, no run made these
+    bytes). A store failure is a warning: production has already changed, and the next promote or rollback
+    fixes it."""
     from selfheal.pipeline import tracking
 
     cwd = Path(cwd)
     try:
+        if refused is not None:
+            tracking.tag_refused(tracking.run_for_model(refused[0], cwd), refused[1], cwd)
         return tracking.set_production_alias(tracking.run_for_model(md5, cwd), version.name, cwd)
     except SelfHealError as exc:
         print(f"⚠️  MLflow alias '{tracking.PROD_ALIAS}' not moved to {version.name}: {exc}")

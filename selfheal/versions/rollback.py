@@ -209,7 +209,8 @@ def rollback(
         assigned = registry.assign_production(target, reason, cwd, shared, stage=project.gate.stage)
         reloaded = reload(ident) if reload else False
         recovered_s = round(time.perf_counter() - started, 3)  # the time to recover: verified and serving
-        mlflow_version = registry.mlflow_alias(target, ident, cwd)  # bookkeeping (seconds of MLflow imports), after
+        refused = (bad, reason) if action == "auto_rollback" and bad and bad != ident else None
+        mlflow_version = registry.mlflow_alias(target, ident, cwd, refused)  # bookkeeping (MLflow imports), after
         entry = audit.append(log, action, reason, True, **done, assigned=assigned, service_reloaded=reloaded,
                              mlflow_version=mlflow_version, duration_s=recovered_s)
         if action == "manual_rollback" and bad and bad != ident:  # a person's choice sticks (see held_back)

@@ -48,7 +48,7 @@ def test_run_is_logged_to_the_default_sqlite_store(
     assert list((tmp_path / "mlartifacts").rglob("MLmodel"))
 
 
-def test_run_is_tagged_and_registered_with_its_holdout_metrics(
+def test_run_is_tagged_with_its_holdout_metrics_and_registered_only_when_it_reaches_production(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trained: tuple
 ) -> None:
     monkeypatch.chdir(tmp_path)
@@ -57,8 +57,9 @@ def test_run_is_tagged_and_registered_with_its_holdout_metrics(
     monkeypatch.delenv(tracking.SWITCH, raising=False)
     monkeypatch.setenv(tracking.EXP_NAME_ENV, "wiser-newt")
     pipeline, meta, sample = trained
-    run_id = tracking.log_training(pipeline, meta, {"train_score": 0.9, "holdout_r2": 0.81, "holdout_rmse": 0.5},
-                                   sample)
+    run_id, refused_id = (
+        tracking.log_training(pipeline, meta, {"train_score": 0.9, "holdout_r2": 0.81, "holdout_rmse": 0.5}, sample)
+        for _ in range(2))
 
     from mlflow.tracking import MlflowClient
 
@@ -67,15 +68,21 @@ def test_run_is_tagged_and_registered_with_its_holdout_metrics(
     assert run.data.metrics == {"train_score": 0.9, "holdout_r2": 0.81, "holdout_rmse": 0.5}
     assert run.data.tags["selfheal.dvc_exp"] == "wiser-newt"
     assert "mlflow.source.git.commit" not in run.data.tags  # tmp_path is no git repo: no made-up commit
-    (version,) = client.search_model_versions(f"run_id='{run_id}'")
-    assert version.name == tracking.REGISTERED_MODEL
+    assert client.search_model_versions(f"name='{tracking.REGISTERED_MODEL}'") == []  # candidates stay runs
+
+    assert tracking.set_production_alias(run_id, "v0.0.1", tmp_path) == "1"
+    tracking.tag_refused(refused_id, "r2 0.41 below the threshold 0.70", tmp_path)
+    assert tracking.set_production_alias(run_id, "v0.0.1", tmp_path) == "1"  # registered once
+    (version,) = client.search_model_versions(f"name='{tracking.REGISTERED_MODEL}'")
+    assert version.run_id == run_id and version.tags["selfheal.version"] == "v0.0.1"
+    assert client.get_model_version_by_alias(tracking.REGISTERED_MODEL, tracking.PROD_ALIAS).run_id == run_id
+    assert client.get_run(run_id).data.tags[tracking.VERDICT_TAG] == "production v0.0.1"
+    assert client.get_run(refused_id).data.tags[tracking.VERDICT_TAG] == "refused: r2 0.41 below the threshold 0.70"
     import mlflow.artifacts
 
     model_dir = Path(mlflow.artifacts.download_artifacts(f"models:/{version.name}/{version.version}",
                                                          dst_path=str(tmp_path / "dl"), tracking_uri=uri))
     assert (model_dir / "input_example.json").is_file()
-    assert tracking.set_production_alias(run_id, "v0.0.1", tmp_path) == str(version.version)
-    assert client.get_model_version_by_alias(tracking.REGISTERED_MODEL, tracking.PROD_ALIAS).run_id == run_id
 
 
 def test_switch_off_skips_tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trained: tuple) -> None:
@@ -125,7 +132,7 @@ def test_a_new_store_starts_from_the_environments_migrated_empty_store(
         client = MlflowClient(tracking_uri=uri)
         assert client.get_run(run_id).data.metrics == {"train_score": 0.9}
         assert [e.name for e in client.search_experiments(order_by=["name"])] == ["Default", "selfheal"]
-        assert client.get_registered_model(tracking.REGISTERED_MODEL).name == tracking.REGISTERED_MODEL
+        assert client.search_registered_models() == []  # a run is registered when it reaches production
     (template,) = (tmp_path / "env-share").glob("mlflow-*.db")
     with sqlite3.connect(template) as db:  # the template stays empty: no run, no experiment of any project
         assert db.execute("SELECT count(*) FROM experiments").fetchone() == (0,)

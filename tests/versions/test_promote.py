@@ -1,5 +1,6 @@
-"""MLflow agrees with GTO: each trained model is a registered version with its holdout metrics, an input example
-and tags naming the DVC experiment and commit; promote and rollback move the `prod` alias. Read back through
+"""MLflow agrees with GTO: each trained model is a run with its holdout metrics, an input example and tags naming
+the DVC experiment and commit; promote and rollback register production's model and move the `prod` alias, and
+a refused candidate's run says why. Read back through
 MlflowClient on the project's own sqlite store, with real `dvc repro`, promote and rollback runs."""
 
 from __future__ import annotations
@@ -63,6 +64,18 @@ def test_promote_and_rollback_move_the_mlflow_alias(project: Path) -> None:
     assert _prod(repo) == run_v2 != run_v1
     version = client.get_model_version_by_alias(tracking.REGISTERED_MODEL, tracking.PROD_ALIAS)
     assert version.tags["selfheal.version"] == "v0.0.2"
+    assert client.get_run(run_v2).data.tags[tracking.VERDICT_TAG] == "production v0.0.2"
+
+    # a candidate the gate refuses stays a run, tagged with why; the registry holds production's versions only
+    set_max_iter(repo, 60)
+    sandbox.set_params(repo, model_validation={"min_accuracy_threshold": 0.99})
+    sandbox.run(["dvc", "repro"], repo)
+    refused = _run_of(repo)
+    sandbox.run(["selfheal", "rollback"], repo)
+    assert _prod(repo) == run_v2
+    assert client.get_run(refused).data.tags[tracking.VERDICT_TAG].startswith("refused: ")
+    registered = client.search_model_versions(f"name='{tracking.REGISTERED_MODEL}'")
+    assert sorted(v.run_id for v in registered) == sorted([run_v1, run_v2])
 
     sandbox.run(["selfheal", "rollback", "--version", "v0.0.1"], repo)
     assert _prod(repo) == run_v1
