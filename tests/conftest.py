@@ -31,19 +31,19 @@ set_params = sandbox.set_params
 
 
 @pytest.fixture(scope="session")
-def fresh_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A git repo holding the project as a fresh clone would, with small default data; nothing run yet."""
-    return sandbox.create(tmp_path_factory.mktemp("fresh") / "project", ROOT, synth=SMALL_SYNTH)
+def built_project(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """A fresh clone of the project with small default data, after one real `dvc repro`, committed (dvc.lock
+    included). Built once per run (heal_support._shared), copied for each worker: tests that run DVC in it
+    never share it with the other worker."""
+    from tests.heal_support import _shared
 
+    def build(dest: Path) -> None:
+        sandbox.create(dest, ROOT, synth=SMALL_SYNTH)
+        sandbox.run(["dvc", "repro"], dest)
+        sandbox.commit(dest, "dvc repro")
 
-@pytest.fixture(scope="session")
-def built_project(tmp_path_factory: pytest.TempPathFactory, fresh_project: Path) -> Path:
-    """The fresh project after one real `dvc repro`, committed (dvc.lock included)."""
-    repo = tmp_path_factory.mktemp("built") / "project"
-    shutil.copytree(fresh_project, repo, symlinks=True)
-    sandbox.run(["dvc", "repro"], repo)
-    sandbox.commit(repo, "dvc repro")
-    return repo
+    mine = tmp_path_factory.mktemp("built") / "project"
+    return shutil.copytree(_shared(tmp_path_factory, worker_id, "built", build), mine, symlinks=True)
 
 
 @pytest.fixture()
