@@ -9,7 +9,7 @@ unless `interactive`. An existing selfheal.yaml is never overwritten without `fo
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,11 +108,19 @@ def _degrading(stage: vcs.ResolvedStage, cwd: Path) -> dict[str, int]:
         if not file.endswith((".yaml", ".yml")) or not path.is_file():
             continue
         doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        for key in keys:
-            value = at_key(doc, key)
+        for key, value in ((k, v) for declared in keys for k, v in _leaves(declared, at_key(doc, declared))):
             if _SIZE.match(key.split(".")[-1]) and type(value) is int and value > 1:
                 return {key if file == str(workspace.PARAMS) else f"{file}:{key}": 1}
     return {}
+
+
+def _leaves(key: str, value: object) -> Iterator[tuple[str, object]]:
+    """(dotted key, value) of every scalar under `key`: a stage may declare a whole group (`params: [train]`)."""
+    if isinstance(value, dict):
+        for name, inner in value.items():
+            yield from _leaves(f"{key}.{name}", inner)
+    else:
+        yield key, value
 
 
 def _produces(stage: vcs.ResolvedStage, path: str) -> bool:

@@ -65,7 +65,7 @@ def _repo(root: Path, dvc_yaml: dict, folder: str = "") -> Path:
     (where / "src/train.py").write_text(TRAIN)
     (where / "src/evaluate.py").write_text(EVALUATE)
     (where / "data/raw.csv").write_text("x,y\n1,2\n3,4\n")
-    params = {"train": {"rf": 0.85, "nn": 0.85}, "models": ["rf", "nn"], "data": {"raw": "data/raw.csv"},
+    params = {"train": {"rf": 0.85, "nn": 0.85, "fit": {"epochs": 5}}, "models": ["rf", "nn"], "data": {"raw": "data/raw.csv"},
               "eval": {"metrics": "eval/metrics.json"}}
     (where / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (where / "dvc.yaml").write_text(yaml.safe_dump(dvc_yaml, sort_keys=False))
@@ -125,6 +125,7 @@ def test_a_templated_dvc_yaml_is_read_through_dvc(tmp_path: Path) -> None:
     config = yaml.safe_load((repo / "selfheal.yaml").read_text())
     assert config["model"]["stages"] == ["train@rf", "evaluate"] and config["gate"]["metrics"] == "eval/metrics.json"
     assert config["data"] == {"fix": ["data/raw.csv"]}  # ${data.raw}, resolved
+    assert config["drill"] == {"degrade": {"train.fit.epochs": 1}}  # found inside the group the stage declares
     sandbox.commit(repo, "selfheal init")
     _guard_then_promote_and_roll_back(repo, "models/rf.pkl", "rf")
 
