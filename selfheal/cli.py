@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from selfheal.core import workspace
 from selfheal.core.errors import SelfHealError, fail
@@ -429,10 +429,41 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
+class _Output:
+    """stdout for a reader that may go away (`selfheal heal | head`, a log pipe whose reader died): once the pipe
+    is closed, output goes to /dev/null and the command finishes what it started (its logs are the record)
+    instead of stopping mid-action with a traceback."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._silence()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._silence()
+
+    def _silence(self) -> None:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, self._stream.fileno())  # what is still buffered, and every later child, writes there
+        os.close(null)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors are one line on stderr with exit code 2, never a traceback."""
     from selfheal.core.alerts import check_webhook
 
+    sys.stdout = _Output(sys.stdout)
     root = parser()
     args, unknown = root.parse_known_args(sys.argv[1:] if argv is None else argv)
     if not hasattr(args, "run"):
