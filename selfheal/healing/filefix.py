@@ -11,6 +11,7 @@ an optional target column, the `data.quality` switches), with backups and the lo
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -30,15 +31,38 @@ def changes(report: dict[str, Any]) -> int:
     return cells + report["duplicates_removed"] + report["target_missing_dropped"]
 
 
-def write_csv(data: Any, path: Path) -> None:
-    """The fixed data (a frame, or a pyarrow table from the all-numbers fix) as CSV with pyarrow's writer: the same
-    values as pandas' to_csv, ~8x faster on 1M rows (text is quoted, whole floats are written as 3 rather than
-    3.0; every reader reads the same values)."""
+def write_csv(data: Any, path: Path, like: Path | None = None) -> None:
+    """The fixed data (a frame, or a pyarrow table from the all-numbers fix) as CSV in the style of `like`, the file
+    it replaces, so a fix changes the lines it fixes and not the rest (a git-tracked CSV's diff stays readable):
+    its line ends (CRLF ones inside quoted values too), and quotes only where it had them or a value needs them.
+    pyarrow's writer: the same values as pandas' to_csv, ~8x faster on 1M rows (whole floats are written as 3
+    rather than 3.0; every reader reads the same values)."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
+    crlf, quoted_header, quoted = _style(like) if like is not None and like.is_file() else (False, True, True)
     table = data if isinstance(data, pa.Table) else pa.Table.from_pandas(data, preserve_index=False)
-    pacsv.write_csv(table, path, pacsv.WriteOptions(quoting_style="needed"))
+    style = pacsv.WriteOptions(quoting_style="needed" if quoted else "none",
+                               quoting_header="needed" if quoted_header else "none")
+    try:
+        pacsv.write_csv(table, path, style)
+    except pa.ArrowInvalid:  # "none", and a value or name holds a delimiter, quote or line end: quote as needed
+        pacsv.write_csv(table, path, pacsv.WriteOptions(quoting_style="needed"))
+    if crlf:  # pyarrow writes LF only
+        lf = path.with_name(f".{path.name}.{os.getpid()}.lf{atomic.TMP_SUFFIX}")  # atomic.sweep's leftover form
+        os.replace(path, lf)
+        with lf.open("rb") as src, path.open("wb") as dst:
+            while chunk := src.read(1 << 20):
+                dst.write(chunk.replace(b"\n", b"\r\n"))
+        lf.unlink()
+
+
+def _style(path: Path) -> tuple[bool, bool, bool]:
+    """(CRLF line ends, a quoted header, quoted values) of a CSV, from its first 64 KiB."""
+    with path.open("rb") as f:
+        head = f.read(1 << 16)
+    first, _, body = head.partition(b"\n")
+    return first.endswith(b"\r"), first.startswith(b'"'), b'"' in body
 
 
 def fix_file(path: Path, params: Params, pending: Future[Any] | None = None) -> dict[str, Any]:
@@ -115,13 +139,13 @@ def _write(data: Any, path: Path) -> None:
     import pyarrow as pa
 
     if isinstance(data, pa.Table):  # from the all-numbers fix of a CSV (fix_file)
-        atomic.atomic_write(path, lambda tmp: write_csv(data, tmp))
+        atomic.atomic_write(path, lambda tmp: write_csv(data, tmp, like=path))
         return
     frame = data.drop(columns=[NO_TARGET], errors="ignore")
     if path.suffix == ".parquet":
         atomic.atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
     else:
-        atomic.atomic_write(path, lambda tmp: write_csv(frame, tmp))
+        atomic.atomic_write(path, lambda tmp: write_csv(frame, tmp, like=path))
 
 
 def fix_in_place(path: Path, fixing: Callable[[], tuple[Any, dict[str, Any]]], dq: DataQualityParams, *, log: Path,

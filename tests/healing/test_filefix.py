@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -108,3 +109,30 @@ def test_a_second_fix_data_is_a_no_op_and_says_so(dirty: Path, capsys: pytest.Ca
     assert first["changes"] > 0 and second["changes"] == 0 and second["success"] and second["backup"] is None
     assert dirty.read_bytes() == fixed
     assert f"No issues to fix: {dirty} unchanged" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("eol", ["\n", "\r\n"], ids=["lf", "crlf"])
+def test_a_fix_rewrites_only_the_lines_it_fixes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, eol: str) -> None:
+    """A git-tracked CSV keeps its line ends and its unquoted text: the diff of a fix is the fixed line."""
+    monkeypatch.chdir(tmp_path)
+    rows = [f"{i % 7 + 1},{i % 11 + 5},{('NEAR BAY', 'INLAND')[i % 2]},{i % 5 + 1}" for i in range(60)]
+    rows[10] = "1,,INLAND,3"  # a missing HouseAge, filled with the median
+    path = tmp_path / "data.csv"
+    path.write_bytes(eol.join(["MedInc,HouseAge,ocean_proximity,MedHouseVal", *rows, ""]).encode())
+    before = path.read_bytes().split(eol.encode())
+    fix_file(path, parse_params({"data": {"target": "MedHouseVal"}}))
+    after = path.read_bytes().split(eol.encode())
+    assert len(after) == len(before) and b"\n" not in b"".join(after)
+    assert [n for n, (old, new) in enumerate(zip(before, after, strict=True)) if old != new] == [11]
+    median = statistics.median(i % 11 + 5 for i in range(60) if i != 10)
+    assert after[11] == f"1,{median:g},INLAND,3".encode()
+
+
+def test_a_value_that_needs_quotes_gets_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "data.csv"
+    rows = [f"{i % 7 + 1},{i % 11 + 5},\"Bay, North\",{i % 5 + 1}" for i in range(60)]
+    rows[3] = "2,,\"Bay, North\",1"
+    path.write_text("MedInc,HouseAge,area,MedHouseVal\n" + "\n".join(rows) + "\n")
+    fix_file(path, parse_params({"data": {"target": "MedHouseVal"}}))
+    assert read_csv_checked(path)["area"].eq("Bay, North").all() and not problems(path)
