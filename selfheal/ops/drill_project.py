@@ -20,6 +20,7 @@ from selfheal.core.project import Project, current, project_file
 from selfheal.ops import faults as catalogue
 from selfheal.ops import judge, sandbox
 from selfheal.ops.trials import free_port
+from selfheal.versions import vcs
 
 TABULAR = {".csv": ",", ".tsv": "\t"}
 LOGS = (workspace.DATA_FIX_LOG, workspace.ROLLBACK_LOG, workspace.RETRAINING_LOG, workspace.RECOVERY_LOG,
@@ -104,8 +105,8 @@ def health_url(root: Path, on: Target) -> str | None:
 def inputs(root: Path) -> set[str]:
     """The files the pipeline reads and no stage writes (its data), as dvc.lock records them."""
     stages = judge.lock(root)
-    produced = {p for entry in stages.values() for p in judge.paths(entry, "outs")}
-    return {p for entry in stages.values() for p in judge.paths(entry, "deps")} - produced
+    produced = {p for entry in stages.values() for p in vcs.hashes(entry, "outs")}
+    return {p for entry in stages.values() for p in vcs.hashes(entry, "deps")} - produced
 
 
 def _data_file(root: Path) -> Path | None:
@@ -115,7 +116,7 @@ def _data_file(root: Path) -> Path | None:
 
 def _dir_outs(root: Path, config: Project) -> tuple[Path, ...]:
     stages = judge.lock(root)
-    return tuple(Path(p) for s in config.model.stages for p, md5 in judge.paths(stages.get(s) or {}, "outs").items()
+    return tuple(Path(p) for s in config.model.stages for p, md5 in vcs.hashes(stages.get(s) or {}, "outs").items()
                  if md5.endswith(".dir"))
 
 

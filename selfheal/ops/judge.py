@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 import psutil
-import yaml
 
 from selfheal.core import atomic, workspace
 from selfheal.ops import sandbox
+from selfheal.versions import vcs
 
 SKIP = {".git", ".dvc", "__pycache__"}
 
@@ -49,20 +49,15 @@ class Spec:
 
 
 def lock(root: Path, text: str | None = None) -> dict[str, Any]:
-    """dvc.lock's stages, from the workspace or from `text` (a commit's copy)."""
+    """dvc.lock's stages, from the workspace or from `text` (a commit's copy); paths relative to `root`."""
     path = root / workspace.DVC_LOCK
     if text is None:
         text = path.read_text(encoding="utf-8") if path.exists() else ""
-    return (yaml.safe_load(text) or {}).get("stages") or {}
-
-
-def paths(entry: dict[str, Any], key: str) -> dict[str, str]:
-    """{path: md5} of a dvc.lock stage's `deps` or `outs`."""
-    return {item["path"]: item.get("md5", "") for item in entry.get(key) or []}
+    return vcs.parse_lock(text, vcs.stage_dirs(root / workspace.DVC_YAML))
 
 
 def outputs(root: Path) -> tuple[str, ...]:
-    return tuple(sorted({p for entry in lock(root).values() for p in paths(entry, "outs")}))
+    return tuple(sorted({p for entry in lock(root).values() for p in vcs.hashes(entry, "outs")}))
 
 
 def md5_of(path: Path) -> str | None:
@@ -97,7 +92,7 @@ def production(root: Path, spec: Spec) -> tuple[str, str] | None:
 def production_outputs(root: Path, spec: Spec, prod: tuple[str, str]) -> dict[str, str]:
     """{output: md5} of the version stages, as production's commit's dvc.lock records them."""
     stages = lock(root, _git(root, "show", f"{prod[1]}:{workspace.DVC_LOCK}"))
-    return {out: md5 for stage in spec.stages for out, md5 in paths(stages.get(stage) or {}, "outs").items()}
+    return {out: md5 for stage in spec.stages for out, md5 in vcs.hashes(stages.get(stage) or {}, "outs").items()}
 
 
 def _cached(root: Path, md5: str) -> Path:
@@ -218,7 +213,7 @@ def data_problems(root: Path, fixed: Path, consumed: Path, target: str, faulty: 
         if not any(f.read_bytes() == faulty for f in backups.rglob("*") if f.is_file()):
             problems.append(f"no backup of the faulty {rel} under {records}/backups")
     used = consumed.relative_to(root).as_posix()
-    recorded = {p: md5 for entry in lock(root).values() for p, md5 in paths(entry, "deps").items()}
+    recorded = {p: md5 for entry in lock(root).values() for p, md5 in vcs.hashes(entry, "deps").items()}
     if recorded.get(used) != md5_of(consumed):
         problems.append(f"dvc.lock's candidate was not made from the {'fixed ' if faulty else ''}{used}")
     return problems

@@ -70,7 +70,8 @@ class Versions:
 
     def lock(self, v: Version) -> dict[str, Any]:
         if v.commit not in self._locks:
-            self._locks[v.commit] = vcs.parse_lock(vcs.show(v.commit, workspace.DVC_LOCK, self.cwd))
+            self._locks[v.commit] = vcs.parse_lock(vcs.show(v.commit, workspace.DVC_LOCK, self.cwd),
+                                                   vcs.stage_dirs(self.cwd / workspace.DVC_YAML))
         return self._locks[v.commit]
 
     def identity(self, v: Version) -> str | None:

@@ -265,7 +265,9 @@ def _merge_lock(path: Path, entries: dict[str, Any]) -> None:
     """Replace the given stages' entries in dvc.lock (other stages keep describing the workspace)."""
     doc = yaml.safe_load(path.read_text(encoding="utf-8")) if path.exists() else None
     doc = doc or {"schema": "2.0", "stages": {}}
-    doc.setdefault("stages", {}).update(entries)
+    dirs = vcs.stage_dirs(path.parent / workspace.DVC_YAML)
+    doc.setdefault("stages", {}).update(
+        {name: vcs.lock_entry_for_dvc(entry, dirs.get(name.split("@")[0])) for name, entry in entries.items()})
     atomic.write_text(path, yaml.safe_dump(doc, sort_keys=False, default_flow_style=False))
 
 

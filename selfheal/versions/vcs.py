@@ -85,17 +85,52 @@ def show(rev: str, path: str | Path, cwd: str | Path = ".") -> bytes | None:
     return proc.stdout if proc.returncode == 0 else None
 
 
-def parse_lock(text: str | bytes | None) -> dict[str, Any]:
-    """dvc.lock as {stage: entry}; empty when absent."""
+def parse_lock(text: str | bytes | None, dirs: dict[str, str] | None = None) -> dict[str, Any]:
+    """dvc.lock as {stage: entry}, every path relative to the pipeline's folder (dvc.lock writes a stage's paths
+    relative to its `wdir`: `dirs`, from stage_dirs); empty when absent."""
     if not text:
         return {}
-    data = parse_yaml(text) or {}
-    return dict(data.get("stages") or {})
+    stages = dict((parse_yaml(text) or {}).get("stages") or {})
+    for name, entry in stages.items():
+        wdir = (dirs or {}).get(name.split("@")[0])
+        if wdir:
+            stages[name] = _rebased(entry, lambda path, d=wdir: os.path.normpath(os.path.join(d, path)))
+    return stages
 
 
 def read_lock(path: str | Path = workspace.DVC_LOCK) -> dict[str, Any]:
     path = Path(path)
-    return parse_lock(path.read_bytes()) if path.exists() else {}
+    return parse_lock(path.read_bytes(), stage_dirs(path.parent / workspace.DVC_YAML)) if path.exists() else {}
+
+
+def stage_dirs(dvc_yaml: str | Path = workspace.DVC_YAML) -> dict[str, str]:
+    """{stage: wdir} of the stages dvc.yaml runs in a folder of their own (`wdir:`); {} for most pipelines."""
+    try:
+        text = Path(dvc_yaml).read_text(encoding="utf-8")
+    except OSError:
+        return {}
+    if "wdir:" not in text:
+        return {}
+    stages = (parse_yaml(text) or {}).get("stages") or {}
+    bodies = {name: stage.get("do", stage) for name, stage in stages.items() if isinstance(stage, dict)}
+    return {name: str(body["wdir"]) for name, body in bodies.items()
+            if isinstance(body, dict) and body.get("wdir") not in (None, ".", "")}
+
+
+def lock_entry_for_dvc(entry: dict[str, Any], wdir: str | None) -> dict[str, Any]:
+    """A parsed entry (paths relative to the pipeline's folder) as dvc.lock writes it for a stage in `wdir`."""
+    return _rebased(entry, lambda path: os.path.relpath(path, wdir)) if wdir else entry
+
+
+def _rebased(entry: dict[str, Any], move: Any) -> dict[str, Any]:
+    """`entry` with the paths of its deps, outs and params files moved by `move`."""
+    out = dict(entry)
+    for key in ("deps", "outs"):
+        if entry.get(key):
+            out[key] = [{**item, "path": move(item["path"])} for item in entry[key]]
+    if entry.get("params"):
+        out["params"] = {move(file): values for file, values in entry["params"].items()}
+    return out
 
 
 def hashes(entry: dict[str, Any], key: str = "outs") -> dict[str, str]:

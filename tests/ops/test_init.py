@@ -49,6 +49,13 @@ TEMPLATED = {
                      "deps": ["src/evaluate.py", "models/rf.pkl"], "metrics": [{"${eval.metrics}": {"cache": False}}]},
     },
 }
+IN_SRC = {"stages": {  # each stage runs in src/ (`wdir`): dvc.lock writes its paths relative to src/
+    "train": {"wdir": "src", "cmd": "cd .. && python src/train.py rf models/rf.pkl",
+              "deps": ["train.py", "../data/raw.csv"], "params": [{"../params.yaml": ["train.rf"]}],
+              "outs": ["../models/rf.pkl"]},
+    "evaluate": {"wdir": "src", "cmd": "cd .. && python src/evaluate.py models/rf.pkl eval/metrics.json",
+                 "deps": ["evaluate.py", "../models/rf.pkl"], "metrics": [{"../eval/metrics.json": {"cache": False}}]},
+}}
 TWO_MODELS = {"stages": {**_stage("rf", "models/rf.pkl", "eval/rf.json"), **_stage("nn", "models/nn.pkl", "eval/nn.json")}}
 
 
@@ -128,6 +135,21 @@ def test_a_templated_dvc_yaml_is_read_through_dvc(tmp_path: Path) -> None:
     assert config["drill"] == {"degrade": {"train.fit.epochs": 1}}  # found inside the group the stage declares
     sandbox.commit(repo, "selfheal init")
     _guard_then_promote_and_roll_back(repo, "models/rf.pkl", "rf")
+
+
+def test_stages_that_run_in_a_folder_of_their_own_are_guarded(tmp_path: Path) -> None:
+    repo = _repo(tmp_path / "in-src", IN_SRC)
+    _run("selfheal", "init", cwd=repo)
+    config = yaml.safe_load((repo / "selfheal.yaml").read_text())
+    assert config["model"]["outs"] == ["models/rf.pkl"] and config["gate"]["metrics"] == "eval/metrics.json"
+    sandbox.commit(repo, "selfheal init")
+    _guard_then_promote_and_roll_back(repo, "models/rf.pkl", "rf")
+    # the rollback wrote dvc.lock's entries back as DVC writes them (relative to src/), and DVC finds the restored
+    # outputs in place (only the refused candidate's params edit, left to its author, differs)
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    assert [out["path"] for out in lock["train"]["outs"]] == ["../models/rf.pkl"]
+    status = json.loads(_run("dvc", "status", "--json", cwd=repo).stdout)
+    assert status == {"train": [{"changed deps": {"params.yaml": {"train.rf": "modified"}}}]}, status
 
 
 def test_two_models_are_listed_and_one_is_chosen(tmp_path: Path) -> None:
