@@ -148,12 +148,12 @@ def git_tracked_outputs(dvc_yaml: str | Path = workspace.DVC_YAML) -> dict[str, 
     stages = (parse_yaml(text) or {}).get("stages") or {}
     out: dict[str, list[str]] = {}
     for name, stage in stages.items():
-        paths = []
+        paths, wdir = [], str(stage.get("wdir") or ".")
         for key in ("outs", "metrics", "plots"):
             for item in stage.get(key) or []:
                 path, opts = (next(iter(item.items())) if isinstance(item, dict) else (item, {}))
                 if (opts or {}).get("cache", True) is False:
-                    paths.append(str(path))
+                    paths.append(os.path.normpath(os.path.join(wdir, str(path))))  # relative to the pipeline
         out[name] = paths
     return out
 

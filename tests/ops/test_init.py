@@ -148,6 +148,7 @@ def test_stages_that_run_in_a_folder_of_their_own_are_guarded(tmp_path: Path) ->
     # outputs in place (only the refused candidate's params edit, left to its author, differs)
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
     assert [out["path"] for out in lock["train"]["outs"]] == ["../models/rf.pkl"]
+    assert _run("git", "status", "--porcelain", "--", "eval", cwd=repo).stdout == ""  # committed when promoted
     status = json.loads(_run("dvc", "status", "--json", cwd=repo).stdout)
     assert status == {"train": [{"changed deps": {"params.yaml": {"train.rf": "modified"}}}]}, status
 
