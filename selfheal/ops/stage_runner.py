@@ -279,7 +279,10 @@ def _serve(key: str) -> None:
     os.replace(tmp, sock_path)
     mine = sock_path.stat().st_ino
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # every module of selfheal this interpreter and its forks use before a stage's own code is imported, loaded
+    # now: the checkout it was started from may be gone by the time another checkout's stage comes
     from selfheal.pipeline import tracking
+    from selfheal.service import procs  # noqa: F401 - used by _become in each fork
 
     tracking.quiet()  # as a stage would before importing MLflow
     pending = list(LIBRARIES)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -145,6 +146,29 @@ def test_a_forked_stage_is_the_stage_the_caller_started(project: Path, environ: 
     assert seen["exp"] == "wiser-newt"
     assert seen["helper"] == 20 and seen["pandas"]  # fresh project code, preloaded libraries
     assert err.strip() == "to stderr" and proc.returncode == 3
+
+
+def test_a_warm_interpreter_outlives_the_checkout_that_started_it(tmp_path: Path, environ: dict[str, str]) -> None:
+    """Two checkouts with their own copy of selfheal (as a sandbox or a second clone has it) share a warm
+    interpreter; the one that started it is deleted; the other's stage still runs in a fork, with its own code."""
+    checkouts = []
+    for name in ("first", "second"):
+        root = tmp_path / name
+        shutil.copytree(sandbox.SOURCE / "selfheal", root / "selfheal", ignore=shutil.ignore_patterns("__pycache__"))
+        (root / "stages").mkdir()
+        (root / "stages" / "__init__.py").write_text("")
+        (root / "stages" / "helper.py").write_text(f"VALUE = {len(checkouts) + 1}\n")
+        (root / "stages" / "probe.py").write_text(PROBE)
+        checkouts.append(root)
+    server = warm(checkouts[0], environ)
+    deadline = time.monotonic() + 60  # the warm interpreter past its start (preloading scikit-learn): serving
+    while not any("sklearn" in m.path for m in psutil.Process(server).memory_maps()):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    shutil.rmtree(checkouts[0])
+    proc, seen, err = probe(checkouts[1], environ)
+    assert proc.returncode == 0 and err.strip() == "to stderr", err
+    assert seen["grandparent"] == server and seen["helper"] == 2  # in a fork, with the second checkout's code
 
 
 def test_signals_reach_the_fork_and_a_dead_caller_takes_it_along(project: Path, environ: dict[str, str]) -> None:
