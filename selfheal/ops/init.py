@@ -108,9 +108,10 @@ def _degrading(stage: vcs.ResolvedStage, cwd: Path) -> dict[str, int]:
         if not file.endswith((".yaml", ".yml")) or not path.is_file():
             continue
         doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        for key, value in ((k, v) for declared in keys for k, v in _leaves(declared, at_key(doc, declared))):
-            if _SIZE.match(key.split(".")[-1]) and type(value) is int and value > 1:
-                return {key if file == str(workspace.PARAMS) else f"{file}:{key}": 1}
+        for declared in keys:
+            for key, value in _leaves(declared, at_key(doc, declared)):
+                if _SIZE.match(key.split(".")[-1]) and type(value) is int and value > 1:
+                    return {key if file == str(workspace.PARAMS) else f"{file}:{key}": 1}
     return {}
 
 

@@ -50,9 +50,8 @@ class Spec:
 
 def lock(root: Path, text: str | None = None) -> dict[str, Any]:
     """dvc.lock's stages, from the workspace or from `text` (a commit's copy); paths relative to `root`."""
-    path = root / workspace.DVC_LOCK
     if text is None:
-        text = path.read_text(encoding="utf-8") if path.exists() else ""
+        return vcs.read_lock(root / workspace.DVC_LOCK)
     return vcs.parse_lock(text, vcs.stage_dirs(root / workspace.DVC_YAML))
 
 

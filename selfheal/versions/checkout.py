@@ -267,7 +267,7 @@ def _merge_lock(path: Path, entries: dict[str, Any]) -> None:
     doc = doc or {"schema": "2.0", "stages": {}}
     dirs = vcs.stage_dirs(path.parent / workspace.DVC_YAML)
     doc.setdefault("stages", {}).update(
-        {name: vcs.lock_entry_for_dvc(entry, dirs.get(name.split("@")[0])) for name, entry in entries.items()})
+        {name: vcs.lock_entry_for_dvc(name, entry, dirs) for name, entry in entries.items()})
     atomic.write_text(path, yaml.safe_dump(doc, sort_keys=False, default_flow_style=False))
 
 

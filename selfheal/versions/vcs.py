@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,9 +93,8 @@ def parse_lock(text: str | bytes | None, dirs: dict[str, str] | None = None) -> 
         return {}
     stages = dict((parse_yaml(text) or {}).get("stages") or {})
     for name, entry in stages.items():
-        wdir = (dirs or {}).get(name.split("@")[0])
-        if wdir:
-            stages[name] = _rebased(entry, lambda path, d=wdir: os.path.normpath(os.path.join(d, path)))
+        if wdir := _wdir(name, dirs or {}):
+            stages[name] = _rebased(entry, lambda path: os.path.normpath(os.path.join(wdir, path)))  # called at once
     return stages
 
 
@@ -117,12 +117,19 @@ def stage_dirs(dvc_yaml: str | Path = workspace.DVC_YAML) -> dict[str, str]:
             if isinstance(body, dict) and body.get("wdir") not in (None, ".", "")}
 
 
-def lock_entry_for_dvc(entry: dict[str, Any], wdir: str | None) -> dict[str, Any]:
-    """A parsed entry (paths relative to the pipeline's folder) as dvc.lock writes it for a stage in `wdir`."""
+def lock_entry_for_dvc(name: str, entry: dict[str, Any], dirs: dict[str, str]) -> dict[str, Any]:
+    """Stage `name`'s parsed entry (paths relative to the pipeline's folder) as dvc.lock writes it (relative to
+    the stage's wdir, from stage_dirs)."""
+    wdir = _wdir(name, dirs)
     return _rebased(entry, lambda path: os.path.relpath(path, wdir)) if wdir else entry
 
 
-def _rebased(entry: dict[str, Any], move: Any) -> dict[str, Any]:
+def _wdir(name: str, dirs: dict[str, str]) -> str | None:
+    """A dvc.lock stage's wdir: a foreach stage `train@rf` has its `train` block's."""
+    return dirs.get(name.split("@")[0])
+
+
+def _rebased(entry: dict[str, Any], move: Callable[[str], str]) -> dict[str, Any]:
     """`entry` with the paths of its deps, outs and params files moved by `move`."""
     out = dict(entry)
     for key in ("deps", "outs"):
